@@ -1,0 +1,500 @@
+"""Run configuration: one YAML file (``yaml.safe_load`` only) validated in two phases.
+
+Phase 1 checks the skeleton (top-level keys, training/cache/kernels settings, that each component
+section names a component). Phase 2 resolves each name in the registry and validates the section's
+remaining keys against that component's own options model. Every problem of both phases is
+collected and reported together, each with ``file:line``, the dotted path, what is wrong and a
+suggestion (:class:`kdkit.errors.ConfigError`).
+
+A component section is a mapping with ``name`` and the component's options side by side::
+
+    method:
+      name: kd
+      temperature: 10
+
+or just the name (``method: kd``) to take every default.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kdkit.api import Options
+from kdkit.errors import ConfigError, KdkitError, Problem
+from kdkit.registry import Component, Registry
+
+#: Component sections of a run file and the registry kind of each.
+COMPONENT_SECTIONS: dict[str, str] = {
+    "task": "task",
+    "teacher": "teacher",
+    "student": "student",
+    "method": "kd_method",
+}
+
+
+class ComponentSection(BaseModel):
+    """Phase-1 view of a component section: a ``name`` and not-yet-validated options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class TrainingConfig(Options):
+    """How the student is trained (the study's defaults where it gives them)."""
+
+    epochs: int = Field(5, ge=1, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(0.0, ge=0)
+    adam_eps: float = Field(1e-8, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warm-up share of steps")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; null = off")
+    max_length: int = Field(512, ge=8, description="tokens per example for both tokenizers")
+    eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; null = epoch")
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without gain")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    log_every: int = Field(10, ge=1)
+
+
+class CacheConfig(Options):
+    """Teacher-output, tokenizer and dataset caches."""
+
+    enabled: bool = True
+    dir: str | None = Field(None, description="default: $KDKIT_CACHE or ~/.cache/kdkit")
+
+
+class KernelsConfig(Options):
+    """Which implementation of the fused losses runs (see docs/kernels.md)."""
+
+    impl: Literal["auto", "reference", "triton"] = "auto"
+
+
+class RunConfig(Options):
+    """Phase-1 schema of a run file."""
+
+    seed: int = 0
+    output_dir: str = Field("runs/{task}-{method}-{student}-seed{seed}")
+    task: ComponentSection
+    teacher: ComponentSection | None = None
+    student: ComponentSection
+    method: ComponentSection
+    training: TrainingConfig = TrainingConfig()
+    cache: CacheConfig = CacheConfig()
+    kernels: KernelsConfig = KernelsConfig()
+    reporters: list[ComponentSection] = Field(
+        default_factory=lambda: [ComponentSection(name="console"), ComponentSection(name="jsonl")]
+    )
+
+    @field_validator("task", "teacher", "student", "method", mode="before")
+    @classmethod
+    def _name_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("reporters", mode="before")
+    @classmethod
+    def _reporter_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+@dataclass
+class ResolvedComponent:
+    """A component section after phase 2: the registered component and validated options."""
+
+    component: Component
+    options: Options
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"name": ..., **options}`` with every default filled in."""
+        return {"name": self.component.name, **self.options.model_dump(mode="json")}
+
+
+@dataclass
+class ResolvedConfig:
+    """A fully validated run configuration."""
+
+    run: RunConfig
+    components: dict[str, ResolvedComponent]
+    reporters: list[ResolvedComponent]
+    source: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved configuration, defaults included, as plain data."""
+        out = self.run.model_dump(mode="json", exclude={"teacher", "reporters", *COMPONENT_SECTIONS})
+        for section, resolved in self.components.items():
+            out[section] = resolved.as_dict()
+        out.setdefault("teacher", None)
+        out["reporters"] = [r.as_dict() for r in self.reporters]
+        order = ["seed", "output_dir", "task", "teacher", "student", "method", "training",
+                 "cache", "kernels", "reporters"]  # fmt: skip
+        return {k: out[k] for k in order if k in out}
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML (what ``kdkit config show`` prints)."""
+        return yaml.safe_dump(self.as_dict(), sort_keys=False)
+
+    def output_dir(self) -> Path:
+        """The run directory with ``{task}``, ``{method}``, ``{student}``, ``{seed}`` filled in."""
+        names = {s: r.component.name for s, r in self.components.items()}
+        return Path(
+            self.run.output_dir.format(
+                task=names["task"],
+                method=names["method"],
+                student=names["student"],
+                teacher=names.get("teacher", "none"),
+                seed=self.run.seed,
+            )
+        )
+
+
+# ----------------------------------------------------------------------------- YAML + lines
+
+
+def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each path in the YAML document to the (1-based) line of its key or item."""
+    lines: dict[tuple[Any, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(_line_index(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, i)] = item.start_mark.line + 1
+            lines.update(_line_index(item, (*prefix, i)))
+    return lines
+
+
+@dataclass
+class Document:
+    """Parsed YAML data with the line of every key, and which paths came from ``--set``."""
+
+    data: dict[str, Any]
+    filename: str | None
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    overridden: set[tuple[Any, ...]] = field(default_factory=set)
+
+    def line(self, path: Iterable[Any]) -> int | None:
+        """The line of ``path`` or of its closest ancestor present in the file."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return None
+
+    def origin(self, path: Iterable[Any]) -> tuple[str | None, int | None]:
+        """(filename or '--set', line) of a path."""
+        p = tuple(path)
+        for i in range(len(p), 0, -1):
+            if p[:i] in self.overridden:
+                return "--set", None
+        return self.filename, self.line(p)
+
+
+def parse_yaml(text: str, filename: str | None = None) -> Document:
+    """Parse a run file with ``yaml.safe_load``; syntax errors become a :class:`ConfigError`."""
+    try:
+        data = yaml.safe_load(text)
+        # compose() builds nodes only (no objects) with the same safe loader: used for line numbers
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            [
+                Problem(
+                    "",
+                    f"not valid YAML: {problem}",
+                    line=mark.line + 1 if mark else None,
+                    suggestion="check indentation and that every 'key: value' has a space "
+                    "after the colon",
+                )
+            ],
+            filename,
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem("", f"the file must be a mapping of settings, not a {type(data).__name__}",
+                     line=1, suggestion="start from `kdkit config show` of the default run")],
+            filename,
+        )  # fmt: skip
+    return Document(data, filename, _line_index(node))
+
+
+def load_document(path: str | Path) -> Document:
+    """Read and parse a run file, with a clear error when it is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise KdkitError(
+            f"configuration file not found: {p}",
+            fix="check the path; `kdkit config show` prints the default run file to start from",
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KdkitError(f"cannot read {p}: {exc}", fix="save the file as UTF-8 text") from None
+    return parse_yaml(text, str(p))
+
+
+def default_document() -> Document:
+    """The embedded default run (works offline on a fresh machine)."""
+    text = resources.files("kdkit").joinpath("default_run.yaml").read_text(encoding="utf-8")
+    return parse_yaml(text, "<default run>")
+
+
+def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
+    """Apply ``a.b=value`` overrides (values parsed as YAML scalars/flow collections)."""
+    problems: list[Problem] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem(item, "an override must look like key.path=value",
+                                    suggestion="e.g. --set method.temperature=4"))  # fmt: skip
+            continue
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+        target: Any = doc.data
+        ok = True
+        for i, part in enumerate(parts[:-1]):
+            nxt = target[part] if _has(target, part) else None
+            if isinstance(nxt, str) and parts[i] in COMPONENT_SECTIONS:
+                nxt = {"name": nxt}  # `method: kd` then --set method.temperature=4
+                target[part] = nxt
+            if nxt is None:
+                if isinstance(target, dict):
+                    nxt = target[part] = {}
+                else:
+                    ok = False
+                    break
+            target = nxt
+        if not ok or not isinstance(target, (dict, list)):
+            problems.append(Problem(key, "cannot set this path", suggestion="check the key path"))
+            continue
+        if isinstance(target, list):
+            if not isinstance(parts[-1], int) or parts[-1] > len(target):
+                problems.append(Problem(key, "list index out of range"))
+                continue
+            if parts[-1] == len(target):
+                target.append(value)
+            else:
+                target[parts[-1]] = value
+        else:
+            target[parts[-1]] = value
+        doc.overridden.add(tuple(parts))
+    if problems:
+        raise ConfigError(problems, "--set")
+    return doc
+
+
+def _has(container: Any, key: Any) -> bool:
+    if isinstance(container, dict):
+        return key in container
+    return isinstance(container, list) and isinstance(key, int) and key < len(container)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _model_fields(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _problems_from_validation(
+    exc: ValidationError,
+    doc: Document,
+    prefix: tuple[Any, ...],
+    model: type[BaseModel],
+    owner: str,
+) -> list[Problem]:
+    """Turn pydantic errors into located problems with suggestions."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = (*prefix, *loc)
+        filename, line = doc.origin(path)
+        dotted = ".".join(str(p) for p in path)
+        suggestion = None
+        if err["type"] == "extra_forbidden":
+            sub = _submodel(model, loc[:-1])
+            accepted = _model_fields(sub) if sub else []
+            guess = _suggest(loc[-1], accepted)
+            message = f"unknown option ({owner} accepts: {', '.join(accepted) or 'no options'})"
+            if guess:
+                suggestion = f"did you mean '{guess}'?"
+        elif err["type"] == "missing":
+            message = "required setting is missing"
+            suggestion = f"add '{loc[-1]}:' under '{'.'.join(map(str, path[:-1])) or 'the top level'}'"
+        else:
+            value = err.get("input")
+            message = f"{err['msg']} (got {value!r})"
+            sub = _submodel(model, loc[:-1])
+            fld = sub.model_fields.get(str(loc[-1])) if sub else None
+            if fld is not None:
+                hint = fld.description or ""
+                suggestion = f"expected {_type_name(fld.annotation)}" + (f": {hint}" if hint else "")
+        problems.append(
+            Problem(dotted, message, line=line, suggestion=suggestion)
+            if filename == doc.filename
+            else Problem(dotted, message + " [from --set]", suggestion=suggestion)
+        )
+    return problems
+
+
+def _type_name(annotation: Any) -> str:
+    name = getattr(annotation, "__name__", None)
+    return name if name and not str(annotation).startswith("typing") else str(annotation).replace("typing.", "")
+
+
+def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (None when not a model)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fld = getattr(current, "model_fields", {}).get(part)
+        if fld is None:
+            return None
+        ann = fld.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                current = cand
+                break
+            for inner in getattr(cand, "__args__", ()) or ():
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _resolve_section(
+    kind: str,
+    section: Mapping[str, Any],
+    path: tuple[Any, ...],
+    doc: Document,
+    registry: Registry,
+    problems: list[Problem],
+) -> ResolvedComponent | None:
+    name = section.get("name")
+    if not isinstance(name, str):
+        filename, line = doc.origin((*path, "name"))
+        problems.append(Problem(".".join(map(str, (*path, "name"))), "must be a component name",
+                                line=line, suggestion=f"available: {', '.join(registry.names(kind))}"))  # fmt: skip
+        return None
+    if name not in registry.components[kind]:
+        what, fix = registry.unknown_message(kind, name)
+        _, line = doc.origin((*path, "name"))
+        problems.append(Problem(".".join(map(str, (*path, "name"))), what, line=line, suggestion=fix))
+        return None
+    component = registry.components[kind][name]
+    values = {k: v for k, v in section.items() if k != "name"}
+    try:
+        options = component.config(**values)
+    except ValidationError as exc:
+        problems.extend(_problems_from_validation(exc, doc, path, component.config, name))
+        return None
+    return ResolvedComponent(component, options)
+
+
+def validate(doc: Document, registry: Registry) -> ResolvedConfig:
+    """Validate a parsed run file against the installed components (both phases).
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    problems: list[Problem] = []
+    unknown_top = [k for k in doc.data if k not in RunConfig.model_fields]
+    try:
+        run = RunConfig(**doc.data)
+    except ValidationError as exc:
+        problems.extend(_problems_from_validation(exc, doc, (), RunConfig, "a run file"))
+        run = None
+    if unknown_top:  # already reported by pydantic as extra_forbidden; keep the list for phase 2
+        pass
+    components: dict[str, ResolvedComponent] = {}
+    reporters: list[ResolvedComponent] = []
+    # Phase 2 runs on whatever sections phase 1 could read, so all problems come out together.
+    for section, kind in COMPONENT_SECTIONS.items():
+        raw = doc.data.get(section)
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if isinstance(raw, dict) and "name" in raw:
+            resolved = _resolve_section(kind, raw, (section,), doc, registry, problems)
+            if resolved is not None:
+                components[section] = resolved
+    raw_reporters = doc.data.get("reporters")
+    if raw_reporters is None and run is not None:
+        raw_reporters = [r.model_dump() for r in run.reporters]
+    if isinstance(raw_reporters, list):
+        for i, raw in enumerate(raw_reporters):
+            raw = {"name": raw} if isinstance(raw, str) else raw
+            if isinstance(raw, dict) and "name" in raw:
+                resolved = _resolve_section("reporter", raw, ("reporters", i), doc, registry, problems)
+                if resolved is not None:
+                    reporters.append(resolved)
+    if problems or run is None:
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
+        raise ConfigError(problems, doc.filename)
+    return ResolvedConfig(run, components, reporters, doc.filename, doc.data)
+
+
+def load_config(
+    path: str | Path | None, registry: Registry, overrides: Iterable[str] = ()
+) -> ResolvedConfig:
+    """Read (or take the embedded default), override and validate a run configuration."""
+    doc = default_document() if path is None else load_document(path)
+    apply_overrides(doc, overrides)
+    return validate(doc, registry)
+
+
+def json_schema(registry: Registry) -> dict[str, Any]:
+    """JSON Schema of a run file for the components installed now."""
+    base = RunConfig.model_json_schema()
+    defs = base.setdefault("$defs", {})
+
+    def section_schema(kind: str) -> dict[str, Any]:
+        variants = []
+        for name in registry.names(kind):
+            comp = registry.components[kind][name]
+            schema = comp.config.model_json_schema()
+            props = {"name": {"const": name, "description": comp.description}}
+            props.update(schema.get("properties", {}))
+            for k, v in schema.get("$defs", {}).items():
+                defs[k] = v
+            variants.append({
+                "type": "object", "title": f"{kind} {name}", "properties": props,
+                "required": ["name"], "additionalProperties": False,
+            })  # fmt: skip
+        return {"anyOf": [*variants, {"type": "string", "enum": registry.names(kind)}]}
+
+    props = base["properties"]
+    for section, kind in COMPONENT_SECTIONS.items():
+        props[section] = section_schema(kind)
+    props["teacher"] = {"anyOf": [section_schema("teacher"), {"type": "null"}]}
+    props["reporters"] = {"type": "array", "items": section_schema("reporter")}
+    defs.pop("ComponentSection", None)
+    return base

@@ -1,0 +1,77 @@
+"""User-facing errors.
+
+Every error a user can cause (a wrong config, a missing file, a broken plugin, NaN logits, a
+corrupt cache) is a :class:`KdkitError`: it says *what* is wrong, *where*, and *how to fix it*.
+The CLI prints it without a traceback and exits with :attr:`KdkitError.exit_code`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KdkitError(Exception):
+    """An error the user can fix.
+
+    Args:
+        what: what is wrong, in one sentence.
+        where: the file, file:line, option path or component concerned.
+        fix: what to do about it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """The message as the CLI prints it."""
+        head = f"{self.where}: {self.what}" if self.where else self.what
+        return f"{head}\n  fix: {self.fix}" if self.fix else head
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found while validating a configuration."""
+
+    path: str  # dotted path, e.g. "method.temperature"
+    message: str
+    line: int | None = None
+    suggestion: str | None = None
+
+    def render(self, filename: str | None) -> str:
+        """``file:line path: message (suggestion)``."""
+        where = filename or "<config>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        text = f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{text}\n    {self.suggestion}" if self.suggestion else text
+
+
+class ConfigError(KdkitError):
+    """One or more problems in a run configuration, reported together."""
+
+    def __init__(self, problems: list[Problem], filename: str | None = None) -> None:
+        self.problems = problems
+        self.filename = filename
+        n = len(problems)
+        body = "\n".join("  " + p.render(filename) for p in problems)
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''} in the configuration:\n{body}",
+            fix="edit the file (or the --set override) as suggested; `kdkit config schema` "
+            "lists every option",
+        )
+
+    def render(self) -> str:  # the problems carry their own locations
+        return f"{self.what}\n  fix: {self.fix}"
+
+
+class PluginError(KdkitError):
+    """A plugin is broken, missing, or clashes with another."""
+
+
+class NonFiniteLossError(KdkitError):
+    """A loss term became NaN or infinite during training."""

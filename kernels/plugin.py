@@ -1,0 +1,1 @@
+"""Bench-op registration (being written)."""
