@@ -38,6 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
 #: Joins the two halves of a pair example into the single text that offsets refer to.
 PAIR_SEPARATOR = "\n\n"
 
+#: One example's code: a string, or a pair of strings for pair tasks (clone detection).
+Example = str | tuple[str, str]
+
+
+def join_example(example: Example) -> str:
+    """The single text that character offsets of ``example`` refer to.
+
+    A pair ``(a, b)`` becomes ``a + PAIR_SEPARATOR + b``; offsets of tokens of ``b`` are shifted by
+    ``len(a) + len(PAIR_SEPARATOR)``. Never split a joined text back: code contains blank lines.
+    """
+    return example if isinstance(example, str) else example[0] + PAIR_SEPARATOR + example[1]
+
+
 #: Label value of rows that carry no label (ignored by losses and metrics).
 IGNORE_INDEX = -100
 
@@ -98,8 +111,7 @@ class Batch:
     """A batch as the engine hands it to models and methods.
 
     Attributes:
-        texts: the ``B`` code strings both tokenisations were made from (pairs already joined
-            with :data:`PAIR_SEPARATOR`).
+        texts: the ``B`` code strings the offsets refer to (:func:`join_example` of each example).
         labels: ``[B]`` int64 class ids (``IGNORE_INDEX`` for unlabelled rows).
         index: ``[B]`` int64 row numbers in the split; the teacher cache is keyed by them.
         student: the student's tokenisation.
@@ -286,8 +298,9 @@ class Teacher(Protocol):
 
     info: ModelInfo
 
-    def encode(self, texts: Sequence[str], max_length: int) -> Encoded:
-        """Tokenise already joined texts (see :data:`PAIR_SEPARATOR`) with offsets."""
+    def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
+        """Tokenise examples (a pair as one sentence-pair sequence) with offsets into
+        :func:`join_example` of each example."""
         ...
 
     def __call__(self, encoded: Encoded, needs: Needs) -> ModelOutput:
@@ -307,8 +320,9 @@ class Student(nn.Module):
 
     info: ModelInfo
 
-    def encode(self, texts: Sequence[str], max_length: int) -> Encoded:
-        """Tokenise texts with the student's own tokenizer, with offsets."""
+    def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
+        """Tokenise examples with the student's own tokenizer, with offsets into
+        :func:`join_example` of each example."""
         raise NotImplementedError
 
     def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:  # type: ignore[override]
