@@ -134,7 +134,9 @@ class ResolvedConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved configuration, defaults included, as plain data."""
-        out = self.run.model_dump(mode="json", exclude={"teacher", "reporters", *COMPONENT_SECTIONS})
+        out = self.run.model_dump(
+            mode="json", exclude={"teacher", "reporters", *COMPONENT_SECTIONS}
+        )
         for section, resolved in self.components.items():
             out[section] = resolved.as_dict()
         out.setdefault("teacher", None)
@@ -348,7 +350,9 @@ def _problems_from_validation(
                 suggestion = f"did you mean '{guess}'?"
         elif err["type"] == "missing":
             message = "required setting is missing"
-            suggestion = f"add '{loc[-1]}:' under '{'.'.join(map(str, path[:-1])) or 'the top level'}'"
+            suggestion = (
+                f"add '{loc[-1]}:' under '{'.'.join(map(str, path[:-1])) or 'the top level'}'"
+            )
         else:
             value = err.get("input")
             message = f"{err['msg']} (got {value!r})"
@@ -356,7 +360,9 @@ def _problems_from_validation(
             fld = sub.model_fields.get(str(loc[-1])) if sub else None
             if fld is not None:
                 hint = fld.description or ""
-                suggestion = f"expected {_type_name(fld.annotation)}" + (f": {hint}" if hint else "")
+                suggestion = f"expected {_type_name(fld.annotation)}" + (
+                    f": {hint}" if hint else ""
+                )
         problems.append(
             Problem(dotted, message, line=line, suggestion=suggestion)
             if filename == doc.filename
@@ -367,7 +373,11 @@ def _problems_from_validation(
 
 def _type_name(annotation: Any) -> str:
     name = getattr(annotation, "__name__", None)
-    return name if name and not str(annotation).startswith("typing") else str(annotation).replace("typing.", "")
+    return (
+        name
+        if name and not str(annotation).startswith("typing")
+        else str(annotation).replace("typing.", "")
+    )
 
 
 def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -408,7 +418,9 @@ def _resolve_section(
     if name not in registry.components[kind]:
         what, fix = registry.unknown_message(kind, name)
         _, line = doc.origin((*path, "name"))
-        problems.append(Problem(".".join(map(str, (*path, "name"))), what, line=line, suggestion=fix))
+        problems.append(
+            Problem(".".join(map(str, (*path, "name"))), what, line=line, suggestion=fix)
+        )
         return None
     component = registry.components[kind][name]
     values = {k: v for k, v in section.items() if k != "name"}
@@ -427,14 +439,11 @@ def validate(doc: Document, registry: Registry) -> ResolvedConfig:
         ConfigError: with every problem found.
     """
     problems: list[Problem] = []
-    unknown_top = [k for k in doc.data if k not in RunConfig.model_fields]
     try:
         run = RunConfig(**doc.data)
     except ValidationError as exc:
         problems.extend(_problems_from_validation(exc, doc, (), RunConfig, "a run file"))
         run = None
-    if unknown_top:  # already reported by pydantic as extra_forbidden; keep the list for phase 2
-        pass
     components: dict[str, ResolvedComponent] = {}
     reporters: list[ResolvedComponent] = []
     # Phase 2 runs on whatever sections phase 1 could read, so all problems come out together.
@@ -453,7 +462,9 @@ def validate(doc: Document, registry: Registry) -> ResolvedConfig:
         for i, raw in enumerate(raw_reporters):
             raw = {"name": raw} if isinstance(raw, str) else raw
             if isinstance(raw, dict) and "name" in raw:
-                resolved = _resolve_section("reporter", raw, ("reporters", i), doc, registry, problems)
+                resolved = _resolve_section(
+                    "reporter", raw, ("reporters", i), doc, registry, problems
+                )
                 if resolved is not None:
                     reporters.append(resolved)
     if problems or run is None:

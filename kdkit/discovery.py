@@ -87,9 +87,7 @@ class Plugins:
                 )
 
 
-def _collect(
-    pm: pluggy.PluginManager, name: str, origin: PluginOrigin, registry: Registry
-) -> None:
+def _collect(pm: pluggy.PluginManager, name: str, origin: PluginOrigin, registry: Registry) -> None:
     """Run one plugin's registration hooks, recording which plugin registered what."""
     for kind, hook in KINDS.items():
         for impl in getattr(pm.hook, hook).get_hookimpls():

@@ -149,9 +149,7 @@ class Registry:
             raise PluginError(what, fix=fix) from None
 
 
-def make_register(
-    registry: Registry, kind: str, origin: PluginOrigin
-) -> Callable[..., None]:
+def make_register(registry: Registry, kind: str, origin: PluginOrigin) -> Callable[..., None]:
     """The ``register`` callback handed to one plugin's registration hook for one kind."""
 
     def register(

@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from kdkit.errors import KdkitError
 
 #: Sub-command modules, in the order ``kdkit --help`` lists them.
-COMMANDS = ["run", "teach", "predict", "data", "plugins", "config", "cache", "bench", "study", "report"]
+COMMANDS = [
+    "run",
+    "teach",
+    "predict",
+    "data",
+    "plugins",
+    "config",
+    "cache",
+    "bench",
+    "study",
+    "report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,7 +120,10 @@ def _run_method(
     assert isinstance(method, KDMethod), f"factory returned {type(method).__name__}, not a KDMethod"
     req = method.requirements
     assert isinstance(req, Requirements), "method.requirements must be a kdkit.api.Requirements"
-    for side, needs, info in (("student", req.student, student.info), ("teacher", req.teacher, teacher.info)):
+    for side, needs, info in (
+        ("student", req.student, student.info),
+        ("teacher", req.teacher, teacher.info),
+    ):
         if needs is None:
             continue
         for layer in (*needs.hidden_layers, *needs.pooled_layers):
@@ -185,13 +188,15 @@ def check_kd_method(
     own = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
     missing = [n for n, p in own if p.grad is None]
     assert not missing, f"method parameters received no gradient: {missing}"
-    leaked = [n for n, p in teacher.model.named_parameters() if p.grad is not None or p.requires_grad]
+    leaked = [
+        n for n, p in teacher.model.named_parameters() if p.grad is not None or p.requires_grad
+    ]
     assert not leaked, f"the teacher must stay frozen, but these have gradients: {leaked[:5]}"
     _, _, _, again = _run_method(fn, opts, seed, batch_size)
     for name in terms:
         assert name in again and torch.equal(terms[name].detach(), again[name].detach()), (
             f"loss term '{name}' differs between two runs with seed {seed}: "
-            f"{float(terms[name])} vs {float(again.get(name, float('nan')))}"
+            f"{float(terms[name].detach())} vs {float(again[name].detach()) if name in again else None}"
         )
     return MethodReport(
         {k: float(v.detach()) for k, v in terms.items()}, float(loss.detach()), grad_norm, len(own)
@@ -214,7 +219,9 @@ def check_task(task: Any, *, min_rows: int = 1) -> dict[str, int]:
         assert split in data, f"split '{split}' is missing (have: {list(data)})"
         ds = data[split]
         needed = {"text", "label"} | ({"text_pair"} if task.is_pair else set())
-        assert needed <= set(ds.column_names), f"{split} lacks columns {needed - set(ds.column_names)}"
+        assert needed <= set(ds.column_names), (
+            f"{split} lacks columns {needed - set(ds.column_names)}"
+        )
         assert len(ds) >= min_rows, f"{split} has {len(ds)} rows (< {min_rows})"
         labels = ds["label"]
         bad = [y for y in labels if not 0 <= int(y) < len(task.labels)]
@@ -237,13 +244,19 @@ def check_task(task: Any, *, min_rows: int = 1) -> dict[str, int]:
 
 def _check_output(out: ModelOutput, enc: Encoded, needs: Needs, num_labels: int, who: str) -> None:
     b = enc.input_ids.shape[0]
-    assert out.logits.shape == (b, num_labels), f"{who} logits {tuple(out.logits.shape)} != {(b, num_labels)}"
+    assert out.logits.shape == (b, num_labels), (
+        f"{who} logits {tuple(out.logits.shape)} != {(b, num_labels)}"
+    )
     for layer in needs.hidden_layers:
         assert layer in out.hidden_states, f"{who} did not return hidden layer {layer}"
         h = out.hidden_states[layer]
-        assert h.shape[:2] == enc.input_ids.shape, f"{who} hidden layer {layer} shape {tuple(h.shape)}"
+        assert h.shape[:2] == enc.input_ids.shape, (
+            f"{who} hidden layer {layer} shape {tuple(h.shape)}"
+        )
     for layer in needs.pooled_layers:
-        assert layer in out.pooled and out.pooled[layer].shape[0] == b, f"{who} pooled layer {layer}"
+        assert layer in out.pooled and out.pooled[layer].shape[0] == b, (
+            f"{who} pooled layer {layer}"
+        )
     if needs.embedding:
         assert out.embedding is not None and out.embedding.shape[0] == b, f"{who} embedding"
     assert out.offsets is not None and out.attention_mask is not None, (
@@ -287,7 +300,9 @@ def check_student(student: Student, num_labels: int, *, max_length: int = 64) ->
 
 
 def _check_offsets(enc: Encoded, codes: list[str], who: str) -> None:
-    assert enc.offsets.shape == (*enc.input_ids.shape, 2), f"{who} offsets shape {tuple(enc.offsets.shape)}"
+    assert enc.offsets.shape == (*enc.input_ids.shape, 2), (
+        f"{who} offsets shape {tuple(enc.offsets.shape)}"
+    )
     for b, code in enumerate(codes):
         real = enc.attention_mask[b].bool() & (enc.offsets[b, :, 1] > enc.offsets[b, :, 0])
         spans = enc.offsets[b][real]

@@ -30,7 +30,16 @@ from kdkit.api import (
 
 LABELS = ("raises", "loops", "plain")
 _WORD = re.compile(r"\w+|[^\w\s]")
-_MODULES = ("shutil", "posixpath", "ntpath", "genericpath", "calendar", "base64", "gettext", "textwrap")
+_MODULES = (
+    "shutil",
+    "posixpath",
+    "ntpath",
+    "genericpath",
+    "calendar",
+    "base64",
+    "gettext",
+    "textwrap",
+)
 
 
 def _label(source: str) -> int:

@@ -27,7 +27,9 @@ class _GoodMethod(KDMethod):
         self.requirements = Requirements(Needs(pooled_layers=(1,)), Needs(pooled_layers=(2,)))
 
     def forward(self, student, teacher, batch):
-        soft = -(teacher.logits.div(self.t).softmax(-1) * student.logits.div(self.t).log_softmax(-1))
+        soft = -(
+            teacher.logits.div(self.t).softmax(-1) * student.logits.div(self.t).log_softmax(-1)
+        )
         hint = (self.proj(student.pooled[1]) - teacher.pooled[2]).pow(2).mean()
         return {"kd": soft.sum(-1).mean(), "hint": hint}
 
