@@ -1,0 +1,53 @@
+"""CKD word / layer-transforming relations: public op ``ckd_loss``."""
+
+from __future__ import annotations
+
+import torch
+from kdkit.kernels import dispatch
+from kdkit.kernels.ckd.reference import (
+    EPS,
+    CKDTerms,
+    check_ckd_args,
+    ckd_loss_naive,
+    ckd_loss_reference,
+)
+
+__all__ = ["EPS", "CKDTerms", "ckd_loss", "ckd_loss_naive", "ckd_loss_reference"]
+
+
+def _triton_reason(student: torch.Tensor, teacher: torch.Tensor, window: int) -> str | None:
+    if teacher.requires_grad:
+        return (
+            "the Triton CKD kernel treats the teacher as frozen, but teacher.requires_grad is True"
+        )
+    if 2 * window + 1 > 64:
+        return f"window={window} is larger than the kernel's maximum (31)"
+    return None
+
+
+def ckd_loss(
+    student: torch.Tensor,  # [B, K, T, Hs]
+    teacher: torch.Tensor,  # [B, K, T, Ht]
+    mask: torch.Tensor,  # [B, T] bool or 0/1
+    *,
+    window: int = 10,
+    impl: str | None = None,
+) -> CKDTerms:
+    """Unweighted CKD terms ``CKDTerms(word_relation, layer_relation)`` (0-dim fp32 tensors).
+
+    Word relation, per layer and valid token ``i``: distances ``1 - cos(h_i, h_j)`` for valid
+    ``j != i`` with ``|i - j| <= window`` and angles ``cos(h_j - h_i, h_k - h_i)`` for ``j, k`` in
+    that window; MSE(student, teacher) of each, averaged over valid entries, summed. Layer
+    relation: the same statistics per valid token across the ``K`` layers. Tokens must already be
+    aligned across the two tokenisations; widths may differ. Computed from Gram entries, with
+    ``EPS`` (1e-8) added to squared norms.
+    """
+    check_ckd_args(student, teacher, mask, window)
+    which = dispatch.choose(
+        "ckd_loss", impl, (student, teacher), _triton_reason(student, teacher, window)
+    )
+    if which == "triton":
+        from kdkit.kernels.ckd.triton import ckd_loss_triton
+
+        return ckd_loss_triton(student, teacher, mask, window=window)
+    return ckd_loss_reference(student, teacher, mask, window=window)
