@@ -9,6 +9,7 @@ methods aligning tokens by character offsets are exercised for real.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import re
@@ -54,13 +55,18 @@ def _label(source: str) -> int:
 
 def tiny_examples(limit: int = 48) -> list[tuple[str, int]]:
     """Up to ``limit`` ``(function source, label)`` pairs from real stdlib modules, in a fixed order."""
+    return list(_tiny_examples(limit))
+
+
+@functools.lru_cache(maxsize=8)
+def _tiny_examples(limit: int) -> tuple[tuple[str, int], ...]:
     import importlib
 
     per_label = limit // len(LABELS) + 1
     out: list[tuple[str, int]] = []
     for mod_name in _MODULES:
         module = importlib.import_module(mod_name)
-        for name, obj in sorted(vars(module).items()):
+        for _name, obj in sorted(vars(module).items()):
             if inspect.isfunction(obj) and obj.__module__ == mod_name:
                 try:
                     src = inspect.getsource(obj)
@@ -74,7 +80,7 @@ def tiny_examples(limit: int = 48) -> list[tuple[str, int]]:
                     continue
                 if sum(1 for _, y in out if y == label) < per_label:
                     out.append((src, label))
-    return out[:limit]
+    return tuple(out[:limit])
 
 
 # ----------------------------------------------------------------------------- tokenisation
