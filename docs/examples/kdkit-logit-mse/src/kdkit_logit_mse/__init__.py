@@ -1,0 +1,1 @@
+"""kdkit-logit-mse: an example third-party KD method for kdkit."""
