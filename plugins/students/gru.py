@@ -1,1 +1,198 @@
-"""Built-in plugin (being written)."""
+"""Built-in student ``gru``: embedding -> multi-layer bidirectional GRU -> head.
+
+The head reads ``[forward last state ‖ backward first state]`` of the top layer. Sequences are
+packed (``pack_padded_sequence``), so no step is computed over padding and a row's result does
+not depend on how much padding its batch has. Each BiGRU layer is its own ``nn.GRU`` so that every
+layer's output sequence and final states are available to feature methods (PKD, CKD, FitNets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from kdkit.api import (
+    BuildContext,
+    Encoded,
+    Example,
+    ModelInfo,
+    ModelOutput,
+    Needs,
+    Options,
+    Student,
+)
+from kdkit.engine.hf_model import KDKIT_META, count_parameters
+from kdkit.engine.tokenization import default_cache_dir, encode_examples, train_bpe_tokenizer
+from kdkit.hookspecs import hookimpl
+
+#: The study's GRU sizes: name -> (vocab, hidden per direction, layers).
+SIZES: dict[str, tuple[int, int, int]] = {
+    "0.6M": (1000, 112, 2),
+    "1.5M": (2000, 176, 2),
+    "7M": (5000, 320, 3),
+    "30M": (20000, 448, 6),
+    "122M": (50000, 768, 8),
+}
+
+
+class GRUOptions(Options):
+    """Options of the ``gru`` student (a preset size, each dimension overridable)."""
+
+    size: str = Field("1.5M", description=f"preset: one of {', '.join(SIZES)}")
+    vocab_size: int | None = Field(
+        None, ge=16, description="BPE vocabulary (default: the preset's)"
+    )
+    hidden_size: int | None = Field(None, ge=4, description="per direction (default: the preset's)")
+    num_layers: int | None = Field(None, ge=1, description="BiGRU layers (default: the preset's)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class BiGRUClassifier(nn.Module):
+    """The network: ``[B, L]`` ids -> per-layer ``[B, L, 2H]`` states -> ``[B, C]`` logits."""
+
+    def __init__(self, vocab_size: int, hidden: int, layers: int, num_labels: int,
+                 dropout: float, pad_id: int) -> None:  # fmt: skip
+        super().__init__()
+        self.config = {"vocab_size": vocab_size, "hidden_size": hidden, "num_layers": layers,
+                       "num_labels": num_labels, "dropout": dropout, "pad_id": pad_id}  # fmt: skip
+        self.embed = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
+        self.layers = nn.ModuleList(
+            nn.GRU(hidden if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
+            for i in range(layers)
+        )
+        self.drop = nn.Dropout(dropout)
+        self.dense = nn.Linear(2 * hidden, 2 * hidden)
+        self.out = nn.Linear(2 * hidden, num_labels)
+
+    def run(self, ids: torch.Tensor, mask: torch.Tensor, needs: Needs) -> ModelOutput:
+        """Forward over packed sequences; returns what ``needs`` asks (layer 0 = embeddings)."""
+        lengths = mask.sum(1).clamp(min=1).cpu()  # [B]; an empty row still runs one step
+        width = ids.shape[1]
+        x = self.drop(self.embed(ids))  # [B, L, H]
+        hidden: dict[int, torch.Tensor] = {}
+        pooled: dict[int, torch.Tensor] = {}
+        if 0 in needs.hidden_layers:
+            hidden[0] = x
+        if 0 in needs.pooled_layers:  # mean of real embeddings [B, H]
+            m = mask.unsqueeze(-1).to(x.dtype)
+            pooled[0] = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        final = None
+        for i, gru in enumerate(self.layers, start=1):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            seq, h_n = gru(
+                packed
+            )  # h_n [2, B, H]: forward at the last token, backward at the first
+            x, _ = pad_packed_sequence(seq, batch_first=True, total_length=width)  # [B, L, 2H]
+            final = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2H]
+            if i in needs.hidden_layers:
+                hidden[i] = x
+            if i in needs.pooled_layers:
+                pooled[i] = final
+            if i < len(self.layers):
+                x = self.drop(x)
+        assert final is not None
+        feature = self.drop(torch.tanh(self.dense(self.drop(final))))
+        return ModelOutput(logits=self.out(feature), hidden_states=hidden, pooled=pooled,
+                           embedding=final if needs.embedding else None)  # fmt: skip
+
+
+class GRUStudent(Student):
+    """The ``gru`` student: :class:`BiGRUClassifier` plus its BPE tokenizer."""
+
+    def __init__(self, network: BiGRUClassifier, tokenizer, *, name: str,
+                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.network = network
+        self.tokenizer = tokenizer
+        self.meta = dict(meta or {})
+        cfg = network.config
+        self.info = ModelInfo(name, "gru", cfg["num_layers"], 2 * cfg["hidden_size"],
+                              count_parameters(network))  # fmt: skip
+
+    def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
+        """Tokenise with the student's BPE (offsets into the joined text)."""
+        return encode_examples(self.tokenizer, examples, max_length)
+
+    def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:  # type: ignore[override]
+        """Run the BiGRU on packed sequences."""
+        out = self.network.run(encoded.input_ids, encoded.attention_mask, needs)
+        out.attention_mask = encoded.attention_mask
+        out.offsets = encoded.offsets
+        return out
+
+    def save(self, directory: str) -> None:
+        """Weights (``model.safetensors``), ``config.json``, tokenizer and ``kdkit.json``."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
+        save_file(state, os.path.join(directory, "model.safetensors"))
+        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
+            json.dump(self.network.config, fh, indent=2)
+        self.tokenizer.save_pretrained(directory)
+        with open(os.path.join(directory, KDKIT_META), "w", encoding="utf-8") as fh:
+            json.dump({"kind": "gru", "name": self.info.name, "family": "gru", **self.meta}, fh,
+                      indent=2)  # fmt: skip
+
+
+def load_gru_student(directory: str) -> GRUStudent:
+    """Reload a student written by :meth:`GRUStudent.save`."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    with open(os.path.join(directory, KDKIT_META), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    network = BiGRUClassifier(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"],
+                              cfg["num_labels"], cfg["dropout"], cfg["pad_id"])  # fmt: skip
+    network.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "name", "family")}
+    return GRUStudent(network, tokenizer, name=meta.get("name", "gru"), meta=extra)
+
+
+def preset_parameter_count(size: str, num_labels: int = 2) -> int:
+    """Exact parameter count of a preset size with its full vocabulary (built on ``meta``)."""
+    v, h, l = SIZES[size]  # noqa: E741
+    with torch.device("meta"):
+        return count_parameters(BiGRUClassifier(v, h, l, num_labels, 0.0, 1))
+
+
+def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
+    """Train (or load from cache) the BPE tokenizer on the training split; build the network."""
+    from kdkit.plugins.students.transformer import training_texts
+
+    from kdkit.errors import KdkitError
+
+    if options.size not in SIZES:
+        raise KdkitError(f"unknown gru size {options.size!r}", where="student.size",
+                         fix=f"use one of {', '.join(SIZES)} or set the dimensions")  # fmt: skip
+    if context.splits is None or context.task is None:
+        raise KdkitError("the gru student needs the task's data to train its tokenizer",
+                         fix="build it through a run (the engine loads the task first)")  # fmt: skip
+    v, h, n_layers = SIZES[options.size]
+    v, h, n_layers = (
+        options.vocab_size or v,
+        options.hidden_size or h,
+        options.num_layers or n_layers,
+    )
+    tokenizer = train_bpe_tokenizer(training_texts(context.splits), v,
+                                    default_cache_dir(context.cache_dir), context.task.fingerprint())  # fmt: skip
+    network = BiGRUClassifier(len(tokenizer), h, n_layers, len(context.task.labels), options.dropout,
+                              tokenizer.pad_token_id)  # fmt: skip
+    return GRUStudent(network, tokenizer, name=f"gru-{options.size}",
+                      meta={"labels": list(context.task.labels)})  # fmt: skip
+
+
+@hookimpl
+def register_students(register):
+    register("gru", build_gru_student, config=GRUOptions,
+             description="bidirectional GRU on packed sequences with its own BPE (study sizes)")  # fmt: skip
