@@ -106,7 +106,7 @@ def layer_pairs(options: LayerOptions, context: BuildContext, method: str) -> li
                       where=f"method ({method}).layers")  # fmt: skip
 
 
-def output_feature(out: ModelOutput, kind: str, side: str, method: str) -> torch.Tensor:
+def output_feature(out: ModelOutput, side: str, method: str) -> torch.Tensor:
     """The ``[B, H]`` embedding of a model output, or an error if the model did not return it."""
     if out.embedding is None:
         raise KdkitError(
