@@ -1,1 +1,109 @@
-"""Built-in plugin (being written)."""
+"""Built-in task ``exception``: CuBERT exception classification (20 exception types, top-1).
+
+Reads CuBERT's JSONL (``function`` with ``__HOLE__`` where the ``except`` type was, string
+``label``) from ``data_dir``, a hub dataset, or the offline build from real Python code
+(:mod:`kdkit.data.builders.exception`). Metrics: ``top1`` (headline), ``top3``, ``macro_f1``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from kdkit.data.builders.exception import CUBERT_LABELS, resolve_labels
+from kdkit.data.formats import Rows, cubert_row, read_cubert
+from kdkit.data.metrics import multiclass_metrics
+from kdkit.hookspecs import hookimpl
+
+from .base import CodeTask, CodeTaskOptions
+
+
+class ExceptionOptions(CodeTaskOptions):
+    """Options of the ``exception`` task."""
+
+    labels: str | list[str] = Field(
+        "cubert",
+        description="'cubert' (CuBERT's 20 types), 'top-K' (K most frequent in train) or a list",
+    )
+    window: int | None = Field(
+        None, ge=0, description="offline build only: keep this many lines around the hole"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: Any) -> Any:
+        if (
+            isinstance(value, str)
+            and value != "cubert"
+            and not (value.startswith("top-") and value[4:].isdigit())
+        ):
+            raise ValueError("use 'cubert', 'top-K' (e.g. 'top-20') or a list of exception names")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("the label list has duplicates")
+        return value
+
+
+class ExceptionTask(CodeTask):
+    """Exception-type classification of a function with one masked ``except`` type."""
+
+    name = "exception"
+    is_pair = False
+    headline_metric = "top1"
+    format_name = "CuBERT exception JSONL"
+
+    options: ExceptionOptions
+
+    def default_labels(self) -> Sequence[str]:
+        labels = self.options.labels
+        return (
+            list(CUBERT_LABELS)
+            if labels == "cubert"
+            else labels
+            if isinstance(labels, list)
+            else []
+        )
+
+    def builder_options(self) -> dict[str, Any]:
+        labels = self.options.labels
+        return {"labels": labels, "window": self.options.window}
+
+    def read_local(
+        self, data_dir: Path, explicit: dict[str, str | None]
+    ) -> tuple[Rows, list[Path]]:
+        return read_cubert(data_dir, explicit, self.build_hint)
+
+    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
+        return cubert_row(obj, where)
+
+    def finish_rows(self, rows: Rows) -> Rows:
+        if isinstance(self.options.labels, str) and self.options.labels.startswith("top-"):
+            self.labels = resolve_labels(
+                self.options.labels, Counter(r["label"] for r in rows["train"])
+            )
+        ids = {name: i for i, name in enumerate(self.labels)}
+        mapped: Rows = {}
+        for split, items in rows.items():
+            kept = [{**r, "label": ids[r["label"]]} for r in items if r["label"] in ids]
+            if len(kept) < len(items):
+                self.dropped[f"{split}_label_not_in_set"] = len(items) - len(kept)
+            mapped[split] = kept
+        return super().finish_rows(mapped)
+
+    def load_options(self) -> dict[str, Any]:
+        return {**super().load_options(), "labels": self.options.labels}
+
+    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """``top1`` (headline), ``top3``, ``macro_f1``, ``accuracy`` (= top1), as fractions."""
+        return multiclass_metrics(logits, labels)
+
+
+@hookimpl
+def register_tasks(register):
+    """Register the ``exception`` task."""
+    register("exception", ExceptionTask, config=ExceptionOptions,
+             description="exception type of a masked except clause (CuBERT; 20 labels; top-1)")  # fmt: skip

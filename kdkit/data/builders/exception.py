@@ -1,0 +1,199 @@
+"""Offline builder of CuBERT-style exception classification data from real Python code.
+
+One example per ``except`` handler whose (single, possibly dotted) exception type is in the label
+set: the function's text with that type replaced by ``__HOLE__``, labelled with the type's last
+name. Output is CuBERT's JSONL (``function``, ``label``, plus ``info`` = provenance), one file per
+split, so :mod:`kdkit.plugins.tasks.exception` reads it exactly like the public files.
+
+In-process use (e.g. a test fixture with a few hundred examples in seconds)::
+
+    from kdkit.data.builders import exception
+    report = exception.build(tmp_path, files=[json.__file__, ...], min_examples=20)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kdkit.data.builders.common import (
+    SPLIT_FILES,
+    BuildReport,
+    Timer,
+    check_size,
+    load_corpus,
+    log,
+    size_filter,
+    split_by_group,
+    write_jsonl,
+    write_stats,
+)
+from kdkit.data.pyfuncs import PyFunction, normalise_code
+from kdkit.errors import KdkitError
+
+#: The masked token that replaces the exception type.
+HOLE = "__HOLE__"
+
+#: CuBERT's 20 exception types (Kanade et al., ICML 2020, exception classification benchmark).
+CUBERT_LABELS: tuple[str, ...] = (
+    "ValueError", "KeyError", "AttributeError", "TypeError", "OSError", "IOError", "ImportError",
+    "IndexError", "DoesNotExist", "KeyboardInterrupt", "StopIteration", "AssertionError",
+    "SystemExit", "RuntimeError", "HTTPError", "UnicodeDecodeError", "NotImplementedError",
+    "ValidationError", "ObjectDoesNotExist", "NameError",
+)  # fmt: skip
+
+
+def handler_type_name(node: ast.expr | None) -> str | None:
+    """The label of an ``except`` type: ``ValueError`` or the last name of ``a.b.HTTPError``;
+    ``None`` for a bare ``except``, a tuple or anything computed."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = node.value
+        while isinstance(inner, ast.Attribute):
+            inner = inner.value
+        return node.attr if isinstance(inner, ast.Name) else None
+    return None
+
+
+def holes(fn: PyFunction) -> list[tuple[str, int, int, int]]:
+    """``(label, start, end, line)`` of every handler type of ``fn`` that can be masked."""
+    out = []
+    for node in ast.walk(fn.node):
+        if isinstance(node, ast.ExceptHandler):
+            label = handler_type_name(node.type)
+            if label is not None:
+                start, end = fn.span(node.type)  # type: ignore[arg-type]
+                out.append((label, start, end, node.type.lineno - fn.node.lineno))  # type: ignore[union-attr]
+    return out
+
+
+def crop(text: str, line: int, window: int | None) -> str:
+    """``text`` cut to ``window`` lines before and after ``line`` (0-based); ``None`` = all."""
+    if window is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[max(0, line - window) : line + window + 1])
+
+
+def resolve_labels(labels: str | Sequence[str] | int, found: Counter[str]) -> list[str]:
+    """The label set: ``"cubert"``, ``"top-K"``/an int K (the corpus' K most frequent types, ties
+    by name) or an explicit list."""
+    if isinstance(labels, str) and labels.lower().startswith("top-"):
+        labels = int(labels[4:])
+    if isinstance(labels, int):
+        if labels < 2:
+            raise KdkitError(f"top-K needs K >= 2, got {labels}", where="exception labels",
+                             fix="use e.g. top-20")  # fmt: skip
+        return [k for k, _ in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:labels]]
+    if isinstance(labels, str):
+        if labels != "cubert":
+            raise KdkitError(
+                f"unknown label set {labels!r}",
+                where="exception labels",
+                fix="use 'cubert', 'top-K' (e.g. top-20) or an explicit list of exception names",
+            )
+        return list(CUBERT_LABELS)
+    return list(labels)
+
+
+def build(
+    out_dir: str | os.PathLike[str],
+    sources: Sequence[str] = ("stdlib",),
+    *,
+    files: Sequence[str | os.PathLike[str]] | None = None,
+    labels: str | Sequence[str] | int = "cubert",
+    window: int | None = None,
+    seed: int = 0,
+    split_by: str = "file",
+    max_lines: int = 300,
+    max_chars: int = 20_000,
+    min_examples: int = 100,
+    quiet: bool = False,
+) -> BuildReport:
+    """Build exception-classification JSONL (CuBERT format) into ``out_dir``.
+
+    Args:
+        out_dir: output folder (``train.jsonl``, ``valid.jsonl``, ``test.jsonl``, ``stats.json``).
+        sources: ``stdlib``, ``site-packages``, directories (ignored when ``files`` is given).
+        files: explicit module paths instead of ``sources`` (fast in-process builds).
+        labels: ``"cubert"`` (default), ``"top-K"`` / K, or an explicit list of type names.
+        window: keep only this many lines before and after the hole (``None``: whole function).
+        seed: seeds the split.
+        split_by: ``"file"`` or ``"package"``: the unit kept within one split.
+        max_lines, max_chars: functions larger than this are skipped (counted).
+        min_examples: fewer examples in total (or an empty split) is an error.
+        quiet: no progress on stderr.
+
+    Returns:
+        The :class:`BuildReport` (also saved as ``stats.json``).
+    """
+    timer = Timer()
+    out = Path(out_dir)
+    corpus = load_corpus(sources, files, size_filter(2, max_lines, max_chars))
+    log(f"parsed {corpus.files} files, {len(corpus.functions)} functions", quiet)
+    candidates = []  # (group, base key, row)
+    found: Counter[str] = Counter()
+    for sf, fn in corpus.functions:
+        found_here = holes(fn)
+        if not found_here:
+            continue
+        key = normalise_code(fn.text)
+        for label, start, end, line in found_here:
+            found[label] += 1
+            text = fn.text[:start] + HOLE + fn.text[end:]
+            row = {"function": crop(text, line, window), "label": label,
+                   "info": f"{sf.root}:{sf.rel} {fn.qualname}"}  # fmt: skip
+            candidates.append((sf.group(split_by), key, row))
+    label_set = resolve_labels(labels, found)
+    wanted = set(label_set)
+    kept = [c for c in candidates if c[2]["label"] in wanted]
+    skipped = dict(corpus.skipped)
+    skipped["handler_label_not_in_set"] = len(candidates) - len(kept)
+    result = split_by_group(kept, lambda c: c[0], lambda c: c[1], seed)
+    # Identical masked texts (the same function twice in one file) would repeat an example.
+    seen: set[str] = set()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    exact = 0
+    for split, items in result.splits.items():
+        rows[split] = []
+        for _, _, row in items:
+            k = normalise_code(row["function"])
+            if k in seen:
+                exact += 1
+                continue
+            seen.add(k)
+            rows[split].append(row)
+    skipped["near_duplicate"] = result.duplicates_dropped + exact
+    counts = {s: dict(Counter(r["label"] for r in rs)) for s, rs in rows.items()}
+    check_size(
+        "exception",
+        {s: len(r) for s, r in rows.items()},
+        min_examples,
+        "add sources (e.g. --from stdlib site-packages DIR), use a larger label set "
+        "(--labels top-50) or lower --min-examples",
+    )
+    for split, name in SPLIT_FILES.items():
+        write_jsonl(out / f"{name}.jsonl", rows[split])
+    report = BuildReport(
+        task="exception",
+        out_dir=out,
+        counts=counts,
+        skipped={k: v for k, v in skipped.items() if v},
+        sources=corpus.sources,
+        options={
+            "labels": label_set,
+            "window": window,
+            "seed": seed,
+            "split_by": split_by,
+            "max_lines": max_lines,
+            "max_chars": max_chars,
+        },  # fmt: skip
+    )
+    report.seconds = timer()
+    write_stats(report)
+    return report

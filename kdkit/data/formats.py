@@ -1,0 +1,246 @@
+"""Readers of the public dataset formats, from local files (or a hub dataset).
+
+Each reader returns ``{split: [row, ...]}`` with kdkit's columns (``text``, ``label`` as the raw
+label — int for defect/clone, str for exception — and ``text_pair`` for pairs) for the splits
+``train``, ``validation`` and ``test``. Tasks map labels to ids and hand the rows to ``datasets``.
+
+Formats:
+
+* **Devign / CodeXGLUE defect**: ``train.jsonl``, ``valid.jsonl``, ``test.jsonl``; fields
+  ``func`` (code), ``target`` (0/1), ``idx``.
+* **BigCloneBench / CodeXGLUE clone**: ``data.jsonl`` (``idx``, ``func``) and ``train.txt``,
+  ``valid.txt``, ``test.txt`` with lines ``idx1<TAB>idx2<TAB>label`` (any whitespace accepted);
+  or pair JSONL files with ``func1``, ``func2``, ``target`` (or ``label``).
+* **CuBERT exception**: JSONL with ``function`` (containing ``__HOLE__``) and string ``label``;
+  files ``train*``, ``dev*``/``valid*``, ``eval*``/``test*`` (``.jsonl``, ``.jsontxt``,
+  sharded ``train.jsontxt-00000-of-00004`` all work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdkit.errors import KdkitError
+
+SPLITS = ("train", "validation", "test")
+#: File stems accepted for each split, in preference order.
+SPLIT_STEMS = {
+    "train": ("train",),
+    "validation": ("valid", "validation", "dev"),
+    "test": ("test", "eval"),
+}
+JSON_SUFFIXES = (".jsonl", ".jsontxt", ".json")
+
+Rows = dict[str, list[dict[str, Any]]]
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-empty line; a bad line is a :class:`KdkitError`."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise KdkitError(f"cannot read {path}: {exc.strerror}", where=str(path),
+                         fix="check the path and its permissions") from exc  # fmt: skip
+    with handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise KdkitError(f"not valid JSON: {exc.msg}", where=f"{path}:{n}",
+                                 fix="each line must be one JSON object (JSON Lines)") from exc  # fmt: skip
+            if not isinstance(obj, dict):
+                raise KdkitError("a JSON line is not an object", where=f"{path}:{n}",
+                                 fix="each line must be one JSON object (JSON Lines)")  # fmt: skip
+            yield n, obj
+
+
+def field(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> Any:
+    """The first of ``names`` present in ``obj``; missing -> :class:`KdkitError`."""
+    for name in names:
+        if name in obj:
+            return obj[name]
+    raise KdkitError(f"missing field {' or '.join(map(repr, names))} (has: {sorted(obj)})",
+                     where=where, fix="check that the file is in the expected public format")  # fmt: skip
+
+
+def find_split_files(
+    data_dir: Path, split: str, suffixes: tuple[str, ...], explicit: str | None, build_hint: str
+) -> list[Path]:
+    """The file(s) of ``split`` in ``data_dir`` (``explicit`` wins; sharded files are joined)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        path = path if path.is_absolute() else data_dir / path
+        if not path.is_file():
+            raise KdkitError(f"{split} file not found: {path}", where=str(path),
+                             fix="fix the path of the split file in the task options")  # fmt: skip
+        return [path]
+    if not data_dir.is_dir():
+        raise KdkitError(f"data folder not found: {data_dir}", where=str(data_dir),
+                         fix=f"point data_dir at a folder in the public format, or {build_hint}")  # fmt: skip
+    for stem in SPLIT_STEMS[split]:
+        for suffix in suffixes:
+            exact = data_dir / f"{stem}{suffix}"
+            if exact.is_file():
+                return [exact]
+            shards = sorted(data_dir.glob(f"{stem}{suffix}-*"))
+            if shards:
+                return shards
+    names = ", ".join(f"{s}{x}" for s in SPLIT_STEMS[split] for x in suffixes)
+    raise KdkitError(
+        f"no {split} file in {data_dir} (looked for {names})",
+        where=str(data_dir),
+        fix=f"put the split there, name it with the task's *_file option, or {build_hint}",
+    )
+
+
+def _read_json_rows(
+    data_dir: Path,
+    explicit: Mapping[str, str | None],
+    convert: Callable[[dict[str, Any], str], dict[str, Any]],
+    build_hint: str,
+) -> tuple[Rows, list[Path]]:
+    rows: Rows = {}
+    used: list[Path] = []
+    for split in SPLITS:
+        files = find_split_files(data_dir, split, JSON_SUFFIXES, explicit.get(split), build_hint)
+        used.extend(files)
+        rows[split] = [convert(obj, f"{f}:{n}") for f in files for n, obj in iter_jsonl(f)]
+    return rows, used
+
+
+def _as_binary(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if value in (0, 1, "0", "1"):
+        return int(value)
+    raise KdkitError(f"label {value!r} is not 0/1", where=where,
+                     fix="binary tasks need labels 0 or 1 (or true/false)")  # fmt: skip
+
+
+def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Devign/CodeXGLUE defect object -> ``{text, label}``."""
+    return {"text": field(obj, ("func",), where),
+            "label": _as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
+
+
+def cubert_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A CuBERT exception object -> ``{text, label}`` (label stays a string)."""
+    return {"text": field(obj, ("function",), where), "label": str(field(obj, ("label",), where))}
+
+
+def pair_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A pair JSONL object (``func1``, ``func2``, ``target``/``label``) -> ``{text, text_pair, label}``."""
+    return {
+        "text": field(obj, ("func1",), where),
+        "text_pair": field(obj, ("func2",), where),
+        "label": _as_binary(field(obj, ("target", "label"), where), where),
+    }
+
+
+def read_devign(
+    data_dir: Path, explicit: Mapping[str, str | None], hint: str
+) -> tuple[Rows, list[Path]]:
+    """Devign/CodeXGLUE defect JSONL splits."""
+    return _read_json_rows(data_dir, explicit, devign_row, hint)
+
+
+def read_cubert(
+    data_dir: Path, explicit: Mapping[str, str | None], hint: str
+) -> tuple[Rows, list[Path]]:
+    """CuBERT exception-classification JSONL splits."""
+    return _read_json_rows(data_dir, explicit, cubert_row, hint)
+
+
+def read_bigclonebench(
+    data_dir: Path, explicit: Mapping[str, str | None], hint: str
+) -> tuple[Rows, list[Path]]:
+    """BigCloneBench: ``data.jsonl`` + ``*.txt`` pair files, or pair JSONL files if no data.jsonl."""
+    functions_file = data_dir / "data.jsonl"
+    if not functions_file.is_file():
+        if data_dir.is_dir() and any(data_dir.glob("train*.json*")):
+            return _read_json_rows(data_dir, explicit, pair_row, hint)
+        raise KdkitError(
+            f"no data.jsonl (BigCloneBench) or train.jsonl (pair JSONL) in {data_dir}",
+            where=str(data_dir),
+            fix=f"point data_dir at CodeXGLUE's Clone-detection-BigCloneBench/dataset, or {hint}",
+        )
+    code: dict[str, str] = {}
+    for n, obj in iter_jsonl(functions_file):
+        where = f"{functions_file}:{n}"
+        code[str(field(obj, ("idx",), where))] = field(obj, ("func",), where)
+    rows: Rows = {}
+    used = [functions_file]
+    for split in SPLITS:
+        files = find_split_files(data_dir, split, (".txt",), explicit.get(split), hint)
+        used.extend(files)
+        rows[split] = []
+        for path in files:
+            with path.open(encoding="utf-8") as handle:
+                for n, line in enumerate(handle, 1):
+                    parts = line.split()
+                    if not parts:
+                        continue
+                    where = f"{path}:{n}"
+                    if len(parts) != 3:
+                        raise KdkitError(f"expected 'idx1 idx2 label', got {line.strip()!r}",
+                                         where=where, fix="one pair per line, tab-separated")  # fmt: skip
+                    a, b, label = parts
+                    for idx in (a, b):
+                        if idx not in code:
+                            raise KdkitError(f"idx {idx} is not in {functions_file.name}",
+                                             where=where, fix="use the data.jsonl of the same release")  # fmt: skip
+                    rows[split].append(
+                        {"text": code[a], "text_pair": code[b], "label": _as_binary(label, where)}
+                    )
+    return rows, used
+
+
+#: Hub split names -> kdkit split names.
+HUB_SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
+              "test": "test", "eval": "test"}  # fmt: skip
+
+
+def read_hub(
+    hub_id: str,
+    config: str | None,
+    convert: Callable[[dict[str, Any], str], dict[str, Any]],
+    revision: str | None = None,
+) -> tuple[Rows, str]:  # pragma: no cover - needs a network and a hub
+    """Rows of a hub dataset whose columns use the public field names (e.g.
+    ``google/code_x_glue_cc_defect_detection``,
+    ``google/code_x_glue_cc_clone_detection_big_clone_bench``); returns rows and a fingerprint.
+    Needs a network (or a populated ``HF_DATASETS_CACHE``); never used by defaults or tests."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(hub_id, config, revision=revision)
+    except Exception as exc:  # the hub raises many kinds; all mean "not available"
+        raise KdkitError(
+            f"could not load hub dataset {hub_id!r}: {type(exc).__name__}: {exc}",
+            where="task.hub",
+            fix="check the id and the network, or download the files and use data_dir instead",
+        ) from exc
+    rows: Rows = {}
+    for name, split in loaded.items():
+        target = HUB_SPLITS.get(name)
+        if target:
+            rows[target] = [
+                convert(dict(obj), f"{hub_id}[{name}][{i}]") for i, obj in enumerate(split)
+            ]
+    missing = [s for s in SPLITS if s not in rows]
+    if missing:
+        raise KdkitError(f"hub dataset {hub_id!r} has no {missing} split(s) (has {list(loaded)})",
+                         where="task.hub", fix="use a dataset with train/validation/test splits")  # fmt: skip
+    fp = "-".join(loaded[k]._fingerprint for k in sorted(loaded))
+    return rows, fp
+
+
+def env_flag(name: str) -> bool:
+    """Whether an environment flag is set to a true value."""
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,246 @@
+"""Shared machinery of the built-in code tasks (``defect``, ``clone``, ``exception``).
+
+A task finds its data in one of three places, in this order:
+
+1. ``data_dir`` — a folder in the task's public format (Devign JSONL, BigCloneBench, CuBERT);
+2. ``hub`` — a hub dataset id whose columns use the public field names (needs a network);
+3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the dataset is built once
+   into ``<cache>/built/<task>-<key>/`` and reused by every later run.
+
+The rows become a ``datasets.DatasetDict`` saved as Arrow under ``<cache>/datasets/<task>-<fp>``,
+where ``fp`` (:meth:`CodeTask.fingerprint`) hashes the data files' bytes and every option that
+changes the rows, so a second load is a memory-mapped read.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from kdkit.api import BuildContext, Options
+from kdkit.data.builders import get_builder
+from kdkit.data.builders.common import STATS_FILE
+from kdkit.data.fingerprint import FORMAT_VERSION, hash_files, hash_json
+from kdkit.data.formats import SPLITS, Rows
+from kdkit.data.paths import cache_root
+from kdkit.data.sources import resolve_sources
+
+
+class CodeTaskOptions(Options):
+    """Options every built-in code task accepts."""
+
+    data_dir: str | None = Field(None, description="folder with the data in the public format")
+    train_file: str | None = Field(
+        None, description="train split file (default: found in data_dir)"
+    )
+    validation_file: str | None = Field(None, description="validation split file")
+    test_file: str | None = Field(None, description="test split file")
+    hub: str | None = Field(None, description="hub dataset id (needs a network); used only if set")
+    hub_config: str | None = Field(None, description="configuration name of the hub dataset")
+    source: list[str] = Field(
+        default_factory=lambda: ["stdlib"],
+        description="offline builder sources (stdlib, site-packages, directories); used when "
+        "neither data_dir nor hub is given",
+    )
+    max_train: int | None = Field(None, ge=1, description="seeded subsample of the train split")
+    max_eval: int | None = Field(None, ge=1, description="seeded cap of validation and test")
+    sample_seed: int = Field(0, description="seed of every subsample (independent of the run seed)")
+    build_seed: int = Field(0, description="seed of the offline builder's split")
+
+
+def _dir_signature(path: Path) -> list[Any]:
+    """A cheap signature of a source directory: count, total size and newest mtime of its .py."""
+    count = size = newest = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(dirpath, name))
+                count, size, newest = count + 1, size + st.st_size, max(newest, int(st.st_mtime))
+    return [count, size, newest]
+
+
+def subsample(rows: list[dict[str, Any]], k: int | None, fraction: float, seed: int) -> list:
+    """A seeded subsample: ``fraction`` of the rows, then at most ``k``; order is kept."""
+    n = len(rows)
+    target = n if fraction >= 1 else max(1, round(n * fraction)) if n else 0
+    if k is not None:
+        target = min(target, k)
+    if target >= n:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(n), target))
+    return [rows[i] for i in keep]
+
+
+class CodeTask:
+    """Base class of the built-in tasks; subclasses set the class attributes and
+    :meth:`read_local` / :meth:`convert_hub_row` / :meth:`finish_rows`."""
+
+    name: ClassVar[str]
+    is_pair: ClassVar[bool] = False
+    headline_metric: ClassVar[str]
+    #: Columns of the public format written by the builder (for error messages).
+    format_name: ClassVar[str]
+
+    def __init__(self, options: CodeTaskOptions, context: BuildContext | None = None) -> None:
+        self.options = options
+        self.context = context or BuildContext()
+        self.cache = cache_root(self.context.cache_dir)
+        self.labels: list[str] = list(self.default_labels())
+        self._splits = None
+        self._fingerprint: str | None = None
+        #: Counts of rows dropped while loading (e.g. labels outside the label set).
+        self.dropped: dict[str, int] = {}
+
+    # -- to override --------------------------------------------------------------------------
+
+    def default_labels(self) -> Sequence[str]:
+        """Label names before the data is seen."""
+        raise NotImplementedError
+
+    def read_local(
+        self, data_dir: Path, explicit: dict[str, str | None]
+    ) -> tuple[Rows, list[Path]]:
+        """Rows of each split from a folder in the public format, and the files read."""
+        raise NotImplementedError
+
+    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
+        """One hub row -> ``{text, label[, text_pair]}``."""
+        raise NotImplementedError
+
+    def builder_options(self) -> dict[str, Any]:
+        """Keyword arguments of the offline builder (besides sources, seed)."""
+        return {}
+
+    def finish_rows(self, rows: Rows) -> Rows:
+        """Map raw labels to ids, filter, subsample (rows of all splits at once)."""
+        return {
+            "train": subsample(rows["train"], self.options.max_train, 1.0, self.options.sample_seed),
+            "validation": subsample(rows["validation"], self.options.max_eval, 1.0, self.options.sample_seed),
+            "test": subsample(rows["test"], self.options.max_eval, 1.0, self.options.sample_seed),
+        }  # fmt: skip
+
+    def load_options(self) -> dict[str, Any]:
+        """Options that change the rows (part of the fingerprint)."""
+        o = self.options
+        return {"max_train": o.max_train, "max_eval": o.max_eval, "sample_seed": o.sample_seed}
+
+    # -- the Task contract ----------------------------------------------------------------------
+
+    @property
+    def build_hint(self) -> str:
+        """The command that builds an offline dataset for this task."""
+        return f"build one offline with `kdkit data build {self.name} --from stdlib --out DIR`"
+
+    def built_dir(self) -> Path:
+        """Where the offline build for ``source`` lives in the cache (built on first use)."""
+        roots = resolve_sources(self.options.source)
+        sig = [[r.label, str(r.path)] + (_dir_signature(r.path) if r.label not in
+               ("stdlib", "site-packages") else []) for r in roots]  # fmt: skip
+        key = hash_json({"task": self.name, "sources": sig, "python": sys.version,
+                         "seed": self.options.build_seed, "opts": self.builder_options(),
+                         "format": FORMAT_VERSION})  # fmt: skip
+        return self.cache / "built" / f"{self.name}-{key}"
+
+    def _ensure_built(self) -> Path:
+        target = self.built_dir()
+        if (target / STATS_FILE).is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build = get_builder(self.name)
+            print(f"kdkit: building the offline {self.name} dataset from "
+                  f"{', '.join(self.options.source)} into {target} (once)", file=sys.stderr)  # fmt: skip
+            build(tmp, self.options.source, seed=self.options.build_seed, quiet=True,
+                  **self.builder_options())  # fmt: skip
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process built it first
+                if not (target / STATS_FILE).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _read(self) -> tuple[Rows, str]:
+        o = self.options
+        explicit = {"train": o.train_file, "validation": o.validation_file, "test": o.test_file}
+        if o.data_dir or any(explicit.values()):
+            data_dir = Path(o.data_dir or ".").expanduser()
+            rows, files = self.read_local(data_dir, explicit)
+            return rows, "files:" + hash_files(files)
+        if o.hub:
+            from kdkit.data.formats import read_hub
+
+            rows, fp = read_hub(o.hub, o.hub_config, self.convert_hub_row)
+            return rows, "hub:" + hash_json([o.hub, o.hub_config, fp])
+        built = self._ensure_built()
+        rows, files = self.read_local(built, {})
+        return rows, "files:" + hash_files(files)
+
+    def load(self) -> Any:
+        """The ``datasets.DatasetDict`` (train/validation/test), from the Arrow cache if present."""
+        if self._splits is not None:
+            return self._splits
+        import datasets
+
+        rows, data_fp = self._read()
+        rows = self.finish_rows(rows)
+        self._fingerprint = hash_json({"task": self.name, "data": data_fp, "labels": self.labels,
+                                       "load": self.load_options(), "format": FORMAT_VERSION})  # fmt: skip
+        arrow = self.cache / "datasets" / f"{self.name}-{self._fingerprint}"
+        if (arrow / "dataset_dict.json").is_file():
+            self._splits = datasets.load_from_disk(str(arrow))
+            return self._splits
+        features = {"text": datasets.Value("string"), "label": datasets.Value("int64")}
+        if self.is_pair:
+            features["text_pair"] = datasets.Value("string")
+        dd = datasets.DatasetDict(
+            {
+                s: datasets.Dataset.from_list(
+                    [{k: r[k] for k in features} for r in rows[s]],
+                    features=datasets.Features(features),
+                )
+                for s in SPLITS
+            }
+        )
+        arrow.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{arrow.name}-", dir=arrow.parent))
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # a per-split "Saving the dataset" bar is noise here
+        try:
+            dd.save_to_disk(str(tmp))
+            try:
+                os.replace(tmp, arrow)
+            except OSError:
+                if not (arrow / "dataset_dict.json").is_file():
+                    raise
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._splits = datasets.load_from_disk(str(arrow))
+        return self._splits
+
+    def fingerprint(self) -> str:
+        """Hash of the data files' content, the label set and every option that changes rows."""
+        if self._fingerprint is None:
+            self.load()
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """All metrics of the task (fractions in [0, 1]); includes :attr:`headline_metric`."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} labels={len(self.labels)}>"
