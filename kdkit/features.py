@@ -248,9 +248,11 @@ def align_spans(
 
     A position ``p`` is a *shared cut* when it is a token boundary of either side and no real
     token of either side strictly contains it. Spans run between consecutive shared cuts; every
-    real token lies inside exactly one span. Spans covered by tokens of only one side (whitespace
-    one tokenizer keeps and the other drops, text truncated on one side) are dropped, the rest are
-    numbered ``0..T-1`` per row, left to right.
+    real token lies inside exactly one span. A span is dropped when only one side has tokens in it
+    (whitespace one tokenizer keeps and the other drops, text truncated on one side) or when the
+    two sides' tokens in it end at different places (one side was truncated inside it); leading
+    whitespace may differ (byte-level BPE tokens often start with the space before a word). The
+    kept spans are numbered ``0..T-1`` per row, left to right.
 
     Special and padding tokens (``start == end`` or ``mask == 0``) belong to no span. Fully
     vectorised: per-character marks via ``scatter_add`` and ``cumsum``, no Python loop.
@@ -285,12 +287,16 @@ def align_spans(
 
     s_raw, t_raw = raw_index(so, sv), raw_index(to, tv)
 
-    def count(idx: torch.Tensor) -> torch.Tensor:
+    def last_end(idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``[B, n_raw]`` the largest token end of one side in each raw span (-1: no token)."""
         slot = torch.where(idx >= 0, idx, n_raw)
-        out = torch.zeros(b, n_raw + 1, dtype=torch.long, device=device)
-        return out.scatter_add_(1, slot, torch.ones_like(slot))[:, :n_raw]
+        out = torch.full((b, n_raw + 1), -1, dtype=torch.long, device=device)
+        return out.scatter_reduce_(1, slot, offsets[..., 1], reduce="amax")[:, :n_raw]
 
-    keep = (count(s_raw) > 0) & (count(t_raw) > 0)  # [B, n_raw] spans seen by both sides
+    # keep spans both sides reach to the same end: drops spans seen by one side only and the
+    # partial last word of a side truncated inside a word (leading whitespace may differ)
+    s_end, t_end = last_end(s_raw, so), last_end(t_raw, to)
+    keep = (s_end >= 0) & (s_end == t_end)  # [B, n_raw]
     new_id = keep.long().cumsum(1) - 1
     num = max(int(keep.sum(1).max().item()) if b else 0, 1)
 

@@ -200,3 +200,12 @@ def test_alignment_invariants_on_random_segmentations(data):
             assert lo <= a and b <= hi
     if s_tok == t_tok:
         assert al.num_spans == len(s_tok)
+
+
+def test_span_truncated_inside_a_word_on_one_side_is_dropped():
+    # text "alpha beta": teacher has both words, the student was truncated after "be"
+    to = torch.tensor([[[0, 5], [6, 10]]])
+    so = torch.tensor([[[0, 3], [3, 5], [6, 8]]])
+    al = align_spans(so, torch.ones(1, 3), to, torch.ones(1, 2))
+    assert al.span_bounds.tolist() == [[[0, 5]]]
+    assert al.student_index.tolist() == [[0, 0, -1]] and al.teacher_index.tolist() == [[0, -1]]
