@@ -77,7 +77,8 @@ def relations(
 def _masked_mse(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean of ``(a - b)^2`` over ``valid`` entries (0 when there are none)."""
     sq = torch.where(valid, (a - b) ** 2, torch.zeros((), dtype=a.dtype, device=a.device))
-    return sq.sum() / valid.sum().clamp_min(1).to(a.dtype)
+    n = valid.expand(sq.shape).sum()  # valid may broadcast (e.g. over the K layers)
+    return sq.sum() / n.clamp_min(1).to(a.dtype)
 
 
 def window_valid(mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
