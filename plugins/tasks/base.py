@@ -33,6 +33,7 @@ from kdkit.data.fingerprint import FORMAT_VERSION, hash_files, hash_json
 from kdkit.data.formats import SPLITS, Rows
 from kdkit.data.paths import cache_root
 from kdkit.data.sources import resolve_sources
+from kdkit.errors import KdkitError
 
 
 class CodeTaskOptions(Options):
@@ -195,6 +196,15 @@ class CodeTask:
 
         rows, data_fp = self._read()
         rows = self.finish_rows(rows)
+        empty = [s for s in SPLITS if not rows[s]]
+        if empty:
+            raise KdkitError(
+                f"the {self.name} task has no rows in split(s) {empty} "
+                f"(dropped while loading: {self.dropped or 'none'})",
+                where=self.options.data_dir or self.options.hub or "task.source",
+                fix="check the files and the label set (a label list that no row of a split "
+                "uses empties it)",
+            )
         self._fingerprint = hash_json({"task": self.name, "data": data_fp, "labels": self.labels,
                                        "load": self.load_options(), "format": FORMAT_VERSION})  # fmt: skip
         arrow = self.cache / "datasets" / f"{self.name}-{self._fingerprint}"
@@ -204,11 +214,11 @@ class CodeTask:
         features = {"text": datasets.Value("string"), "label": datasets.Value("int64")}
         if self.is_pair:
             features["text_pair"] = datasets.Value("string")
+        schema = datasets.Features(features)
         dd = datasets.DatasetDict(
             {
-                s: datasets.Dataset.from_list(
-                    [{k: r[k] for k in features} for r in rows[s]],
-                    features=datasets.Features(features),
+                s: datasets.Dataset.from_dict(
+                    {k: [r[k] for r in rows[s]] for k in features}, features=schema
                 )
                 for s in SPLITS
             }

@@ -249,3 +249,21 @@ def grouped(
     """``(group, file, function)`` for every function of a corpus."""
     for sf, fn in corpus.functions:
         yield sf.group(split_by), sf, fn
+
+
+#: Standard-library modules (not tests) rich in functions and ``except`` clauses: a small, real
+#: corpus for fast builds in tests (about 450 exception examples, a few thousand functions).
+STDLIB_SAMPLE = (
+    "shutil.py", "pdb.py", "pathlib.py", "inspect.py", "importlib/_bootstrap.py", "mailbox.py",
+    "tarfile.py", "platform.py", "importlib/_bootstrap_external.py", "pydoc.py",
+    "tomllib/_parser.py", "urllib/request.py", "unittest/mock.py", "os.py", "xml/dom/minidom.py",
+    "zipimport.py", "ntpath.py", "_pyio.py", "subprocess.py", "unittest/case.py", "enum.py",
+)  # fmt: skip
+
+
+def stdlib_sample(names: Sequence[str] = STDLIB_SAMPLE) -> list[Path]:
+    """Paths of ``names`` in the running interpreter's standard library (missing ones left out)."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [root / n for n in names if (root / n).is_file()]

@@ -1,0 +1,34 @@
+"""Fixtures of the task tests: fixture-file folders, an isolated cache, small real builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own KDKIT_CACHE so nothing leaks between tests or into ~/.cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KDKIT_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    """The folder of hand-written files in the public formats."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def exception_build(tmp_path_factory):
+    """An exception dataset built from a slice of the real standard library (a few seconds)."""
+    from kdkit.data.builders import exception
+    from kdkit.data.builders.common import stdlib_sample
+
+    out = tmp_path_factory.mktemp("exception")
+    report = exception.build(out, files=stdlib_sample(), min_examples=50, quiet=True)
+    return out, report
