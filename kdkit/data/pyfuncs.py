@@ -37,6 +37,8 @@ class PyFunction:
     def offset(self, lineno: int, col_byte: int) -> int:
         """Character offset in :attr:`text` of a module position (1-based line, byte column)."""
         i = lineno - self.node.lineno
+        if not 0 <= i < len(self._lines):
+            raise ValueError(f"line {lineno} is outside function {self.qualname}")
         line = self._lines[i]
         col = col_byte - self._indent
         return self._line_starts[i] + len(line.encode("utf-8")[:col].decode("utf-8", "replace"))
@@ -47,6 +49,15 @@ class PyFunction:
             self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
             self.offset(node.end_lineno, node.end_col_offset),  # type: ignore[attr-defined]
         )
+
+    def walk(self) -> Iterator[ast.AST]:
+        """Every node of the function's signature and body (decorators, which lie before the
+        ``def`` line and outside :attr:`text`, are left out)."""
+        roots: list[ast.AST] = [self.node.args, *self.node.body]
+        if self.node.returns is not None:
+            roots.append(self.node.returns)
+        for root in roots:
+            yield from ast.walk(root)
 
     @property
     def num_lines(self) -> int:

@@ -32,3 +32,15 @@ def exception_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("exception")
     report = exception.build(out, files=stdlib_sample(), min_examples=50, quiet=True)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def defect_build(tmp_path_factory):
+    """A defect dataset built from a slice of the real standard library."""
+    from kdkit.data.builders import defect
+    from kdkit.data.builders.common import stdlib_sample
+
+    out = tmp_path_factory.mktemp("defect")
+    names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "zipimport.py")
+    report = defect.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
+    return out, report

@@ -104,8 +104,7 @@ def split_by_group(
     """Seeded train/validation/test split that keeps each group (file or package) together and
     never lets one normalised text appear in two groups.
 
-    Groups are shuffled with ``seed`` and filled into the splits in order until each split holds
-    its share of the items. A de-duplication key (:func:`kdkit.data.pyfuncs.normalise_code` of the
+    Groups are shuffled with ``seed``; each goes to the split that is furthest below its share. A de-duplication key (:func:`kdkit.data.pyfuncs.normalise_code` of the
     base function) belongs to the first group that has it; items of other groups with that key are
     dropped, so no near-duplicate crosses a split (nor repeats inside one from another file).
     """
@@ -127,14 +126,14 @@ def split_by_group(
                 dropped += 1
         if kept:
             kept_groups.append((g, kept))
-    total = sum(len(k) for _, k in kept_groups)
-    bounds = [fractions[0] * total, (fractions[0] + fractions[1]) * total]
+    # Each group goes to the split furthest below its share (ties: train, validation, test), so
+    # shares are met closely and, with at least three groups, no split is left empty.
     splits: dict[str, list[T]] = {s: [] for s in SPLITS}
-    seen = 0
     for _, kept in kept_groups:
-        name = "train" if seen < bounds[0] else "validation" if seen < bounds[1] else "test"
+        name = min(
+            SPLITS, key=lambda s: (len(splits[s]) / fractions[SPLITS.index(s)], SPLITS.index(s))
+        )
         splits[name].extend(kept)
-        seen += len(kept)
     return SplitResult(splits, dropped)
 
 
@@ -186,7 +185,9 @@ class BuildReport:
                 "skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
             )
         for k, v in self.extra.items():
-            if not isinstance(v, dict | list):
+            if isinstance(v, dict) and set(v) == set(SPLITS):
+                lines.append(f"{k}: " + "; ".join(f"{s} {v[s]}" for s in SPLITS))
+            elif not isinstance(v, dict | list):
                 lines.append(f"{k}: {v}")
         lines.append(f"took {self.seconds:.1f} s")
         return "\n".join(lines)

@@ -63,7 +63,7 @@ def handler_type_name(node: ast.expr | None) -> str | None:
 def holes(fn: PyFunction) -> list[tuple[str, int, int, int]]:
     """``(label, start, end, line)`` of every handler type of ``fn`` that can be masked."""
     out = []
-    for node in ast.walk(fn.node):
+    for node in fn.walk():
         if isinstance(node, ast.ExceptHandler):
             label = handler_type_name(node.type)
             if label is not None:

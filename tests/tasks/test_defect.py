@@ -1,0 +1,104 @@
+"""Defect detection: Devign fixtures, synthetic bugs in real functions, the builder and task."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import random
+
+import pytest
+import torch
+from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
+
+from kdkit.data.mutations import candidate_edits, mutate, parses
+from kdkit.data.pyfuncs import extract_functions
+from kdkit.errors import KdkitError
+
+SRC = """def area(w, h, scale):
+    size = w * h
+    if size > 100 and scale is not None:
+        size = size - scale
+    return size / scale
+"""
+
+
+def one_function(src: str):
+    (fn,) = extract_functions(src, ast.parse(src))
+    return fn
+
+
+def test_candidate_edits_by_kind():
+    fn = one_function(SRC)
+    edits = candidate_edits(fn, random.Random(0))
+    swaps = {(fn.text[e.start : e.end], e.replacement) for e in edits["swapped_operands"]}
+    assert swaps == {("size > 100", "100 > size"), ("size - scale", "scale - size"),
+                     ("size / scale", "scale / size")}  # fmt: skip
+    ops = {fn.text[e.start : e.end] for e in edits["wrong_operator"]}
+    assert ops == {"*", ">", "and", "is not", "-", "/"}
+    misuse = edits["variable_misuse"]
+    assert misuse and all(fn.text[e.start : e.end] in {"w", "h", "scale", "size"} for e in misuse)
+    assert all(e.replacement != fn.text[e.start : e.end] for e in misuse)
+
+
+def test_mutants_differ_in_one_span_and_parse():
+    fn = one_function(SRC)
+    rng = random.Random(1)
+    for _ in range(30):
+        edit = mutate(fn, rng)
+        mutated = edit.apply(fn.text)
+        assert mutated != fn.text and parses(mutated)
+        changed = [
+            d for d in difflib.ndiff(fn.text.splitlines(), mutated.splitlines()) if d[0] in "+-"
+        ]
+        assert len(changed) == 2  # exactly one line changed
+
+
+def test_no_site_gives_none():
+    assert mutate(one_function("def f():\n    return 1\n"), random.Random(0)) is None
+
+
+def test_devign_fixture_loads(fixtures):
+    task = DefectTask(DefectOptions(data_dir=str(fixtures / "devign")))
+    dd = task.load()
+    assert {s: len(dd[s]) for s in dd} == {"train": 5, "validation": 2, "test": 3}
+    assert dd["train"]["label"] == [0, 1, 0, 1, 1]
+    assert sum(dd["test"]["label"]) == 1
+    assert task.labels == ["correct", "defective"] and task.headline_metric == "accuracy"
+
+
+def test_defect_builder_is_balanced_paired_and_split_by_file(defect_build):
+    out, report = defect_build
+    rows = {
+        s: [json.loads(x) for x in (out / f"{s}.jsonl").open()] for s in ("train", "valid", "test")
+    }
+    for items in rows.values():
+        assert sum(r["target"] for r in items) * 2 == len(items)  # balanced
+        for correct, buggy in zip(items[::2], items[1::2]):  # written as (correct, buggy) pairs
+            assert correct["target"] == 0 and buggy["target"] == 1
+            assert correct["info"] == buggy["info"] and buggy["bug_kind"] in (
+                "variable_misuse", "swapped_operands", "wrong_operator")  # fmt: skip
+            assert correct["func"] != buggy["func"] and parses(buggy["func"])
+    files = {s: {r["info"].split()[0] for r in items} for s, items in rows.items()}
+    assert not (files["train"] & files["test"]) and not (files["valid"] & files["test"])
+    kinds = {k for s in report.extra["bug_kinds"].values() for k in s}
+    assert kinds == {"variable_misuse", "swapped_operands", "wrong_operator"}
+    assert len({r["idx"] for items in rows.values() for r in items}) == sum(report.sizes.values())
+
+
+def test_built_defect_set_loads_through_the_task(defect_build):
+    out, report = defect_build
+    task = DefectTask(DefectOptions(data_dir=str(out), max_eval=10))
+    dd = task.load()
+    assert len(dd["train"]) == report.sizes["train"] and len(dd["test"]) == 10
+    m = task.evaluate(
+        torch.zeros(4, 2).index_fill_(1, torch.tensor([1]), 1.0), torch.tensor([1, 1, 0, 0])
+    )
+    assert m == pytest.approx({"accuracy": 0.5, "precision": 0.5, "recall": 1.0, "f1": 2 / 3})
+
+
+def test_unknown_kind_is_a_user_error(tmp_path):
+    from kdkit.data.builders import defect
+
+    with pytest.raises(KdkitError, match="unknown mutation"):
+        defect.build(tmp_path, files=[], kinds=["off_by_one"])
