@@ -116,8 +116,9 @@ def _ckd_word_kernel(
 
 def _counts(mask: torch.Tensor, window: int, k: int) -> torch.Tensor:
     """``[1/n_dist, 1/n_angle]`` of the word relation as a device tensor (no host sync)."""
-    pair, ang = window_valid(mask, window)
-    n = torch.stack([pair.sum(), ang.sum()]).to(torch.float32) * k
+    pair, _ = window_valid(mask, window)  # [B, T, J]; the [B, T, J, J] angle mask is a view
+    cnt = pair.sum(-1).to(torch.float32)  # [B, T] valid partners per anchor
+    n = torch.stack([cnt.sum(), (cnt * cnt).sum()]) * k
     return 1.0 / n.clamp_min(1.0)
 
 
