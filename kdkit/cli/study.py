@@ -1,0 +1,112 @@
+"""``kdkit study GRID.yaml``: run a grid of distillation runs (resumable, shardable).
+
+Every run of the grid is validated first (all problems at once, exit 2). Then the runs of this
+shard that are not complete are run in seed-major order (complete ones are skipped, interrupted
+ones resume). When the whole study is complete, the efficiency measurements and the report are
+made too (``--no-measure``, ``--no-report`` skip them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kdkit.discovery import load_plugins
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a grid of runs (tasks x teachers x students x methods x seeds) and report it",
+        description="Expand GRID.yaml into ordinary runs (one directory each), validate them all, "
+        "and run those not complete: completed runs are skipped, interrupted ones resume. See "
+        "docs/reproduction.md.",
+    )
+    p.add_argument("grid", help="grid file (YAML), e.g. configs/study/offline.yaml")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, list the runs with their status and estimated cost; run nothing",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (1-based; disjoint, same split on every worker)",
+    )
+    p.add_argument("--output-dir", metavar="DIR", help="study directory (default: the grid's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every run, e.g. --set training.epochs=1",
+    )
+    p.add_argument("--max-runs", type=int, metavar="N", help="stop after starting N runs")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    p.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each run in its own `python -m kdkit run` process",
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="only (re)do the efficiency measurements of the study's models",
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="do not make the efficiency measurements when the study completes",
+    )
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the report when the study completes")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdkit.study.estimate import estimate, measured_rates, render_dry_run
+    from kdkit.study.grid import load_grid
+    from kdkit.study.resolve import plan
+    from kdkit.study.results import run_status
+    from kdkit.study.runner import engine_executor, run_study, subprocess_executor
+    from kdkit.study.shard import parse_shard, select
+
+    shard = parse_shard(args.shard)
+    plugins = load_plugins()
+    grid = load_grid(args.grid, args.output_dir)
+    runs = plan(grid, plugins.registry, args.overrides)
+    if args.dry_run:
+        mine = select(runs, shard, key=lambda r: r.run_id)
+        header = (f"study {grid.name}: {len(runs)} runs in {grid.output_dir}"
+                  + ("" if shard.is_whole else f"; shard {shard}: {len(mine)} of them"))  # fmt: skip
+        print(render_dry_run(estimate(mine, measured_rates(grid.output_dir, runs)), header))
+        return 0
+    if not args.measure:
+        execute = subprocess_executor() if args.isolate else engine_executor(plugins)
+        outcome = run_study(grid, runs, execute, shard=shard, max_runs=args.max_runs,
+                            fail_fast=args.fail_fast)  # fmt: skip
+        print(f"{len(outcome.ran)} ran, {len(outcome.resumed)} resumed, "
+              f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed "
+              f"({outcome.seconds:.0f}s)")  # fmt: skip
+        for run_id, message in outcome.failed.items():
+            print(f"  failed: {run_id}: {message.splitlines()[0]}", file=sys.stderr)
+        if not outcome.ok:
+            return 1
+    incomplete = [r.run_id for r in runs if run_status(r.run_dir) != "complete"]
+    if incomplete and not args.measure:
+        print(
+            f"{len(incomplete)} runs of the study are not complete yet (other shards?); "
+            "measure and report once they are: kdkit study GRID --measure; kdkit report DIR"
+        )
+        return 0
+    if args.measure or not args.no_measure:
+        from kdkit.study.efficiency import measure_study
+
+        measure_study(grid.output_dir, plugins)
+    if not args.measure and not args.no_report:
+        from kdkit.study.report import write_report
+
+        written = write_report(grid.output_dir)
+        print(f"report: {written}")
+    return 0
