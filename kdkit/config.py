@@ -66,6 +66,9 @@ class TrainingConfig(Options):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
     log_every: int = Field(10, ge=1)
+    save_every: int | None = Field(
+        None, ge=1, description="also checkpoint every N steps (always at evaluations and epochs)"
+    )
 
 
 class CacheConfig(Options):
@@ -73,6 +76,11 @@ class CacheConfig(Options):
 
     enabled: bool = True
     dir: str | None = Field(None, description="default: $KDKIT_CACHE or ~/.cache/kdkit")
+    teacher_outputs: str | None = Field(
+        None,
+        description="use (or build) the teacher-output cache in this directory instead of the "
+        "automatic key; a cache of another teacher or data is refused",
+    )
 
 
 class KernelsConfig(Options):

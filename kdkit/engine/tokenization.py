@@ -28,7 +28,7 @@ def default_cache_dir(configured: str | None = None) -> Path:
     if configured:
         return Path(configured).expanduser()
     try:  # the data layer owns the canonical function once it exists
-        from kdkit.data import cache_root  # type: ignore[attr-defined]
+        from kdkit.data.paths import cache_root
 
         return Path(cache_root())
     except ImportError:
@@ -64,7 +64,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | 
         key: identifies the data (e.g. the task fingerprint); the cache key adds the size.
     """
     try:
-        from kdkit.data import train_student_tokenizer  # type: ignore[attr-defined]
+        from kdkit.data.tokenizers import train_student_tokenizer
 
         return train_student_tokenizer(list(texts), vocab_size, cache_dir, key)
     except ImportError:
@@ -97,9 +97,11 @@ def encode_examples(tokenizer, examples: Sequence[Example], max_length: int,
     into :func:`kdkit.api.join_example`'s text. Special tokens get ``start == end``.
     ``prefix_tokens`` are inserted after the first token (UniXcoder's ``<encoder-only>``).
     """
-    if not prefix_tokens:
+    if not prefix_tokens and (
+        all(isinstance(e, str) for e in examples) or all(not isinstance(e, str) for e in examples)
+    ):
         try:
-            from kdkit.data import encode_with_offsets  # type: ignore[attr-defined]
+            from kdkit.data.tokenizers import encode_with_offsets
 
             return encode_with_offsets(tokenizer, examples, max_length)
         except ImportError:

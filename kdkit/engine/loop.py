@@ -1,0 +1,227 @@
+"""The training loop: one pipeline for every method, readable top to bottom.
+
+Per step: batch -> teacher signal (live under ``no_grad``, or from the cache) -> student forward
+-> method loss terms -> finite check -> backward -> clip (really) -> AdamW step -> schedule.
+Per evaluation: the task's metrics on validation; the best student (by the headline metric) is
+saved. Checkpoints carry everything for an exact resume, random state included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdkit.api import Needs, Requirements
+from kdkit.config import TrainingConfig
+from kdkit.engine.batching import SplitData, batches_of, epoch_order, steps_per_epoch
+from kdkit.engine.checkpoint import write_checkpoint, write_model
+from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
+from kdkit.engine.seeding import rng_state, set_rng_state
+from kdkit.errors import NonFiniteLossError
+
+
+@dataclass
+class TrainState:
+    """Counters a checkpoint stores; a resumed run continues from them."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int = 0
+    evals_without_gain: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    examples_seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def precision_context(device: torch.device, precision: str) -> tuple[Any, str]:
+    """(autocast context factory, the precision used). ``auto``: bf16 on capable GPUs, else fp32."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda_bf16 else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision
+
+
+@torch.no_grad()
+def predict_logits(model: Any, split: SplitData, batch_size: int, device: torch.device,
+                   autocast: Callable = contextlib.nullcontext) -> torch.Tensor:  # fmt: skip
+    """``[N, C]`` logits of a student over a split, in row order (rows sorted by length inside)."""
+    model.eval()
+    n = len(split)
+    order = sorted(range(n), key=lambda r: int(split.student.input_ids[r].numel()))
+    parts = []
+    for rows in batches_of(order, batch_size):
+        with autocast():
+            parts.append(
+                model(split.student.collate(rows).to(device), Needs()).logits.float().cpu()
+            )
+    inverse = torch.empty(n, dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(n)
+    return torch.cat(parts)[inverse]
+
+
+class Trainer:
+    """Trains ``student`` with ``method`` on ``train``, selecting on ``validation``.
+
+    Args:
+        teacher_signal: callable ``batch -> ModelOutput`` (live or cached), ``None`` for FT.
+        reporters: objects with ``step/evaluation`` (the engine fans events out).
+        on_event: ``(kind, **kwargs)`` callback for reporters and lifecycle hooks.
+    """
+
+    def __init__(self, *, student: Any, method: Any, task: Any, train: SplitData,
+                 validation: SplitData, cfg: TrainingConfig, seed: int, device: torch.device,
+                 run_dir: Path, teacher_signal: Callable | None,
+                 on_event: Callable[..., None], progress: bool = True,
+                 save_every: int | None = None) -> None:  # fmt: skip
+        self.student, self.method, self.task = student, method, task
+        self.train_data, self.validation = train, validation
+        self.cfg, self.seed, self.device, self.run_dir = cfg, seed, device, run_dir
+        self.teacher_signal = teacher_signal
+        self.on_event = on_event
+        self.progress = progress
+        self.save_every = save_every
+        self.requirements: Requirements = method.requirements
+        self.params = trainable_parameters(student, method)  # a LIST: clipping must see them
+        n_steps = steps_per_epoch(len(train), cfg.batch_size) * cfg.epochs
+        self.total_steps = min(n_steps, cfg.max_steps) if cfg.max_steps else n_steps
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.schedule = build_schedule(self.optimizer, self.total_steps, cfg.warmup_ratio)
+        self.autocast, self.precision = precision_context(device, cfg.precision)
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything besides the weights that a resume needs."""
+        return {"trainer": asdict(self.state), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "rng": rng_state()}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state (weights are loaded by the caller)."""
+        self.state = TrainState(**state["trainer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        """Atomically write ``checkpoints/last``."""
+        write_checkpoint(self.run_dir, self.student, self.method, self.checkpoint_state())
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimisation step; returns the record reporters receive."""
+        self.student.train()
+        self.method.train()
+        batch = batch.to(self.device)
+        teacher_out = None
+        if self.requirements.teacher is not None and self.teacher_signal is not None:
+            teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
+        with self.autocast():
+            student_out = self.student(batch.student, self.requirements.student)
+            terms = self.method(student_out, teacher_out, batch)
+        step = self.state.step + 1
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {float(value.detach()):.4g} at step {step}",
+                    where=str(self.run_dir),
+                    fix="the last good checkpoint is kept in checkpoints/last (resume with "
+                    "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
+                    "training.max_grad_norm on, or check the method's weights/temperature",
+                )
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+        lr = self.schedule.get_last_lr()[0]
+        self.schedule.step()
+        record = {k: float(v.detach()) for k, v in terms.items()}
+        record.update(loss=float(loss.detach()), lr=lr, grad_norm=grad_norm)
+        return record
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics; saves the best student and counts evaluations without gain."""
+        bs = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
+        logits = predict_logits(self.student, self.validation, bs, self.device, self.autocast)
+        metrics = self.task.evaluate(logits, self.validation.labels)
+        head = float(metrics[self.task.headline_metric])
+        st = self.state
+        if st.best_metric is None or head > st.best_metric:
+            st.best_metric, st.best_step, st.evals_without_gain = head, st.step, 0
+            write_model(self.run_dir / "best" / "model", self.student)
+        else:
+            st.evals_without_gain += 1
+        st.history.append({"step": st.step, "epoch": st.epoch, "split": "validation", **metrics})
+        self.on_event("evaluation", step=st.step, split="validation", metrics=metrics)
+        patience = self.cfg.early_stopping_patience
+        if patience is not None and st.evals_without_gain >= patience:
+            st.stopped_early = True
+        return metrics
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainState:
+        """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
+        from tqdm.auto import tqdm
+
+        cfg, st = self.cfg, self.state
+        n = len(self.train_data)
+        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)  # fmt: skip
+        try:
+            while st.epoch < cfg.epochs and st.step < self.total_steps and not st.stopped_early:
+                all_batches = list(batches_of(epoch_order(n, self.seed, st.epoch), cfg.batch_size))
+                for rows in all_batches[st.batch_in_epoch :]:
+                    t0 = time.perf_counter()
+                    record = self.train_step(self.train_data.batch(rows))
+                    dt = time.perf_counter() - t0
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    st.train_seconds += dt
+                    st.examples_seen += len(rows)
+                    record["examples_per_s"] = len(rows) / dt if dt > 0 else math.inf
+                    record["epoch"] = st.epoch
+                    self.on_event("step", step=st.step, record=record)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                    ex_s=f"{record['examples_per_s']:.0f}")  # fmt: skip
+                    if cfg.eval_every and st.step % cfg.eval_every == 0:
+                        self.evaluate()
+                        self.save_checkpoint()
+                    elif self.save_every and st.step % self.save_every == 0:
+                        self.save_checkpoint()
+                    if st.step >= self.total_steps or st.stopped_early:
+                        break
+                if st.batch_in_epoch >= len(all_batches):
+                    st.epoch += 1
+                    st.batch_in_epoch = 0
+                    if not cfg.eval_every:
+                        self.evaluate()
+                    self.save_checkpoint()
+            if not st.history or st.history[-1]["step"] != st.step:
+                self.evaluate()  # the last steps are always evaluated
+                self.save_checkpoint()
+        finally:
+            bar.close()
+        return st
