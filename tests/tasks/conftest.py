@@ -44,3 +44,15 @@ def defect_build(tmp_path_factory):
     names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "zipimport.py")
     report = defect.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def clone_build(tmp_path_factory):
+    """Clone pairs built from a slice of the real standard library."""
+    from kdkit.data.builders import clone
+    from kdkit.data.builders.common import stdlib_sample
+
+    out = tmp_path_factory.mktemp("clone")
+    names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "inspect.py")
+    report = clone.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
+    return out, report

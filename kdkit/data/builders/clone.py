@@ -117,6 +117,9 @@ def build(
             except (SyntaxError, ValueError, RecursionError):
                 skipped["rewrite_failed"] = skipped.get("rewrite_failed", 0) + 1
                 continue
+            if positive == anchor:  # nothing to rewrite: an (f, f) pair teaches nothing
+                skipped["rewrite_identical"] = skipped.get("rewrite_identical", 0) + 1
+                continue
             rewrites_used.update(k for k, v in applied.items() if v)
             negative, kind = None, "other_function"
             if rng.random() < near_miss_share:
