@@ -1,7 +1,9 @@
 """Running a study: every planned run of this shard, through the ordinary engine.
 
 A complete run (``summary.json`` present) is skipped; a run with a checkpoint resumes through the
-engine's resume; anything else starts afresh. A run that fails is recorded in its directory
+engine's resume; anything else starts afresh (a directory left by a run killed before its first
+checkpoint holds nothing worth keeping and is cleared, since the engine refuses to start a run
+in a directory that already holds one). A run that fails is recorded in its directory
 (``study_error.json``) and the study goes on to the next run (``fail_fast`` stops instead); the
 next ``kdkit study`` retries it. Killing the study at any moment loses at most the steps since the
 killed run's last checkpoint.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -93,13 +96,14 @@ def write_manifest(grid: Grid, runs: Sequence[PlannedRun]) -> Path:
     return out / STUDY_FILE
 
 
-def engine_executor(plugins: Any) -> Executor:
+def engine_executor(plugins: Any, progress: bool = True) -> Executor:
     """Run in this process through ``kdkit.engine.run`` (what ``kdkit run`` calls)."""
 
     def execute(run: PlannedRun, resume: bool) -> None:
         from kdkit import engine
 
-        rc = engine.run(run.resolved, plugins, resume=str(run.run_dir) if resume else None)
+        rc = engine.run(run.resolved, plugins, resume=str(run.run_dir) if resume else None,
+                        progress=progress)  # fmt: skip
         if rc not in (0, None):
             raise KdkitError(f"the run exited with status {rc}", where=str(run.run_dir))
 
@@ -155,6 +159,8 @@ def run_study(
         resume = status == "partial"
         done += 1
         log(f"[{done}/{n_todo}] {'resume' if resume else 'run'} {run.run_id}")
+        if status in ("started", "failed"):
+            shutil.rmtree(run.run_dir)  # no checkpoint: nothing to resume, nothing to keep
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / ERROR_FILE).unlink(missing_ok=True)
         atomic_write_text(run.run_dir / POINT_FILE, json.dumps(point_record(run), indent=2) + "\n")

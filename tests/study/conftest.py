@@ -17,7 +17,7 @@ from kdkit.api import Options
 from kdkit.hookspecs import hookimpl
 
 #: Built-in plugins the study tests load (entry-point names).
-BUILTINS = ["ft", "kd", "dist", "pkd", "console", "jsonl"]
+BUILTINS = ["ft", "kd", "dist", "pkd", "gru", "transformer", "console", "jsonl", "kernels"]
 #: Tiny student sizes: name -> (layers, hidden).
 TINY_SIZES = {"S": (1, 8), "M": (2, 16)}
 
@@ -56,12 +56,32 @@ class StudyTinyPlugin:
         register("tiny-student", build, config=TinyStudentOptions, description="tiny student")
 
 
+class Interrupter:
+    """Raises ``KeyboardInterrupt`` after training step ``at_step`` (a user's Ctrl-C mid-run)."""
+
+    at_step: int | None = None
+
+    @hookimpl
+    def on_step_end(self, run, step, record):
+        if self.at_step is not None and step == self.at_step:
+            self.at_step = None
+            raise KeyboardInterrupt
+
+
 @pytest.fixture(scope="session")
-def study_plugins():
-    """The loaded plugins (built-in methods/reporters + the tiny components)."""
+def interrupter() -> Interrupter:
+    """The session's :class:`Interrupter` (disarmed unless a test sets ``at_step``)."""
+    return Interrupter()
+
+
+@pytest.fixture(scope="session")
+def study_plugins(interrupter):
+    """The loaded plugins (built-in methods/students/reporters + the tiny components)."""
     from kdkit.discovery import load_plugins
 
-    return load_plugins(allow=BUILTINS, extra=[("study-tiny", StudyTinyPlugin())])
+    return load_plugins(
+        allow=BUILTINS, extra=[("study-tiny", StudyTinyPlugin()), ("interrupt", interrupter)]
+    )
 
 
 @pytest.fixture
@@ -74,3 +94,13 @@ def write_grid(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Runs set ``torch.set_num_threads`` process-wide; give other tests their setting back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
