@@ -211,7 +211,7 @@ def read_hub(
     config: str | None,
     convert: Callable[[dict[str, Any], str], dict[str, Any]],
     revision: str | None = None,
-) -> tuple[Rows, str]:  # pragma: no cover - needs a network and a hub
+) -> tuple[Rows, str]:
     """Rows of a hub dataset whose columns use the public field names (e.g.
     ``google/code_x_glue_cc_defect_detection``,
     ``google/code_x_glue_cc_clone_detection_big_clone_bench``); returns rows and a fingerprint.
