@@ -1,15 +1,20 @@
 """``kdkit run``: distil a teacher into a student as one run file describes.
 
-This module resolves and validates the run (every component is looked up and its options
-checked) and hands it to :mod:`kdkit.engine`.
+* ``kdkit run`` (no file): the offline default job — exception classification built from the
+  standard library, a code teacher kdkit trains (cached), an FT and a KD student of one size,
+  and a comparison table.
+* ``kdkit run FILE``: one run.
+* ``kdkit run --resume RUN_DIR``: continue an interrupted run with the configuration stored in it.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
+from kdkit.errors import KdkitError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,22 +22,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run a distillation (no FILE: the offline default job)",
         description="Run the distillation a run file describes. With no FILE, run the embedded "
-        "default job, which works offline on a fresh machine.",
+        "default job (teacher -> FT student -> KD student -> comparison), which works offline on "
+        "a fresh machine.",
     )
     p.add_argument("file", nargs="?", help="run file (YAML); default: the embedded default job")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved run")
+    p.add_argument("--output", metavar="DIR", help="default job only: where its runs go")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     plugins = load_plugins()
-    resolved = load_config(args.file, plugins.registry, args.overrides)
+    file = args.file
+    if args.resume and not file:
+        stored = Path(args.resume) / "config.yaml"
+        if not stored.is_file():
+            raise KdkitError("not a kdkit run directory (no config.yaml)", where=args.resume,
+                             fix="pass the output_dir of a run started with `kdkit run FILE`")  # fmt: skip
+        file = str(stored)
+    resolved = load_config(file, plugins.registry, args.overrides)
     if args.dry_run:
         print(resolved.to_yaml(), end="")
         return 0
+    if file is None:
+        from kdkit.engine.default_job import run_default_job
+
+        run_default_job(resolved, plugins, output=args.output, progress=not args.quiet)
+        return 0
     from kdkit import engine
 
-    return engine.run(resolved, plugins, resume=args.resume)
+    return engine.run(resolved, plugins, resume=args.resume, progress=not args.quiet)

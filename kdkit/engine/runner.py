@@ -190,7 +190,7 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
         rep.start(info)
     plugins.notify("on_run_start", run=info)
     try:
-        state = trainer.fit()
+        trainer.fit()
     except NonFiniteLossError as exc:
         summary = {"status": "stopped", "error": exc.what, "step": trainer.state.step}
         write_json(run_dir / "summary.json", summary)

