@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,108 @@ def measured_seconds_per_example(run_dir: Path) -> float | None:
         return None
     rates.sort()
     return 1.0 / rates[len(rates) // 2]
+
+
+# ----------------------------------------------------------------------------- collecting runs
+
+
+@dataclass
+class RunRecord:
+    """One finished run as the report sees it.
+
+    Scores are the headline metric on the test split of the best-on-validation student, as
+    fractions (the report shows percent). ``teacher_score`` is the teacher's own test score in the
+    same run (``None`` for runs without a teacher).
+    """
+
+    run_id: str
+    run_dir: Path
+    task: str
+    teacher: str
+    student: str
+    method: str
+    seed: int
+    status: str
+    metric: str
+    score: float | None
+    test: dict[str, float]
+    student_family: str | None
+    student_params: int | None
+    teacher_params: int | None
+    teacher_score: float | None
+    train_seconds: float | None
+    steps: int | None
+    teacher_signal: str | None
+
+    @property
+    def cell(self) -> tuple[str, str, str, str]:
+        """(task, teacher, student, method)."""
+        return self.task, self.teacher, self.student, self.method
+
+
+def _record(run_dir: Path, summary: dict[str, Any], point: dict[str, Any] | None) -> RunRecord:
+    labels = (point or {}).get("labels") or {}
+    student = summary.get("student") or {}
+    teacher = summary.get("teacher") or {}
+    metric = str(summary.get("headline_metric") or "accuracy")
+    test = {k: float(v) for k, v in (summary.get("test") or {}).items()
+            if isinstance(v, (int, float))}  # fmt: skip
+    t_test = teacher.get("test") or {}
+    return RunRecord(
+        run_id=(point or {}).get("run_id") or run_dir.name,
+        run_dir=run_dir,
+        task=labels.get("task") or str(summary.get("task", "?")),
+        teacher=labels.get("teacher") or (teacher.get("name") if teacher else "none") or "none",
+        student=labels.get("student") or str(student.get("name", "?")),
+        method=labels.get("method") or str(summary.get("method", "?")),
+        seed=int(labels.get("seed", summary.get("seed", 0))),
+        status=str(summary.get("status", "finished")),
+        metric=metric,
+        score=test.get(metric),
+        test=test,
+        student_family=student.get("family"),
+        student_params=student.get("parameters"),
+        teacher_params=teacher.get("parameters") if teacher else None,
+        teacher_score=float(t_test[metric]) if metric in t_test else None,
+        train_seconds=summary.get("train_seconds"),
+        steps=summary.get("steps"),
+        teacher_signal=summary.get("teacher_signal"),
+    )
+
+
+def run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Every run directory under ``paths`` (study dirs, their ``runs/`` folders, or run dirs)."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / SUMMARY_FILE).is_file() or (path / POINT_FILE).is_file():
+            found.append(path)
+            continue
+        base = path / "runs" if (path / "runs").is_dir() else path
+        if base.is_dir():
+            found.extend(sorted(d for d in base.iterdir()
+                                if d.is_dir() and not d.name.startswith(".")))  # fmt: skip
+    return found
+
+
+def collect(paths: Sequence[Path], log=None) -> list[RunRecord]:
+    """Finished runs under ``paths``, merged; a run id seen twice is kept once (the first).
+
+    Directories without a readable ``summary.json`` (incomplete, or half-copied) are skipped and
+    reported through ``log``.
+    """
+    records: dict[str, RunRecord] = {}
+    for run_dir in run_dirs(paths):
+        summary = read_json(run_dir / SUMMARY_FILE)
+        if not isinstance(summary, dict):
+            if log:
+                log(f"skipped {run_dir}: {run_status(run_dir)} (no readable summary.json)")
+            continue
+        point = read_json(run_dir / POINT_FILE)
+        rec = _record(run_dir, summary, point if isinstance(point, dict) else None)
+        if rec.run_id in records:
+            if log:
+                log(f"skipped {run_dir}: run {rec.run_id} already read from "
+                    f"{records[rec.run_id].run_dir}")  # fmt: skip
+            continue
+        records[rec.run_id] = rec
+    return [records[k] for k in sorted(records)]

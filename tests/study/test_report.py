@@ -1,0 +1,162 @@
+"""Reports from synthetic run directories with hand-computed aggregates."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kdkit.cli import main
+from kdkit.study.report import write_report
+from kdkit.study.results import collect
+from kdkit.study.tables import build_cells
+
+TEACHER = {"name": "code", "parameters": 100_000_000, "test": {"top1": 0.80, "top3": 0.9}}
+SCORES = {  # (student, method) -> test top1 per seed 0, 1, 2
+    ("gru-1.5M", "ft"): [0.60, 0.62, 0.64],
+    ("gru-1.5M", "kd"): [0.66, 0.68, 0.70],
+    ("gru-1.5M", "ckd"): [0.70, 0.70, 0.73],
+    ("gru-7M", "ft"): [0.70, 0.70, 0.70],
+    ("gru-7M", "kd"): [0.72, 0.74, 0.76],
+    ("gru-7M", "ckd"): [0.69, 0.70, 0.68],
+}
+PARAMS = {"gru-1.5M": 1_500_000, "gru-7M": 7_000_000}
+
+
+def write_run(root: Path, student: str, method: str, seed: int, score: float, *,
+              status: str = "finished") -> Path:  # fmt: skip
+    """A run directory as the engine and the study leave it (summary + study point)."""
+    teacher = "none" if method == "ft" else "code"
+    run_id = f"exc__{teacher}__{student}__{method}__seed{seed}"
+    run_dir = root / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    labels = {"task": "exc", "teacher": teacher, "student": student, "method": method,
+              "seed": str(seed)}  # fmt: skip
+    (run_dir / "study_point.json").write_text(json.dumps({"run_id": run_id, "labels": labels}))
+    summary = {"status": status, "task": "exception", "method": method, "seed": seed,
+               "headline_metric": "top1",
+               "student": {"name": student, "family": "gru", "parameters": PARAMS[student]},
+               "teacher": None if method == "ft" else TEACHER,
+               "test": {"top1": score, "top3": min(1.0, score + 0.1)},
+               "steps": 10, "train_seconds": 2.0, "teacher_signal": None if method == "ft" else "cache"}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def write_study(root: Path, *, efficiency: bool = True) -> Path:
+    for (student, method), scores in SCORES.items():
+        for seed, score in enumerate(scores):
+            write_run(root, student, method, seed, score)
+    manifest = {"name": "synthetic", "axes": {"task": ["exc"], "teacher": ["code"],
+                "student": ["gru-1.5M", "gru-7M"], "method": ["ft", "kd", "ckd"], "seed": [0, 1, 2]},
+                "runs": []}  # fmt: skip
+    (root / "study.json").write_text(json.dumps(manifest))
+    if efficiency:
+        models = [
+            {"task": "exc", "label": "code", "kind": "teacher", "parameters": 100_000_000,
+             "latency_ms": 50.0, "throughput": 40.0, "throughput_batch": 32, "seq_len": 128,
+             "flops_per_example": 2.0e10, "peak_memory_mb": 400.0},
+            {"task": "exc", "label": "gru-1.5M", "kind": "student", "parameters": 1_500_000,
+             "latency_ms": 5.0, "throughput": 800.0, "throughput_batch": 32, "seq_len": 128},
+            {"task": "exc", "label": "gru-7M", "kind": "student", "parameters": 7_000_000,
+             "latency_ms": 10.0, "throughput": 200.0, "throughput_batch": 32, "seq_len": 128},
+        ]  # fmt: skip
+        (root / "efficiency.json").write_text(json.dumps({"device": "cpu", "models": models}))
+    return root
+
+
+def test_cells_hand_computed(tmp_path):
+    root = write_study(tmp_path / "s")
+    eff = json.loads((root / "efficiency.json").read_text())
+    cells, teachers = build_cells(collect([root]), eff,
+                                  json.loads((root / "study.json").read_text())["axes"])  # fmt: skip
+    assert teachers[("exc", "code")].score == pytest.approx(0.80)
+    assert [(c.student, c.method) for c in cells] == list(SCORES)  # grid order
+    by = {(c.student, c.method): c for c in cells}
+    ft = by[("gru-1.5M", "ft")]
+    assert ft.mean == pytest.approx(0.62) and ft.std == pytest.approx(0.02)
+    assert ft.baseline and ft.gain_over_ft is None and ft.retention == pytest.approx(77.5)
+    ckd = by[("gru-1.5M", "ckd")]
+    assert ckd.mean == pytest.approx(0.71) and ckd.std == pytest.approx(0.017320508)
+    assert ckd.gain_over_ft == pytest.approx(9.0) and ckd.retention == pytest.approx(88.75)
+    assert ckd.params_pct == pytest.approx(1.5) and ckd.speedup == pytest.approx(10.0)
+    assert ckd.throughput_ratio == pytest.approx(20.0)
+    assert ckd.extra["top3"] == pytest.approx(0.81)
+    big = by[("gru-7M", "ckd")]
+    assert big.gain_over_ft == pytest.approx(-1.0) and big.speedup == pytest.approx(5.0)
+    assert by[("gru-7M", "kd")].std == pytest.approx(0.02)
+
+
+def test_report_files(tmp_path):
+    root = write_study(tmp_path / "s")
+    write_run(root, "gru-7M", "kd", 9, 0.1, status="stopped")  # a NaN-stopped run: listed, not used
+    partial = root / "runs" / "exc__code__gru-7M__kd__seed5" / "checkpoints" / "last"
+    partial.mkdir(parents=True)
+    (partial / "state.json").write_text("{}")
+    manifest = json.loads((root / "study.json").read_text())
+    manifest["runs"] = ["exc__code__gru-7M__kd__seed5"]  # planned, not finished
+    (root / "study.json").write_text(json.dumps(manifest))
+    out = write_report(root, log=lambda _m: None)
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Study report: synthetic\n\n18 finished runs")
+    assert "- exc__code__gru-7M__kd__seed5: partial" in md
+    assert "| gru-1.5M | 1.50M | 1.5 | ckd | 3 | 71.0 ± 1.7 | 88.7 | +9.0 | 10.0x |" in md
+    assert "| gru-1.5M | 1.50M | 1.5 | ft | 3 | 62.0 ± 2.0 | 77.5 | – | 10.0x |" in md
+    assert "KD above FT: 3 of 4" in md
+    assert "smallest student than for the largest: 2 of 2" in md
+    assert "exc / code: best method per student — ckd (1), kd (1)" in md
+    assert "| exc | code | gru-7M | 7.00M | 70.0 ± 0.0 | 74.0 ± 2.0 (kd) | +4.0 | 1/2 |" in md
+    assert "exc__code__gru-7M__kd__seed9: stopped" in md
+    assert "![score_vs_size](figures/score_vs_size.png)" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+    assert 'src="figures' not in html  # self-contained
+    for fig in ("score_vs_size.png", "score_vs_speedup.png"):
+        data = (out / "figures" / fig).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert len(rows) == 6
+    kd7 = next(r for r in rows if r["student"] == "gru-7M" and r["method"] == "kd")
+    assert float(kd7["mean"]) == pytest.approx(0.74) and kd7["seeds"] == "0 1 2"
+    assert float(kd7["gain_over_ft_points"]) == pytest.approx(4.0)
+    runs = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
+    assert len(runs) == 19
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["cells"]) == 6 and data["teachers"][0]["score"] == pytest.approx(0.8)
+
+
+def test_merge_across_copies(tmp_path):
+    """Runs split over two machines' study dirs give the same tables as one dir."""
+    whole = write_study(tmp_path / "whole")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i, run in enumerate(sorted((whole / "runs").iterdir())):
+        dest = (a if i % 2 else b) / "runs" / run.name
+        shutil.copytree(run, dest)
+    shutil.copytree(
+        whole / "runs" / "exc__code__gru-7M__kd__seed0", a / "runs" / "dup__x"
+    )  # same id
+    for d in (a, b):
+        shutil.copy(whole / "study.json", d / "study.json")
+    shutil.copy(whole / "efficiency.json", a / "efficiency.json")
+    one = (write_report(whole, log=lambda _m: None) / "results.csv").read_text()
+    merged_out = tmp_path / "merged"
+    logged: list[str] = []
+    write_report(a, b, out_dir=merged_out, log=logged.append)
+    assert (merged_out / "results.csv").read_text() == one
+    assert any("already read" in m for m in logged)
+
+
+def test_cli_report(tmp_path, capsys):
+    root = write_study(tmp_path / "s", efficiency=False)
+    assert main(["report", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out and "score_vs_size.png" in out
+    assert "score_vs_speedup.png" not in out  # no efficiency measurements: no speed-up figure
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished run found" in capsys.readouterr().err
