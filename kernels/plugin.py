@@ -1,1 +1,25 @@
-"""Bench-op registration (being written)."""
+"""kdkit's fused ops registered with the benchmark harness (entry point ``kernels``)."""
+
+from __future__ import annotations
+
+from kdkit.hookspecs import hookimpl
+
+
+@hookimpl
+def register_bench_ops(register):
+    """Register kd_loss, dist_loss, infonce_loss and ckd_loss with ``kdkit bench``."""
+    from kdkit.kernels import bench_ops
+
+    register("kd_loss", bench_ops.kd_bench_op, description="temperature KD (KL) + hard-label CE")
+    register("dist_loss", bench_ops.dist_bench_op, description="DIST Pearson relations")
+    register(
+        "infonce_loss", bench_ops.infonce_bench_op, description="student-teacher InfoNCE (tiled)"
+    )
+    register("ckd_loss", bench_ops.ckd_bench_op, description="CKD word / layer relations")
+
+
+def builtin_ops():
+    """The same ops without plugin discovery (see :func:`kdkit.bench.load_ops`)."""
+    from kdkit.kernels.bench_ops import builtin_ops as _ops
+
+    return _ops()

@@ -25,14 +25,18 @@ def pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.detach().clone().requires_grad_(), x.detach().double().requires_grad_()
 
 
-def assert_close_loss(got: torch.Tensor, want: torch.Tensor, dtype: str) -> None:
-    rtol = TOL[dtype][0]
+def assert_close_loss(
+    got: torch.Tensor, want: torch.Tensor, dtype: str, rtol: float | None = None
+) -> None:
+    rtol = rtol or TOL[dtype][0]
     g, w = got.detach().item(), want.detach().item()
     assert abs(g - w) <= rtol * max(1.0, abs(w)), f"loss {g} vs reference {w} ({dtype})"
 
 
-def assert_close_grad(got: torch.Tensor, want: torch.Tensor, dtype: str) -> None:
-    tol = TOL[dtype][1]
+def assert_close_grad(
+    got: torch.Tensor, want: torch.Tensor, dtype: str, tol: float | None = None
+) -> None:
+    tol = tol or TOL[dtype][1]
     assert got is not None, "no gradient"
     assert got.dtype == DTYPES[dtype], f"gradient dtype {got.dtype}, expected {DTYPES[dtype]}"
     err = (got.double() - want).abs().max().item()

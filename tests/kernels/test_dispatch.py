@@ -69,8 +69,8 @@ def test_explicit_triton_rejects_float64():
         )
 
 
+@pytest.mark.skipif(not dispatch.interpreting(), reason="needs TRITON_INTERPRET=1")
 def test_auto_never_picks_interpreter():
-    assert dispatch.interpreting()
     K.kd_loss(torch.randn(2, 3), torch.randn(2, 3), impl="auto")
     assert K.last_impls()["kd_loss"] == "reference"
 

@@ -6,7 +6,7 @@ import kdkit.kernels as K
 import pytest
 from kdkit.kernels.infonce.reference import infonce_loss_reference
 
-from tests.kernels.conftest import needs_triton
+from tests.kernels.conftest import DEVICE, needs_triton
 from tests.kernels.helpers import assert_close_grad, assert_close_loss, pair, randn
 
 pytestmark = needs_triton
@@ -21,12 +21,16 @@ def run_case(b, d, *, dtype="fp32", tau=0.07, normalize=True, teacher_grad=True,
     t64.requires_grad_(teacher_grad)
     got = infonce_loss_triton(s, t, temperature=tau, normalize=normalize)
     want = infonce_loss_reference(s64, t64, temperature=tau, normalize=normalize)
-    assert_close_loss(got, want, dtype)
+    # On a GPU, bf16/fp16 tiles go through tensor cores: the normalised rows are rounded to the
+    # storage dtype before the products (the interpreter computes in fp32).
+    lowp = DEVICE == "cuda" and dtype != "fp32"
+    lt, gt = (2e-2, 5e-2) if lowp else (None, None)
+    assert_close_loss(got, want, dtype, lt)
     (got * go).backward()
     (want * go).backward()
-    assert_close_grad(s.grad, s64.grad, dtype)
+    assert_close_grad(s.grad, s64.grad, dtype, gt)
     if teacher_grad:
-        assert_close_grad(t.grad, t64.grad, dtype)
+        assert_close_grad(t.grad, t64.grad, dtype, gt)
     else:
         assert t.grad is None
 

@@ -1,0 +1,119 @@
+"""``kdkit bench``: time fused losses against eager PyTorch, torch.compile and other libraries."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from kdkit.errors import KdkitError
+
+DEFAULT_OUT = os.path.join("benchmarks", "results")
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``bench`` sub-command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark the fused losses (correctness-gated timings, roofline, memory)",
+        description=(
+            "Run every registered op x provider (kdkit Triton, eager reference, reference under "
+            "torch.compile, Liger-Kernel when installed) x shape x dtype, forward and "
+            "forward+backward. Each provider is checked against a float64 reference before it is "
+            "timed. GPU: ceilings (copy bandwidth, bf16 matmul) are measured in the same run and "
+            "every row gets its roofline fraction. Writes results.json, results.csv, table.txt and "
+            "plots to --out, and prints the table last."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="quick shapes and short timings (CPU smoke run)"
+    )
+    p.add_argument("--ops", default=None, help="comma-separated op names (default: all registered)")
+    p.add_argument(
+        "--providers", default=None, help="comma-separated provider names (default: all)"
+    )
+    p.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma-separated among fp32,bf16,fp16 (default: fp32 on CPU, bf16,fp32 on GPU)",
+    )
+    p.add_argument(
+        "--shapes",
+        default=None,
+        choices=["priority", "quick"],
+        help="shape list (default: quick with --quick or on CPU, else priority)",
+    )
+    p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd")
+    p.add_argument(
+        "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}/<device>-<shapes>)"
+    )
+    p.add_argument(
+        "--check-only", action="store_true", help="run the correctness gates only (no timing)"
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=None, help="skip what is left after this many seconds"
+    )
+    p.add_argument("--no-plots", action="store_true", help="do not write plots")
+    p.add_argument(
+        "--list", action="store_true", help="list the registered ops and providers and exit"
+    )
+    p.set_defaults(func=run_bench_command)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """Entry point of ``kdkit bench``; returns the exit code (1 when a correctness gate failed)."""
+    import torch
+
+    from kdkit.bench import describe, load_ops
+    from kdkit.bench.report import format_table, write_outputs
+    from kdkit.bench.runner import DTYPES, run_bench
+
+    ops = load_ops()
+    if args.list:
+        for d in describe(ops):
+            print(f"{d['op']:14s} {', '.join(d['providers']):60s} {d['description']}")
+        return 0
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KdkitError("--device cuda was asked for but torch sees no CUDA device", where="kdkit bench --device",
+                         fix="run on a GPU machine, or use --device cpu")  # fmt: skip
+    dev = torch.device(device)
+    names = _split(args.ops) or sorted(ops)
+    unknown = [n for n in names if n not in ops]
+    if unknown:
+        raise KdkitError(f"unknown bench op(s): {', '.join(unknown)}", where="kdkit bench --ops",
+                         fix=f"available: {', '.join(sorted(ops))}")  # fmt: skip
+    dtypes = _split(args.dtypes) or (["fp32"] if dev.type == "cpu" else ["bf16", "fp32"])
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise KdkitError(
+            f"unknown dtype(s): {', '.join(bad)}",
+            where="kdkit bench --dtypes",
+            fix="use fp32, bf16, fp16",
+        )
+    shapes = args.shapes or ("quick" if args.quick or dev.type == "cpu" else "priority")
+    modes = _split(args.modes) or ["fwd", "fwd+bwd"]
+    out = args.out or os.path.join(DEFAULT_OUT, f"{dev.type}-{shapes}")
+    print(
+        f"kdkit bench: {', '.join(names)} on {dev} ({shapes} shapes, {', '.join(dtypes)}) -> {out}",
+        file=sys.stderr,
+    )
+    env, rows = run_bench(
+        [ops[n] for n in names], dev, dtypes=dtypes, shapes=shapes, modes=modes,
+        providers=_split(args.providers), quick=args.quick, check_only=args.check_only,
+        max_seconds=args.max_seconds, log=lambda msg: print(msg, file=sys.stderr),
+    )  # fmt: skip
+    write_outputs(out, env, rows, plots=not args.no_plots and not args.check_only)
+    print(format_table(env, rows))
+    failed = [r for r in rows if r["status"] in ("FAILED", "error")]
+    return 1 if failed else 0
