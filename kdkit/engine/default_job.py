@@ -1,0 +1,135 @@
+"""The default job (``kdkit run`` with no arguments): teacher -> FT student -> KD student.
+
+From the embedded default run file (a KD run) it
+
+1. builds the task's data (offline: exception classification from the standard library),
+2. trains the code teacher, or reuses it from the cache,
+3. trains an FT baseline and the KD student, the same architecture and size, same seed,
+4. measures teacher and student inference (batch-1 latency, batched throughput) in-process,
+5. prints and saves the comparison: headline metric, parameters, % of the teacher kept, speed-up.
+
+Model selection uses validation only; the test split is read once per model at the end.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdkit.api import Needs
+from kdkit.config import ResolvedConfig, apply_overrides, parse_yaml, validate
+from kdkit.engine.summary import comparison_table, write_json
+
+
+def _variant(resolved: ResolvedConfig, plugins: Any, root: Path, name: str,
+             method: dict[str, Any] | None = None) -> ResolvedConfig:  # fmt: skip
+    """The default run with its output_dir under ``root/name`` (and another method)."""
+    import yaml
+
+    data = resolved.as_dict()
+    data["output_dir"] = str(root / name)
+    if method is not None:
+        data["method"] = method
+    doc = parse_yaml(yaml.safe_dump(data, sort_keys=False), f"<default job: {name}>")
+    return validate(apply_overrides(doc, []), plugins.registry)
+
+
+def new_root(base: str | Path) -> Path:
+    """A fresh directory for this job's runs (``base``, or ``base-2``, ``base-3``...)."""
+    base = Path(base)
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+@torch.no_grad()
+def measure_inference(model: Any, examples: list[Any], max_length: int, *,
+                      latency_rows: int = 32, batch_size: int = 64,
+                      device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
+    """Median batch-1 latency (ms) and batched throughput (examples/s) of the forward pass.
+
+    Tokenisation is done beforehand and not timed: it is the same cost for any model size.
+    """
+    call = model if callable(model) else model.forward
+    if hasattr(model, "eval"):
+        model.eval()
+    singles = [model.encode([e], max_length).to(device) for e in examples[:latency_rows]]
+    call(singles[0], Needs())  # warm-up
+    times = []
+    for enc in singles:
+        t0 = time.perf_counter()
+        call(enc, Needs())
+        times.append(time.perf_counter() - t0)
+    ordered = sorted(examples, key=len)  # batches of similar length, as a server would form
+    batches = [model.encode(ordered[i : i + batch_size], max_length).to(device)
+               for i in range(0, len(ordered), batch_size)]  # fmt: skip
+    t0 = time.perf_counter()
+    for enc in batches:
+        call(enc, Needs())
+    total = time.perf_counter() - t0
+    return {"latency_ms": 1000 * statistics.median(times), "throughput": len(ordered) / total}
+
+
+def run_default_job(resolved: ResolvedConfig, plugins: Any, *, output: str | None = None,
+                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run the default job and return the comparison (also in ``ROOT/comparison.json``)."""
+    from kdkit.engine.batching import split_examples
+    from kdkit.engine.persist import load_student
+    from kdkit.engine.runner import build_components, resolve_device, run_once
+
+    t_start = time.perf_counter()
+    root = new_root(output or "runs/default")
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    say(f"kdkit: default job -> {root}")
+    ft_cfg = _variant(resolved, plugins, root, "ft", {"name": "ft"})
+    kd_cfg = _variant(resolved, plugins, root, "kd")
+    say("kdkit: [1/3] FT baseline (the teacher is trained first if it is not cached)")
+    ft = run_once(ft_cfg, plugins, progress=progress)
+    say("kdkit: [2/3] KD student")
+    kd = run_once(kd_cfg, plugins, progress=progress)
+    say("kdkit: [3/3] inference speed (teacher vs student, this process, CPU threads: "
+        f"{torch.get_num_threads()})")  # fmt: skip
+    device = resolve_device(resolved.run.training.device)
+    comps = build_components(kd_cfg, device, root / "kd")  # cached: task, tokenizer, teacher
+    examples = split_examples(comps.splits["test"], comps.task.is_pair)
+    max_len = resolved.run.training.max_length
+    t_speed = measure_inference(comps.teacher, examples, max_len, device=device)
+    student = load_student(root / "kd").to(device)
+    s_speed = measure_inference(student, examples, max_len, device=device)
+    head = kd["headline_metric"]
+    teacher_score = kd["teacher"]["test"][head]
+    rows = [
+        {"model": f"teacher ({kd['teacher']['name']})", "parameters": kd["teacher"]["parameters"],
+         head: teacher_score, "kept": 100.0, **t_speed, "speedup": 1.0},
+        {"model": f"FT student ({ft['student']['name']})", "parameters": ft["student"]["parameters"],
+         head: ft["test"][head], "kept": 100 * ft["test"][head] / teacher_score, **s_speed,
+         "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
+        {"model": f"KD student ({kd['student']['name']})", "parameters": kd["student"]["parameters"],
+         head: kd["test"][head], "kept": 100 * kd["test"][head] / teacher_score, **s_speed,
+         "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
+    ]  # fmt: skip
+    table = comparison_table(rows, head)
+    gain = kd["test"][head] - ft["test"][head]
+    verdict = (f"KD {'beats' if gain > 0 else 'does not beat'} FT by {100 * gain:+.1f} points of "
+               f"test {head}; the student is {rows[2]['speedup']:.1f}x faster at batch 1 and "
+               f"{s_speed['throughput'] / t_speed['throughput']:.1f}x in throughput, with "
+               f"{100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % of the teacher's "
+               "parameters.")  # fmt: skip
+    result = {"rows": rows, "headline_metric": head, "kd_minus_ft": gain, "verdict": verdict,
+              "seconds": time.perf_counter() - t_start, "runs": {"ft": ft["run_dir"],
+              "kd": kd["run_dir"]}, "threads": torch.get_num_threads()}  # fmt: skip
+    write_json(root / "comparison.json", result)
+    (root / "comparison.txt").write_text(table + "\n\n" + verdict + "\n", encoding="utf-8")
+    print(table)
+    print()
+    print(verdict)
+    print(f"({result['seconds']:.0f} s; runs in {root})")
+    return result
