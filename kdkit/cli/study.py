@@ -12,6 +12,43 @@ import argparse
 import sys
 
 from kdkit.discovery import load_plugins
+from kdkit.errors import KdkitError
+
+
+def run_workers(args: argparse.Namespace, output_dir) -> int:
+    """Run shards 1..N of the study as N ``kdkit study --shard i/N`` subprocesses; wait for all."""
+    import subprocess
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(1, args.workers + 1):
+        cmd = [sys.executable, "-m", "kdkit", "study", args.grid, "--shard", f"{i}/{args.workers}",
+               "--output-dir", str(output_dir), "--no-measure", "--no-report"]  # fmt: skip
+        for item in args.overrides:
+            cmd += ["--set", item]
+        for flag in ("fail_fast", "isolate"):
+            if getattr(args, flag):
+                cmd.append("--" + flag.replace("_", "-"))
+        if args.max_runs is not None:
+            cmd += ["--max-runs", str(args.max_runs)]
+        log = open(output_dir / f"worker-{i}-of-{args.workers}.log", "a", encoding="utf-8")
+        print(f"worker {i}/{args.workers}: {' '.join(cmd[2:])} (log: {log.name})")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    codes = []
+    try:
+        for proc, log in procs:
+            codes.append(proc.wait())
+            log.close()
+    except KeyboardInterrupt:
+        for proc, _log in procs:
+            proc.terminate()
+        raise
+    bad = [i + 1 for i, c in enumerate(codes) if c != 0]
+    if bad:
+        print(f"workers {bad} reported failed runs (see their logs); re-run to retry them",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +78,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a setting of every run, e.g. --set training.epochs=1",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N shards at once as subprocesses on this machine (e.g. one per core)",
     )
     p.add_argument("--max-runs", type=int, metavar="N", help="stop after starting N runs")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
@@ -82,10 +126,20 @@ def run(args: argparse.Namespace) -> int:
                   + ("" if shard.is_whole else f"; shard {shard}: {len(mine)} of them"))  # fmt: skip
         print(render_dry_run(estimate(mine, measured_rates(grid.output_dir, runs)), header))
         return 0
-    if not args.measure:
+    if args.workers > 1 and not args.measure:
+        if not shard.is_whole:
+            raise KdkitError("--workers and --shard cannot be combined", where="kdkit study",
+                             fix="use --workers N on one machine, or --shard I/N per worker")  # fmt: skip
+        rc = run_workers(args, grid.output_dir)
+        if rc != 0:
+            return rc
+    elif not args.measure:
+        from kdkit.study.teachers import prepare_teachers
+
         execute = subprocess_executor() if args.isolate else engine_executor(plugins)
         outcome = run_study(grid, runs, execute, shard=shard, max_runs=args.max_runs,
-                            fail_fast=args.fail_fast)  # fmt: skip
+                            fail_fast=args.fail_fast,
+                            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k))  # fmt: skip
         print(f"{len(outcome.ran)} ran, {len(outcome.resumed)} resumed, "
               f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed "
               f"({outcome.seconds:.0f}s)")  # fmt: skip
@@ -93,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  failed: {run_id}: {message.splitlines()[0]}", file=sys.stderr)
         if not outcome.ok:
             return 1
+    if not shard.is_whole:
+        return 0  # measure and report once, after every shard (kdkit study GRID --measure)
     incomplete = [r.run_id for r in runs if run_status(r.run_dir) != "complete"]
     if incomplete and not args.measure:
         print(

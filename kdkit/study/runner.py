@@ -137,8 +137,13 @@ def run_study(
     max_runs: int | None = None,
     fail_fast: bool = False,
     log: Callable[[str], None] = print,
+    prepare: Callable[[Sequence[PlannedRun], int], Any] | None = None,
 ) -> StudyOutcome:
-    """Run this shard's incomplete runs in seed-major order (see :func:`execution_order`)."""
+    """Run this shard's incomplete runs in seed-major order (see :func:`execution_order`).
+
+    ``prepare(runs, shard_index)`` is called first with the incomplete runs (the CLI builds their
+    teachers once there: :func:`kdkit.study.teachers.prepare_teachers`).
+    """
     write_manifest(grid, runs)
     mine = select(runs, shard, key=lambda r: r.run_id)
     order = execution_order([r.point for r in mine], grid)
@@ -148,6 +153,8 @@ def run_study(
     todo = [by_id[p.run_id] for p in order]
     n_todo = sum(run_status(r.run_dir) != "complete" for r in todo)
     log(f"study {grid.name}: shard {shard}: {len(todo)} runs, {n_todo} to run -> {grid.output_dir}")
+    if prepare is not None:
+        prepare([r for r in todo if run_status(r.run_dir) != "complete"], shard.index - 1)
     done = 0
     for run in todo:
         status = run_status(run.run_dir)
