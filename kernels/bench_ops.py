@@ -6,14 +6,14 @@ import importlib.util
 from typing import Any
 
 import torch
+
+from kdkit.bench.op import BenchOp, Provider
 from kdkit.kernels import ckd_loss, dist_loss, infonce_loss, kd_loss
 from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
 from kdkit.kernels.dispatch import interpreting, triton_import_error
 from kdkit.kernels.dist.reference import dist_loss_reference
 from kdkit.kernels.infonce.reference import infonce_loss_reference
 from kdkit.kernels.kd.reference import kd_loss_reference
-
-from kdkit.bench.op import BenchOp, Provider
 
 
 def triton_available(device: torch.device) -> str | None:
@@ -201,7 +201,7 @@ def ckd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
             ],
             "quick": [
                 {"b": 1, "k": 2, "t": 16, "hs": 16, "ht": 24, "w": 4},
-                {"b": 4, "k": 4, "t": 128, "hs": 128, "ht": 256, "w": 10},
+                {"b": 2, "k": 4, "t": 128, "hs": 128, "ht": 256, "w": 10},
             ],
         },
         bytes_min=lambda p, d, m: (

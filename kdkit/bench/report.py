@@ -11,7 +11,7 @@ from typing import Any
 COLUMNS = [
     ("op", "op", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"), ("mode", "mode", "{}"),
     ("provider", "provider", "{}"), ("status", "status", "{}"), ("median_ms", "median ms", "{:.3f}"),
-    ("p20_ms", "p20", "{:.3f}"), ("p80_ms", "p80", "{:.3f}"), ("vs_reference", "x ref", "{:.2f}"),
+    ("p20_ms", "p20", "{:.3f}"), ("p80_ms", "p80", "{:.3f}"), ("vs_reference", "x ref", "{:.3g}"),
     ("gbps", "GB/s", "{:.1f}"), ("tflops", "TFLOP/s", "{:.2f}"), ("roofline", "roofline", "{:.0%}"),
     ("peak_mem_mb", "peak MB", "{:.1f}"), ("compile_s", "compile s", "{:.2f}"), ("grad_err", "grad err", "{:.1e}"),
 ]  # fmt: skip
