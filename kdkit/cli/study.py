@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if args.measure or not args.no_measure:
         from kdkit.study.efficiency import measure_study
 
-        measure_study(grid.output_dir, plugins)
+        path = measure_study(
+            grid.output_dir, [r for r in runs if run_status(r.run_dir) == "complete"]
+        )
+        print(f"efficiency: {path}")
     if not args.measure and not args.no_report:
         from kdkit.study.report import write_report
 

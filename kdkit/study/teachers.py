@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kdkit.api import BuildContext
 from kdkit.study.resolve import PlannedRun
@@ -43,8 +44,9 @@ def teacher_key(run: PlannedRun) -> str | None:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_teacher(run: PlannedRun) -> None:
-    """Build (train or load from the cache) the teacher of ``run`` as the engine would."""
+def build_task_and_teacher(run: PlannedRun) -> tuple[Any, Any, Any]:
+    """(task, its splits, the teacher) of ``run``, built as the engine builds them (the teacher is
+    trained on first use and read from the cache afterwards)."""
     import torch
 
     from kdkit.engine.runner import resolve_device
@@ -59,7 +61,13 @@ def build_teacher(run: PlannedRun) -> None:
     comps = run.resolved.components
     task = comps["task"].component.build(comps["task"].options, ctx)
     ctx.task, ctx.splits = task, task.load()
-    comps["teacher"].component.build(comps["teacher"].options, ctx)
+    teacher = comps["teacher"].component.build(comps["teacher"].options, ctx)
+    return task, ctx.splits, teacher
+
+
+def build_teacher(run: PlannedRun) -> None:
+    """Build (train, or load from the cache) the teacher of ``run``."""
+    build_task_and_teacher(run)
 
 
 def prepare_teachers(

@@ -114,3 +114,36 @@ def test_max_runs_and_fail_fast(write_grid, tmp_path, study_plugins):
         "tiny__none__gru-tiny__ft__seed0",
         "tiny__tiny-teacher__gru-tiny__kd__seed0",
     ]
+
+
+def test_efficiency_and_report_of_a_real_tiny_study(write_grid, tmp_path, study_plugins):
+    from kdkit.study.efficiency import measure_study
+    from kdkit.study.report import write_report
+    from kdkit.testing.tiny import TinyTeacher
+
+    body = GRID.replace("seed: [0, 1]", "seed: [0]").replace("epochs: 2", "epochs: 1")
+    grid = load_grid(write_grid(body.format(out=tmp_path / "eff")))
+    runs = plan(grid, study_plugins.registry)
+    assert run_study(grid, runs, engine_executor(study_plugins, progress=False),
+                     log=lambda _m: None).ok  # fmt: skip
+    path = measure_study(
+        grid.output_dir, runs, repeats=3, batch=4, train_steps=2, log=lambda _m: None
+    )
+    eff = json.loads(path.read_text())
+    kinds = {(m["kind"], m["label"]): m for m in eff["models"]}
+    teacher = kinds[("teacher", "tiny-teacher")]
+    student = kinds[("student", "gru-tiny")]
+    assert teacher["parameters"] == TinyTeacher().info.num_parameters
+    summary = json.loads((runs[0].run_dir / "summary.json").read_text())
+    assert student["parameters"] == summary["student"]["parameters"]
+    for m in (teacher, student):
+        assert m["flops_per_example"] > 0 and m["latency_ms"] > 0 and m["throughput"] > 0
+        assert m["throughput_batch"] == 4
+    timing = {(t["method"], t["signal"]): t for t in eff["training"]}
+    assert set(timing) == {("ft", "none"), ("kd", "cache"), ("kd", "live")}
+    assert timing[("ft", "none")]["ratio_to_ft"] == 1.0
+    assert timing[("kd", "live")]["steps_per_epoch"] == 4  # 32 rows, batch 8
+    out = write_report(grid.output_dir, log=lambda _m: None)
+    md = (out / "report.md").read_text()
+    speedup = teacher["latency_ms"] / student["latency_ms"]
+    assert f"{speedup:.1f}x" in md and "Training time per epoch" in md
