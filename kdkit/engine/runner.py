@@ -56,12 +56,14 @@ class Components:
     context: BuildContext
 
 
-def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Path) -> Components:
+def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Path,
+                     progress: bool = True) -> Components:  # fmt: skip
     """Build task (and load its data), student, teacher and method, in that order."""
     run = resolved.run
     cache_dir = str(default_cache_dir(run.cache.dir))
     ctx = BuildContext(device=device, seed=run.seed, cache_dir=cache_dir, run_dir=str(run_dir),
-                       kernel_impl=run.kernels.impl, max_length=run.training.max_length)  # fmt: skip
+                       kernel_impl=run.kernels.impl, max_length=run.training.max_length,
+                       extra={"progress": progress})  # fmt: skip
     comps = resolved.components
     task = comps["task"].component.build(comps["task"].options, ctx)
     ctx.task = task
@@ -136,7 +138,7 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
         atomic_write_text(run_dir / "config.yaml", resolved.to_yaml())
         write_json(run_dir / "versions.json", versions(plugins))
     t_build = time.perf_counter()
-    c = build_components(resolved, device, run_dir)
+    c = build_components(resolved, device, run_dir, progress)
     req = c.method.requirements
     is_pair = bool(getattr(c.task, "is_pair", False))
     max_len = cfg.max_length

@@ -234,7 +234,7 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
 
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
         return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
-                         log=_log)  # fmt: skip
+                         log=_log, progress=context.extra.get("progress", True))  # fmt: skip
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
     return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
@@ -282,7 +282,7 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
         model.meta["labels"] = list(task.labels)
         return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
-                         log=_log)  # fmt: skip
+                         log=_log, progress=context.extra.get("progress", True))  # fmt: skip
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
     return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
