@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from kdkit.kernels import dispatch
 from kdkit.kernels.ckd.reference import (
     EPS,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from kdkit.kernels.ckd.reference import EPS, CKDTerms, layer_relation_gram, window_valid
 from kdkit.kernels.dispatch import interpreting
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+
 from kdkit.kernels import dispatch
 from kdkit.kernels.dist.reference import EPS, check_dist_args, dist_loss_reference, pearson
 

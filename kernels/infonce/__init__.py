@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from kdkit.kernels import dispatch
 from kdkit.kernels.infonce.reference import check_infonce_args, infonce_loss_reference
 

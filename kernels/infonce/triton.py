@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
 from kdkit.kernels.dispatch import interpreting
 from kdkit.kernels.infonce.reference import NORM_EPS
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from kdkit.kernels.dispatch import interpreting
 from kdkit.kernels.kd.reference import row_weights
 

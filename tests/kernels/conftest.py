@@ -10,6 +10,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
+
 from kdkit.kernels import dispatch
 
 #: Whether the Triton tests can run here.

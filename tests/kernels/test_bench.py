@@ -8,11 +8,11 @@ import os
 
 import pytest
 import torch
-from kdkit.kernels.kd.reference import kd_loss_reference
 
 from kdkit.bench import BenchOp, Provider, load_ops
 from kdkit.bench.report import format_table, write_outputs
 from kdkit.bench.runner import run_bench
+from kdkit.kernels.kd.reference import kd_loss_reference
 
 
 def test_builtin_ops_are_registered():

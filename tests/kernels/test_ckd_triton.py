@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import kdkit.kernels as K
 import pytest
 import torch
-from kdkit.kernels.ckd.reference import ckd_loss_reference
 
+import kdkit.kernels as K
+from kdkit.kernels.ckd.reference import ckd_loss_reference
 from tests.kernels.conftest import DEVICE, needs_triton
 from tests.kernels.helpers import assert_close_grad, assert_close_loss, pair, randn
 

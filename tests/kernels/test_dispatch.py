@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import kdkit.kernels as K
 import pytest
 import torch
-from kdkit.kernels import dispatch
 
+import kdkit.kernels as K
 from kdkit.errors import KdkitError
+from kdkit.kernels import dispatch
 
 
 def test_import_does_not_import_triton():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-import kdkit.kernels as K
 import pytest
-from kdkit.kernels.dist.reference import dist_loss_reference
 
+import kdkit.kernels as K
+from kdkit.kernels.dist.reference import dist_loss_reference
 from tests.kernels.conftest import needs_triton
 from tests.kernels.helpers import assert_close_grad, assert_close_loss, pair, randn
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import kdkit.kernels as K
 import pytest
-from kdkit.kernels.infonce.reference import infonce_loss_reference
 
+import kdkit.kernels as K
+from kdkit.kernels.infonce.reference import infonce_loss_reference
 from tests.kernels.conftest import DEVICE, needs_triton
 from tests.kernels.helpers import assert_close_grad, assert_close_loss, pair, randn
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
-from kdkit.kernels.infonce.reference import infonce_loss_reference
 from torch.profiler import ProfilerActivity, profile
 
+from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
+from kdkit.kernels.infonce.reference import infonce_loss_reference
 from tests.kernels.conftest import DEVICE, needs_triton
 
 pytestmark = pytest.mark.skipif(DEVICE != "cpu", reason="CPU peak-memory measurement")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kdkit.kernels import ckd_loss_naive
 from kdkit.kernels.ckd.reference import ckd_loss_reference
 from kdkit.kernels.dist.reference import dist_loss_reference, pearson
