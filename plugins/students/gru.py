@@ -168,9 +168,8 @@ def preset_parameter_count(size: str, num_labels: int = 2) -> int:
 
 def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
     """Train (or load from cache) the BPE tokenizer on the training split; build the network."""
-    from kdkit.plugins.students.transformer import training_texts
-
     from kdkit.errors import KdkitError
+    from kdkit.plugins.students.transformer import training_texts
 
     if options.size not in SIZES:
         raise KdkitError(f"unknown gru size {options.size!r}", where="student.size",

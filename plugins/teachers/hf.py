@@ -210,10 +210,9 @@ def _log(message: str) -> None:
 
 def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HFTeacher:
     """Train (once; cached by data and options) and load the from-scratch code teacher."""
-    from kdkit.plugins.students.transformer import build_roberta, training_texts
-
     from kdkit.engine.teach import cached_teacher_dir, fine_tune
     from kdkit.engine.tokenization import train_bpe_tokenizer
+    from kdkit.plugins.students.transformer import build_roberta, training_texts
 
     _require_data(context, "code-teacher")
     task, splits = context.task, context.splits

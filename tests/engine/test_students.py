@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kdkit.plugins.students import gru, transformer
 
 from kdkit.api import Needs
+from kdkit.plugins.students import gru, transformer
 from kdkit.testing.checks import check_student
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kdkit.plugins.students.transformer import TransformerOptions, build_transformer_student
-from kdkit.plugins.teachers.hf import HFOptions, build_hf_teacher
 
 from kdkit.api import Needs
 from kdkit.errors import KdkitError
+from kdkit.plugins.students.transformer import TransformerOptions, build_transformer_student
+from kdkit.plugins.teachers.hf import HFOptions, build_hf_teacher
 from kdkit.testing.checks import check_teacher
 
 
