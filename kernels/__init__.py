@@ -19,7 +19,7 @@ from kdkit.kernels.dispatch import (
 )
 from kdkit.kernels.dist import dist_loss
 from kdkit.kernels.infonce import infonce_loss
-from kdkit.kernels.kd import kd_loss
+from kdkit.kernels.kd import fused_linear_kd, kd_loss
 
 __all__ = [
     "IMPLS",
@@ -28,6 +28,7 @@ __all__ = [
     "ckd_loss",
     "ckd_loss_naive",
     "dist_loss",
+    "fused_linear_kd",
     "get_default_impl",
     "infonce_loss",
     "kd_loss",

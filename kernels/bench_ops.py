@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from kdkit.bench.op import BenchOp, Provider
-from kdkit.kernels import ckd_loss, dist_loss, infonce_loss, kd_loss
+from kdkit.kernels import ckd_loss, dist_loss, fused_linear_kd, infonce_loss, kd_loss
 from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
 from kdkit.kernels.dispatch import interpreting, triton_import_error
 from kdkit.kernels.dist.reference import dist_loss_reference
 from kdkit.kernels.infonce.reference import infonce_loss_reference
+from kdkit.kernels.kd.fused_linear import fused_linear_kd_chunked, fused_linear_kd_reference
 from kdkit.kernels.kd.reference import kd_loss_reference
 
 
@@ -216,6 +217,50 @@ def ckd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
     )
 
 
+# ---------------------------------------------------------------------------- fused_linear_kd
+
+
+def _flkd_inputs(p, dtype, device, requires_grad) -> dict[str, Any]:
+    n, c, h = p["n"], p["c"], p["h"]
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    if device.type != "meta":
+        labels = torch.randint(
+            0, c, (n,), generator=torch.Generator(device=device).manual_seed(2), device=device
+        )
+    return dict(
+        student_hidden=_rand((n, h), dtype, device, 0, 1.0, requires_grad),
+        student_weight=_rand((c, h), dtype, device, 1, h**-0.5, requires_grad),
+        teacher_hidden=_rand((n, h), dtype, device, 2),
+        teacher_weight=_rand((c, h), dtype, device, 3, h**-0.5),
+        labels=labels,
+        **KD_OPTIONS,
+    )
+
+
+def fused_linear_kd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
+    """``fused_linear_kd``: flops_min = 2 N C H_t + 2 N C H_s (fwd), 2 N C (H_t + 3 H_s) (fwd+bwd)."""
+    return BenchOp(
+        name="fused_linear_kd",
+        description="student/teacher linear heads + KD, logits never materialised (chunked)",
+        make_inputs=_flkd_inputs,
+        grad_inputs=("student_hidden", "student_weight"),
+        reference=fused_linear_kd_reference,
+        providers=_standard_providers(fused_linear_kd, fused_linear_kd_reference)
+        + [Provider("chunked-torch", fused_linear_kd_chunked)],
+        shapes={
+            "priority": [{"n": 8192, "c": c, "h": 768} for c in (32000, 128256)],
+            "quick": [{"n": 16, "c": 40, "h": 8}, {"n": 1024, "c": 8192, "h": 128}],
+        },
+        bytes_min=lambda p, d, m: (
+            (2 * p["n"] * p["h"] + 2 * p["c"] * p["h"]) * _nbytes(d) * (1 if m == "fwd" else 2)
+        ),
+        flops_min=lambda p, d, m: (
+            2 * p["n"] * p["c"] * (p["h"] + (1 if m == "fwd" else 3) * p["h"])
+        ),
+        gate_params=lambda p: {**p, "n": min(p["n"], 256)},
+    )
+
+
 def _standard_providers(public, reference, compile_skip_quick: str | None = None) -> list[Provider]:
     """kdkit Triton (through the public op), the eager reference, the reference compiled."""
     return [
@@ -232,4 +277,10 @@ def _standard_providers(public, reference, compile_skip_quick: str | None = None
 
 def builtin_ops() -> list[BenchOp]:
     """kdkit's own bench ops (also registered through :mod:`kdkit.kernels.plugin`)."""
-    return [kd_bench_op(), dist_bench_op(), infonce_bench_op(), ckd_bench_op()]
+    return [
+        kd_bench_op(),
+        dist_bench_op(),
+        infonce_bench_op(),
+        ckd_bench_op(),
+        fused_linear_kd_bench_op(),
+    ]

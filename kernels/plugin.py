@@ -7,7 +7,7 @@ from kdkit.hookspecs import hookimpl
 
 @hookimpl
 def register_bench_ops(register):
-    """Register kd_loss, dist_loss, infonce_loss and ckd_loss with ``kdkit bench``."""
+    """Register kd_loss, dist_loss, infonce_loss, ckd_loss and fused_linear_kd with ``kdkit bench``."""
     from kdkit.kernels import bench_ops
 
     register("kd_loss", bench_ops.kd_bench_op, description="temperature KD (KL) + hard-label CE")
@@ -16,6 +16,11 @@ def register_bench_ops(register):
         "infonce_loss", bench_ops.infonce_bench_op, description="student-teacher InfoNCE (tiled)"
     )
     register("ckd_loss", bench_ops.ckd_bench_op, description="CKD word / layer relations")
+    register(
+        "fused_linear_kd",
+        bench_ops.fused_linear_kd_bench_op,
+        description="linear heads + KD, chunked",
+    )
 
 
 def builtin_ops():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from kdkit.kernels import dispatch
+from kdkit.kernels.kd.fused_linear import fused_linear_kd_chunked, fused_linear_kd_reference
 from kdkit.kernels.kd.reference import check_kd_args, kd_loss_reference
 
-__all__ = ["kd_loss", "kd_loss_reference"]
+__all__ = ["fused_linear_kd", "fused_linear_kd_reference", "kd_loss", "kd_loss_reference"]
 
 
 def kd_loss(
@@ -47,3 +48,42 @@ def kd_loss(
 
         return kd_loss_triton(student_logits, teacher_logits, labels, **kwargs)
     return kd_loss_reference(student_logits, teacher_logits, labels, **kwargs)
+
+
+def fused_linear_kd(
+    student_hidden: torch.Tensor,  # [N, Hs]
+    student_weight: torch.Tensor,  # [C, Hs]
+    teacher_hidden: torch.Tensor,  # [N, Ht]
+    teacher_weight: torch.Tensor,  # [C, Ht]
+    labels: torch.Tensor | None = None,  # [N]
+    *,
+    student_bias: torch.Tensor | None = None,  # [C]
+    teacher_bias: torch.Tensor | None = None,  # [C]
+    temperature: float = 1.0,
+    alpha: float = 1.0,
+    soft: str = "kl",
+    t2_scaling: bool = True,
+    ignore_index: int = -100,
+    row_mask: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """``kd_loss(h_s W_s^T + b_s, h_t W_t^T + b_t, labels, ...)`` for vocabulary-sized heads.
+
+    Same options and value as :func:`kd_loss`. The Triton path walks over chunks of
+    ``chunk_rows`` rows (default: about 16 M logits per chunk) so the ``[N, C]`` logits never
+    exist; gradients reach the student's hidden states, weight and bias, never the teacher's.
+    The reference materialises the logits.
+    """
+    which = dispatch.choose(
+        "fused_linear_kd", impl, (student_hidden, student_weight, teacher_hidden, teacher_weight)
+    )
+    kwargs = dict(
+        student_bias=student_bias, teacher_bias=teacher_bias, temperature=temperature,
+        alpha=alpha, soft=soft, t2_scaling=t2_scaling, ignore_index=ignore_index,
+        row_mask=row_mask,
+    )  # fmt: skip
+    args = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
+    if which == "triton":
+        return fused_linear_kd_chunked(*args, chunk_rows=chunk_rows, use_triton=True, **kwargs)
+    return fused_linear_kd_reference(*args, **kwargs)

@@ -127,24 +127,44 @@ def launch_config(c: int, block_size: int | None = None) -> tuple[int, int]:
     return block, 4 if block <= 2048 else (8 if block <= 4096 else 16)
 
 
+def kd_rows(
+    zs: torch.Tensor,  # [N, C]
+    zt: torch.Tensor,  # [N, C]
+    w_soft: torch.Tensor,  # [N] fp32
+    w_hard: torch.Tensor,  # [N] fp32
+    labels: torch.Tensor,  # [N] int64, valid class ids
+    temperature: float,
+    soft: str,
+    has_soft: bool,
+    has_hard: bool,
+    write_grad: bool,
+    block_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the row kernel: ``(weighted per-row loss [N] fp32, dloss/dz_s [N, C] or None)``."""
+    n, c = zs.shape
+    zs = zs if zs.stride(-1) == 1 else zs.contiguous()
+    zt = zt if zt.stride(-1) == 1 else zt.contiguous()
+    grad = torch.empty_like(zs) if write_grad else zs.new_empty(1)
+    rows = torch.empty(n, device=zs.device, dtype=torch.float32)
+    block, warps = launch_config(c, block_size)
+    _kd_row_kernel[(n,)](
+        zs, zt, grad, rows, w_soft, w_hard, labels,
+        c, zs.stride(0), zt.stride(0), grad.stride(0) if write_grad else 0,
+        LOG2E / temperature, 1.0 / temperature,
+        SOFT_KL=soft == "kl", HAS_SOFT=has_soft, HAS_HARD=has_hard, WRITE_GRAD=write_grad,
+        BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return rows, (grad if write_grad else None)
+
+
 class _KDLoss(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, zs, zt, w_soft, w_hard, labels, temperature, soft, has_soft, has_hard, block_size
     ):
-        n, c = zs.shape
-        zs = zs if zs.stride(-1) == 1 else zs.contiguous()
-        zt = zt if zt.stride(-1) == 1 else zt.contiguous()
-        need_grad = ctx.needs_input_grad[0]
-        grad = torch.empty_like(zs) if need_grad else zs.new_empty(1)
-        rows = torch.empty(n, device=zs.device, dtype=torch.float32)
-        block, warps = launch_config(c, block_size)
-        _kd_row_kernel[(n,)](
-            zs, zt, grad, rows, w_soft, w_hard, labels,
-            c, zs.stride(0), zt.stride(0), grad.stride(0) if need_grad else 0,
-            LOG2E / temperature, 1.0 / temperature,
-            SOFT_KL=soft == "kl", HAS_SOFT=has_soft, HAS_HARD=has_hard, WRITE_GRAD=need_grad,
-            BLOCK=block, num_warps=warps,
+        rows, grad = kd_rows(
+            zs, zt, w_soft, w_hard, labels, temperature, soft, has_soft, has_hard,
+            ctx.needs_input_grad[0], block_size,
         )  # fmt: skip
         ctx.save_for_backward(grad)
         ctx.used = False
