@@ -63,7 +63,7 @@ step "pytest (kernels vs float64)" 150 python -m pytest -q -x -p no:cacheprovide
 if [ "$DEVICE" = cuda ]; then
   # 2. priority shapes, kdkit Triton vs eager reference (correctness-gated, ceilings measured)
   step "bench priority (triton, reference, naive)" 260 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
-    bench --device cuda --shapes priority --dtypes bf16,fp32 --ops kd_loss,infonce_loss,ckd_loss,dist_loss \
+    bench --device cuda --shapes priority --dtypes bf16,fp32 --ops kd_loss,infonce_loss,ckd_loss,dist_loss,fused_linear_kd \
     --providers kdkit-triton,reference,naive --out "$DEST/priority" --max-seconds 220
   # 3. torch.compile and Liger-Kernel where time remains
   step "bench priority (torch.compile, liger)" 90 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
@@ -71,7 +71,7 @@ if [ "$DEVICE" = cuda ]; then
     --providers torch-compile,liger,reference --out "$DEST/compile" --max-seconds 60
 else
   step "bench dry run (interpreter, tiny shapes)" 150 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
-    bench --device cpu --quick --ops kd_loss,infonce_loss,ckd_loss,dist_loss \
+    bench --device cpu --quick --ops kd_loss,infonce_loss,ckd_loss,dist_loss,fused_linear_kd \
     --providers kdkit-triton,reference --out "$DEST/quick" --no-plots --max-seconds 100
 fi
 echo "results in $DEST (exit $status)" | tee -a "$LOG"
