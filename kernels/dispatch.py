@@ -74,7 +74,7 @@ def reset_last_impls() -> None:
 
 def interpreting() -> bool:
     """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 @functools.lru_cache(maxsize=1)
