@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check for kdkit's fused losses (issue 6): GPU correctness first, then the
-# priority shapes; finishes inside 8 minutes on one H200.
+# priority shapes; the step limits (120 + 240 + 80 s) keep it inside 8 minutes on one H200.
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh  # CPU rehearsal: Triton interpreter, tiny shapes
@@ -56,19 +56,20 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # so that tests.kernels.* i
 } 2>&1 | tee -a "$LOG"
 
 # 1. correctness of every Triton kernel against the float64 references, on the device
-step "pytest (kernels vs float64)" 150 python -m pytest -q -x -p no:cacheprovider \
+step "pytest (kernels vs float64)" 120 python -m pytest -q -x -p no:cacheprovider \
   tests/kernels/test_kd_triton.py tests/kernels/test_dist_triton.py \
-  tests/kernels/test_infonce_triton.py tests/kernels/test_ckd_triton.py
+  tests/kernels/test_infonce_triton.py tests/kernels/test_ckd_triton.py \
+  tests/kernels/test_fused_linear_kd.py
 
 if [ "$DEVICE" = cuda ]; then
   # 2. priority shapes, kdkit Triton vs eager reference (correctness-gated, ceilings measured)
-  step "bench priority (triton, reference, naive)" 260 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
+  step "bench priority (triton, reference, naive)" 240 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
     bench --device cuda --shapes priority --dtypes bf16,fp32 --ops kd_loss,infonce_loss,ckd_loss,dist_loss,fused_linear_kd \
-    --providers kdkit-triton,reference,naive --out "$DEST/priority" --max-seconds 220
+    --providers kdkit-triton,reference,naive --out "$DEST/priority" --max-seconds 200
   # 3. torch.compile and Liger-Kernel where time remains
-  step "bench priority (torch.compile, liger)" 90 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
+  step "bench priority (torch.compile, liger)" 80 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
     bench --device cuda --shapes priority --dtypes bf16 --ops kd_loss,infonce_loss \
-    --providers torch-compile,liger,reference --out "$DEST/compile" --max-seconds 60
+    --providers torch-compile,liger,reference --out "$DEST/compile" --max-seconds 50
 else
   step "bench dry run (interpreter, tiny shapes)" 150 python -c "import sys; from kdkit.cli import main; sys.exit(main(sys.argv[1:]))" \
     bench --device cpu --quick --ops kd_loss,infonce_loss,ckd_loss,dist_loss,fused_linear_kd \

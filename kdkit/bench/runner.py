@@ -160,13 +160,19 @@ def run_bench(
     check_only: bool = False,
     max_seconds: float | None = None,
     log=print,
+    env: dict[str, Any] | None = None,
+    rows: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Measure ``ops`` on ``device``; returns ``(environment, rows)`` (one row per measurement)."""
-    env = environment(device)
+    """Measure ``ops`` on ``device``; returns ``(environment, rows)`` (one row per measurement).
+
+    Pass ``env``/``rows`` (empty dict/list) to keep what was measured if the run is interrupted.
+    """
+    env = {} if env is None else env
+    env.update(environment(device))
     env.update(measure_ceilings(device))
     bw = env.get("copy_bandwidth_gbps")
     peak_flops = env.get("bf16_matmul_tflops")
-    rows: list[dict[str, Any]] = []
+    rows = [] if rows is None else rows
     started = time.perf_counter()
     interp = env["triton_interpret"] and device.type == "cpu"
     for op in ops:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from kdkit.errors import KdkitError
@@ -64,6 +65,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_bench_command)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -108,12 +113,26 @@ def run_bench_command(args: argparse.Namespace) -> int:
         f"kdkit bench: {', '.join(names)} on {dev} ({shapes} shapes, {', '.join(dtypes)}) -> {out}",
         file=sys.stderr,
     )
-    env, rows = run_bench(
-        [ops[n] for n in names], dev, dtypes=dtypes, shapes=shapes, modes=modes,
-        providers=_split(args.providers), quick=args.quick, check_only=args.check_only,
-        max_seconds=args.max_seconds, log=lambda msg: print(msg, file=sys.stderr),
-    )  # fmt: skip
+    env: dict = {}
+    rows: list = []
+    interrupted = False
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `timeout` sends SIGTERM
+    try:
+        run_bench(
+            [ops[n] for n in names], dev, dtypes=dtypes, shapes=shapes, modes=modes,
+            providers=_split(args.providers), quick=args.quick, check_only=args.check_only,
+            max_seconds=args.max_seconds, log=lambda msg: print(msg, file=sys.stderr),
+            env=env, rows=rows,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+        print("kdkit bench: interrupted; writing what was measured", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not env:
+        return 130
+    env["interrupted"] = interrupted
     write_outputs(out, env, rows, plots=not args.no_plots and not args.check_only)
     print(format_table(env, rows))
     failed = [r for r in rows if r["status"] in ("FAILED", "error")]
-    return 1 if failed else 0
+    return 1 if failed else (130 if interrupted else 0)
