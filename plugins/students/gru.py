@@ -187,7 +187,10 @@ def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
                                     default_cache_dir(context.cache_dir), context.task.fingerprint())  # fmt: skip
     network = BiGRUClassifier(len(tokenizer), h, n_layers, len(context.task.labels), options.dropout,
                               tokenizer.pad_token_id)  # fmt: skip
-    return GRUStudent(network, tokenizer, name=f"gru-{options.size}",
+    name = f"gru-{options.size}"
+    if any(v is not None for v in (options.vocab_size, options.hidden_size, options.num_layers)):
+        name = f"gru-{h}x{n_layers}-{count_parameters(network) / 1e6:.2f}M"  # not the preset
+    return GRUStudent(network, tokenizer, name=name,
                       meta={"labels": list(context.task.labels)})  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from kdkit.api import BuildContext, Options
-from kdkit.engine.hf_model import HFClassifier
+from kdkit.engine.hf_model import HFClassifier, count_parameters
 from kdkit.engine.tokenization import default_cache_dir, train_bpe_tokenizer
 from kdkit.hookspecs import hookimpl
 
@@ -112,7 +112,13 @@ def build_transformer_student(options: TransformerOptions, context: BuildContext
                                     context.task.fingerprint())  # fmt: skip
     model = build_roberta(tokenizer, len(context.task.labels), hidden, layers, heads, inter,
                           options.dropout, context.max_length)  # fmt: skip
-    student = HFClassifier(model, tokenizer, name=f"transformer-{options.size}",
+    custom = any(v is not None for v in (options.vocab_size, options.hidden_size,
+                                          options.num_layers, options.num_heads,
+                                          options.intermediate_size))  # fmt: skip
+    name = f"transformer-{options.size}"
+    if custom:  # the preset's name would be a lie: name it by its real size
+        name = f"transformer-{hidden}x{layers}-{count_parameters(model) / 1e6:.2f}M"
+    student = HFClassifier(model, tokenizer, name=name,
                            family="transformer", meta={"labels": list(context.task.labels)})  # fmt: skip
     return student
 
