@@ -187,6 +187,13 @@ class CodeTeacherOptions(Options):
     num_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     training: TeachTraining = TeachTraining(epochs=10, lr=5e-4)
+    pretrain_epochs: int = Field(
+        0, ge=0, description="masked-LM pre-training epochs before fine-tuning (0 = none)"
+    )
+    pretrain_dirs: list[str] = Field(
+        default_factory=list,
+        description="extra folders of .py files for MLM pre-training (besides the training texts)",
+    )
     seed: int = Field(0, description="seed of the teacher's training (independent of the run)")
 
 
@@ -232,6 +239,13 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
                             meta={"labels": list(task.labels)})  # fmt: skip
 
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
+        if options.pretrain_epochs:
+            from kdkit.engine.mlm import code_corpus, pretrain_mlm
+
+            pretrain_mlm(model, code_corpus(training_texts(splits), options.pretrain_dirs),
+                         epochs=options.pretrain_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         max_length=cfg.max_length, seed=options.seed, device=context.device,
+                         log=_log)  # fmt: skip
         return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
                          log=_log, progress=context.extra.get("progress", True))  # fmt: skip
 

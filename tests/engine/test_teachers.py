@@ -91,3 +91,36 @@ def test_a_teacher_with_other_labels_must_be_fine_tuned_first(saved_classifier, 
     with pytest.raises(KdkitError, match="3 classes but the task has 2") as err:
         build_hf_teacher(HFOptions(path=str(saved_classifier)), ctx)
     assert "kdkit teach" in err.value.fix
+
+
+def test_mlm_masking_follows_roberta_and_never_touches_specials():
+    from kdkit.engine.mlm import mask_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (200, 100))
+    ids[:, 0], ids[:, -1] = 0, 2
+    special = (ids == 0) | (ids == 2)
+    inputs, labels = mask_tokens(ids, special, 4, 1000, gen)
+    chosen = labels != -100
+    assert not chosen[special].any()
+    assert 0.13 < chosen.float().mean() < 0.17  # 15 % of the tokens
+    assert torch.equal(labels[chosen], ids[chosen])
+    masked = (inputs == 4) & chosen
+    assert 0.75 < masked.sum() / chosen.sum() < 0.85  # 80 % of those become <mask>
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+
+
+def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
+    from kdkit.engine.mlm import pretrain_mlm
+
+    torch.manual_seed(0)
+    opts = TransformerOptions(
+        size="0.6M", vocab_size=400, hidden_size=32, num_layers=2, num_heads=2
+    )
+    clf = build_transformer_student(opts, tiny_context)
+    before = clf.model.roberta.embeddings.word_embeddings.weight.clone()
+    texts = list(tiny_context.splits["train"]["text"])
+    losses = pretrain_mlm(clf, texts, epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
+                          device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    assert losses[-1] < losses[0]
+    assert not torch.equal(before, clf.model.roberta.embeddings.word_embeddings.weight)
