@@ -133,16 +133,14 @@ def _run_method(
     batch = tiny_batch(n, teacher=teacher, student=student)
     method.train()
     student.train()
-    previous = getattr(kernels, "get_default_impl", lambda: None)()
-    if hasattr(kernels, "set_default_impl"):
-        kernels.set_default_impl("reference")
+    previous = kernels.get_default_impl()
+    kernels.set_default_impl("reference")  # the contract: methods work with the references on CPU
     try:
         t_out = teacher(batch.teacher, req.teacher) if req.teacher is not None else None
         s_out = student(batch.student, req.student)
         terms = method(s_out, t_out, batch)
     finally:
-        if previous is not None and hasattr(kernels, "set_default_impl"):
-            kernels.set_default_impl(previous)
+        kernels.set_default_impl(previous)  # None clears it again
     return method, student, teacher, terms
 
 

@@ -2,12 +2,14 @@
 
 Huang, You, Wang, Qian, Xu, "Knowledge Distillation from A Stronger Teacher" (NeurIPS 2022)::
 
-    loss = beta  · (1 − mean_i ρ(p_s^T[i, :], p_t^T[i, :]))     inter-class (per example)
-         + gamma · (1 − mean_c ρ(p_s^T[:, c], p_t^T[:, c]))     intra-class (per class, over the batch)
+    loss = [T² ·] ( beta  · (1 − mean_i ρ(p_s^T[i, :], p_t^T[i, :]))     inter-class (per example)
+                  + gamma · (1 − mean_c ρ(p_s^T[:, c], p_t^T[:, c])) )   intra-class (per class)
          + ce_weight · CE(z_s, y)
 
-with ``p^T = softmax(z / T)`` and ρ the Pearson correlation; no ``T²`` factor. Defaults follow the
-study (beta = gamma = 1, T = 1, no label term; DIST's paper adds CE with weight 1).
+with ``p^T = softmax(z / T)`` and ρ the Pearson correlation. The ``T²`` factor (``t2_scaling``,
+on by default) is what the DIST authors' released code applies; the paper's formula omits it.
+At the default T = 1 the two agree. Defaults follow the study (beta = gamma = 1, T = 1, no label
+term; DIST's paper adds CE with weight 1).
 
 With two classes the per-example vectors have two entries, so ρ is ±1 and carries no gradient:
 the inter-class term is constant and DIST reduces to its intra-class term (a warning says so).
@@ -41,6 +43,7 @@ class DISTOptions(Options):
     gamma: float = Field(1.0, ge=0, description="weight of the intra-class (per class) relation")
     temperature: float = Field(1.0, gt=0, description="softmax temperature T")
     ce_weight: float = Field(0.0, ge=0, description="weight of label CE (DIST's paper: 1)")
+    t2_scaling: bool = Field(True, description="multiply the relation terms by T² (authors' code)")
 
 
 class DIST(KDMethod):
@@ -67,7 +70,9 @@ class DIST(KDMethod):
         zs = student.logits  # [B, C]
         zt = teacher.logits.to(zs.dtype)  # [B, C], detached
         o = self.options
-        terms = {"dist": dist_loss(zs, zt, beta=o.beta, gamma=o.gamma, temperature=o.temperature)}
+        scale = o.temperature**2 if o.t2_scaling else 1.0
+        relation = dist_loss(zs, zt, beta=o.beta, gamma=o.gamma, temperature=o.temperature)
+        terms = {"dist": scale * relation}
         if o.ce_weight > 0:
             terms["ce"] = o.ce_weight * cross_entropy(zs, batch.labels)
         return terms
