@@ -22,6 +22,13 @@ from kdkit.engine.tokenization import encode_examples
 KDKIT_META = "kdkit.json"
 
 
+def _quiet_transformers() -> None:
+    """Hide ``transformers``' per-file progress bars (kdkit saves and loads models often)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     """Exact number of parameters (shared tensors counted once)."""
     seen, total = set(), 0
@@ -108,6 +115,7 @@ class HFClassifier(Student):
     def save(self, directory: str) -> None:
         """``save_pretrained`` the model (safetensors) and tokenizer, plus ``kdkit.json``."""
         os.makedirs(directory, exist_ok=True)
+        _quiet_transformers()
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         meta = {"kind": "hf", "name": self.info.name, "family": self.info.family,
@@ -121,6 +129,7 @@ def load_hf_classifier(directory: str, *, num_labels: int | None = None, name: s
     """Load a saved classifier (a directory, or a hub id when ``local_files_only`` is False)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    _quiet_transformers()
     meta: dict[str, Any] = {}
     meta_path = os.path.join(directory, KDKIT_META)
     if os.path.isfile(meta_path):
