@@ -122,3 +122,21 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     a = load_file(str(tmp_path / "full" / "checkpoints" / "last" / "student.safetensors"))
     b = load_file(str(victim / "checkpoints" / "last" / "student.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_gain(
+    plugins, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    # lr so small that validation accuracy never moves: the first evaluation stays the best
+    cfg = tiny_config(plugins, tmp_path / "e", "method=ft", "training.lr=1e-12",
+                      "training.eval_every=1", "training.early_stopping_patience=2")  # fmt: skip
+    summary = run_once(cfg, plugins, progress=False)
+    assert summary["stopped_early"] is True
+    assert summary["steps"] == 3 and summary["best_step"] == 1  # evals at 1 (best), 2, 3 -> stop
+
+
+def test_resume_of_a_missing_run_dir_is_a_clear_error(tmp_path):
+    from kdkit.cli import main
+
+    assert main(["run", "--resume", str(tmp_path / "nope")]) == 2
