@@ -283,6 +283,15 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
         except yaml.YAMLError:
             value = raw
         parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+        if len(parts) == 2 and parts[0] in COMPONENT_SECTIONS and parts[1] == "name":
+            # Switching component: the old one's options mean nothing to the new one, so the
+            # section starts from the new component's defaults (later --set may add options).
+            old = doc.data.get(parts[0])
+            old_name = old.get("name") if isinstance(old, dict) else old
+            if old_name != value:
+                doc.data[parts[0]] = {"name": value}
+                doc.overridden.add((parts[0],))
+                continue
         target: Any = doc.data
         ok = True
         for i, part in enumerate(parts[:-1]):

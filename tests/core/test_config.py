@@ -128,3 +128,15 @@ def test_yaml_tags_are_not_executed():
     # safe_load refuses python object tags: a hostile run file cannot run code
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_yaml("seed: !!python/object/apply:os.system ['echo hi']\n", "x.yaml")
+
+
+def test_switching_component_by_override_starts_from_its_defaults(core_registry):
+    # `method: {name: kd, temperature: 10}` then --set method.name=dist: kd's options are dropped
+    resolved = _validate(GOOD, core_registry, ["method.name=dist"])
+    assert resolved.as_dict()["method"] == {"name": "dist"}
+    # options set after the switch apply to the new component and are validated against it
+    with pytest.raises(ConfigError, match="method.temperature: unknown option"):
+        _validate(GOOD, core_registry, ["method.name=dist", "method.temperature=2"])
+    # setting the same name keeps the section's options
+    same = _validate(GOOD, core_registry, ["method.name=kd"])
+    assert same.as_dict()["method"]["temperature"] == 10.0
