@@ -24,13 +24,13 @@ maths is :func:`kdkit.kernels.ckd_loss`.
 
 from __future__ import annotations
 
-from kdkit.kernels import ckd_loss
-from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 from pydantic import Field
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.features import SpanAlignment, align_outputs, stack_layers
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels import ckd_loss
+from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 
 
 class CKDOptions(LogitOptions, LayerOptions):

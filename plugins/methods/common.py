@@ -12,12 +12,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from kdkit.kernels import kd_loss
 from pydantic import Field
 
 from kdkit.api import IGNORE_INDEX, Batch, BuildContext, LossTerms, ModelInfo, ModelOutput, Options
 from kdkit.errors import KdkitError
 from kdkit.features import LayerStrategy, map_layers
+from kdkit.kernels import kd_loss
 
 
 def cross_entropy(

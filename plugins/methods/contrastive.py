@@ -17,14 +17,14 @@ by an older ``g_t``; keep the queue short relative to the training length. ``tau
 from __future__ import annotations
 
 import torch
-from kdkit.kernels import infonce_loss
-from kdkit.kernels.relations import infonce_with_negatives
-from kdkit.plugins.methods.common import LogitOptions, logit_terms, output_feature, require_infos
 from pydantic import Field
 from torch import nn
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels import infonce_loss
+from kdkit.kernels.relations import infonce_with_negatives
+from kdkit.plugins.methods.common import LogitOptions, logit_terms, output_feature, require_infos
 
 
 class ContrastiveOptions(LogitOptions):

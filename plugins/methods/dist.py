@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import warnings
 
-from kdkit.kernels import dist_loss
-from kdkit.plugins.methods.common import cross_entropy
 from pydantic import Field
 
 from kdkit.api import (
@@ -34,6 +32,8 @@ from kdkit.api import (
     Requirements,
 )
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels import dist_loss
+from kdkit.plugins.methods.common import cross_entropy
 
 
 class DISTOptions(Options):

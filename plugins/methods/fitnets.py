@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdkit.kernels.relations import hint_mse
-from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 from pydantic import Field
 from torch import nn
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.features import align_outputs
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels.relations import hint_mse
+from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 
 
 class FitNetsOptions(LogitOptions, LayerOptions):

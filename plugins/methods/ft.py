@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from kdkit.plugins.methods.common import cross_entropy
 from pydantic import Field
 
 from kdkit.api import (
@@ -19,6 +18,7 @@ from kdkit.api import (
     Requirements,
 )
 from kdkit.hookspecs import hookimpl
+from kdkit.plugins.methods.common import cross_entropy
 
 
 class FTOptions(Options):

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdkit.plugins.methods.common import LogitOptions, logit_terms
 from pydantic import Field
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.hookspecs import hookimpl
+from kdkit.plugins.methods.common import LogitOptions, logit_terms
 
 
 class KDOptions(LogitOptions):

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kdkit.kernels.relations import normalized_mse
-from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 from pydantic import Field
 from torch import nn
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.errors import KdkitError
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels.relations import normalized_mse
+from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 
 
 class PKDOptions(LogitOptions, LayerOptions):

@@ -15,12 +15,12 @@ at least 2 (distance) or 3 (angle) examples for the terms to be non-zero.
 
 from __future__ import annotations
 
-from kdkit.kernels.relations import rkd_angle_loss, rkd_distance_loss
-from kdkit.plugins.methods.common import LogitOptions, logit_terms, output_feature, require_infos
 from pydantic import Field
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.hookspecs import hookimpl
+from kdkit.kernels.relations import rkd_angle_loss, rkd_distance_loss
+from kdkit.plugins.methods.common import LogitOptions, logit_terms, output_feature, require_infos
 
 
 class RKDOptions(LogitOptions):

@@ -37,7 +37,10 @@ def test_validate_reports_all_problems_with_lines(tmp_path):
     assert "Traceback" not in err
     assert f"{path}:4 method.name: unknown kd_method 'kdd' — did you mean 'kd'?" in err
     assert f"{path}:7 training.epochs:" in err and "'many'" in err
-    assert f"{path}:8 training.bach_size: unknown option" in err and "did you mean 'batch_size'?" in err
+    assert (
+        f"{path}:8 training.bach_size: unknown option" in err
+        and "did you mean 'batch_size'?" in err
+    )
     assert "3 problems" in err
 
 

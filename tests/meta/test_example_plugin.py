@@ -17,7 +17,9 @@ def test_example_plugin_is_installed_and_listed():
         dist = metadata.distribution("kdkit-logit-mse")
     except metadata.PackageNotFoundError:
         pytest.fail(f"the example plugin is not installed; {FIX}")
-    assert [ep.value for ep in dist.entry_points if ep.group == "kdkit"] == ["kdkit_logit_mse.plugin"]
+    assert [ep.value for ep in dist.entry_points if ep.group == "kdkit"] == [
+        "kdkit_logit_mse.plugin"
+    ]
     out = subprocess.run([sys.executable, "-m", "kdkit", "plugins", "--json"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -7,13 +7,13 @@ import importlib
 import inspect
 import pkgutil
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from kdkit import hookspecs, plugin_docs
+from kdkit import plugin_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -62,7 +62,9 @@ def test_entry_points_match_plugin_modules():
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         if "@hookimpl" in path.read_text():
             rel = str(path.relative_to(ROOT))
-            assert rel in declared, f"{rel} implements hooks but no entry point of group kdkit names it"
+            assert rel in declared, (
+                f"{rel} implements hooks but no entry point of group kdkit names it"
+            )
 
 
 def test_installed_metadata_matches_pyproject():

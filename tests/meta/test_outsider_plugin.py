@@ -70,12 +70,19 @@ def test_pip_installed_outsider_plugin_appears_and_runs(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
+    }
     listed = subprocess.run([sys.executable, "-m", "kdkit", "plugins", "--json"], env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     (row,) = [c for c in json.loads(listed.stdout)["components"] if c["name"] == "cosine"]
-    assert (row["distribution"], row["version"], row["plugin"]) == ("kdkit-cosine", "0.2.0", "cosine")
+    assert (row["distribution"], row["version"], row["plugin"]) == (
+        "kdkit-cosine",
+        "0.2.0",
+        "cosine",
+    )
     ran = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert ran.returncode == 0, ran.stderr

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kdkit.kernels import ckd_loss
-from kdkit.plugins.methods.ckd import CKD, CKDOptions
 
 from kdkit.api import Batch, Encoded, ModelOutput
 from kdkit.errors import KdkitError
+from kdkit.kernels import ckd_loss
+from kdkit.plugins.methods.ckd import CKD, CKDOptions
 from kdkit.testing import TinyStudent, TinyTeacher, tiny_batch
 
 from .helpers import context, info

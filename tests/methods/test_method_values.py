@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+
+from kdkit.api import ModelOutput
+from kdkit.errors import KdkitError
 from kdkit.plugins.methods.contrastive import Contrastive, ContrastiveOptions
 from kdkit.plugins.methods.dist import DIST, DISTOptions
 from kdkit.plugins.methods.fitnets import FitNets, FitNetsOptions
@@ -13,9 +16,6 @@ from kdkit.plugins.methods.ft import FineTune, FTOptions
 from kdkit.plugins.methods.kd import KD, KDOptions, KDStudyOptions
 from kdkit.plugins.methods.pkd import PKD, PKDOptions
 from kdkit.plugins.methods.rkd import RKD, RKDOptions
-
-from kdkit.api import ModelOutput
-from kdkit.errors import KdkitError
 
 from .helpers import batch, context, info, output
 

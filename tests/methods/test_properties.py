@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kdkit.plugins.methods.dist import DIST, DISTOptions
 from kdkit.plugins.methods.kd import KD, KDOptions
 from kdkit.plugins.methods.pkd import PKD, PKDOptions

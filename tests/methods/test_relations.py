@@ -8,6 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kdkit.errors import KdkitError
 from kdkit.kernels import infonce_loss
 from kdkit.kernels.relations import (
     hint_mse,
@@ -17,8 +19,6 @@ from kdkit.kernels.relations import (
     rkd_angle_loss,
     rkd_distance_loss,
 )
-
-from kdkit.errors import KdkitError
 
 LINE = torch.tensor([[0.0], [1.0], [3.0]])  # three collinear points
 TRIANGLE = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])  # right isosceles triangle

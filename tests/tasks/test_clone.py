@@ -8,13 +8,13 @@ import random
 
 import pytest
 import torch
-from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
 
 from kdkit.data.builders.clone import token_jaccard
 from kdkit.data.mutations import mutate
 from kdkit.data.pyfuncs import extract_functions, normalise_code
 from kdkit.data.rewrites import rewrite
 from kdkit.errors import KdkitError
+from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
 
 SRC = '''def summarize(values, limit):
     """Sum and list the small values."""

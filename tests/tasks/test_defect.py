@@ -9,11 +9,11 @@ import random
 
 import pytest
 import torch
-from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
 
 from kdkit.data.mutations import candidate_edits, mutate, parses
 from kdkit.data.pyfuncs import extract_functions
 from kdkit.errors import KdkitError
+from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
 
 SRC = """def area(w, h, scale):
     size = w * h

@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 import torch
-from kdkit.plugins.tasks.exception import ExceptionOptions, ExceptionTask
 
 from kdkit.data.builders import exception
 from kdkit.data.builders.common import stdlib_sample
 from kdkit.data.pyfuncs import normalise_code
 from kdkit.errors import KdkitError
+from kdkit.plugins.tasks.exception import ExceptionOptions, ExceptionTask
 
 
 def make(**options) -> ExceptionTask:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datasets
 import pytest
-from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
-from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
 
 from kdkit.errors import KdkitError
+from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
+from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
 
 
 def fake_hub(monkeypatch, splits: dict[str, dict[str, list]]):

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from kdkit_logit_mse import plugin
+from kdkit_logit_mse.plugin import LogitMSE, LogitMSEOptions
 
 from kdkit.api import ModelOutput
 from kdkit.testing import check_hookimpls, check_kd_method
-from kdkit_logit_mse import plugin
-from kdkit_logit_mse.plugin import LogitMSE, LogitMSEOptions
 
 
 def test_conformance_by_registered_name():
