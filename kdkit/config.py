@@ -69,6 +69,12 @@ class TrainingConfig(Options):
     save_every: int | None = Field(
         None, ge=1, description="also checkpoint every N steps (always at evaluations and epochs)"
     )
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto",
+        description="data-parallel training across the processes a launcher (torchrun) started: "
+        "auto = DDP when WORLD_SIZE > 1, else one process; batch_size is the global batch "
+        "(docs/distributed.md)",
+    )
 
 
 class CacheConfig(Options):

@@ -22,8 +22,9 @@ from kdkit.api import Needs, Requirements
 from kdkit.config import TrainingConfig
 from kdkit.engine.batching import SplitData, batches_of, epoch_order, steps_per_epoch
 from kdkit.engine.checkpoint import write_checkpoint, write_model
+from kdkit.engine.distributed import Dist, TrainModule, loss_weight, rank_batches, split_rows, wrap
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
-from kdkit.engine.seeding import rng_state, set_rng_state
+from kdkit.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdkit.errors import NonFiniteLossError
 
 
@@ -56,11 +57,19 @@ def precision_context(device: torch.device, precision: str) -> tuple[Any, str]:
 
 @torch.no_grad()
 def predict_logits(model: Any, split: SplitData, batch_size: int, device: torch.device,
-                   autocast: Callable = contextlib.nullcontext) -> torch.Tensor:  # fmt: skip
-    """``[N, C]`` logits of a student over a split, in row order (rows sorted by length inside)."""
+                   autocast: Callable = contextlib.nullcontext,
+                   dist: Dist | None = None) -> torch.Tensor:  # fmt: skip
+    """``[N, C]`` logits of a student over a split, in row order (rows sorted by length inside).
+
+    With ``dist`` over several ranks, each rank predicts its whole batches of the same batch plan
+    (:func:`kdkit.engine.distributed.rank_batches`) and every rank receives all ``N`` rows: the
+    logits are bit-identical to one process's, and no row is counted twice or dropped.
+    """
     model.eval()
     n = len(split)
     order = sorted(range(n), key=lambda r: int(split.student.input_ids[r].numel()))
+    if dist is not None and dist.enabled:
+        return _predict_distributed(model, split, order, batch_size, device, autocast, dist)
     parts = []
     for rows in batches_of(order, batch_size):
         with autocast():
@@ -72,6 +81,25 @@ def predict_logits(model: Any, split: SplitData, batch_size: int, device: torch.
     return torch.cat(parts)[inverse]
 
 
+def _predict_distributed(model: Any, split: SplitData, order: list[int], batch_size: int,
+                         device: torch.device, autocast: Callable, dist: Dist) -> torch.Tensor:  # fmt: skip
+    plan = list(batches_of(order, batch_size))
+    mine = rank_batches(plan, dist.rank, dist.world_size)
+    # FSDP gathers parameters inside every forward: all ranks must make the same number of calls
+    calls = -(-len(plan) // dist.world_size) if dist.mode == "fsdp" else max(len(mine), 1)
+    parts = []
+    for k in range(calls):
+        rows = mine[k] if k < len(mine) else plan[0]  # extra calls: outputs are dropped
+        with autocast():
+            out = model(split.student.collate(rows).to(device), Needs()).logits.float().cpu()
+        if k < len(mine):
+            parts.append(out)
+    width = out.shape[-1]  # [B, C]: C known even on a rank with no batch of its own
+    mine_rows = [r for rows in mine for r in rows]
+    logits = torch.cat(parts) if parts else torch.empty(0, width)
+    return dist.gather_rows(logits, mine_rows, len(split))
+
+
 class Trainer:
     """Trains ``student`` with ``method`` on ``train``, selecting on ``validation``.
 
@@ -79,13 +107,16 @@ class Trainer:
         teacher_signal: callable ``batch -> ModelOutput`` (live or cached), ``None`` for FT.
         reporters: objects with ``step/evaluation`` (the engine fans events out).
         on_event: ``(kind, **kwargs)`` callback for reporters and lifecycle hooks.
+        dist: the process group (:mod:`kdkit.engine.distributed`); ``None`` or one process: the
+            single-process loop. Over several ranks every rank trains on its share of each
+            global batch through DDP/FSDP, and only rank 0 reports and writes files.
     """
 
     def __init__(self, *, student: Any, method: Any, task: Any, train: SplitData,
                  validation: SplitData, cfg: TrainingConfig, seed: int, device: torch.device,
                  run_dir: Path, teacher_signal: Callable | None,
                  on_event: Callable[..., None], progress: bool = True,
-                 save_every: int | None = None) -> None:  # fmt: skip
+                 save_every: int | None = None, dist: Dist | None = None) -> None:  # fmt: skip
         self.student, self.method, self.task = student, method, task
         self.train_data, self.validation = train, validation
         self.cfg, self.seed, self.device, self.run_dir = cfg, seed, device, run_dir
@@ -94,6 +125,13 @@ class Trainer:
         self.progress = progress
         self.save_every = save_every
         self.requirements: Requirements = method.requirements
+        self.dist = dist or Dist()
+        self.train_module: Any = None
+        if self.dist.enabled:
+            # wrap before collecting parameters: FSDP replaces them by sharded ones
+            self.train_module = wrap(TrainModule(student, method), self.dist, device)
+            if self.dist.rank:  # dropout: independent streams per rank (rank 0 keeps the seed's)
+                seed_everything(seed + 7919 * self.dist.rank)
         self.params = trainable_parameters(student, method)  # a LIST: clipping must see them
         n_steps = steps_per_epoch(len(train), cfg.batch_size) * cfg.epochs
         self.total_steps = min(n_steps, cfg.max_steps) if cfg.max_steps else n_steps
@@ -106,23 +144,42 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything besides the weights that a resume needs."""
-        return {"trainer": asdict(self.state), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "rng": rng_state()}  # fmt: skip
+        state = {"trainer": asdict(self.state), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "rng": rng_state()}  # fmt: skip
+        if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
+            state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state (weights are loaded by the caller)."""
         self.state = TrainState(**state["trainer"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        same_world = ranks is not None and len(ranks) == self.dist.world_size
+        set_rng_state(ranks[self.dist.rank] if same_world else state["rng"])
 
     def save_checkpoint(self) -> None:
-        """Atomically write ``checkpoints/last``."""
-        write_checkpoint(self.run_dir, self.student, self.method, self.checkpoint_state())
+        """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
+        state = self.checkpoint_state()
+        if self.dist.is_main:
+            write_checkpoint(self.run_dir, self.student, self.method, state)
+        self.dist.barrier()
+
+    def _write_best(self) -> None:
+        if self.dist.is_main:
+            write_model(self.run_dir / "best" / "model", self.student)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch) -> dict[str, float]:
-        """One optimisation step; returns the record reporters receive."""
+    def train_step(self, batch, weight: float = 1.0, count: int | None = None) -> dict[str, float]:
+        """One optimisation step; returns the record reporters receive.
+
+        Over several ranks ``batch`` is this rank's share (``count`` real rows; a rank with no
+        row of a small last batch repeats one row with ``weight`` 0) and ``weight`` rescales its
+        per-row-mean loss so that DDP's gradient average is the global batch's mean.
+        """
+        if self.dist.enabled:
+            return self._train_step_distributed(batch, weight, int(count or 0))
         self.student.train()
         self.method.train()
         batch = batch.to(self.device)
@@ -160,27 +217,78 @@ class Trainer:
         record.update(loss=float(loss.detach()), lr=lr, grad_norm=grad_norm)
         return record
 
+    def _train_step_distributed(self, batch, weight: float, count: int) -> dict[str, float]:
+        self.train_module.train()
+        batch = batch.to(self.device)
+        teacher_out = None
+        if self.requirements.teacher is not None and self.teacher_signal is not None:
+            teacher_out = self.teacher_signal(batch)
+        with self.autocast():
+            terms = self.train_module(batch.student, self.requirements.student, teacher_out, batch)
+        step = self.state.step + 1
+        # the global batch's terms (row-weighted mean over ranks): every rank sees the same
+        # values, so all of them stop together on a non-finite term instead of hanging
+        values = self.dist.weighted_mean({k: float(v.detach()) for k, v in terms.items()}, count)
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value:.4g} at step {step}",
+                    where=str(self.run_dir),
+                    fix="the last good checkpoint is kept in checkpoints/last (resume with "
+                    "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
+                    "training.max_grad_norm on, or check the method's weights/temperature",
+                )
+        loss = sum(terms.values()) * weight
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()  # DDP averages gradients over ranks here
+            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+        lr = self.schedule.get_last_lr()[0]
+        self.schedule.step()
+        return {**values, "loss": sum(values.values()), "lr": lr, "grad_norm": grad_norm}
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """Validation metrics; saves the best student and counts evaluations without gain."""
         bs = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
-        logits = predict_logits(self.student, self.validation, bs, self.device, self.autocast)
+        logits = predict_logits(self.student, self.validation, bs, self.device, self.autocast,
+                                dist=self.dist)  # fmt: skip
         metrics = self.task.evaluate(logits, self.validation.labels)
         head = float(metrics[self.task.headline_metric])
         st = self.state
         if st.best_metric is None or head > st.best_metric:
             st.best_metric, st.best_step, st.evals_without_gain = head, st.step, 0
-            write_model(self.run_dir / "best" / "model", self.student)
+            self._write_best()
         else:
             st.evals_without_gain += 1
         st.history.append({"step": st.step, "epoch": st.epoch, "split": "validation", **metrics})
-        self.on_event("evaluation", step=st.step, split="validation", metrics=metrics)
+        if self.dist.is_main:
+            self.on_event("evaluation", step=st.step, split="validation", metrics=metrics)
         patience = self.cfg.early_stopping_patience
         if patience is not None and st.evals_without_gain >= patience:
             st.stopped_early = True
         return metrics
 
     # ------------------------------------------------------------------ the loop
+    def _step_on(self, rows: list[int]) -> dict[str, float]:
+        """One step on a global batch: all of it on one process, a share per rank on several."""
+        if not self.dist.enabled:
+            return self.train_step(self.train_data.batch(rows))
+        d = self.dist
+        local = split_rows(rows, d.rank, d.world_size)
+        weight = loss_weight(len(local), len(rows), d.world_size)
+        # an empty share still runs a step (DDP's all-reduce needs every rank) on a real row,
+        # with weight 0: it adds exactly nothing to the gradient
+        batch = self.train_data.batch(local or rows[:1])
+        return self.train_step(batch, weight=weight, count=len(local))
+
     def fit(self) -> TrainState:
         """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
         from tqdm.auto import tqdm
@@ -188,13 +296,14 @@ class Trainer:
         cfg, st = self.cfg, self.state
         n = len(self.train_data)
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)  # fmt: skip
+                   disable=not self.progress or not self.dist.is_main,
+                   dynamic_ncols=True)  # fmt: skip
         try:
             while st.epoch < cfg.epochs and st.step < self.total_steps and not st.stopped_early:
                 all_batches = list(batches_of(epoch_order(n, self.seed, st.epoch), cfg.batch_size))
                 for rows in all_batches[st.batch_in_epoch :]:
                     t0 = time.perf_counter()
-                    record = self.train_step(self.train_data.batch(rows))
+                    record = self._step_on(rows)
                     dt = time.perf_counter() - t0
                     st.step += 1
                     st.batch_in_epoch += 1
@@ -202,7 +311,8 @@ class Trainer:
                     st.examples_seen += len(rows)
                     record["examples_per_s"] = len(rows) / dt if dt > 0 else math.inf
                     record["epoch"] = st.epoch
-                    self.on_event("step", step=st.step, record=record)
+                    if self.dist.is_main:
+                        self.on_event("step", step=st.step, record=record)
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4f}",
                                     ex_s=f"{record['examples_per_s']:.0f}")  # fmt: skip

@@ -20,6 +20,7 @@ from kdkit.api import BuildContext, Needs, RunInfo
 from kdkit.config import ResolvedConfig
 from kdkit.engine.batching import SplitData, make_split
 from kdkit.engine.checkpoint import read_checkpoint, write_model
+from kdkit.engine.distributed import Dist, setup
 from kdkit.engine.loop import Trainer, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
 from kdkit.engine.seeding import seed_everything
@@ -124,21 +125,36 @@ def run(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, *,
 
 def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, *,
              progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Run one configuration and return its summary (also written to ``summary.json``)."""
+    """Run one configuration and return its summary (also written to ``summary.json``).
+
+    Started by ``torchrun`` (``WORLD_SIZE > 1``), it runs data-parallel across the processes
+    (``training.distributed``, docs/distributed.md); every rank returns the same summary and only
+    rank 0 writes files and reports.
+    """
+    dist, device_name = setup(resolved.run.training.distributed, resolved.run.training.device)
+    try:
+        return _run_once(resolved, plugins, resume, progress and dist.is_main, dist, device_name)
+    finally:
+        dist.close()
+
+
+def _run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None, progress: bool,
+              dist: Dist, device_name: str) -> dict[str, Any]:  # fmt: skip
     run_cfg, cfg = resolved.run, resolved.run.training
-    run_dir = prepare_run_dir(resolved, resume)
+    run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(device_name)
     from kdkit import kernels
 
     kernels.set_default_impl(run_cfg.kernels.impl)
     kernels.reset_last_impls()
-    if not resume:
+    if not resume and dist.is_main:
         atomic_write_text(run_dir / "config.yaml", resolved.to_yaml())
         write_json(run_dir / "versions.json", versions(plugins))
     t_build = time.perf_counter()
-    c = build_components(resolved, device, run_dir, progress)
+    with dist.main_first():  # rank 0 fills the caches (data, tokenizers, teachers) first
+        c = build_components(resolved, device, run_dir, progress)
     req = c.method.requirements
     is_pair = bool(getattr(c.task, "is_pair", False))
     max_len = cfg.max_length
@@ -165,7 +181,8 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
                                    encoded_rows=train.teacher, num_rows=len(train),
                                    data_fp=c.task.fingerprint(), max_length=max_len,
                                    cache_root=cache_root, device=device, batch_size=eval_bs,
-                                   explicit_dir=run_cfg.cache.teacher_outputs, progress=progress)  # fmt: skip
+                                   explicit_dir=run_cfg.cache.teacher_outputs, progress=progress,
+                                   dist=dist)  # fmt: skip
             train.teacher = None  # not needed any more: free the teacher tokenisation
         else:
             signal = LiveTeacher(c.teacher, teacher_needs, device)
@@ -173,7 +190,9 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
 
     names = {s: r.component.name for s, r in resolved.components.items()}
     info = RunInfo(str(run_dir), resolved.as_dict(), 0, names)
-    reporters = [r.component.build(r.options, c.context) for r in resolved.reporters]
+    # rank 0 reports; the other ranks' events would repeat its numbers
+    reporters = [r.component.build(r.options, c.context) for r in resolved.reporters
+                 if dist.is_main]  # fmt: skip
 
     def on_event(kind: str, **kw: Any) -> None:
         for rep in reporters:
@@ -184,31 +203,34 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
     trainer = Trainer(student=c.student, method=c.method, task=c.task, train=train,
                       validation=validation, cfg=cfg, seed=run_cfg.seed, device=device,
                       run_dir=run_dir, teacher_signal=signal, on_event=on_event,
-                      progress=progress, save_every=cfg.save_every)  # fmt: skip
+                      progress=progress, save_every=cfg.save_every, dist=dist)  # fmt: skip
     info.total_steps = trainer.total_steps
     if resume:
         trainer.restore(read_checkpoint(run_dir, c.student, c.method))
     for rep in reporters:
         rep.start(info)
-    plugins.notify("on_run_start", run=info)
+    if dist.is_main:
+        plugins.notify("on_run_start", run=info)
     try:
         trainer.fit()
     except NonFiniteLossError as exc:
         summary = {"status": "stopped", "error": exc.what, "step": trainer.state.step}
-        write_json(run_dir / "summary.json", summary)
-        plugins.notify("on_run_end", run=info, summary=summary)
+        if dist.is_main:
+            write_json(run_dir / "summary.json", summary)
+            plugins.notify("on_run_end", run=info, summary=summary)
         raise
     summary = finish_run(c, trainer, validation, test, run_dir, resolved, signal, device,
-                         eval_bs, cache_root, use_cache, live, build_seconds, progress)  # fmt: skip
+                         eval_bs, cache_root, use_cache, live, build_seconds, progress, dist)  # fmt: skip
     for rep in reporters:
         rep.finish(info, summary)
-    plugins.notify("on_run_end", run=info, summary=summary)
+    if dist.is_main:
+        plugins.notify("on_run_end", run=info, summary=summary)
     return summary
 
 
 def teacher_test_metrics(c: Components, test: SplitData, cache_root: Path, device: torch.device,
                          eval_bs: int, max_len: int, use_cache: bool, explicit: str | None,
-                         progress: bool) -> dict[str, float]:  # fmt: skip
+                         progress: bool, dist: Dist | None = None) -> dict[str, float]:  # fmt: skip
     """The teacher's test metrics (its logits cached like the training signal)."""
     examples = c.splits["test"]
     from kdkit.engine.batching import EncodedRows, split_examples
@@ -219,29 +241,38 @@ def teacher_test_metrics(c: Components, test: SplitData, cache_root: Path, devic
         cached = load_or_build(teacher=c.teacher, needs=Needs(), split_name="test",
                                encoded_rows=rows, num_rows=len(test), data_fp=c.task.fingerprint(),
                                max_length=max_len, cache_root=cache_root, device=device,
-                               batch_size=eval_bs, explicit_dir=explicit, progress=progress)  # fmt: skip
+                               batch_size=eval_bs, explicit_dir=explicit, progress=progress,
+                               dist=dist)  # fmt: skip
         logits = cached.logits.cpu()
     else:
         from kdkit.engine.teacher_cache import compute_outputs
 
         logits = compute_outputs(c.teacher, Needs(), rows, len(test), device, eval_bs,
-                                 progress=progress)["logits"]  # fmt: skip
+                                 progress=progress, dist=dist)["logits"]  # fmt: skip
     return c.task.evaluate(logits, test.labels)
 
 
 def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: SplitData,
                run_dir: Path, resolved: ResolvedConfig, signal: Any, device: torch.device,
                eval_bs: int, cache_root: Path, use_cache: bool, live: bool,
-               build_seconds: float, progress: bool) -> dict[str, Any]:  # fmt: skip
-    """Evaluate the best student, save it with its predictions, write the summary."""
+               build_seconds: float, progress: bool,
+               dist: Dist | None = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate the best student, save it with its predictions, write the summary.
+
+    Over several ranks the evaluation is shared out and gathered (every rank computes the same
+    summary); rank 0 alone writes files.
+    """
     from kdkit import kernels
 
+    dist = dist or Dist()
     cfg = resolved.run.training
     state = trainer.state
-    write_model(run_dir / "last" / "model", c.student)
+    if dist.is_main:
+        write_model(run_dir / "last" / "model", c.student)
+    dist.barrier()  # best/model is complete before any rank reads it
     best = load_student(run_dir / "best" / "model").to(device)
-    val_logits = predict_logits(best, validation, eval_bs, device)
-    test_logits = predict_logits(best, test, eval_bs, device)
+    val_logits = predict_logits(best, validation, eval_bs, device, dist=dist)
+    test_logits = predict_logits(best, test, eval_bs, device, dist=dist)
     head = c.task.headline_metric
     val_metrics = c.task.evaluate(val_logits, validation.labels)
     test_metrics = c.task.evaluate(test_logits, test.labels)
@@ -249,19 +280,21 @@ def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: Spl
     labels = list(c.task.labels)
     lines = [json.dumps({"row": i, "label": labels[int(p.argmax())],
                          "probability": round(float(p.max()), 6)}) for i, p in enumerate(probs)]  # fmt: skip
-    atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
+    if dist.is_main:
+        atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
     teacher_summary = None
     if c.teacher is not None:
         teacher_summary = {"name": c.teacher.info.name, "parameters": c.teacher.info.num_parameters,
                            "fingerprint": c.teacher.fingerprint()}  # fmt: skip
         teacher_summary["test"] = teacher_test_metrics(
             c, test, cache_root, device, eval_bs, cfg.max_length, resolved.run.cache.enabled,
-            resolved.run.cache.teacher_outputs, progress)  # fmt: skip
+            resolved.run.cache.teacher_outputs, progress, dist)  # fmt: skip
     kept = None
     if teacher_summary and teacher_summary["test"].get(head):
         kept = 100.0 * test_metrics[head] / teacher_summary["test"][head]
     impls = kernels.last_impls()
-    write_json(run_dir / "kernels.json", {"requested": resolved.run.kernels.impl, "ran": impls})
+    if dist.is_main:
+        write_json(run_dir / "kernels.json", {"requested": resolved.run.kernels.impl, "ran": impls})
     summary: dict[str, Any] = {
         "status": "finished",
         "task": c.task.name if hasattr(c.task, "name") else resolved.components["task"].component.name,
@@ -288,9 +321,12 @@ def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: Spl
         "run_dir": str(run_dir),
         "history": state.history,
     }  # fmt: skip
+    if dist.enabled:
+        summary["distributed"] = dist.describe()
     summary["table"] = run_table(summary)
-    write_json(run_dir / "summary.json", summary)
-    atomic_write_text(run_dir / "summary.txt", summary["table"] + "\n")
+    if dist.is_main:
+        write_json(run_dir / "summary.json", summary)
+        atomic_write_text(run_dir / "summary.txt", summary["table"] + "\n")
     return summary
 
 

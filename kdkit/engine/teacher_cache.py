@@ -125,6 +125,7 @@ def load_or_build(
     batch_size: int,
     explicit_dir: str | None = None,
     progress: bool = True,
+    dist: Any = None,
 ) -> CachedTeacher:
     """Load the cached teacher outputs of a split, computing and storing them when missing.
 
@@ -132,6 +133,10 @@ def load_or_build(
         encoded_rows: an object with ``collate(rows) -> Encoded`` (the teacher tokenisation),
             used only when the cache must be built.
         explicit_dir: a directory given by the user (``cache.teacher_outputs``); it must match.
+        dist: a :class:`kdkit.engine.distributed.Dist` over several ranks: rank 0 decides
+            whether the entry exists; a build is shared out (each rank runs the teacher on its
+            batches, each writes its shard files, rank 0 writes ``meta.json``) and gives the
+            same entry, tensor for tensor, as one process.
     """
     teacher_fp = teacher.fingerprint()
     expect = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp, "split": split_name,
@@ -141,7 +146,13 @@ def load_or_build(
         Path(explicit_dir) / split_name if explicit_dir else cache_root / "teacher-outputs" / key
     )
     meta_path = directory / "meta.json"
-    if meta_path.is_file():
+    several = dist is not None and dist.enabled
+    exists = dist.on_main(meta_path.is_file) if several else meta_path.is_file()
+    if several and exists and not meta_path.is_file():
+        raise KdkitError("rank 0 sees a teacher cache this rank does not", where=str(directory),
+                         fix="put cache.dir (or KDKIT_CACHE) on storage every node shares, as "
+                         "docs/distributed.md says")  # fmt: skip
+    if exists:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
@@ -156,21 +167,37 @@ def load_or_build(
         tensors = _read_shards(directory, meta)
         return CachedTeacher(tensors, needs, device, directory)
     tensors = compute_outputs(teacher, needs, encoded_rows, num_rows, device, batch_size,
-                              desc=f"teacher cache ({split_name})", progress=progress)  # fmt: skip
-    _write_entry(directory, tensors, {**expect, "rows": num_rows, "key": key,
-                                      "teacher": teacher.info.name, "created": time.time()})  # fmt: skip
+                              desc=f"teacher cache ({split_name})", progress=progress,
+                              dist=dist)  # fmt: skip
+    meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name}
+    if several:
+        from kdkit.engine.distributed import write_entry_sharded
+
+        meta["created"] = dist.on_main(time.time)  # one value for the whole job
+        write_entry_sharded(directory, tensors, meta, dist, _write_shard, _finish_entry)
+    else:
+        _write_entry(directory, tensors, {**meta, "created": time.time()})
     return CachedTeacher(tensors, needs, device, directory)
 
 
 def compute_outputs(teacher: Any, needs: Needs, encoded_rows: Any, num_rows: int,
                     device: torch.device, batch_size: int, desc: str = "teacher",
-                    progress: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Run the teacher over every row (in order) and stack what ``needs`` asks for."""
+                    progress: bool = True, dist: Any = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Run the teacher over every row (in order) and stack what ``needs`` asks for.
+
+    With ``dist`` over several ranks each rank runs its whole batches of the same batch plan
+    and every rank receives all rows (bit-identical to one process: same batches, same padding).
+    """
     from tqdm.auto import tqdm
 
     parts: dict[str, list[torch.Tensor]] = {}
     # sort rows by length so batches carry little padding; results go back to row order
     order = sorted(range(num_rows), key=lambda r: int(encoded_rows.input_ids[r].numel()))
+    if dist is not None and dist.enabled:
+        from kdkit.engine.distributed import compute_outputs_sharded
+
+        return compute_outputs_sharded(teacher, needs, encoded_rows, order, device, batch_size,
+                                       dist)  # fmt: skip
     with torch.no_grad(), tqdm(total=num_rows, desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, num_rows, batch_size):
             rows = order[start : start + batch_size]
@@ -187,17 +214,27 @@ def compute_outputs(teacher: Any, needs: Needs, encoded_rows: Any, num_rows: int
     return {k: torch.cat(v)[inverse].contiguous() for k, v in parts.items()}
 
 
+def _write_shard(tmp: Path, tensors: dict[str, torch.Tensor], i: int) -> str:
+    """Write shard ``i`` (rows ``i*SHARD_ROWS ..``) into ``tmp``; returns its file name."""
+    name = f"shard-{i:05d}.safetensors"
+    start = i * SHARD_ROWS
+    save_file({k: v[start : start + SHARD_ROWS].contiguous() for k, v in tensors.items()},
+              str(tmp / name))  # fmt: skip
+    return name
+
+
 def _write_entry(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     n = meta["rows"]
-    shards = []
-    for i, start in enumerate(range(0, n, SHARD_ROWS)):
-        name = f"shard-{i:05d}.safetensors"
-        save_file({k: v[start : start + SHARD_ROWS].contiguous() for k, v in tensors.items()},
-                  str(tmp / name))  # fmt: skip
-        shards.append(name)
+    shards = [_write_shard(tmp, tensors, i) for i in range(-(-n // SHARD_ROWS))]
+    _finish_entry(directory, tmp, tensors, meta, shards)
+
+
+def _finish_entry(directory: Path, tmp: Path, tensors: dict[str, torch.Tensor],
+                  meta: dict[str, Any], shards: list[str]) -> None:  # fmt: skip
+    """Write ``meta.json`` (the index) into ``tmp`` and move ``tmp`` to ``directory``."""
     meta = {**meta, "shards": shards, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     directory.parent.mkdir(parents=True, exist_ok=True)

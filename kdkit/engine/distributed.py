@@ -1,0 +1,382 @@
+"""Data-parallel distillation on ``torch.distributed``: process group, rank helpers, wrapping.
+
+kdkit does not ship its own launcher or communication layer: processes are started by
+``torchrun`` (or any launcher that sets the same environment: ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), gradients are averaged by
+:class:`torch.nn.parallel.DistributedDataParallel` (or sharded by FSDP), and results are gathered
+with ``torch.distributed`` collectives. This module holds everything rank-aware:
+
+* :func:`setup` / :meth:`Dist.close` — join and leave the process group (nccl on CUDA, gloo on
+  CPU); ``training.distributed: auto`` turns on DDP exactly when a launcher set ``WORLD_SIZE > 1``.
+* :func:`split_rows` — each rank's share of a global batch: the union of the ranks' shares is
+  the single-process batch, so DDP's gradient average reproduces a single-process step
+  (up to float summation order) when each rank's loss is scaled by :func:`loss_weight`.
+* :func:`rank_batches` and :meth:`Dist.gather_rows` — disjoint evaluation/cache work without
+  padding duplicates, gathered back into row order on every rank.
+* :func:`wrap` — DDP or FSDP around the trained module.
+
+With one process every helper is the identity, so the single-process engine runs unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as tdist
+
+from kdkit.errors import KdkitError
+
+T = TypeVar("T")
+
+#: Seconds a collective may wait for the other ranks before failing (a crashed peer, a rank
+#: stuck in a long cache build, ...). Override with ``KDKIT_DIST_TIMEOUT``.
+DEFAULT_TIMEOUT_S = 1800
+
+
+@dataclass
+class Dist:
+    """Where this process stands in the job: mode, rank, world size, backend, device.
+
+    ``mode`` is ``none`` (one process), ``ddp`` or ``fsdp``.
+    """
+
+    mode: str = "none"
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    owns_group: bool = False  # we initialised the process group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only rank that reports, writes checkpoints, summaries and predictions."""
+        return self.rank == 0
+
+    def describe(self) -> dict[str, Any]:
+        """What a distributed run's summary records."""
+        return {"mode": self.mode, "world_size": self.world_size, "backend": self.backend}
+
+    # ------------------------------------------------------------------ synchronisation
+    def barrier(self) -> None:
+        """Wait for every rank (no-op on one process)."""
+        if self.enabled:
+            tdist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (building caches: datasets, tokenizers, teachers); the
+        other ranks run it after, and find what rank 0 cached instead of building it again."""
+        if self.enabled and not self.is_main:
+            self.barrier()
+        yield
+        if self.enabled and self.is_main:
+            self.barrier()
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on rank 0 only and hand its result (or its :class:`KdkitError`) to all.
+
+        A user error on rank 0 (a run directory that already exists, ...) is raised on every
+        rank instead of leaving the others waiting at the next collective.
+        """
+        if not self.enabled:
+            return fn()
+        box: list[Any] = [None]
+        if self.is_main:
+            try:
+                box[0] = ("ok", fn())
+            except KdkitError as exc:
+                box[0] = ("error", (exc.what, exc.where, exc.fix))
+        tdist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            what, where, fix = value
+            raise KdkitError(what, where=where, fix=fix)
+        return value
+
+    def all_gather_object(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (small Python objects: random states, flags)."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        tdist.all_gather_object(out, value)
+        return out
+
+    # ------------------------------------------------------------------ reductions
+    def _comm_device(self) -> torch.device:
+        # nccl moves CUDA tensors only; gloo CPU tensors
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else (
+            torch.device("cpu"))  # fmt: skip
+
+    def weighted_mean(self, values: dict[str, float], count: int) -> dict[str, float]:
+        """``sum_r count_r * values_r / sum_r count_r`` per key: the global mean of per-row means.
+
+        A rank with ``count == 0`` contributes exactly nothing (even if its values are NaN).
+        """
+        if not self.enabled:
+            return dict(values)
+        keys = sorted(values)
+        local = torch.tensor([float(values[k]) for k in keys] + [1.0], dtype=torch.float64)
+        local = local * count if count else torch.zeros_like(local)  # 0 * NaN would be NaN
+        local = local.to(self._comm_device())
+        tdist.all_reduce(local)
+        total = float(local[-1])
+        return {k: float(local[i]) / total for i, k in enumerate(keys)}
+
+    def gather_rows(self, values: torch.Tensor, rows: Sequence[int], total: int) -> torch.Tensor:
+        """Assemble ``[total, ...]`` on every rank from each rank's ``values[i]`` of row ``rows[i]``.
+
+        Ranks may hold different numbers of rows: each pads its part to the largest one for the
+        all-gather, and the padding is dropped by row index (it never reaches a metric). Every
+        row must be held by exactly one rank.
+        """
+        values = values.detach()
+        if not self.enabled:
+            out = torch.empty((total, *values.shape[1:]), dtype=values.dtype)
+            out[torch.as_tensor(list(rows), dtype=torch.long)] = values.cpu()
+            return out
+        device = self._comm_device()
+        counts = [int(c) for c in self.all_gather_object(len(rows))]
+        width = max(counts)
+        pad_vals = torch.zeros((width, *values.shape[1:]), dtype=values.dtype, device=device)
+        pad_vals[: len(rows)] = values.to(device)
+        pad_rows = torch.full((width,), -1, dtype=torch.long, device=device)
+        pad_rows[: len(rows)] = torch.as_tensor(list(rows), dtype=torch.long)
+        all_vals = [torch.empty_like(pad_vals) for _ in range(self.world_size)]
+        all_rows = [torch.empty_like(pad_rows) for _ in range(self.world_size)]
+        tdist.all_gather(all_vals, pad_vals)
+        tdist.all_gather(all_rows, pad_rows)
+        out = torch.empty((total, *values.shape[1:]), dtype=values.dtype)
+        seen = torch.zeros(total, dtype=torch.long)
+        for r in range(self.world_size):
+            idx = all_rows[r][: counts[r]].cpu()
+            out[idx] = all_vals[r][: counts[r]].cpu()
+            seen[idx] += 1
+        if not bool((seen == 1).all()):  # an engine bug, never a user's: say so loudly
+            raise RuntimeError(f"gathered rows are not a partition of 0..{total - 1}")
+        return out
+
+    # ------------------------------------------------------------------ teardown
+    def close(self) -> None:
+        """Leave the process group if :func:`setup` created it."""
+        if self.owns_group and tdist.is_initialized():
+            tdist.destroy_process_group()
+            self.owns_group = False
+
+
+def launcher_env() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` set by ``torchrun`` (or Slurm/other launchers that set
+    the same variables), or ``None`` when this process was started alone."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    try:
+        world = int(os.environ["WORLD_SIZE"])
+        rank = int(os.environ["RANK"])
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise KdkitError("RANK/WORLD_SIZE/LOCAL_RANK are not integers", where="environment",
+                         fix="launch with `torchrun --nproc_per_node N -m kdkit run FILE`") from None  # fmt: skip
+    return rank, world, local
+
+
+def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
+    """Join the process group the launcher describes; returns the :class:`Dist` and the device.
+
+    Args:
+        mode: ``training.distributed``: ``auto`` (DDP when launched with ``WORLD_SIZE > 1``,
+            else one process), ``none`` (always one process: with several launched processes
+            each would train alone, so that is refused), ``ddp`` or ``fsdp``.
+        device: ``training.device``; under a launcher, ``auto``/``cuda`` become
+            ``cuda:LOCAL_RANK`` (one GPU per process).
+    """
+    env = launcher_env()
+    if env is None or env[1] <= 1:
+        if mode in ("ddp", "fsdp") and env is None:
+            print(f"kdkit: training.distributed is {mode} but the run was not started by a "
+                  "launcher (torchrun): running on one process", file=sys.stderr)  # fmt: skip
+        return Dist(), device
+    rank, world, local = env
+    if mode == "none":
+        raise KdkitError(
+            f"training.distributed is none but the launcher started {world} processes",
+            where="training.distributed",
+            fix="set training.distributed: auto (or ddp/fsdp), or launch one process",
+        )
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise KdkitError("training.device asks for CUDA but no GPU is visible",
+                             where="training.device", fix="set training.device: cpu (or auto)")  # fmt: skip
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        device = "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    owns = False
+    if not tdist.is_initialized():
+        timeout = datetime.timedelta(seconds=int(os.environ.get("KDKIT_DIST_TIMEOUT",
+                                                                DEFAULT_TIMEOUT_S)))  # fmt: skip
+        tdist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+        owns = True
+    else:
+        backend = tdist.get_backend()
+    resolved = "ddp" if mode == "auto" else mode
+    return Dist(resolved, rank, world, local, backend, owns), device
+
+
+# ---------------------------------------------------------------------------- who does what
+
+
+def split_rows(rows: Sequence[int], rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s contiguous share of a global batch; shares differ by at most one row.
+
+    ``[0..9]`` over 4 ranks -> ``[0,1,2] [3,4,5] [6,7] [8,9]``. The shares concatenated in rank
+    order are ``rows``; a batch smaller than the world leaves some ranks empty.
+    """
+    n = len(rows)
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return list(rows[start : start + base + (1 if rank < extra else 0)])
+
+
+def loss_weight(local: int, global_: int, world: int) -> float:
+    """Factor for a rank's per-row-mean loss so that DDP's gradient *average* over ranks equals
+    the gradient of the global batch's mean: ``local * world / global``.
+
+    ``mean_r(w_r * mean_r) = sum_r local_r * mean_r / global`` — the single-process mean, also
+    for the last, uneven batch of an epoch.
+    """
+    return local * world / global_
+
+
+def rank_batches(batches: Sequence[T], rank: int, world: int) -> list[T]:
+    """Rank ``rank``'s batches of a fixed batch plan: batch ``k`` goes to rank ``k % world``.
+
+    Distributing whole batches of the single-process plan (not rows) keeps every batch's padding
+    and shape as on one process, so each row's output is bit-identical to a single-process pass.
+    """
+    return list(batches[rank::world])
+
+
+def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: DDP, FSDP (``fully_shard``) or ``module`` itself.
+
+    DDP broadcasts rank 0's parameters at wrap time (every rank starts from the same weights even
+    if a plugin's initialisation was not seeded) and averages gradients during ``backward``.
+    ``static_graph`` is on: DDP learns in the first step which parameters the method uses (a
+    method may leave some projections or student layers out) and needs no graph traversal after;
+    it requires that set to stay the same every step, which holds for kdkit's methods.
+    """
+    if not dist.enabled:
+        return module
+    if dist.mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        return fully_shard(module)
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, static_graph=True)
+
+
+class TrainModule(torch.nn.Module):
+    """Student and method as one module, so one DDP/FSDP wrapper syncs both sets of parameters.
+
+    ``forward(student_inputs, needs, teacher_out, batch) -> {term: loss}``.
+    """
+
+    def __init__(self, student: torch.nn.Module, method: torch.nn.Module) -> None:
+        super().__init__()
+        self.student = student
+        self.method = method
+
+    def forward(self, inputs: Any, needs: Any, teacher_out: Any, batch: Any) -> dict[str, Any]:
+        """The method's loss terms for one (per-rank) batch."""
+        return self.method(self.student(inputs, needs), teacher_out, batch)
+
+
+# ---------------------------------------------------------------------------- teacher cache
+
+
+@torch.no_grad()
+def compute_outputs_sharded(teacher: Any, needs: Any, encoded_rows: Any, order: list[int],
+                            device: torch.device, batch_size: int,
+                            dist: Dist) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Teacher outputs of every row, each rank running its batches of the one-process plan.
+
+    ``order`` is the length-sorted row order; batches are its consecutive ``batch_size`` chunks
+    (exactly the one-process batches) dealt by :func:`rank_batches`, then gathered into row
+    order on every rank. Returns ``{"logits": [N, C], "pooled.L": [N, H], "embedding": [N, H]}``.
+    """
+    plan = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    mine = rank_batches(plan, dist.rank, dist.world_size)
+    parts: dict[str, list[torch.Tensor]] = {}
+    # a rank without a batch runs one (plan[0], dropped) only to learn the output shapes
+    for rows in mine or plan[:1]:
+        out = teacher(encoded_rows.collate(rows).to(device), needs)
+        got = {"logits": out.logits}
+        got.update({f"pooled.{layer}": out.pooled[layer] for layer in needs.pooled_layers})
+        if needs.embedding and out.embedding is not None:
+            got["embedding"] = out.embedding
+        for k, v in got.items():
+            parts.setdefault(k, []).append(v.float().cpu())
+    mine_rows = [r for rows in mine for r in rows]
+    result = {}
+    for k in sorted(parts):  # the same key order on every rank: the collectives must pair up
+        local = torch.cat(parts[k]) if mine else parts[k][0][:0]
+        result[k] = dist.gather_rows(local, mine_rows, len(order)).contiguous()
+    return result
+
+
+def write_entry_sharded(directory: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                        dist: Dist, write_shard: Callable, finish: Callable) -> None:  # fmt: skip
+    """Write a teacher-cache entry from every rank: the same files as one process would write.
+
+    Every rank holds all tensors (after :func:`compute_outputs_sharded`). Rank ``r`` writes shard
+    files ``r, r + world, ...`` into a temporary directory beside the entry, each file through a
+    temporary name and a rename; after a barrier rank 0 writes any shard it does not see (a node
+    without shared storage), then ``meta.json``, and renames the directory into place. Readers
+    see no entry or a complete one.
+    """
+    import shutil
+    from pathlib import Path
+
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp{dist.on_main(os.getpid)}")
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    n_shards = -(-meta["rows"] // _shard_rows())
+    names = [f"shard-{i:05d}.safetensors" for i in range(n_shards)]
+    for i in range(dist.rank, n_shards, dist.world_size):
+        part = tmp / f".rank{dist.rank}"
+        part.mkdir(parents=True, exist_ok=True)
+        os.replace(part / write_shard(part, tensors, i), tmp / names[i])
+        part.rmdir()
+    dist.barrier()
+    if dist.is_main:
+        for i, name in enumerate(names):
+            if not (tmp / name).is_file():
+                write_shard(tmp, tensors, i)
+        finish(directory, tmp, tensors, meta, names)
+    dist.barrier()
+    if not dist.is_main and tmp.exists():  # this node's storage is not rank 0's: drop our copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shard_rows() -> int:
+    from kdkit.engine.teacher_cache import SHARD_ROWS
+
+    return SHARD_ROWS

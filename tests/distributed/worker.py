@@ -1,0 +1,142 @@
+"""The 2-process side of the distributed tests; every rank runs this file under torchrun.
+
+Usage: ``python -m torch.distributed.run --nproc_per_node 2 worker.py OUT_DIR``
+
+It joins one gloo group and runs, in order (rank 0 writes the results under ``OUT_DIR``):
+
+1. ``eval``: a seeded tiny student's logits over the tiny train split, predicted by both ranks
+   and gathered (batch sizes 3, 5 and 64 — the last leaves rank 1 without a batch);
+2. ``cache``: a teacher-output cache built by both ranks (7-row shard files, so each rank writes
+   several), then loaded again through the "exists" path;
+3. ``runs``: the tiny KD run (``kd``, global batch 5: uneven 3/2 shares), the tiny FT run with
+   global batch 31 (the last batch's single row leaves rank 1 an empty share), and the KD run
+   interrupted after step 5 on every rank and resumed;
+4. ``cli``: ``kdkit run FILE --quiet`` through the real CLI (the documented launch), with the
+   tiny test plugins added to the plugins the CLI loads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.distributed as tdist  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from kdkit.api import Needs  # noqa: E402
+from kdkit.discovery import load_plugins  # noqa: E402
+from kdkit.engine import teacher_cache  # noqa: E402
+from kdkit.engine.batching import EncodedRows, make_split, split_examples  # noqa: E402
+from kdkit.engine.distributed import setup  # noqa: E402
+from kdkit.engine.loop import Trainer, predict_logits  # noqa: E402
+from kdkit.engine.runner import run_once  # noqa: E402
+from kdkit.testing.tiny import TinyStudent, TinyTask, TinyTeacher  # noqa: E402
+from tests.engine import tinyplug  # noqa: E402
+from tests.engine.conftest import tiny_config  # noqa: E402
+
+#: What the distributed and the single-process side share (the tests import these).
+EVAL_BATCH_SIZES = (3, 5, 64)
+CACHE_NEEDS = Needs(pooled_layers=(1, 2), embedding=True)
+CACHE_SHARD_ROWS = 7
+RUN_A = ("training.batch_size=5", "student.dropout=0", "training.save_every=2")
+RUN_B = ("method=ft", "training.batch_size=31", "student.dropout=0")
+INTERRUPT_AFTER = 5
+
+
+def tiny_student() -> TinyStudent:
+    """The seeded student both sides evaluate."""
+    torch.manual_seed(0)
+    return TinyStudent(layers=1, hidden=16).eval()
+
+
+def eval_part(out: Path, dist) -> None:
+    task = TinyTask()
+    student = tiny_student()
+    split = make_split("train", task.load()["train"], False, 64, student.encode, 0)
+    results = {}
+    for bs in EVAL_BATCH_SIZES:
+        logits = predict_logits(student, split, bs, torch.device("cpu"), dist=dist)
+        results[f"bs{bs}"] = logits
+    if dist.is_main:
+        save_file(results, str(out / "eval_logits.safetensors"))
+
+
+def cache_part(out: Path, dist) -> None:
+    teacher_cache.SHARD_ROWS = CACHE_SHARD_ROWS
+    task = TinyTask()
+    teacher = TinyTeacher()
+    examples = split_examples(task.load()["train"], False)
+    rows = EncodedRows.build(teacher.encode, examples, 64, 0)
+    kw = dict(teacher=teacher, needs=CACHE_NEEDS, split_name="train", encoded_rows=rows,
+              num_rows=len(examples), data_fp=task.fingerprint(), max_length=64,
+              cache_root=out / "cache-dist", device=torch.device("cpu"), batch_size=5,
+              progress=False, dist=dist)  # fmt: skip
+    built = teacher_cache.load_or_build(**kw)
+    loaded = teacher_cache.load_or_build(**kw)  # rank 0 sees the entry: every rank reads it
+    same = all(torch.equal(built.tensors[k], loaded.tensors[k]) for k in built.tensors)
+    flags = dist.all_gather_object(same)
+    if dist.is_main:
+        (out / "cache_reload.json").write_text(json.dumps({"reloaded_equal": flags}))
+    teacher_cache.SHARD_ROWS = 4096
+
+
+def runs_part(out: Path, dist, plugins) -> None:
+    run_once(tiny_config(plugins, out / "run-a", *RUN_A), plugins, progress=False)
+    run_once(tiny_config(plugins, out / "run-b", *RUN_B), plugins, progress=False)
+    original = Trainer._step_on
+
+    def interrupted(self, rows):
+        if self.state.step == INTERRUPT_AFTER:
+            raise KeyboardInterrupt  # on every rank: a job stopped by the scheduler
+        return original(self, rows)
+
+    Trainer._step_on = interrupted
+    try:
+        run_once(tiny_config(plugins, out / "run-c", *RUN_A), plugins, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        Trainer._step_on = original
+    dist.barrier()
+    if dist.is_main:
+        (out / "run-c-interrupted.json").write_text(
+            json.dumps({"summary_exists": (out / "run-c" / "summary.json").exists()})
+        )
+    run_once(tiny_config(plugins, out / "run-c", *RUN_A), plugins, resume=str(out / "run-c"),
+             progress=False)  # fmt: skip
+
+
+def cli_part(out: Path, dist, plugins) -> int:
+    import kdkit.cli.run as cli_run
+    from kdkit.cli import main
+
+    cli_run.load_plugins = lambda: plugins  # the CLI's own loading, plus the tiny test plugins
+    return main(["run", str(out / "cli.yaml"), "--quiet"])
+
+
+def main(out: Path) -> int:
+    tdist.init_process_group("gloo")
+    dist, _ = setup("auto", "cpu")  # joins the group created above (it stays open)
+    plugins = load_plugins(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)])
+    parts = sys.argv[2:] or ["eval", "cache", "runs", "cli"]
+    rc = 0
+    if "eval" in parts:
+        eval_part(out, dist)
+    if "cache" in parts:
+        cache_part(out, dist)
+    if "runs" in parts:
+        runs_part(out, dist, plugins)
+    if "cli" in parts:
+        rc = cli_part(out, dist, plugins)
+    dist.barrier()
+    tdist.destroy_process_group()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
