@@ -27,7 +27,7 @@ METHODS = {
 VARIANTS = [
     ("kd", {"soft": "ce", "alpha": 0.0}),
     ("dist", {"ce_weight": 1.0, "temperature": 4.0}),
-    ("pkd", {"project": "student", "layers": "last", "alpha": 0.5}),
+    ("pkd", {"project": "teacher", "layers": "last", "alpha": 0.5}),
     ("ckd", {"alpha": 0.3, "layers": [[1, 2], [2, 4]], "include_embeddings": False, "window": 2}),
     ("fitnets", {"features": "tokens", "alpha": 0.5, "exclude_last": True}),
     ("rkd", {"angle_weight": 0.0, "alpha": 0.5}),

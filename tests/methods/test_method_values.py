@@ -108,7 +108,10 @@ def test_pkd_normalised_mse_by_hand():
 def test_pkd_owns_one_projection_per_pair_and_maps_depths():
     m = PKD(PKDOptions(), context(info(4, 8), info(22, 16)))
     assert m.pairs == [(1, 6), (2, 11), (3, 17)]
-    assert [tuple(p.weight.shape) for p in m.projections] == [(8, 16)] * 3
+    # default: student (8 wide) -> teacher width (16); Linear weights are [out, in]
+    assert [tuple(p.weight.shape) for p in m.projections] == [(16, 8)] * 3
+    study = PKD(PKDOptions(project="teacher"), context(info(4, 8), info(22, 16)))
+    assert [tuple(p.weight.shape) for p in study.projections] == [(8, 16)] * 3
     with pytest.raises(KdkitError, match="equal widths"):
         PKD(PKDOptions(project="none"), context(info(4, 8), info(12, 16)))
     with pytest.raises(KdkitError, match="distinct teacher layer"):
