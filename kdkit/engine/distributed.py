@@ -283,6 +283,8 @@ def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.
     if dist.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        if isinstance(module, TrainModule):  # the student is its own unit: evaluation calls it
+            fully_shard(module.student)
         return fully_shard(module)
     from torch.nn.parallel import DistributedDataParallel
 
@@ -380,3 +382,53 @@ def _shard_rows() -> int:
     from kdkit.engine.teacher_cache import SHARD_ROWS
 
     return SHARD_ROWS
+
+
+# ---------------------------------------------------------------------------- FSDP state
+
+
+def _full() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True)  # every rank receives the whole tensors
+
+
+def export_full(module: torch.nn.Module, shadow: torch.nn.Module) -> torch.nn.Module:
+    """Copy an FSDP module's weights, gathered whole, into its plain ``shadow`` (collective).
+
+    The shadow is an unsharded copy made before wrapping; it is what checkpoints and saved
+    models are written from, so files look the same as a one-process run's.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    full = get_model_state_dict(module, options=_full())
+    shadow.load_state_dict({k: v.cpu() for k, v in full.items()})  # the shadow lives on CPU
+    return shadow
+
+
+def import_full(module: torch.nn.Module, shadow: torch.nn.Module) -> None:
+    """Load the plain ``shadow``'s weights into the FSDP ``module`` (each rank keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(module, shadow.state_dict(), options=_full())
+
+
+def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    dist: Dist) -> dict[str, Any]:  # fmt: skip
+    """The optimiser's state; under FSDP gathered whole and keyed by parameter name (collective)."""
+    if dist.mode != "fsdp" or not dist.enabled:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, optimizer, options=_full())
+
+
+def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         state: dict[str, Any], dist: Dist) -> None:  # fmt: skip
+    """Inverse of :func:`optimizer_state`."""
+    if dist.mode != "fsdp" or not dist.enabled:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, optimizer, optim_state_dict=state, options=_full())

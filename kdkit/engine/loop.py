@@ -9,6 +9,7 @@ saved. Checkpoints carry everything for an exact resume, random state included.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +23,18 @@ from kdkit.api import Needs, Requirements
 from kdkit.config import TrainingConfig
 from kdkit.engine.batching import SplitData, batches_of, epoch_order, steps_per_epoch
 from kdkit.engine.checkpoint import write_checkpoint, write_model
-from kdkit.engine.distributed import Dist, TrainModule, loss_weight, rank_batches, split_rows, wrap
+from kdkit.engine.distributed import (
+    Dist,
+    TrainModule,
+    export_full,
+    import_full,
+    load_optimizer_state,
+    loss_weight,
+    optimizer_state,
+    rank_batches,
+    split_rows,
+    wrap,
+)
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
 from kdkit.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdkit.errors import NonFiniteLossError
@@ -127,9 +139,16 @@ class Trainer:
         self.requirements: Requirements = method.requirements
         self.dist = dist or Dist()
         self.train_module: Any = None
+        self._shadow: TrainModule | None = (
+            None  # FSDP: a plain CPU copy that files are written from
+        )
         if self.dist.enabled:
+            module = TrainModule(student, method)
+            if self.dist.mode == "fsdp":
+                self._shadow = copy.deepcopy(module.cpu())
+                module.to(device)
             # wrap before collecting parameters: FSDP replaces them by sharded ones
-            self.train_module = wrap(TrainModule(student, method), self.dist, device)
+            self.train_module = wrap(module, self.dist, device)
             if self.dist.rank:  # dropout: independent streams per rank (rank 0 keeps the seed's)
                 seed_everything(seed + 7919 * self.dist.rank)
         self.params = trainable_parameters(student, method)  # a LIST: clipping must see them
@@ -144,7 +163,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything besides the weights that a resume needs."""
-        state = {"trainer": asdict(self.state), "optimizer": self.optimizer.state_dict(),
+        optimizer = optimizer_state(self.train_module, self.optimizer, self.dist)
+        state = {"trainer": asdict(self.state), "optimizer": optimizer,
                  "schedule": self.schedule.state_dict(), "rng": rng_state()}  # fmt: skip
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
@@ -153,22 +173,42 @@ class Trainer:
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state (weights are loaded by the caller)."""
         self.state = TrainState(**state["trainer"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self._shadow is not None:  # the checkpoint's weights were read into the shadow
+            import_full(self.train_module, self._shadow)
+        load_optimizer_state(self.train_module, self.optimizer, state["optimizer"], self.dist)
         self.schedule.load_state_dict(state["schedule"])
         ranks = state.get("rng_ranks")
         same_world = ranks is not None and len(ranks) == self.dist.world_size
         set_rng_state(ranks[self.dist.rank] if same_world else state["rng"])
+        if not same_world and self.dist.rank:  # another world size: fresh per-rank streams
+            seed_everything(self.seed + 7919 * self.dist.rank + self.state.step)
+
+    def load_targets(self) -> tuple[Any, Any]:
+        """The (student, method) a checkpoint is read into before :meth:`restore`."""
+        if self._shadow is not None:
+            return self._shadow.student, self._shadow.method
+        return self.student, self.method
+
+    def saved_modules(self) -> tuple[Any, Any]:
+        """The (student, method) files are written from: themselves, or under FSDP the shadow
+        filled with the gathered weights (a collective: every rank calls it)."""
+        if self._shadow is None:
+            return self.student, self.method
+        shadow = export_full(self.train_module, self._shadow)
+        return shadow.student, shadow.method
 
     def save_checkpoint(self) -> None:
         """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
+        student, method = self.saved_modules()
         state = self.checkpoint_state()
         if self.dist.is_main:
-            write_checkpoint(self.run_dir, self.student, self.method, state)
+            write_checkpoint(self.run_dir, student, method, state)
         self.dist.barrier()
 
     def _write_best(self) -> None:
+        student, _ = self.saved_modules()
         if self.dist.is_main:
-            write_model(self.run_dir / "best" / "model", self.student)
+            write_model(self.run_dir / "best" / "model", student)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch, weight: float = 1.0, count: int | None = None) -> dict[str, float]:

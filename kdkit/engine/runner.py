@@ -206,7 +206,7 @@ def _run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None, progre
                       progress=progress, save_every=cfg.save_every, dist=dist)  # fmt: skip
     info.total_steps = trainer.total_steps
     if resume:
-        trainer.restore(read_checkpoint(run_dir, c.student, c.method))
+        trainer.restore(read_checkpoint(run_dir, *trainer.load_targets()))
     for rep in reporters:
         rep.start(info)
     if dist.is_main:
@@ -267,8 +267,9 @@ def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: Spl
     dist = dist or Dist()
     cfg = resolved.run.training
     state = trainer.state
+    last_student, _ = trainer.saved_modules()  # FSDP: gathered (every rank takes part)
     if dist.is_main:
-        write_model(run_dir / "last" / "model", c.student)
+        write_model(run_dir / "last" / "model", last_student)
     dist.barrier()  # best/model is complete before any rank reads it
     best = load_student(run_dir / "best" / "model").to(device)
     val_logits = predict_logits(best, validation, eval_bs, device, dist=dist)

@@ -161,18 +161,38 @@ def test_ddp_run_matches_the_single_process_run(launched, dist_plugins, tmp_path
     )
 
 
-def test_interrupted_ddp_run_resumes_to_the_uninterrupted_result(launched):
+@pytest.mark.parametrize("full_name, resumed_name", [("run-a", "run-c"), ("run-f", "run-g")])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(launched, full_name, resumed_name):
+    # run-a/run-c: DDP; run-f/run-g: FSDP (optimizer state gathered whole, keyed by name)
     out, _ = launched
-    assert json.loads((out / "run-c-interrupted.json").read_text()) == {"summary_exists": False}
-    full = json.loads((out / "run-a" / "summary.json").read_text())
-    resumed = json.loads((out / "run-c" / "summary.json").read_text())
+    flag = json.loads((out / f"{resumed_name}-interrupted.json").read_text())
+    assert flag == {"summary_exists": False}
+    full = json.loads((out / full_name / "summary.json").read_text())
+    resumed = json.loads((out / resumed_name / "summary.json").read_text())
     assert resumed["steps"] == full["steps"]
     assert resumed["test"] == full["test"] and resumed["best_validation"] == full["best_validation"]
-    a = load_file(str(out / "run-a" / "checkpoints" / "last" / "student.safetensors"))
-    c = load_file(str(out / "run-c" / "checkpoints" / "last" / "student.safetensors"))
-    assert all(torch.equal(a[k], c[k]) for k in a)
-    steps = [r["step"] for r in _steps(out / "run-c")]
+    a = load_file(str(out / full_name / "checkpoints" / "last" / "student.safetensors"))
+    c = load_file(str(out / resumed_name / "checkpoints" / "last" / "student.safetensors"))
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    steps = [r["step"] for r in _steps(out / resumed_name)]
     assert steps[:5] == [1, 2, 3, 4, 5] and steps[-1] == full["steps"]
+
+
+def test_fsdp_run_matches_the_ddp_run(launched):
+    out, _ = launched
+    ddp = json.loads((out / "run-a" / "summary.json").read_text())
+    fsdp = json.loads((out / "run-f" / "summary.json").read_text())
+    assert fsdp["distributed"] == {"mode": "fsdp", "world_size": 2, "backend": "gloo"}
+    assert fsdp["test"] == ddp["test"] and fsdp["steps"] == ddp["steps"]
+    for ra, rb in zip(_steps(out / "run-f"), _steps(out / "run-a"), strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=LOSS_RTOL)
+    # files are written from the gathered weights: the same names and shapes as DDP's
+    wf = load_file(str(out / "run-f" / "checkpoints" / "last" / "student.safetensors"))
+    wd = load_file(str(out / "run-a" / "checkpoints" / "last" / "student.safetensors"))
+    assert wf.keys() == wd.keys()
+    for k in wd:
+        torch.testing.assert_close(wf[k], wd[k], atol=WEIGHT_ATOL, rtol=0)
+    assert (out / "run-f" / "best" / "model" / "kdkit.json").is_file()
 
 
 def test_rank_0_alone_reports_and_the_documented_cli_launch_completes(launched):

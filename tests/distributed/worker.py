@@ -11,6 +11,7 @@ It joins one gloo group and runs, in order (rank 0 writes the results under ``OU
 3. ``runs``: the tiny KD run (``kd``, global batch 5: uneven 3/2 shares), the tiny FT run with
    global batch 31 (the last batch's single row leaves rank 1 an empty share), and the KD run
    interrupted after step 5 on every rank and resumed;
+   ``fsdp``: run A and its interrupted-and-resumed copy with ``training.distributed: fsdp``;
 4. ``cli``: ``kdkit run FILE --quiet`` through the real CLI (the documented launch), with the
    tiny test plugins added to the plugins the CLI loads.
 """
@@ -45,6 +46,7 @@ CACHE_NEEDS = Needs(pooled_layers=(1, 2), embedding=True)
 CACHE_SHARD_ROWS = 7
 RUN_A = ("training.batch_size=5", "student.dropout=0", "training.save_every=2")
 RUN_B = ("method=ft", "training.batch_size=31", "student.dropout=0")
+RUN_F = (*RUN_A, "training.distributed=fsdp")
 INTERRUPT_AFTER = 5
 
 
@@ -88,6 +90,16 @@ def cache_part(out: Path, dist) -> None:
 def runs_part(out: Path, dist, plugins) -> None:
     run_once(tiny_config(plugins, out / "run-a", *RUN_A), plugins, progress=False)
     run_once(tiny_config(plugins, out / "run-b", *RUN_B), plugins, progress=False)
+    interrupted_and_resumed(out / "run-c", RUN_A, dist, plugins)
+
+
+def fsdp_part(out: Path, dist, plugins) -> None:
+    run_once(tiny_config(plugins, out / "run-f", *RUN_F), plugins, progress=False)
+    interrupted_and_resumed(out / "run-g", RUN_F, dist, plugins)
+
+
+def interrupted_and_resumed(run_dir: Path, overrides, dist, plugins) -> None:
+    """Stop a run after step ``INTERRUPT_AFTER`` on every rank, then resume it."""
     original = Trainer._step_on
 
     def interrupted(self, rows):
@@ -97,17 +109,17 @@ def runs_part(out: Path, dist, plugins) -> None:
 
     Trainer._step_on = interrupted
     try:
-        run_once(tiny_config(plugins, out / "run-c", *RUN_A), plugins, progress=False)
+        run_once(tiny_config(plugins, run_dir, *overrides), plugins, progress=False)
     except KeyboardInterrupt:
         pass
     finally:
         Trainer._step_on = original
     dist.barrier()
     if dist.is_main:
-        (out / "run-c-interrupted.json").write_text(
-            json.dumps({"summary_exists": (out / "run-c" / "summary.json").exists()})
+        (run_dir.parent / f"{run_dir.name}-interrupted.json").write_text(
+            json.dumps({"summary_exists": (run_dir / "summary.json").exists()})
         )
-    run_once(tiny_config(plugins, out / "run-c", *RUN_A), plugins, resume=str(out / "run-c"),
+    run_once(tiny_config(plugins, run_dir, *overrides), plugins, resume=str(run_dir),
              progress=False)  # fmt: skip
 
 
@@ -123,7 +135,7 @@ def main(out: Path) -> int:
     tdist.init_process_group("gloo")
     dist, _ = setup("auto", "cpu")  # joins the group created above (it stays open)
     plugins = load_plugins(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)])
-    parts = sys.argv[2:] or ["eval", "cache", "runs", "cli"]
+    parts = sys.argv[2:] or ["eval", "cache", "runs", "fsdp", "cli"]
     rc = 0
     if "eval" in parts:
         eval_part(out, dist)
@@ -131,6 +143,8 @@ def main(out: Path) -> int:
         cache_part(out, dist)
     if "runs" in parts:
         runs_part(out, dist, plugins)
+    if "fsdp" in parts:
+        fsdp_part(out, dist, plugins)
     if "cli" in parts:
         rc = cli_part(out, dist, plugins)
     dist.barrier()
