@@ -77,6 +77,24 @@ def test_rank_batches_deal_whole_batches_round_robin():
     assert rank_batches(plan, 4, 5) == []
 
 
+def test_setup_without_a_launcher_is_one_process(monkeypatch, capsys):
+    from kdkit.engine.distributed import setup
+    from kdkit.errors import KdkitError
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert setup("auto", "cpu") == (Dist(), "cpu")
+    assert setup("ddp", "cpu") == (Dist(), "cpu")  # the same file runs on one process ...
+    assert "not started by a launcher" in capsys.readouterr().err  # ... and says so
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    assert setup("fsdp", "cpu")[0].mode == "none"  # torchrun --nproc_per_node 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(KdkitError, match="launcher started 2 processes") as err:
+        setup("none", "cpu")  # refused before joining any group
+    assert err.value.where == "training.distributed"
+
+
 def test_one_process_helpers_are_the_identity():
     d = Dist()
     assert not d.enabled and d.is_main
@@ -193,6 +211,12 @@ def test_fsdp_run_matches_the_ddp_run(launched):
     for k in wd:
         torch.testing.assert_close(wf[k], wd[k], atol=WEIGHT_ATOL, rtol=0)
     assert (out / "run-f" / "best" / "model" / "kdkit.json").is_file()
+
+
+def test_a_user_error_seen_by_rank_0_reaches_every_rank(launched):
+    out, _ = launched
+    errors = json.loads((out / "run-a-again.json").read_text())["errors"]
+    assert errors == ["the run directory already holds a run"] * 2
 
 
 def test_rank_0_alone_reports_and_the_documented_cli_launch_completes(launched):

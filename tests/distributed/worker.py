@@ -36,6 +36,7 @@ from kdkit.engine.batching import EncodedRows, make_split, split_examples  # noq
 from kdkit.engine.distributed import setup  # noqa: E402
 from kdkit.engine.loop import Trainer, predict_logits  # noqa: E402
 from kdkit.engine.runner import run_once  # noqa: E402
+from kdkit.errors import KdkitError  # noqa: E402
 from kdkit.testing.tiny import TinyStudent, TinyTask, TinyTeacher  # noqa: E402
 from tests.engine import tinyplug  # noqa: E402
 from tests.engine.conftest import tiny_config  # noqa: E402
@@ -91,6 +92,15 @@ def runs_part(out: Path, dist, plugins) -> None:
     run_once(tiny_config(plugins, out / "run-a", *RUN_A), plugins, progress=False)
     run_once(tiny_config(plugins, out / "run-b", *RUN_B), plugins, progress=False)
     interrupted_and_resumed(out / "run-c", RUN_A, dist, plugins)
+    # a user error found by rank 0 alone (the run directory exists) must reach every rank
+    try:
+        run_once(tiny_config(plugins, out / "run-a", *RUN_A), plugins, progress=False)
+        raised = None
+    except KdkitError as exc:
+        raised = exc.what
+    errors = dist.all_gather_object(raised)
+    if dist.is_main:
+        (out / "run-a-again.json").write_text(json.dumps({"errors": errors}))
 
 
 def fsdp_part(out: Path, dist, plugins) -> None:
