@@ -288,8 +288,9 @@ def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.
         return fully_shard(module)
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, static_graph=True)
+    # device_ids=None: the module is on its one device already and batches are moved by the
+    # engine, so DDP need not walk kdkit's input dataclasses to move them
+    return DistributedDataParallel(module, device_ids=None, static_graph=True)
 
 
 class TrainModule(torch.nn.Module):
