@@ -35,9 +35,12 @@ from kdkit.errors import KdkitError
 
 T = TypeVar("T")
 
-#: Seconds a collective may wait for the other ranks before failing (a crashed peer, a rank
-#: stuck in a long cache build, ...). Override with ``KDKIT_DIST_TIMEOUT``.
+#: Seconds a collective may wait for the other ranks before failing (a crashed peer, a stuck
+#: rank). Override with ``KDKIT_DIST_TIMEOUT``.
 DEFAULT_TIMEOUT_S = 1800
+#: Seconds the other ranks wait while rank 0 builds the run's components first (datasets,
+#: tokenizers, a kdkit-trained teacher: can take hours). Override with ``KDKIT_BUILD_TIMEOUT``.
+BUILD_TIMEOUT_S = 24 * 3600
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Dist:
     local_rank: int = 0
     backend: str | None = None
     owns_group: bool = False  # we initialised the process group, so we destroy it
+    wait_group: Any = None  # a gloo group with a long timeout, for waits on rank 0's builds
 
     @property
     def enabled(self) -> bool:
@@ -79,9 +83,16 @@ class Dist:
         """Rank 0 runs the block first (building caches: datasets, tokenizers, teachers); the
         other ranks run it after, and find what rank 0 cached instead of building it again."""
         if self.enabled and not self.is_main:
-            self.barrier()
+            self._long_barrier()
         yield
         if self.enabled and self.is_main:
+            self._long_barrier()
+
+    def _long_barrier(self) -> None:
+        # training a kdkit teacher can outlast the collectives' timeout: wait in a group of its own
+        if self.wait_group is not None:
+            tdist.barrier(group=self.wait_group)
+        else:
             self.barrier()
 
     def on_main(self, fn: Callable[[], T]) -> T:
@@ -170,6 +181,9 @@ class Dist:
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
         """Leave the process group if :func:`setup` created it."""
+        if self.wait_group is not None and tdist.is_initialized():
+            tdist.destroy_process_group(self.wait_group)
+            self.wait_group = None
         if self.owns_group and tdist.is_initialized():
             tdist.destroy_process_group()
             self.owns_group = False
@@ -232,7 +246,9 @@ def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
     else:
         backend = tdist.get_backend()
     resolved = "ddp" if mode == "auto" else mode
-    return Dist(resolved, rank, world, local, backend, owns), device
+    build_s = int(os.environ.get("KDKIT_BUILD_TIMEOUT", BUILD_TIMEOUT_S))
+    wait = tdist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=build_s))
+    return Dist(resolved, rank, world, local, backend, owns, wait), device
 
 
 # ---------------------------------------------------------------------------- who does what

@@ -14,6 +14,7 @@ What must hold (issue 8):
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,16 @@ def test_a_user_error_seen_by_rank_0_reaches_every_rank(launched):
     out, _ = launched
     errors = json.loads((out / "run-a-again.json").read_text())["errors"]
     assert errors == ["the run directory already holds a run"] * 2
+
+
+def test_other_ranks_wait_for_rank_0_builds_longer_than_the_collective_timeout(tmp_path):
+    from .conftest import HERE, torchrun
+
+    env = {**os.environ, "KDKIT_DIST_TIMEOUT": "2", "OMP_NUM_THREADS": "1"}
+    proc = torchrun(str(HERE / "slow_build.py"), "5", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if "passed" in line) == [
+        "rank 0 passed", "rank 1 passed"]  # fmt: skip
 
 
 def test_rank_0_alone_reports_and_the_documented_cli_launch_completes(launched):
