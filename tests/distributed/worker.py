@@ -36,7 +36,7 @@ from kdkit.engine.batching import EncodedRows, make_split, split_examples  # noq
 from kdkit.engine.distributed import setup  # noqa: E402
 from kdkit.engine.loop import Trainer, predict_logits  # noqa: E402
 from kdkit.engine.runner import run_once  # noqa: E402
-from kdkit.errors import KdkitError  # noqa: E402
+from kdkit.errors import KdkitError, NonFiniteLossError  # noqa: E402
 from kdkit.testing.tiny import TinyStudent, TinyTask, TinyTeacher  # noqa: E402
 from tests.engine import tinyplug  # noqa: E402
 from tests.engine.conftest import tiny_config  # noqa: E402
@@ -48,6 +48,7 @@ CACHE_SHARD_ROWS = 7
 RUN_A = ("training.batch_size=5", "student.dropout=0", "training.save_every=2")
 RUN_B = ("method=ft", "training.batch_size=31", "student.dropout=0")
 RUN_F = (*RUN_A, "training.distributed=fsdp")
+RUN_NAN = ("method={name: nan-at, step: 6}", "training.save_every=2", "training.batch_size=5")
 INTERRUPT_AFTER = 5
 
 
@@ -101,6 +102,15 @@ def runs_part(out: Path, dist, plugins) -> None:
     errors = dist.all_gather_object(raised)
     if dist.is_main:
         (out / "run-a-again.json").write_text(json.dumps({"errors": errors}))
+    # a NaN loss term stops every rank at the same step (none is left waiting in a collective)
+    try:
+        run_once(tiny_config(plugins, out / "run-nan", *RUN_NAN), plugins, progress=False)
+        stopped = None
+    except NonFiniteLossError as exc:
+        stopped = exc.what
+    stops = dist.all_gather_object(stopped)
+    if dist.is_main:
+        (out / "run-nan.json").write_text(json.dumps({"stopped": stops}))
 
 
 def fsdp_part(out: Path, dist, plugins) -> None:
