@@ -218,57 +218,28 @@ class Trainer:
         row of a small last batch repeats one row with ``weight`` 0) and ``weight`` rescales its
         per-row-mean loss so that DDP's gradient average is the global batch's mean.
         """
-        if self.dist.enabled:
-            return self._train_step_distributed(batch, weight, int(count or 0))
-        self.student.train()
-        self.method.train()
+        several = self.dist.enabled
         batch = batch.to(self.device)
         teacher_out = None
         if self.requirements.teacher is not None and self.teacher_signal is not None:
             teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
-        with self.autocast():
-            student_out = self.student(batch.student, self.requirements.student)
-            terms = self.method(student_out, teacher_out, batch)
-        step = self.state.step + 1
-        for name, value in terms.items():
-            if not torch.isfinite(value.detach()).all():
-                raise NonFiniteLossError(
-                    f"loss term '{name}' is {float(value.detach()):.4g} at step {step}",
-                    where=str(self.run_dir),
-                    fix="the last good checkpoint is kept in checkpoints/last (resume with "
-                    "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
-                    "training.max_grad_norm on, or check the method's weights/temperature",
-                )
-        loss = sum(terms.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if several:
+            self.train_module.train()
+            with self.autocast():
+                terms = self.train_module(batch.student, self.requirements.student, teacher_out,
+                                          batch)  # fmt: skip
+            # the global batch's terms (row-weighted mean over ranks): every rank sees the same
+            # values, so all of them stop together on a non-finite term instead of hanging
+            values = self.dist.weighted_mean({k: float(v.detach()) for k, v in terms.items()},
+                                             int(count or 0))  # fmt: skip
         else:
-            loss.backward()
-            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
-            self.optimizer.step()
-        lr = self.schedule.get_last_lr()[0]
-        self.schedule.step()
-        record = {k: float(v.detach()) for k, v in terms.items()}
-        record.update(loss=float(loss.detach()), lr=lr, grad_norm=grad_norm)
-        return record
-
-    def _train_step_distributed(self, batch, weight: float, count: int) -> dict[str, float]:
-        self.train_module.train()
-        batch = batch.to(self.device)
-        teacher_out = None
-        if self.requirements.teacher is not None and self.teacher_signal is not None:
-            teacher_out = self.teacher_signal(batch)
-        with self.autocast():
-            terms = self.train_module(batch.student, self.requirements.student, teacher_out, batch)
+            self.student.train()
+            self.method.train()
+            with self.autocast():
+                student_out = self.student(batch.student, self.requirements.student)
+                terms = self.method(student_out, teacher_out, batch)
+            values = {k: float(v.detach()) for k, v in terms.items()}
         step = self.state.step + 1
-        # the global batch's terms (row-weighted mean over ranks): every rank sees the same
-        # values, so all of them stop together on a non-finite term instead of hanging
-        values = self.dist.weighted_mean({k: float(v.detach()) for k, v in terms.items()}, count)
         for name, value in values.items():
             if not math.isfinite(value):
                 raise NonFiniteLossError(
@@ -278,7 +249,9 @@ class Trainer:
                     "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
                     "training.max_grad_norm on, or check the method's weights/temperature",
                 )
-        loss = sum(terms.values()) * weight
+        loss = sum(terms.values())
+        if several:
+            loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -287,12 +260,13 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()  # DDP averages gradients over ranks here
+            loss.backward()  # several ranks: DDP/FSDP average the gradients here
             grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
             self.optimizer.step()
         lr = self.schedule.get_last_lr()[0]
         self.schedule.step()
-        return {**values, "loss": sum(values.values()), "lr": lr, "grad_norm": grad_norm}
+        total = sum(values.values()) if several else float(loss.detach())
+        return {**values, "loss": total, "lr": lr, "grad_norm": grad_norm}
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
