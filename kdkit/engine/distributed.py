@@ -173,7 +173,7 @@ class Dist:
         for r in range(self.world_size):
             idx = all_rows[r][: counts[r]].cpu()
             out[idx] = all_vals[r][: counts[r]].cpu()
-            seen[idx] += 1
+            seen.index_add_(0, idx, torch.ones_like(idx))  # counts repeats too
         if not bool((seen == 1).all()):  # an engine bug, never a user's: say so loudly
             raise RuntimeError(f"gathered rows are not a partition of 0..{total - 1}")
         return out
