@@ -96,6 +96,20 @@ def _pad_id(model: Any) -> int:
     return int(pad) if pad is not None else 0
 
 
+#: What a run directory holds once training has produced something worth keeping.
+PROGRESS_FILES = ("checkpoints", "best", "last", "metrics.jsonl", "summary.json")
+
+
+def holds_progress(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds training results (a checkpoint, a model, metrics, a summary).
+
+    A directory with only the ``config.yaml``/``versions.json`` of an attempt that stopped before
+    training (a missing teacher, a typo in a path) holds nothing of the user's: a new
+    ``kdkit run`` may start there again instead of forcing the user to delete it.
+    """
+    return any((run_dir / name).exists() for name in PROGRESS_FILES)
+
+
 def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
     """The run directory; refuses to overwrite a run that exists (nothing is ever deleted)."""
     if resume:
@@ -105,7 +119,7 @@ def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
                              fix="pass the output_dir of a run started with `kdkit run`")  # fmt: skip
         return run_dir
     run_dir = resolved.output_dir()
-    if (run_dir / "config.yaml").exists():
+    if (run_dir / "config.yaml").exists() and holds_progress(run_dir):
         raise KdkitError(
             "the run directory already holds a run",
             where=str(run_dir),
