@@ -368,7 +368,9 @@ def _problems_from_validation(
             sub = _submodel(model, loc[:-1])
             accepted = _model_fields(sub) if sub else []
             guess = _suggest(loc[-1], accepted)
-            message = f"unknown option ({owner} accepts: {', '.join(accepted) or 'no options'})"
+            # a component's own options name the component; a nested run-file section names itself
+            who = ".".join(map(str, loc[:-1])) if not prefix and len(loc) > 1 else owner
+            message = f"unknown option ({who} accepts: {', '.join(accepted) or 'no options'})"
             if guess:
                 suggestion = f"did you mean '{guess}'?"
         elif err["type"] == "missing":

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from kdkit import hookimpl
 from kdkit.discovery import load_plugins
 from kdkit.errors import PluginError
 from tests.core.conftest import CorePlugin, make_distribution
@@ -121,8 +122,6 @@ def test_component_knows_its_plugin_and_distribution():
 
 
 def test_lifecycle_observers_are_isolated(capsys):
-    from kdkit import hookimpl
-
     seen = []
 
     class Observer:
@@ -152,6 +151,3 @@ def test_hook_trace(capsys):
     plugins = load_plugins(allow=[], extra=[("obs", Observer())], trace=True)
     plugins.pm.hook.on_run_end(run=None, summary={"x": 1})
     assert "kdkit-trace:" in capsys.readouterr().err
-
-
-from kdkit import hookimpl  # noqa: E402  (used by the in-test observers above)
