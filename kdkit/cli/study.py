@@ -82,9 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="run N shards at once as subprocesses on this machine (e.g. one per core)",
+        help="run N shards at once as subprocesses on this machine (e.g. one per core; "
+        "default: the grid's `workers`, else 1)",
     )
     p.add_argument("--max-runs", type=int, metavar="N", help="stop after starting N runs")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
@@ -119,12 +120,18 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     plugins = load_plugins()
     grid = load_grid(args.grid, args.output_dir)
+    if args.workers is None:
+        args.workers = 1 if args.shard else grid.workers
+    elif args.workers < 1:
+        raise KdkitError(f"--workers {args.workers}: need at least 1", where="kdkit study",
+                         fix="e.g. --workers 2 on a two-core machine")  # fmt: skip
     runs = plan(grid, plugins.registry, args.overrides)
     if args.dry_run:
         mine = select(runs, shard, key=lambda r: r.run_id)
         header = (f"study {grid.name}: {len(runs)} runs in {grid.output_dir}"
                   + ("" if shard.is_whole else f"; shard {shard}: {len(mine)} of them"))  # fmt: skip
-        print(render_dry_run(estimate(mine, measured_rates(grid.output_dir, runs)), header))
+        print(render_dry_run(estimate(mine, measured_rates(grid.output_dir, runs)), header,
+                           workers=args.workers if shard.is_whole else 1))  # fmt: skip
         return 0
     if args.workers > 1 and not args.measure:
         if not shard.is_whole:

@@ -4,6 +4,8 @@ The run file's ``task`` and ``teacher`` sections say what: ``teacher: {name: hf,
 fine-tunes the pretrained model in BASE (a new head for the task's labels) with the study's
 defaults (5 epochs, batch 32, lr 2e-5, 10 % warm-up); ``code-teacher`` and ``minilm`` train
 their preset (or reuse it from the cache). The result loads as ``teacher: {name: hf, path: OUT}``.
+The file needs no ``student`` or ``method`` section (they are not used); ``training.num_threads``
+and ``training.device`` apply.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from kdkit.config import load_config
+from kdkit.config import apply_overrides, default_document, load_document, validate
 from kdkit.discovery import load_plugins
 from kdkit.errors import KdkitError
 
@@ -47,7 +49,11 @@ def teach(args: argparse.Namespace) -> int:
     from kdkit.plugins.teachers.hf import load_teacher_dir
 
     plugins = load_plugins()
-    resolved = load_config(args.file, plugins.registry, args.overrides)
+    doc = default_document() if args.file is None else load_document(args.file)
+    apply_overrides(doc, args.overrides)
+    for unused in ("student", "method"):  # a teacher needs neither: take the default run's
+        doc.data.setdefault(unused, default_document().data[unused])
+    resolved = validate(doc, plugins.registry)
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise KdkitError("the output directory is not empty", where=str(out),
@@ -56,9 +62,12 @@ def teach(args: argparse.Namespace) -> int:
         raise KdkitError("the run file has no teacher section", where=args.file or "<default run>",
                          fix="add e.g. `teacher: {name: hf, path: DIR}` or `teacher: code-teacher`")  # fmt: skip
     run = resolved.run
+    if run.training.num_threads:
+        torch.set_num_threads(run.training.num_threads)
     device = resolve_device(run.training.device)
     ctx = BuildContext(device=device, seed=run.seed, cache_dir=str(default_cache_dir(run.cache.dir)),
-                       max_length=run.training.max_length)  # fmt: skip
+                       max_length=run.training.max_length,
+                       extra={"progress": not args.quiet})  # fmt: skip
     tcomp = resolved.components["task"]
     task = tcomp.component.build(tcomp.options, ctx)
     ctx.task, ctx.splits = task, task.load()

@@ -93,8 +93,12 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.2f}h"
 
 
-def render_dry_run(estimates: Sequence[RunEstimate], header: str) -> str:
-    """The dry-run listing: one line per run, then totals (remaining work only)."""
+def render_dry_run(estimates: Sequence[RunEstimate], header: str, workers: int = 1) -> str:
+    """The dry-run listing: one line per run, then totals (remaining work only).
+
+    With ``workers > 1`` the wall-clock time is the total divided by ``workers`` (runs are dealt
+    round-robin, so shards get equal shares of every student and method).
+    """
     lines = [header, f"{'status':<9} {'steps':>7} {'examples':>9} {'est.':>8}  run"]
     for e in estimates:
         lines.append(
@@ -111,8 +115,12 @@ def render_dry_run(estimates: Sequence[RunEstimate], header: str) -> str:
     )
     if todo:
         if len(known) == len(todo):
-            lines.append(f"estimated time of the remaining runs: {_fmt_seconds(sum(known))} "
-                         "(from the measured speed of runs of the same student and method)")  # fmt: skip
+            total = sum(known)
+            wall = f", about {_fmt_seconds(total / workers)} on {workers} workers"
+            wall = wall if workers > 1 else ""
+            lines.append(f"estimated time of the remaining runs: {_fmt_seconds(total)}{wall} "
+                         "(from the measured speed of runs of the same student and method; "
+                         "teachers still to train are not counted)")  # fmt: skip
         else:
             lines.append(
                 f"estimated time: {_fmt_seconds(sum(known)) if known else '?'} for the "

@@ -4,6 +4,7 @@ A grid file is a ``base`` run file plus axes whose product gives the runs::
 
     name: offline                      # optional, shown in reports
     output_dir: studies/offline        # the study directory (runs/, efficiency.json, report/)
+    workers: 2                         # optional: how many runs at once (--workers overrides)
     base: base-run.yaml                # a run file (path relative to this file) or a mapping
     grid:
       task: [exception, {name: defect, max_train: 2000}]
@@ -137,6 +138,8 @@ class Grid:
     axes: dict[str, list[AxisValue]]
     exclude: list[dict[str, Any]]
     include: list[dict[str, Any]]
+    #: How many runs ``kdkit study`` runs at once on one machine when ``--workers`` is not given.
+    workers: int = 1
 
     @property
     def filename(self) -> str | None:
@@ -161,7 +164,7 @@ class GridError(KdkitError):
         return f"{self.what}\n  fix: {self.fix}"
 
 
-_TOP_KEYS = ("name", "output_dir", "base", "grid", "exclude", "include")
+_TOP_KEYS = ("name", "output_dir", "workers", "base", "grid", "exclude", "include")
 
 
 def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
@@ -188,6 +191,11 @@ def parse_grid(doc: Document, output_dir: str | Path | None = None) -> Grid:
             bad((key,), "unknown grid setting", f"a grid file has: {', '.join(_TOP_KEYS)}")
     name = str(data.get("name") or Path(doc.filename or "study").stem)
     out = output_dir or data.get("output_dir") or f"studies/{safe_label(name)}"
+    workers = data.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        bad(("workers",), f"workers must be a whole number >= 1, not {workers!r}",
+            "e.g. workers: 2 (one run per CPU core, with training.num_threads: 1)")  # fmt: skip
+        workers = 1
 
     base, base_doc, prefix = _load_base(doc, bad)
     grid = data.get("grid")
@@ -221,7 +229,7 @@ def parse_grid(doc: Document, output_dir: str | Path | None = None) -> Grid:
                 _axis_value(axis, item, where, bad)
     if problems:
         raise GridError(problems, doc.filename or "the grid")
-    return Grid(doc, name, Path(out), base, base_doc, prefix, axes, exclude, include)
+    return Grid(doc, name, Path(out), base, base_doc, prefix, axes, exclude, include, workers)
 
 
 def _load_base(doc: Document, bad: Callable[..., None]) -> tuple[dict, Document, tuple]:

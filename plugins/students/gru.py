@@ -34,6 +34,8 @@ from kdkit.hookspecs import hookimpl
 
 #: The study's GRU sizes: name -> (vocab, hidden per direction, layers).
 SIZES: dict[str, tuple[int, int, int]] = {
+    "0.06M": (1000, 36, 1),  # offline-study sizes (CPU budget); not in the study
+    "0.25M": (1800, 80, 1),
     "0.6M": (1000, 112, 2),
     "1.5M": (2000, 176, 2),
     "7M": (5000, 320, 3),

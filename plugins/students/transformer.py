@@ -19,6 +19,8 @@ from kdkit.hookspecs import hookimpl
 
 #: size -> (vocab, hidden, layers, heads); exact parameter counts (2 classes) are in docs/models.md.
 SIZES: dict[str, tuple[int, int, int, int]] = {
+    "0.06M": (1000, 32, 1, 1),  # offline-study sizes (CPU budget); not in the study
+    "0.25M": (1800, 64, 2, 2),
     "0.6M": (1000, 96, 4, 3),
     "1.5M": (2000, 128, 6, 4),
     "7M": (5000, 320, 4, 5),

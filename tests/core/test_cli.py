@@ -84,3 +84,18 @@ def test_every_command_has_help(command, capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert f"kdkit {command}" in text and len(text) > 120
+
+
+def test_teach_needs_only_task_and_teacher(tmp_path, capsys):
+    """`kdkit teach` reads task and teacher; a file without student/method is not an error."""
+    path = tmp_path / "teach.yaml"
+    path.write_text("task: exception\ntraining: {num_threads: 1}\n")
+    assert main(["teach", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the run file has no teacher section" in err  # got past validation
+    assert "student" not in err and "method" not in err and "Traceback" not in err
+    path.write_text("task: exception\nteacher: {name: code-teacher, hiden_size: 8}\n")
+    assert main(["teach", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "teacher.hiden_size" in err and "did you mean 'hidden_size'" in err
+    assert "student" not in err and "method" not in err

@@ -129,12 +129,27 @@ def test_shape_errors_are_collected(write_grid, tmp_path):
           student: [{size: S}]
         exclude: [{flavour: x}]
         extras: 1
+        workers: 0
     """)
     with pytest.raises(GridError) as info:
         load_grid(path)
     paths = sorted(p.path for _, p in info.value.problems)
     assert paths == ["exclude.0.flavour", "extras", "grid.colour", "grid.method", "grid.seed.1",
-                     "grid.student.0"]  # fmt: skip
+                     "grid.student.0", "workers"]  # fmt: skip
+
+
+def test_workers_default_from_the_grid(write_grid, tmp_path, monkeypatch, study_plugins):
+    import kdkit.cli.study as cli_study
+
+    assert _grid(write_grid, tmp_path).workers == 1
+    path = write_grid(GRID.format(out=tmp_path / "s") + "workers: 3\n")
+    assert load_grid(path).workers == 3
+    seen = []
+    monkeypatch.setattr(cli_study, "load_plugins", lambda: study_plugins)
+    monkeypatch.setattr(cli_study, "run_workers", lambda args, out: seen.append(args.workers) or 1)
+    assert main(["study", str(path)]) == 1  # the grid's 3 workers were started
+    assert main(["study", str(path), "--workers", "2"]) == 1  # the flag wins
+    assert seen == [3, 2]
 
 
 def test_label_collision_is_an_error(write_grid, tmp_path):
