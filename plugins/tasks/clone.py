@@ -36,6 +36,9 @@ class CloneOptions(CodeTaskOptions):
     near_miss_share: float = Field(
         0.7, ge=0, le=1, description="offline build only: share of near-miss negatives"
     )
+    max_lines: int | None = Field(
+        None, ge=4, description="offline build only: longest function kept, in lines (default 30)"
+    )
 
 
 class CloneTask(CodeTask):
@@ -50,7 +53,8 @@ class CloneTask(CodeTask):
         return ["different", "clone"]
 
     def builder_options(self) -> dict[str, Any]:
-        return {"near_miss_share": self.options.near_miss_share}
+        extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
+        return {"near_miss_share": self.options.near_miss_share, **extra}
 
     def read_local(
         self, data_dir: Path, explicit: dict[str, str | None]

@@ -29,6 +29,9 @@ class DefectOptions(CodeTaskOptions):
         default_factory=lambda: ["variable_misuse", "swapped_operands", "wrong_operator"],
         description="offline build only: the synthetic bug kinds",
     )
+    max_lines: int | None = Field(
+        None, ge=3, description="offline build only: longest function kept, in lines (default 40)"
+    )
 
 
 class DefectTask(CodeTask):
@@ -43,7 +46,8 @@ class DefectTask(CodeTask):
         return ["correct", "defective"]
 
     def builder_options(self) -> dict[str, Any]:
-        return {"kinds": list(self.options.kinds)}
+        extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
+        return {"kinds": list(self.options.kinds), **extra}
 
     def read_local(
         self, data_dir: Path, explicit: dict[str, str | None]

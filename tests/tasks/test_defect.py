@@ -102,3 +102,25 @@ def test_unknown_kind_is_a_user_error(tmp_path):
 
     with pytest.raises(KdkitError, match="unknown mutation"):
         defect.build(tmp_path, files=[], kinds=["off_by_one"])
+
+
+def test_max_lines_reaches_the_builder_and_only_then_the_cache_key():
+    from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
+
+    plain, short = DefectTask(DefectOptions()), DefectTask(DefectOptions(max_lines=12))
+    assert "max_lines" not in plain.builder_options()  # old caches stay valid
+    assert short.builder_options()["max_lines"] == 12
+    assert plain.built_dir() != short.built_dir()
+    clone = CloneTask(CloneOptions(max_lines=10, near_miss_share=0.3))
+    assert clone.builder_options() == {"near_miss_share": 0.3, "max_lines": 10}
+
+
+def test_max_lines_bounds_the_built_functions(tmp_path):
+    from kdkit.data.builders import defect
+    from kdkit.data.builders.common import stdlib_sample
+
+    defect.build(tmp_path, files=stdlib_sample(("shutil.py", "pathlib.py", "tarfile.py", "inspect.py")),
+                 max_lines=8,
+                 min_examples=10, quiet=True)  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert rows and max(len(r["func"].splitlines()) for r in rows) <= 8
