@@ -69,12 +69,42 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
                 f"{m} ({n})" for m, n in sorted(wins.items(), key=lambda kv: -kv[1])
             )
             out.append(f"{task} / {teacher}: best method per student — {ranking}.")
-    kept = [c for c in cells if c.retention is not None and c.params_pct is not None]
+        out.extend(teacher_margins(cells, kd))
+    # retention of a teacher no better than its FT students says nothing about distillation
+    useful = {(c.task, c.teacher) for c in kd if _margin(cells, c.task, c.teacher_score) > 0}
+    kept = [c for c in cells if c.retention is not None and c.params_pct is not None
+            and (c.task, c.teacher) in useful]  # fmt: skip
     if kept:
         best = max(kept, key=lambda c: c.retention / max(c.params_pct, 1e-9))  # type: ignore[operator]
         out.append(f"Best retention per parameter: {best.student} with {best.method} on {best.task} "
                    f"keeps {best.retention:.1f} % of the teacher with {best.params_pct:.1f} % of its "
                    "parameters.")  # fmt: skip
+    return out
+
+
+def _margin(cells: Sequence[Cell], task: str, teacher_score: float | None) -> float:
+    """Points of ``teacher_score`` over the best FT student of ``task`` (NaN when unknown)."""
+    ft = [c.mean for c in cells if c.baseline and c.task == task]
+    if teacher_score is None or not ft:
+        return float("nan")
+    return 100 * (teacher_score - max(ft))
+
+
+def teacher_margins(cells: Sequence[Cell], kd: Sequence[Cell]) -> list[str]:
+    """Per (task, teacher): the teacher's score against the best FT student of that task.
+
+    Distillation can only pass on what the teacher knows beyond what the student learns alone; a
+    teacher at or below its FT students has nothing to give, whatever the method.
+    """
+    out = []
+    for (task, teacher), group in groups(kd):
+        score = next((c.teacher_score for c in group if c.teacher_score is not None), None)
+        margin = _margin(cells, task, score)
+        if score is None or margin != margin:  # no teacher score or no FT cell: NaN
+            continue
+        note = "" if margin > 0 else " — no margin over its students: nothing for KD to pass on"
+        out.append(f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
+                   f"the best FT student{note}.")  # fmt: skip
     return out
 
 

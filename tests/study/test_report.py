@@ -109,6 +109,7 @@ def test_report_files(tmp_path):
     assert "KD above FT: 3 of 4" in md
     assert "smallest student than for the largest: 2 of 2" in md
     assert "exc / code: best method per student — ckd (1), kd (1)" in md
+    assert "exc / code: teacher 80.0, +10.0 points over the best FT student." in md
     assert "| exc | code | gru-7M | 7.00M | 70.0 ± 0.0 | 74.0 ± 2.0 (kd) | +4.0 | 1/2 |" in md
     assert "exc__code__gru-7M__kd__seed9: stopped" in md
     assert "![score_vs_size](figures/score_vs_size.png)" in md
@@ -160,3 +161,18 @@ def test_cli_report(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no finished run found" in capsys.readouterr().err
+
+
+def test_teacher_without_margin_is_flagged(tmp_path):
+    from kdkit.study.report import teacher_margins
+
+    root = write_study(tmp_path / "s")
+    cells, _ = build_cells(collect([root]), None,
+                           json.loads((root / "study.json").read_text())["axes"])  # fmt: skip
+    for c in cells:
+        c.teacher_score = 0.65  # below the 7M FT student's 70.0
+    kd = [c for c in cells if not c.baseline]
+    assert teacher_margins(cells, kd) == [
+        "exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
+        "students: nothing for KD to pass on."
+    ]
