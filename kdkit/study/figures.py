@@ -28,14 +28,22 @@ def _plt():
     return plt
 
 
-def _params_axis(ax) -> None:
-    """Label a log axis of parameter counts as 1.5M, 7M, ..."""
-    from matplotlib.ticker import FuncFormatter
+def _params_axis(ax, sizes: list[int] | None = None) -> None:
+    """Label a log axis of parameter counts as 1.5M, 7M, ... — one tick per student size when
+    ``sizes`` is given (a log axis's automatic minor labels collide when sizes are close)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fmt = FuncFormatter(lambda x, _pos: f"{x / 1e6:g}M" if x >= 1e5 else f"{x / 1e3:g}K")
+    def label(x: float, _pos: object = None) -> str:
+        return f"{x / 1e6:.3g}M" if x >= 1e5 else f"{x / 1e3:.3g}K"
+
+    fmt = FuncFormatter(label)
     ax.xaxis.set_major_formatter(fmt)
-    ax.xaxis.set_minor_formatter(fmt)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    if sizes:
+        ax.set_xticks(sizes)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_minor_formatter(fmt)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
 
 
 def _colors(methods: Sequence[str]) -> dict[str, str]:
@@ -87,7 +95,7 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
                     ax.axhline(100 * ts.score, color="black", linestyle=style[teacher], linewidth=1,
                                label=f"teacher {teacher} ({100 * ts.score:.1f})")  # fmt: skip
             ax.set_xscale("log")
-            _params_axis(ax)
+            _params_axis(ax, sorted({c.student_params for c in mine if c.student_params}))
             ax.set_title(f"{task} — {family} students", fontsize=10)
             ax.set_xlabel("student parameters")
             metric = mine[0].metric if mine else ""
