@@ -108,6 +108,12 @@ def teacher_margins(cells: Sequence[Cell], kd: Sequence[Cell]) -> list[str]:
     return out
 
 
+def _memory(mb: float | None) -> str:
+    """Peak memory in MB; a rise below 0.1 MB (on CPU: no new pages from the OS, the pass fit in
+    memory the process already held) is shown as ``< 0.1`` rather than a misleading 0.0."""
+    return "< 0.1" if mb is not None and mb < 0.05 else fmt(mb, ".1f")
+
+
 def efficiency_tables(eff: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the inference and training-time tables of ``efficiency.json``."""
     tables = []
@@ -121,7 +127,7 @@ def efficiency_tables(eff: dict[str, Any]) -> list[tuple[str, list[str], list[li
             rows.append([m["task"], m["kind"], m["label"], fmt_params(m.get("parameters")),
                          str(m.get("seq_len", "–")), fmt((m.get("flops_per_example") or 0) / 1e9 or None, ".2f"),
                          fmt(m.get("latency_ms"), ".2f"), fmt(m.get("throughput"), ".0f"),
-                         fmt(m.get("peak_memory_mb"), ".1f"), fmt(speed, ".1f", "x")])  # fmt: skip
+                         _memory(m.get("peak_memory_mb")), fmt(speed, ".1f", "x")])  # fmt: skip
         header = ["task", "kind", "model", "params", "seq len", "GFLOPs/example", "latency b=1 (ms)",
                   f"throughput b={models[0].get('throughput_batch', '?')} (ex/s)",
                   "peak memory (MB)", "speed-up"]  # fmt: skip

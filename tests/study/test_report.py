@@ -61,7 +61,8 @@ def write_study(root: Path, *, efficiency: bool = True) -> Path:
              "latency_ms": 50.0, "throughput": 40.0, "throughput_batch": 32, "seq_len": 128,
              "flops_per_example": 2.0e10, "peak_memory_mb": 400.0},
             {"task": "exc", "label": "gru-1.5M", "kind": "student", "parameters": 1_500_000,
-             "latency_ms": 5.0, "throughput": 800.0, "throughput_batch": 32, "seq_len": 128},
+             "latency_ms": 5.0, "throughput": 800.0, "throughput_batch": 32, "seq_len": 128,
+             "peak_memory_mb": 0.0},
             {"task": "exc", "label": "gru-7M", "kind": "student", "parameters": 7_000_000,
              "latency_ms": 10.0, "throughput": 200.0, "throughput_batch": 32, "seq_len": 128},
         ]  # fmt: skip
@@ -112,6 +113,8 @@ def test_report_files(tmp_path):
     assert "exc / code: teacher 80.0, +10.0 points over the best FT student." in md
     assert "| exc | code | gru-7M | 7.00M | 70.0 ± 0.0 | 74.0 ± 2.0 (kd) | +4.0 | 1/2 |" in md
     assert "exc__code__gru-7M__kd__seed9: stopped" in md
+    assert "| exc | student | gru-1.5M | 1.50M | 128 | – | 5.00 | 800 | < 0.1 | 10.0x |" in md
+    assert "| 400.0 | 1.0x |" in md  # the teacher's peak memory
     assert "![score_vs_size](figures/score_vs_size.png)" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
