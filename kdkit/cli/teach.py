@@ -51,8 +51,9 @@ def teach(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     doc = default_document() if args.file is None else load_document(args.file)
     apply_overrides(doc, args.overrides)
+    default = default_document().data
     for unused in ("student", "method"):  # a teacher needs neither: take the default run's
-        doc.data.setdefault(unused, default_document().data[unused])
+        doc.data.setdefault(unused, default[unused])
     resolved = validate(doc, plugins.registry)
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):

@@ -28,22 +28,18 @@ def _plt():
     return plt
 
 
-def _params_axis(ax, sizes: list[int] | None = None) -> None:
-    """Label a log axis of parameter counts as 1.5M, 7M, ... — one tick per student size when
-    ``sizes`` is given (a log axis's automatic minor labels collide when sizes are close)."""
+def _params_axis(ax, sizes: list[int]) -> None:
+    """Label a log axis of parameter counts as 62.6K, 1.5M, ...: one tick per student size (a log
+    axis's automatic minor labels collide when sizes are close)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     def label(x: float, _pos: object = None) -> str:
         return f"{x / 1e6:.3g}M" if x >= 1e5 else f"{x / 1e3:.3g}K"
 
-    fmt = FuncFormatter(label)
-    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if sizes:
         ax.set_xticks(sizes)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    else:
-        ax.xaxis.set_minor_formatter(fmt)
-        ax.tick_params(axis="x", which="minor", labelsize=7)
 
 
 def _colors(methods: Sequence[str]) -> dict[str, str]:

@@ -69,11 +69,14 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
                 f"{m} ({n})" for m, n in sorted(wins.items(), key=lambda kv: -kv[1])
             )
             out.append(f"{task} / {teacher}: best method per student — {ranking}.")
-        out.extend(teacher_margins(cells, kd))
+    margins = teacher_margins(cells, kd)
+    for (task, teacher), (score, margin) in margins.items():
+        note = "" if margin > 0 else " — no margin over its students: nothing for KD to pass on"
+        out.append(f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
+                   f"the best FT student{note}.")  # fmt: skip
     # retention of a teacher no better than its FT students says nothing about distillation
-    useful = {(c.task, c.teacher) for c in kd if _margin(cells, c.task, c.teacher_score) > 0}
     kept = [c for c in cells if c.retention is not None and c.params_pct is not None
-            and (c.task, c.teacher) in useful]  # fmt: skip
+            and margins.get((c.task, c.teacher), (0.0, 0.0))[1] > 0]  # fmt: skip
     if kept:
         best = max(kept, key=lambda c: c.retention / max(c.params_pct, 1e-9))  # type: ignore[operator]
         out.append(f"Best retention per parameter: {best.student} with {best.method} on {best.task} "
@@ -82,29 +85,21 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
     return out
 
 
-def _margin(cells: Sequence[Cell], task: str, teacher_score: float | None) -> float:
-    """Points of ``teacher_score`` over the best FT student of ``task`` (NaN when unknown)."""
-    ft = [c.mean for c in cells if c.baseline and c.task == task]
-    if teacher_score is None or not ft:
-        return float("nan")
-    return 100 * (teacher_score - max(ft))
-
-
-def teacher_margins(cells: Sequence[Cell], kd: Sequence[Cell]) -> list[str]:
-    """Per (task, teacher): the teacher's score against the best FT student of that task.
+def teacher_margins(
+    cells: Sequence[Cell], kd: Sequence[Cell]
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per (task, teacher) of ``kd``: (the teacher's score, its points over the best FT student).
 
     Distillation can only pass on what the teacher knows beyond what the student learns alone; a
-    teacher at or below its FT students has nothing to give, whatever the method.
+    teacher at or below its FT students has nothing to give, whatever the method. Groups without
+    a teacher score or an FT cell are left out.
     """
-    out = []
+    out = {}
     for (task, teacher), group in groups(kd):
         score = next((c.teacher_score for c in group if c.teacher_score is not None), None)
-        margin = _margin(cells, task, score)
-        if score is None or margin != margin:  # no teacher score or no FT cell: NaN
-            continue
-        note = "" if margin > 0 else " — no margin over its students: nothing for KD to pass on"
-        out.append(f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
-                   f"the best FT student{note}.")  # fmt: skip
+        ft = [c.mean for c in cells if c.baseline and c.task == task]
+        if score is not None and ft:
+            out[(task, teacher)] = (score, 100 * (score - max(ft)))
     return out
 
 

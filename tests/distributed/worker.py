@@ -94,23 +94,23 @@ def runs_part(out: Path, dist, plugins) -> None:
     run_once(tiny_config(plugins, out / "run-b", *RUN_B), plugins, progress=False)
     interrupted_and_resumed(out / "run-c", RUN_A, dist, plugins)
     # a user error found by rank 0 alone (the run directory exists) must reach every rank
-    try:
-        run_once(tiny_config(plugins, out / "run-a", *RUN_A), plugins, progress=False)
-        raised = None
-    except KdkitError as exc:
-        raised = exc.what
-    errors = dist.all_gather_object(raised)
-    if dist.is_main:
-        (out / "run-a-again.json").write_text(json.dumps({"errors": errors}))
+    record_what_stopped(out, "run-a", RUN_A, KdkitError, "run-a-again.json", "errors", dist, plugins)
     # a NaN loss term stops every rank at the same step (none is left waiting in a collective)
+    record_what_stopped(out, "run-nan", RUN_NAN, NonFiniteLossError, "run-nan.json", "stopped",
+                        dist, plugins)  # fmt: skip
+
+
+def record_what_stopped(out: Path, run: str, overrides, error: type[KdkitError], file: str,
+                        key: str, dist, plugins) -> None:  # fmt: skip
+    """Run ``run`` on every rank; rank 0 writes each rank's ``error`` message (or null) to ``file``."""
     try:
-        run_once(tiny_config(plugins, out / "run-nan", *RUN_NAN), plugins, progress=False)
-        stopped = None
-    except NonFiniteLossError as exc:
-        stopped = exc.what
-    stops = dist.all_gather_object(stopped)
+        run_once(tiny_config(plugins, out / run, *overrides), plugins, progress=False)
+        what = None
+    except error as exc:
+        what = exc.what
+    whats = dist.all_gather_object(what)
     if dist.is_main:
-        (out / "run-nan.json").write_text(json.dumps({"stopped": stops}))
+        (out / file).write_text(json.dumps({key: whats}))
 
 
 def fsdp_part(out: Path, dist, plugins) -> None:

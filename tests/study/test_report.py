@@ -167,7 +167,7 @@ def test_cli_report(tmp_path, capsys):
 
 
 def test_teacher_without_margin_is_flagged(tmp_path):
-    from kdkit.study.report import teacher_margins
+    from kdkit.study.report import shapes, teacher_margins
 
     root = write_study(tmp_path / "s")
     cells, _ = build_cells(collect([root]), None,
@@ -175,7 +175,8 @@ def test_teacher_without_margin_is_flagged(tmp_path):
     for c in cells:
         c.teacher_score = 0.65  # below the 7M FT student's 70.0
     kd = [c for c in cells if not c.baseline]
-    assert teacher_margins(cells, kd) == [
-        "exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
-        "students: nothing for KD to pass on."
-    ]
+    assert teacher_margins(cells, kd) == {("exc", "code"): (0.65, pytest.approx(-5.0))}
+    lines = shapes(cells)
+    assert ("exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
+            "students: nothing for KD to pass on.") in lines  # fmt: skip
+    assert not any(line.startswith("Best retention") for line in lines)  # no teacher margin
