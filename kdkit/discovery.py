@@ -5,11 +5,17 @@ Use :func:`load_plugins` (a factory; there is no module-level plugin manager)::
     plugins = load_plugins()
     method = plugins.registry.get("kd_method", "kd")
 
-Environment variables:
+Every hook is called through pluggy (``pm.hook.<name>`` or ``pm.subset_hook_caller``), never by
+calling an implementation directly, so pluggy's tracing and monitoring see every call.
 
-* ``KDKIT_PLUGINS``: comma-separated allow-list of plugin (entry-point) names; others are skipped.
-* ``KDKIT_DISABLE_PLUGINS``: comma-separated block-list of plugin names.
-* ``KDKIT_TRACE_HOOKS=1``: print every hook call and its result to stderr.
+Environment variables (the exact rules are in ``docs/plugins.md``):
+
+* ``KDKIT_PLUGINS=a,b``: load kdkit's own plugins (every entry point of the distribution
+  ``kdkit``) plus the third-party plugins ``a`` and ``b``; other third-party plugins are skipped.
+  ``KDKIT_PLUGINS=only:a,b`` loads exactly ``a`` and ``b`` (built-ins only if named).
+* ``KDKIT_DISABLE_PLUGINS=a,b``: never load these plugins (built-in or not); applied last.
+* ``KDKIT_TRACE_HOOKS=1``: print every plugin registration and hook call (with its arguments
+  and result) to stderr, prefixed ``kdkit-trace:``.
 """
 
 from __future__ import annotations
@@ -26,15 +32,60 @@ from typing import Any
 import pluggy
 
 from kdkit import hookspecs
-from kdkit.errors import KdkitError
-from kdkit.registry import KINDS, PluginFailure, PluginOrigin, Registry, make_register
+from kdkit.registry import (
+    KINDS,
+    PluginFailure,
+    PluginOrigin,
+    Registry,
+    make_add_command,
+    make_register,
+)
 
 GROUP = "kdkit"
+#: The distribution whose plugins are kdkit's own (the built-ins).
+BUILTIN_DISTRIBUTION = "kdkit"
+#: The hook that adds CLI sub-commands (not a component kind: see :class:`PluginCommand`).
+COMMAND_HOOK = "register_commands"
+#: ``KDKIT_PLUGINS`` prefix meaning "exactly these plugins, built-ins included only if named".
+ONLY_PREFIX = "only:"
 
 
-def _env_list(name: str) -> set[str] | None:
-    raw = os.environ.get(name, "").strip()
-    return {p.strip() for p in raw.split(",") if p.strip()} or None if raw else None
+def _names(raw: str) -> set[str]:
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which entry points to load: the rule of ``KDKIT_PLUGINS`` / ``KDKIT_DISABLE_PLUGINS``.
+
+    Attributes:
+        allow: plugin names to load (``None``: every installed plugin).
+        keep_builtins: with ``allow`` set, also load every plugin of :data:`BUILTIN_DISTRIBUTION`.
+        block: plugin names never loaded, whatever ``allow`` says.
+    """
+
+    allow: frozenset[str] | None = None
+    keep_builtins: bool = True
+    block: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_env(cls) -> Selection:
+        """The selection ``KDKIT_PLUGINS`` and ``KDKIT_DISABLE_PLUGINS`` describe."""
+        raw = os.environ.get("KDKIT_PLUGINS", "").strip()
+        block = frozenset(_names(os.environ.get("KDKIT_DISABLE_PLUGINS", "")))
+        if not raw:
+            return cls(None, True, block)
+        if raw.startswith(ONLY_PREFIX):
+            return cls(frozenset(_names(raw[len(ONLY_PREFIX) :])), False, block)
+        return cls(frozenset(_names(raw)), True, block)
+
+    def wants(self, plugin: str, distribution: str) -> bool:
+        """Whether the entry point ``plugin`` of ``distribution`` is loaded."""
+        if plugin in self.block:
+            return False
+        if self.allow is None or plugin in self.allow:
+            return True
+        return self.keep_builtins and distribution == BUILTIN_DISTRIBUTION
 
 
 def _fix_for(exc: BaseException, ep: metadata.EntryPoint, dist: str) -> str:
@@ -69,16 +120,22 @@ class Plugins:
         """Plugins that failed to import or to register their components."""
         return self.registry.failures
 
-    def notify(self, hook: str, **kwargs: Any) -> None:
-        """Call an observe-only lifecycle hook on every plugin.
+    @property
+    def commands(self) -> dict[str, Any]:
+        """Sub-commands added by plugins (``register_commands``), by name."""
+        return self.registry.commands
 
-        A plugin that raises is reported on stderr and the run goes on: observers must not be
-        able to stop (or steer) a run.
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observe-only lifecycle hook on every plugin, through pluggy.
+
+        Each implementation is called through a pluggy caller restricted to its plugin
+        (:func:`plugin_caller`), so tracing and monitoring see the call and a plugin that raises
+        is reported on stderr while the others still run: observers must not be able to stop
+        (or steer) a run.
         """
-        caller = getattr(self.pm.hook, hook)
-        for impl in caller.get_hookimpls():
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
+                plugin_caller(self.pm, hook, impl.plugin)(**kwargs)
             except Exception as exc:  # observers are isolated by design
                 print(
                     f"kdkit: warning: plugin '{impl.plugin_name}' raised in {hook}: "
@@ -87,14 +144,42 @@ class Plugins:
                 )
 
 
-def _collect(pm: pluggy.PluginManager, name: str, origin: PluginOrigin, registry: Registry) -> None:
-    """Run one plugin's registration hooks, recording which plugin registered what."""
+def plugin_caller(pm: pluggy.PluginManager, hook: str, plugin: object) -> Any:
+    """A pluggy caller of ``hook`` that reaches only ``plugin``'s implementation.
+
+    Calling it goes through the plugin manager (``pm.subset_hook_caller``), so
+    ``KDKIT_TRACE_HOOKS`` and any hook-call monitor see it, unlike calling
+    ``impl.function`` directly.
+    """
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    return pm.subset_hook_caller(hook, remove_plugins=others)
+
+
+def _implements(pm: pluggy.PluginManager, hook: str, plugin: object) -> bool:
+    return any(i.plugin is plugin for i in getattr(pm.hook, hook).get_hookimpls())
+
+
+def _collect(pm: pluggy.PluginManager, plugin: object, origin: PluginOrigin) -> Registry:
+    """Run one plugin's registration hooks through pluggy; what it registers, staged.
+
+    The staged registry is merged into the real one only when every hook of the plugin
+    succeeded, so a plugin that fails half-way leaves nothing behind.
+    """
+    staged = Registry()
     for kind, hook in KINDS.items():
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            if impl.plugin_name != name:
-                continue
-            register = make_register(registry, kind, origin)
-            impl.function(**{a: register for a in impl.argnames})
+        if _implements(pm, hook, plugin):
+            plugin_caller(pm, hook, plugin)(register=make_register(staged, kind, origin))
+    if _implements(pm, COMMAND_HOOK, plugin):
+        plugin_caller(pm, COMMAND_HOOK, plugin)(add_command=make_add_command(staged, origin))
+    return staged
+
+
+def _failure(origin: PluginOrigin, exc: BaseException, fix: str | None = None) -> PluginFailure:
+    return PluginFailure(
+        origin.plugin, origin.distribution, origin.version, f"{type(exc).__name__}: {exc}",
+        fix or f"fix or upgrade {origin.distribution}, or skip it with "
+        f"KDKIT_DISABLE_PLUGINS={origin.plugin}",
+    )  # fmt: skip
 
 
 def load_plugins(
@@ -108,19 +193,27 @@ def load_plugins(
     """Discover and load the plugins of the ``kdkit`` entry-point group.
 
     Args:
-        allow: only these plugin names (default: ``KDKIT_PLUGINS`` or all).
+        allow: exactly these plugin names (built-ins included only if named); default: the
+            rule of ``KDKIT_PLUGINS`` (see :class:`Selection`).
         block: never these plugin names (default: ``KDKIT_DISABLE_PLUGINS``).
         distributions: only plugins from these distributions (tests use ``{"kdkit"}``).
-        extra: ``(name, module_or_object)`` plugins to register in-process (tests, notebooks).
-        trace: print hook calls to stderr (default: ``KDKIT_TRACE_HOOKS``).
+        extra: ``(name, module_or_object)`` plugins to register in-process (tests, notebooks);
+            neither ``allow`` nor ``block`` applies to them.
+        trace: print registrations and hook calls to stderr (default: ``KDKIT_TRACE_HOOKS``).
 
     Returns:
         The plugin manager and a registry of every component. A plugin that fails to import or
-        to register is recorded in ``registry.failures`` and does not stop the others;
-        a duplicate component name raises :class:`kdkit.errors.PluginError`.
+        to register (an exception in a registration hook, an invalid name or options model) is
+        recorded in ``registry.failures``, keeps none of its registrations and does not stop the
+        others. A name two plugins register is recorded in ``registry.collisions`` and is
+        unusable; the other names keep working.
     """
-    allow_set = set(allow) if allow is not None else _env_list("KDKIT_PLUGINS")
-    block_set = set(block) if block is not None else (_env_list("KDKIT_DISABLE_PLUGINS") or set())
+    env = Selection.from_env()
+    selection = Selection(
+        frozenset(allow) if allow is not None else env.allow,
+        env.keep_builtins if allow is None else False,
+        frozenset(block) if block is not None else env.block,
+    )
     dist_set = set(distributions) if distributions is not None else None
     if trace is None:
         trace = os.environ.get("KDKIT_TRACE_HOOKS", "") not in ("", "0")
@@ -130,56 +223,56 @@ def load_plugins(
     if trace:
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"kdkit-trace: {msg}"))
         pm.enable_tracing()
+    trace_register = pm.trace.get("register")  # writes only while tracing is on
     registry = Registry()
     plugins = Plugins(pm, registry)
 
-    candidates: list[tuple[str, PluginOrigin, Any]] = []
-    seen: set[str] = set()
-    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-        dist = ep.dist.name if ep.dist is not None else "unknown"
-        version = ep.dist.version if ep.dist is not None else "?"
-        if ep.name in seen:  # the same distribution seen twice on sys.path
-            continue
-        seen.add(ep.name)
-        if (allow_set is not None and ep.name not in allow_set) or ep.name in block_set:
+    def _dist(ep: metadata.EntryPoint) -> tuple[str, str]:
+        return (ep.dist.name, ep.dist.version) if ep.dist is not None else ("unknown", "?")
+
+    # kdkit's own plugins first: they are the incumbents when a third party reuses a name
+    eps = sorted(metadata.entry_points(group=GROUP),
+                 key=lambda e: (_dist(e)[0] != BUILTIN_DISTRIBUTION, e.name))  # fmt: skip
+    candidates: list[tuple[PluginOrigin, Any]] = []
+    taken: dict[str, str] = {}  # plugin name -> distribution that has it
+    for ep in eps:
+        dist, version = _dist(ep)
+        if not selection.wants(ep.name, dist):
             continue
         if dist_set is not None and dist not in dist_set:
             continue
         origin = PluginOrigin(ep.name, dist, version)
+        if ep.name in taken:
+            if taken[ep.name] != dist:  # (the same distribution seen twice on sys.path is fine)
+                registry.failures.append(PluginFailure(
+                    ep.name, dist, version,
+                    f"the plugin name '{ep.name}' is already used by {taken[ep.name]}",
+                    f"rename the entry point '{ep.name}' in {dist}'s [project.entry-points.kdkit] "
+                    f"and re-install it, or pip uninstall {dist}",
+                ))  # fmt: skip
+            continue
+        taken[ep.name] = dist
         try:
-            candidates.append((ep.name, origin, ep.load()))
+            candidates.append((origin, ep.load()))
         except Exception as exc:  # isolate import failures: record them with a fix
             if os.environ.get("KDKIT_DEBUG"):
                 traceback.print_exc()
-            registry.failures.append(
-                PluginFailure(
-                    ep.name, dist, version, f"{type(exc).__name__}: {exc}", _fix_for(exc, ep, dist)
-                )
-            )
+            registry.failures.append(_failure(origin, exc, _fix_for(exc, ep, dist)))
     for name, obj in extra:
-        candidates.append((name, PluginOrigin(name, "<in-process>", ""), obj))
+        candidates.append((PluginOrigin(name, "<in-process>", ""), obj))
 
-    for name, origin, obj in candidates:
+    for origin, obj in candidates:
         try:
-            pm.register(obj, name=name)
-            _collect(pm, name, origin, registry)
-        except KdkitError:
-            raise  # duplicate names and invalid registrations are errors of the installation
-        except Exception as exc:
+            trace_register(f"plugin {origin.plugin} ({origin.distribution} {origin.version})")
+            pm.register(obj, name=origin.plugin)
+            staged = _collect(pm, obj, origin)
+        except Exception as exc:  # a broken registration: drop the plugin, keep the others
             if os.environ.get("KDKIT_DEBUG"):
                 traceback.print_exc()
             if pm.is_registered(obj):
                 pm.unregister(obj)
-            registry.failures.append(
-                PluginFailure(
-                    name,
-                    origin.distribution,
-                    origin.version,
-                    f"{type(exc).__name__}: {exc}",
-                    f"fix or upgrade {origin.distribution}, or skip it with "
-                    f"KDKIT_DISABLE_PLUGINS={name}",
-                )
-            )
+            registry.failures.append(_failure(origin, exc))
             continue
-        plugins.origins[name] = origin
+        registry.merge(staged)
+        plugins.origins[origin.plugin] = origin
     return plugins

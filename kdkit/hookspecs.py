@@ -17,8 +17,9 @@ decorated with :data:`hookimpl`::
 Two families of hooks:
 
 * **Registration hooks** (``register_*``) are called once when the registry is built. Each
-  receives a ``register(name, factory, config=..., description=...)`` callback; kdkit records
-  which plugin and distribution made each call, so every component knows where it came from.
+  receives a ``register(name, factory, config=..., description=...)`` callback
+  (``register_commands`` an ``add_command(name, run, ...)`` callback); kdkit records which
+  plugin and distribution made each call, so every component knows where it came from.
 * **Lifecycle hooks** (``on_*``) observe a run. They are called with keyword arguments, their
   return values are ignored, and they must not change what they are given.
 
@@ -30,7 +31,8 @@ what that means) and may accept fewer parameters than the spec lists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import pluggy
@@ -58,6 +60,33 @@ class Register(Protocol):
 
     def __call__(
         self, name: str, factory: Any, *, config: Any = None, description: str = ""
+    ) -> None: ...
+
+
+class AddCommand(Protocol):
+    """The callback handed to :func:`register_commands`.
+
+    ``add_command(name, run, configure=None, help="one line", description="")``
+
+    * ``name``: the sub-command, ``kdkit NAME`` (lower case, ``[a-z0-9_.-]``); it may not be a
+      built-in command's name, and two plugins adding one name is a collision.
+    * ``run``: called as ``run(args)`` with the parsed :class:`argparse.Namespace`; returns the
+      exit status (``None`` means 0). A :class:`kdkit.errors.KdkitError` it raises is printed
+      without a traceback (exit 2), like a built-in command's.
+    * ``configure``: called as ``configure(parser)`` with the command's own
+      :class:`argparse.ArgumentParser` to add its arguments; ``None`` for no arguments.
+    * ``help``: one line shown by ``kdkit --help`` and ``kdkit plugins`` (default: the first line
+      of ``run``'s docstring); ``description``: the text of ``kdkit NAME --help``.
+    """
+
+    def __call__(
+        self,
+        name: str,
+        run: Callable[[argparse.Namespace], int | None],
+        *,
+        configure: Callable[[argparse.ArgumentParser], None] | None = None,
+        help: str = "",
+        description: str = "",
     ) -> None: ...
 
 
@@ -187,4 +216,23 @@ def register_bench_ops(register: Register) -> None:
 
     Args:
         register: the registration callback (see :class:`Register`).
+    """
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+@hookspec
+def register_commands(add_command: AddCommand) -> None:
+    """Add sub-commands to the ``kdkit`` command line.
+
+    Call ``add_command(name, run, configure=..., help=...)`` once per command (see
+    :class:`AddCommand`); kdkit creates the command's parser, so a plugin never touches
+    argparse's sub-parser internals. The built-in commands (``run``, ``plugins``, ...) cannot be
+    replaced. A command whose registration or ``configure`` fails is reported by
+    ``kdkit plugins`` like any plugin failure, and ``kdkit NAME`` then says why it is missing.
+    ``KDKIT_DISABLE_PLUGINS`` removes a plugin's commands with the rest of it.
+
+    Args:
+        add_command: the command callback (see :class:`AddCommand`).
     """

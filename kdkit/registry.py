@@ -75,23 +75,124 @@ class PluginFailure:
     fix: str
 
 
+@dataclass(frozen=True)
+class PluginCommand:
+    """A ``kdkit`` sub-command added by a plugin through the ``register_commands`` hook.
+
+    Attributes:
+        name: the sub-command (``kdkit NAME ...``).
+        run: ``run(args: argparse.Namespace) -> int | None``; the exit status (``None`` is 0).
+        configure: ``configure(parser: argparse.ArgumentParser) -> None`` adds the command's
+            arguments, or ``None`` for a command without arguments.
+        help: one line shown by ``kdkit --help`` and ``kdkit plugins``.
+        description: the longer text of ``kdkit NAME --help`` (default: ``help``).
+        origin: the plugin and distribution that added it.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    configure: Callable[..., Any] | None
+    help: str
+    description: str
+    origin: PluginOrigin
+    kind: str = "command"
+
+
+@dataclass
+class Collision:
+    """One name of one kind registered by several plugins: unusable until all but one go.
+
+    ``registrants`` are in load order: kdkit's own plugins load first, third-party plugins then
+    in entry-point name order, so the first registrant is the incumbent and the others are the
+    newcomers.
+    """
+
+    kind: str
+    name: str
+    registrants: list[Any]  # Component or PluginCommand, each with an ``origin``
+
+    @property
+    def origins(self) -> list[PluginOrigin]:
+        """Where each registration came from, incumbent first."""
+        return [r.origin for r in self.registrants]
+
+    @property
+    def newcomers(self) -> list[PluginOrigin]:
+        """The plugins to disable: all but the first registrant."""
+        return self.origins[1:]
+
+    def what(self) -> str:
+        """One sentence naming every plugin and distribution that registered the name."""
+        who = " and ".join(f"'{o.plugin}' from {o.distribution} {o.version}".rstrip()
+                           for o in self.origins)  # fmt: skip
+        return f"{len(self.origins)} plugins register the {self.kind} '{self.name}': {who}"
+
+    def fix(self) -> str:
+        """How to make the name usable again: disable (or uninstall) the newcomers."""
+        plugins = ",".join(o.plugin for o in self.newcomers)
+        dists = " ".join(sorted({o.distribution for o in self.newcomers}))
+        first = self.origins[0]
+        return (
+            f"disable the newcomer with KDKIT_DISABLE_PLUGINS={plugins} (or pip uninstall "
+            f"{dists}) to use {first.distribution}'s {self.kind} '{self.name}'; runs that do "
+            "not use this name are not affected"
+        )
+
+    def error(self) -> PluginError:
+        """The error raised when a run (or a lookup) uses the contested name."""
+        return PluginError(self.what(), fix=self.fix())
+
+
 @dataclass
 class Registry:
-    """All components of all kinds, plus the plugins that failed to load."""
+    """All components of all kinds, plugin commands, name collisions and failed plugins.
+
+    A name registered twice for one kind is a :class:`Collision`: it is removed from
+    :attr:`components` (so :meth:`names` and iteration leave it out), :meth:`get` and
+    :meth:`unknown_message` report it with every distribution named, and every other name keeps
+    working. Only a run that uses the contested name fails.
+    """
 
     components: dict[str, dict[str, Component]] = field(
         default_factory=lambda: {kind: {} for kind in KINDS}
     )
     failures: list[PluginFailure] = field(default_factory=list)
+    commands: dict[str, PluginCommand] = field(default_factory=dict)
+    collisions: list[Collision] = field(default_factory=list)
+
+    def _check_origin(self, kind: str, name: str, origin: PluginOrigin) -> None:
+        where = f"plugin '{origin.plugin}' ({origin.distribution})"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(f"invalid {kind} name {name!r}", where=where,
+                              fix="use lower-case letters, digits, '_', '.' or '-'")  # fmt: skip
+
+    def _insert(self, table: dict[str, Any], entry: Any) -> None:
+        """Put ``entry`` in ``table``, turning a second registration of its name into a collision."""
+        collision = self.collision(entry.kind, entry.name)
+        if collision is not None:
+            collision.registrants.append(entry)
+            return
+        first = table.get(entry.name)
+        if first is None:
+            table[entry.name] = entry
+            return
+        if first.origin.plugin == entry.origin.plugin:
+            raise PluginError(
+                f"the {entry.kind} '{entry.name}' is registered twice by one plugin",
+                where=f"plugin '{entry.origin.plugin}' ({entry.origin.distribution})",
+                fix="register each name once",
+            )
+        del table[entry.name]
+        self.collisions.append(Collision(entry.kind, entry.name, [first, entry]))
 
     def add(self, component: Component) -> None:
-        """Add a component; a second one with the same kind and name is an error naming both."""
-        if not _NAME.match(component.name):
-            raise PluginError(
-                f"invalid {component.kind} name {component.name!r}",
-                where=f"plugin '{component.origin.plugin}' ({component.origin.distribution})",
-                fix="use lower-case letters, digits, '_', '.' or '-'",
-            )
+        """Add a component (the ``register`` callback calls this).
+
+        Raises:
+            PluginError: for an invalid name or options model, or a name the same plugin already
+                registered. A name another plugin registered becomes a :class:`Collision`.
+        """
+        self._check_origin(component.kind, component.name, component.origin)
         if not (isinstance(component.config, type) and issubclass(component.config, Options)):
             raise PluginError(
                 f"{component.kind} '{component.name}' registered config={component.config!r}, "
@@ -99,21 +200,36 @@ class Registry:
                 where=f"plugin '{component.origin.plugin}' ({component.origin.distribution})",
                 fix="derive the options model from kdkit.api.Options (pydantic, extra='forbid')",
             )
-        table = self.components[component.kind]
-        if component.name in table:
-            first = table[component.name].origin
-            second = component.origin
+        self._insert(self.components[component.kind], component)
+
+    def add_command(self, command: PluginCommand) -> None:
+        """Add a plugin sub-command (the ``add_command`` callback calls this); same rules as :meth:`add`."""
+        self._check_origin("command", command.name, command.origin)
+        bad = "run" if not callable(command.run) else None
+        if command.configure is not None and not callable(command.configure):
+            bad = "configure"
+        if bad is not None:
             raise PluginError(
-                f"two plugins register the {component.kind} '{component.name}': "
-                f"'{first.plugin}' from {first.distribution} {first.version} and "
-                f"'{second.plugin}' from {second.distribution} {second.version}",
-                fix="uninstall one of the two distributions, or block one plugin with "
-                f"KDKIT_DISABLE_PLUGINS={second.plugin}",
+                f"command '{command.name}': {bad}={getattr(command, bad)!r} is not callable",
+                where=f"plugin '{command.origin.plugin}' ({command.origin.distribution})",
+                fix="pass run(args) -> int | None and, optionally, configure(parser) -> None",
             )
-        table[component.name] = component
+        self._insert(self.commands, command)
+
+    def merge(self, other: Registry) -> None:
+        """Add everything ``other`` holds (one plugin's registrations, committed at once)."""
+        for kind in KINDS:
+            for component in other.components[kind].values():
+                self.add(component)
+        for command in other.commands.values():
+            self.add_command(command)
+
+    def collision(self, kind: str, name: str) -> Collision | None:
+        """The collision on ``name`` of ``kind``, if several plugins registered it."""
+        return next((c for c in self.collisions if (c.kind, c.name) == (kind, name)), None)
 
     def names(self, kind: str) -> list[str]:
-        """Sorted names of the components of ``kind``."""
+        """Sorted names of the usable components of ``kind`` (contested names left out)."""
         return sorted(self.components[kind])
 
     def __iter__(self) -> Iterator[Component]:
@@ -126,7 +242,11 @@ class Registry:
         return close[0] if close else None
 
     def unknown_message(self, kind: str, name: str) -> tuple[str, str]:
-        """(what, fix) for an unknown component name, with a suggestion and the failed plugins."""
+        """(what, fix) for a name that is not usable: contested, or unknown with a suggestion
+        and the plugins that failed to load."""
+        collision = self.collision(kind, name)
+        if collision is not None:
+            return collision.what(), collision.fix()
         available = ", ".join(self.names(kind)) or "none installed"
         what = f"unknown {kind} '{name}'"
         guess = self.suggest(kind, name)
@@ -171,3 +291,22 @@ def make_register(registry: Registry, kind: str, origin: PluginOrigin) -> Callab
         )
 
     return register
+
+
+def make_add_command(registry: Registry, origin: PluginOrigin) -> Callable[..., None]:
+    """The ``add_command`` callback handed to one plugin's ``register_commands`` hook."""
+
+    def add_command(
+        name: str,
+        run: Callable[..., Any],
+        *,
+        configure: Callable[..., Any] | None = None,
+        help: str = "",
+        description: str = "",
+    ) -> None:
+        summary = help or (getattr(run, "__doc__", None) or "").strip().split("\n")[0]
+        registry.add_command(
+            PluginCommand(name, run, configure, summary, description or summary, origin)
+        )
+
+    return add_command

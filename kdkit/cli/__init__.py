@@ -1,7 +1,11 @@
 """The ``kdkit`` command line.
 
-Each sub-command lives in its own module of this package and exposes
-``add_parser(subparsers)``, which adds its parser and sets ``func`` (``Namespace -> int``).
+Each built-in sub-command lives in its own module of this package and exposes
+``add_parser(subparsers)``, which adds its parser and sets ``func`` (``Namespace -> int``); a
+module listed in :data:`COMMANDS` that is missing is a broken installation, reported as an error.
+Plugins add sub-commands through the ``register_commands`` hook (:func:`add_plugin_commands`);
+they are loaded only when the command line does not start with a built-in command, so a
+built-in command never pays for (or is disturbed by) a plugin's command.
 User errors (:class:`kdkit.errors.KdkitError`) are printed without a traceback and exit with
 status 2; ``KDKIT_DEBUG=1`` shows the traceback.
 """
@@ -13,8 +17,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, PluginError
+
+if TYPE_CHECKING:
+    from kdkit.discovery import Plugins
+    from kdkit.registry import PluginCommand
 
 #: Sub-command modules, in the order ``kdkit --help`` lists them.
 COMMANDS = [
@@ -31,8 +40,12 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every sub-command that is available."""
+def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every built-in sub-command, and ``plugins``' commands if given.
+
+    Raises:
+        KdkitError: a built-in command's module is missing (a broken installation).
+    """
     parser = argparse.ArgumentParser(
         prog="kdkit",
         description="Knowledge distillation of code-understanding models. "
@@ -45,25 +58,112 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"kdkit.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command not built yet; anything else is a bug
-            if exc.name == f"kdkit.cli.{name}":
-                continue
-            raise
+        except ModuleNotFoundError as exc:
+            if exc.name != f"kdkit.cli.{name}":
+                raise  # a dependency of the command is missing: its own error says which
+            raise KdkitError(
+                f"the built-in command module kdkit.cli.{name} is missing",
+                where="the kdkit installation",
+                fix="re-install kdkit (pip install -e . in a checkout, or pip install "
+                "--force-reinstall kdkit)",
+            ) from exc
         module.add_parser(sub)
+    if plugins is not None:
+        add_plugin_commands(sub, plugins)
     return parser
+
+
+def _command_failure(command: PluginCommand, error: str, plugins: Plugins) -> None:
+    from kdkit.registry import PluginFailure
+
+    o = command.origin
+    plugins.registry.failures.append(PluginFailure(
+        o.plugin, o.distribution, o.version, f"command '{command.name}': {error}",
+        f"fix or upgrade {o.distribution}, or skip it with KDKIT_DISABLE_PLUGINS={o.plugin}",
+    ))  # fmt: skip
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction, plugins: Plugins) -> list[str]:
+    """Add the commands plugins registered to ``sub``; returns the names added.
+
+    A command named like a built-in, or whose ``configure(parser)`` raises, is not added and is
+    recorded in ``plugins.failures`` (``kdkit plugins`` shows it). ``configure`` is tried on a
+    scratch parser first, so a failure leaves no half-built command behind.
+    """
+    added = []
+    for name, command in sorted(plugins.commands.items()):
+        if name in COMMANDS or name in sub.choices:
+            _command_failure(command, f"'{name}' is a built-in kdkit command", plugins)
+            continue
+        if command.configure is not None:
+            try:
+                command.configure(argparse.ArgumentParser(prog=f"kdkit {name}"))
+            except Exception as exc:  # a plugin bug: isolate it like a failed import
+                _command_failure(command, f"configure failed: {type(exc).__name__}: {exc}",
+                                 plugins)  # fmt: skip
+                continue
+        parser = sub.add_parser(
+            name,
+            help=f"{command.help} [plugin {command.origin.plugin}]",
+            description=command.description,
+        )
+        if command.configure is not None:
+            command.configure(parser)
+        parser.set_defaults(func=_plugin_runner(command))
+        added.append(name)
+    return added
+
+
+def _plugin_runner(command: PluginCommand) -> Any:
+    """``command.run`` with a plugin's unexpected exception turned into an error naming it."""
+
+    def run(args: argparse.Namespace) -> int | None:
+        try:
+            return command.run(args)
+        except (KdkitError, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:
+            o = command.origin
+            raise PluginError(
+                f"command '{command.name}' failed: {type(exc).__name__}: {exc}",
+                where=f"plugin '{o.plugin}' ({o.distribution} {o.version})",
+                fix="check the command's arguments; if they are right, report this to the "
+                "plugin's authors (run with KDKIT_DEBUG=1 for the traceback)",
+            ) from exc
+
+    return run
+
+
+def _unknown_command(name: str, plugins: Plugins) -> KdkitError:
+    collision = plugins.registry.collision("command", name)
+    if collision is not None:
+        return collision.error()
+    fix = "`kdkit --help` lists the commands"
+    if plugins.failures:
+        failed = ", ".join(f"'{f.plugin}' ({f.error})" for f in plugins.failures)
+        fix += f"; these plugins failed to load and may provide it: {failed}"
+    return KdkitError(f"unknown command '{name}'", fix=fix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdkit`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if not args_list:
         args_list = ["run"]  # `kdkit` alone runs the default job, like `kdkit run`
-    args = parser.parse_args(args_list)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        plugins = None
+        if args_list[0] not in COMMANDS:  # --help, --version or a plugin's command
+            from kdkit.discovery import load_plugins
+
+            plugins = load_plugins()
+        parser = build_parser(plugins)
+        first = args_list[0]
+        if plugins is not None and not first.startswith("-") and first not in parser_choices(parser):
+            raise _unknown_command(first, plugins)
+        args = parser.parse_args(args_list)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KdkitError as exc:
         if os.environ.get("KDKIT_DEBUG"):
@@ -76,6 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `kdkit plugins --json | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+
+
+def parser_choices(parser: argparse.ArgumentParser) -> list[str]:
+    """The sub-command names ``parser`` accepts."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
 
 
 def run_main() -> None:  # pragma: no cover - console script shim

@@ -1,4 +1,8 @@
-"""``kdkit plugins``: what is installed, where each component comes from, what failed."""
+"""``kdkit plugins``: what is installed, where each component comes from, what failed.
+
+It always exits 0 when it could list the plugins: failed plugins and name collisions are
+reported, not fatal (only a run that needs a failed plugin or a contested name stops).
+"""
 
 from __future__ import annotations
 
@@ -16,34 +20,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "plugins",
         help="list installed components and plugins that failed to load",
         description="List every registered component (name, kind, plugin, distribution, version, "
-        "description) and every plugin that failed to load, with its error and a fix.",
+        "description), the sub-commands plugins add, names several plugins register "
+        "(collisions), and every plugin that failed to load, with its error and a fix.",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--kind", choices=list(KINDS), help="only components of this kind")
+    p.add_argument("--kind", choices=[*KINDS, "command"],
+                   help="only components (or plugin commands) of this kind")  # fmt: skip
     p.set_defaults(func=run)
 
 
+def _origin(o: Any) -> dict[str, str]:
+    return {"plugin": o.plugin, "distribution": o.distribution, "version": o.version}
+
+
 def plugins_report(plugins: Plugins, kind: str | None = None) -> dict[str, Any]:
-    """The data ``kdkit plugins --json`` prints."""
+    """The data ``kdkit plugins --json`` prints.
+
+    Keys: ``components`` (usable components), ``commands`` (sub-commands added by plugins),
+    ``collisions`` (names several plugins register, each with every registrant and the fix) and
+    ``failed`` (plugins, or plugin commands, that could not be loaded).
+    """
+    from kdkit.cli import COMMANDS, add_plugin_commands
+
+    # try every plugin command on a scratch parser, so a broken one is listed under "failed"
+    scratch = argparse.ArgumentParser().add_subparsers()
+    for name in COMMANDS:
+        scratch.add_parser(name)
+    added = set(add_plugin_commands(scratch, plugins))
     components = [
         {
             "name": c.name,
             "kind": c.kind,
-            "plugin": c.origin.plugin,
-            "distribution": c.origin.distribution,
-            "version": c.origin.version,
+            **_origin(c.origin),
             "description": c.description,
             "options": sorted(c.config.model_fields),
         }
         for c in plugins.registry
         if kind is None or c.kind == kind
     ]
+    commands = [
+        {"name": c.name, "kind": "command", **_origin(c.origin), "description": c.help}
+        for name, c in sorted(plugins.commands.items())
+        if name in added and kind in (None, "command")
+    ]
+    collisions = [
+        {"kind": c.kind, "name": c.name, "registrants": [_origin(o) for o in c.origins],
+         "error": c.what(), "fix": c.fix()}
+        for c in plugins.registry.collisions
+        if kind is None or c.kind == kind
+    ]  # fmt: skip
     failed = [
         {"plugin": f.plugin, "distribution": f.distribution, "version": f.version,
          "error": f.error, "fix": f.fix}
         for f in plugins.failures
     ]  # fmt: skip
-    return {"components": components, "failed": failed}
+    return {"components": components, "commands": commands, "collisions": collisions,
+            "failed": failed}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,11 +87,16 @@ def run(args: argparse.Namespace) -> int:
     rows = [("KIND", "NAME", "PLUGIN", "DISTRIBUTION", "DESCRIPTION")]
     rows += [
         (c["kind"], c["name"], c["plugin"], f"{c['distribution']} {c['version']}", c["description"])
-        for c in report["components"]
+        for c in report["components"] + report["commands"]
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4][:70])
+    if report["collisions"]:
+        print("\nName collisions (only runs that use these names stop):")
+        for c in report["collisions"]:
+            print(f"  {c['error']}")
+            print(f"    fix: {c['fix']}")
     if report["failed"]:
         print("\nPlugins that failed to load (other commands still work):")
         for f in report["failed"]:

@@ -81,27 +81,102 @@ def test_broken_plugin_is_reported_and_does_not_stop_others(outsider_dists):
     assert "Traceback" not in table.stdout + table.stderr
 
 
-def test_duplicate_names_name_both_distributions(tmp_path):
+def test_duplicate_names_are_a_collision_not_an_installation_error(tmp_path):
+    """Behaviour changed by issue 12: `kdkit plugins` keeps working and reports the collision."""
     make_distribution(tmp_path, "kdkit-dup", {"dup": "kdkit_dup"}, {"kdkit_dup": DUPLICATE_MODULE})
     out = _kdkit(["plugins"], _env(tmp_path))
-    assert out.returncode == 2
-    assert "two plugins register the reporter 'console'" in out.stderr
-    assert "from kdkit 0.1.0" in out.stderr and "from kdkit-dup 1.0" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "2 plugins register the reporter 'console'" in out.stdout
+    assert "from kdkit 0.1.0" in out.stdout and "from kdkit-dup 1.0" in out.stdout
+    assert "KDKIT_DISABLE_PLUGINS=dup" in out.stdout  # the newcomer, not kdkit's own plugin
+    listed = json.loads(_kdkit(["plugins", "--json"], _env(tmp_path)).stdout)
+    (collision,) = listed["collisions"]
+    assert [r["distribution"] for r in collision["registrants"]] == ["kdkit", "kdkit-dup"]
+    assert "console" not in {c["name"] for c in listed["components"] if c["kind"] == "reporter"}
     # the fix it suggests works
     env = _env(tmp_path)
     env["KDKIT_DISABLE_PLUGINS"] = "dup"
-    assert _kdkit(["plugins"], env).returncode == 0
+    fixed = json.loads(_kdkit(["plugins", "--json"], env).stdout)
+    assert fixed["collisions"] == []
+    assert "console" in {c["name"] for c in fixed["components"]}
+
+
+def test_collision_is_fatal_only_for_the_contested_name():
+    class Newcomer:
+        @hookimpl
+        def register_reporters(self, register):
+            register("console", lambda o, c: o, description="a second console")
+            register("fresh", lambda o, c: o, description="an uncontested name")
+
+    plugins = load_plugins(allow=[], extra=[("core-test", CorePlugin()), ("newcomer", Newcomer())])
+    registry = plugins.registry
+    assert registry.names("reporter") == ["fresh", "jsonl"]
+    with pytest.raises(PluginError) as info:
+        registry.get("reporter", "console")
+    assert info.value.what == (
+        "2 plugins register the reporter 'console': 'core-test' from <in-process> and "
+        "'newcomer' from <in-process>"
+    )
+    assert "KDKIT_DISABLE_PLUGINS=newcomer" in info.value.fix
+    assert registry.get("kd_method", "kd").origin.plugin == "core-test"  # others unaffected
+
+
+def test_builtins_are_the_incumbents_whatever_the_entry_point_names(tmp_path):
+    """A third party whose entry point sorts before kdkit's is still the newcomer."""
+    make_distribution(tmp_path, "kdkit-aaa", {"aaa": "kdkit_aaa"}, {"kdkit_aaa": DUPLICATE_MODULE})
+    listed = json.loads(_kdkit(["plugins", "--json"], _env(tmp_path)).stdout)
+    (collision,) = listed["collisions"]
+    assert [r["plugin"] for r in collision["registrants"]] == ["console", "aaa"]
+    assert "KDKIT_DISABLE_PLUGINS=aaa " in collision["fix"]
+
+
+def test_a_failed_registration_leaves_nothing_behind():
+    class HalfBroken:
+        @hookimpl
+        def register_kd_methods(self, register):
+            register("half", lambda o, c: o)
+            register("Bad Name", lambda o, c: o)
+
+    plugins = load_plugins(allow=[], extra=[("half", HalfBroken()), ("core-test", CorePlugin())])
+    assert "half" not in plugins.registry.names("kd_method")
+    (failure,) = plugins.failures
+    assert failure.plugin == "half" and "invalid kd_method name 'Bad Name'" in failure.error
+    assert "half" not in plugins.origins and plugins.registry.names("kd_method") == ["dist", "kd"]
 
 
 def test_allow_and_block_lists(outsider_dists, monkeypatch):
     monkeypatch.syspath_prepend(str(outsider_dists))
-    only = load_plugins(allow=["outsider"])
+    only = load_plugins(allow=["outsider"])  # the Python argument is exact
     assert [c.name for c in only.registry] == ["outsider"]
     blocked = load_plugins(block=["outsider"], distributions=["kdkit-outsider", "kdkit"])
     assert "outsider" not in blocked.registry.names("kd_method")
-    monkeypatch.setenv("KDKIT_PLUGINS", "console,jsonl")
-    assert sorted(c.name for c in load_plugins().registry) == ["console", "jsonl"]
+
+
+def _dists(plugins) -> set[str]:
+    return {o.distribution for o in plugins.origins.values()}
+
+
+def test_kdkit_plugins_keeps_the_builtins(outsider_dists, monkeypatch):
+    """KDKIT_PLUGINS=a,b: kdkit's own plugins plus these third-party ones (issue 12 rule)."""
+    monkeypatch.syspath_prepend(str(outsider_dists / "b"))
+    monkeypatch.syspath_prepend(str(outsider_dists))
+    everything = load_plugins()
+    assert {"kdkit", "kdkit-outsider"} <= _dists(everything)
+    assert [f.plugin for f in everything.failures] == ["broken"]
+    builtins = {n for n, o in everything.origins.items() if o.distribution == "kdkit"}
+    assert {"kd", "ft", "console", "kernels"} <= builtins
+    monkeypatch.setenv("KDKIT_PLUGINS", "outsider")
+    kept = load_plugins()
+    assert set(kept.origins) == builtins | {"outsider"}  # other third parties skipped
+    assert kept.failures == [] and "kd" in kept.registry.names("kd_method")
+    monkeypatch.setenv("KDKIT_PLUGINS", "only:outsider,console")
+    exact = load_plugins()
+    assert sorted(exact.origins) == ["console", "outsider"]
+    monkeypatch.setenv("KDKIT_PLUGINS", "outsider")
+    monkeypatch.setenv("KDKIT_DISABLE_PLUGINS", "kd,outsider")
+    disabled = load_plugins()
+    assert "kd" not in disabled.origins and "outsider" not in disabled.origins
+    assert "ft" in disabled.origins
 
 
 def test_lookup_suggests_and_lists_failures(outsider_dists, monkeypatch):
@@ -148,6 +223,12 @@ def test_hook_trace(capsys):
         def on_run_end(self, summary):
             pass
 
-    plugins = load_plugins(allow=[], extra=[("obs", Observer())], trace=True)
-    plugins.pm.hook.on_run_end(run=None, summary={"x": 1})
-    assert "kdkit-trace:" in capsys.readouterr().err
+    plugins = load_plugins(allow=[], extra=[("obs", Observer()), ("core-test", CorePlugin())],
+                           trace=True)  # fmt: skip
+    err = capsys.readouterr().err
+    # registration goes through pluggy too: the plugin and each of its register_* hooks show
+    assert "kdkit-trace: plugin core-test (<in-process> ) [pluginmanage:register]" in err
+    for hook in ("register_tasks", "register_kd_methods", "register_reporters"):
+        assert f"kdkit-trace:   {hook} [hook]" in err
+    plugins.notify("on_run_end", run=None, summary={"x": 1})
+    assert "kdkit-trace:   on_run_end [hook]" in capsys.readouterr().err
