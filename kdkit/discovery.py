@@ -133,7 +133,10 @@ class Plugins:
         is reported on stderr while the others still run: observers must not be able to stop
         (or steer) a run.
         """
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        if not impls:  # nobody observes: still a pluggy call, so a trace shows the event
+            getattr(self.pm.hook, hook)(**kwargs)
+        for impl in impls:
             try:
                 plugin_caller(self.pm, hook, impl.plugin)(**kwargs)
             except Exception as exc:  # observers are isolated by design
@@ -153,6 +156,11 @@ def plugin_caller(pm: pluggy.PluginManager, hook: str, plugin: object) -> Any:
     """
     others = [p for p in pm.get_plugins() if p is not plugin]
     return pm.subset_hook_caller(hook, remove_plugins=others)
+
+
+def _trace_writer(message: str) -> None:
+    """Write a pluggy trace message with every line prefixed (arguments come on extra lines)."""
+    sys.stderr.write("".join(f"kdkit-trace: {line}\n" for line in message.splitlines()))
 
 
 def _implements(pm: pluggy.PluginManager, hook: str, plugin: object) -> bool:
@@ -221,7 +229,7 @@ def load_plugins(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if trace:
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"kdkit-trace: {msg}"))
+        pm.trace.root.setwriter(_trace_writer)
         pm.enable_tracing()
     trace_register = pm.trace.get("register")  # writes only while tracing is on
     registry = Registry()

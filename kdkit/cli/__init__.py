@@ -77,10 +77,12 @@ def _command_failure(command: PluginCommand, error: str, plugins: Plugins) -> No
     from kdkit.registry import PluginFailure
 
     o = command.origin
-    plugins.registry.failures.append(PluginFailure(
+    failure = PluginFailure(
         o.plugin, o.distribution, o.version, f"command '{command.name}': {error}",
         f"fix or upgrade {o.distribution}, or skip it with KDKIT_DISABLE_PLUGINS={o.plugin}",
-    ))  # fmt: skip
+    )  # fmt: skip
+    if failure not in plugins.registry.failures:  # the commands may be attached more than once
+        plugins.registry.failures.append(failure)
 
 
 def add_plugin_commands(sub: argparse._SubParsersAction, plugins: Plugins) -> list[str]:
