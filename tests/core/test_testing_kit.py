@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from torch import nn
 
-from kdkit.api import KDMethod, NoOptions, Options, Requirements
-from kdkit.testing import TinyTask, check_kd_method, check_student, check_task, check_teacher
+from kdkit.api import KDMethod, NoOptions, Options, Reporter, Requirements
+from kdkit.testing import (
+    TinyTask,
+    check_bench_op,
+    check_kd_method,
+    check_reporter,
+    check_student,
+    check_task,
+    check_teacher,
+)
 from kdkit.testing.tiny import TinyStudent, TinyTeacher, tiny_examples
 
 
@@ -107,3 +117,41 @@ def test_tiny_data_is_real_and_balanced():
     assert all(code.startswith("def ") for code, _ in examples)
     counts = [sum(1 for _, y in examples if y == k) for k in range(3)]
     assert min(counts) >= 10, counts
+
+
+class _Mutating(Reporter):
+    def step(self, run, step, record):
+        record["loss"] = 0.0  # a reporter must only observe
+
+
+class _Stray(Reporter):
+    def __init__(self, where):
+        self.where = where
+
+    def start(self, run):
+        (self.where / "stray.txt").write_text("outside the run directory")
+
+
+def test_check_reporter_catches_mutation_and_stray_files(tmp_path):
+    with pytest.raises(TypeError):  # the record is read-only
+        check_reporter(lambda o, c: _Mutating(), run_dir=tmp_path / "run")
+    with pytest.raises(AssertionError, match="wrote outside the run directory"):
+        check_reporter(lambda o, c: _Stray(tmp_path), run_dir=tmp_path / "run2")
+    with pytest.raises(AssertionError, match="not a kdkit.api.Reporter"):
+        check_reporter(lambda o, c: object(), run_dir=tmp_path / "run3")
+
+
+def test_check_bench_op_catches_a_wrong_provider_and_a_bad_shape_list():
+    from kdkit.bench import Provider, load_ops
+    from kdkit.kernels.kd.reference import kd_loss_reference
+
+    base = load_ops()["kd_loss"]
+    report = check_bench_op(base)
+    assert report.checked == ["reference"] and report.params == {"n": 64, "c": 20}
+    wrong = Provider("wrong", lambda **kw: kd_loss_reference(**kw) * 1.01)
+    with pytest.raises(AssertionError, match="provider 'wrong' fails the correctness gate"):
+        check_bench_op(replace(base, providers=[*base.providers, wrong]))
+    with pytest.raises(AssertionError, match="non-empty 'quick' list"):
+        check_bench_op(replace(base, shapes={"priority": base.shapes["priority"]}))
+    with pytest.raises(AssertionError, match="must be unique"):
+        check_bench_op(replace(base, providers=[base.providers[0], base.providers[0]]))
