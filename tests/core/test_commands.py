@@ -66,7 +66,7 @@ def use_plugins(monkeypatch):
     return use
 
 
-def test_a_plugin_command_runs_with_its_own_arguments(use_plugins, capsys):
+def test_hook_register_commands(use_plugins, capsys):
     plugins = use_plugins(("greeter", Greeter()))
     command = plugins.commands["greet"]
     assert (command.origin.plugin, command.help) == (

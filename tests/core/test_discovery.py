@@ -217,7 +217,7 @@ def test_lifecycle_observers_are_isolated(capsys):
     )
 
 
-def test_hook_trace(capsys):
+def test_trace_shows_registration_and_observer_calls(capsys):
     class Observer:
         @hookimpl
         def on_run_end(self, summary):
