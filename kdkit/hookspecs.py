@@ -50,7 +50,8 @@ class Register(Protocol):
     ``register(name, factory, config=OptionsModel, description="one line")``
 
     * ``name``: the component's name in run files (lower case, ``[a-z0-9_.-]``), unique per kind
-      across all installed plugins.
+      across all installed plugins. A name two plugins register is a *collision*: ``kdkit
+      plugins`` reports both, and only runs that use the name stop until one plugin is disabled.
     * ``factory``: called as ``factory(options, context)`` with a validated instance of ``config``
       and a :class:`kdkit.api.BuildContext`; returns the component.
     * ``config``: a subclass of :class:`kdkit.api.Options` (``extra="forbid"``); defaults to

@@ -23,9 +23,20 @@ def hook_functions() -> list:
     return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
 
 
+#: The callbacks registration hooks receive, documented before the hooks.
+CALLBACKS = (("register", hookspecs.Register), ("add_command", hookspecs.AddCommand))
+
+
+def _callback_section(name: str, protocol: type) -> str:
+    sig = str(inspect.signature(protocol.__call__)).replace("''", '""').replace("'", "")
+    sig = sig.replace("(self, ", "(")
+    return f"### Callback `{name}{sig}`\n\n{inspect.cleandoc(protocol.__doc__ or '')}\n"
+
+
 def hook_reference() -> str:
-    """The Markdown hook reference: one section per hook with its signature and docstring."""
-    parts = []
+    """The Markdown hook reference: the callbacks, then one section per hook with its
+    signature and docstring."""
+    parts = [_callback_section(name, protocol) for name, protocol in CALLBACKS]
     for fn in hook_functions():
         sig = str(inspect.signature(fn)).replace("'", "")
         parts.append(f"### `{fn.__name__}{sig}`\n\n{inspect.cleandoc(fn.__doc__ or '')}\n")
