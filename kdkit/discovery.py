@@ -32,8 +32,10 @@ from typing import Any
 import pluggy
 
 from kdkit import hookspecs
+from kdkit.errors import KdkitError
 from kdkit.registry import (
     KINDS,
+    PluginCommand,
     PluginFailure,
     PluginOrigin,
     Registry,
@@ -121,7 +123,7 @@ class Plugins:
         return self.registry.failures
 
     @property
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, PluginCommand]:
         """Sub-commands added by plugins (``register_commands``), by name."""
         return self.registry.commands
 
@@ -183,11 +185,14 @@ def _collect(pm: pluggy.PluginManager, plugin: object, origin: PluginOrigin) -> 
 
 
 def _failure(origin: PluginOrigin, exc: BaseException, fix: str | None = None) -> PluginFailure:
-    return PluginFailure(
-        origin.plugin, origin.distribution, origin.version, f"{type(exc).__name__}: {exc}",
-        fix or f"fix or upgrade {origin.distribution}, or skip it with "
-        f"KDKIT_DISABLE_PLUGINS={origin.plugin}",
-    )  # fmt: skip
+    skip = f"KDKIT_DISABLE_PLUGINS={origin.plugin}"
+    if isinstance(exc, KdkitError):  # an invalid registration: kdkit's own what and fix
+        error = f"{type(exc).__name__}: {exc.what}"
+        fix = f"{exc.fix}; or skip the plugin with {skip}" if exc.fix else None
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    return PluginFailure(origin.plugin, origin.distribution, origin.version, error,
+                         fix or f"fix or upgrade {origin.distribution}, or skip it with {skip}")  # fmt: skip
 
 
 def load_plugins(
