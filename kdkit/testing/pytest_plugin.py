@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
+from kdkit.api import Batch
 from kdkit.testing.tiny import TinyStudent, TinyTask, TinyTeacher, tiny_batch
+
+if TYPE_CHECKING:
+    from kdkit.discovery import Plugins
 
 
 @pytest.fixture
@@ -26,14 +32,18 @@ def kdkit_tiny_student() -> TinyStudent:
 
 
 @pytest.fixture
-def kdkit_tiny_batch(kdkit_tiny_teacher, kdkit_tiny_student):
+def kdkit_tiny_batch(kdkit_tiny_teacher: TinyTeacher, kdkit_tiny_student: TinyStudent) -> Batch:
     """Six real functions tokenised by the tiny teacher and student (with padding)."""
     return tiny_batch(6, teacher=kdkit_tiny_teacher, student=kdkit_tiny_student)
 
 
 @pytest.fixture
-def kdkit_plugins():
-    """Plugins of the installed distributions, loaded afresh for the test."""
+def kdkit_plugins() -> Plugins:
+    """Plugins of the installed distributions, loaded afresh for the test.
+
+    A :class:`kdkit.discovery.Plugins`: ``.registry`` (``get(kind, name)``, ``names(kind)``,
+    ``collisions``), ``.failures``, ``.commands``, ``.origins`` and ``.pm`` (the pluggy manager).
+    """
     from kdkit.discovery import load_plugins
 
     return load_plugins()

@@ -232,3 +232,14 @@ def test_trace_shows_registration_and_observer_calls(capsys):
         assert f"kdkit-trace:   {hook} [hook]" in err
     plugins.notify("on_run_end", run=None, summary={"x": 1})
     assert "kdkit-trace:   on_run_end [hook]" in capsys.readouterr().err
+
+
+def test_a_plugin_name_taken_by_kdkit_is_not_loaded_and_says_why(tmp_path):
+    make_distribution(tmp_path, "kdkit-same-name", {"console": "kdkit_same_name"},
+                      {"kdkit_same_name": DUPLICATE_MODULE})  # fmt: skip
+    listed = json.loads(_kdkit(["plugins", "--json"], _env(tmp_path)).stdout)
+    (failed,) = [f for f in listed["failed"] if f["distribution"] == "kdkit-same-name"]
+    assert failed["error"] == "the plugin name 'console' is already used by kdkit"
+    assert "rename the entry point 'console'" in failed["fix"]
+    (console,) = [c for c in listed["components"] if c["name"] == "console"]
+    assert console["distribution"] == "kdkit" and listed["collisions"] == []
