@@ -136,15 +136,21 @@ def _plugin_runner(command: PluginCommand) -> Any:
     return run
 
 
-def _unknown_command(name: str, plugins: Plugins) -> KdkitError:
+def _unknown_command(name: str, plugins: Plugins, choices: list[str]) -> KdkitError:
+    import difflib
+
     collision = plugins.registry.collision("command", name)
     if collision is not None:
         return collision.error()
+    what = f"unknown command '{name}'"
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        what += f" — did you mean '{close[0]}'?"
     fix = "`kdkit --help` lists the commands"
     if plugins.failures:
         failed = ", ".join(f"'{f.plugin}' ({f.error})" for f in plugins.failures)
         fix += f"; these plugins failed to load and may provide it: {failed}"
-    return KdkitError(f"unknown command '{name}'", fix=fix)
+    return KdkitError(what, fix=fix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,8 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             plugins = load_plugins()
         parser = build_parser(plugins)
         first = args_list[0]
-        if plugins is not None and not first.startswith("-") and first not in parser_choices(parser):
-            raise _unknown_command(first, plugins)
+        choices = parser_choices(parser)
+        if plugins is not None and not first.startswith("-") and first not in choices:
+            raise _unknown_command(first, plugins, choices)
         args = parser.parse_args(args_list)
         if not getattr(args, "func", None):
             parser.print_help()

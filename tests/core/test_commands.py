@@ -117,6 +117,12 @@ def test_failed_commands_are_reported_like_plugin_failures(use_plugins, capsys):
     assert "KDKIT_DISABLE_PLUGINS=crasher" in replaced["fix"]
 
 
+def test_an_unknown_command_suggests_the_closest(use_plugins, capsys):
+    use_plugins(("greeter", Greeter()))
+    assert cli.main(["gret", "--name", "x"]) == 2
+    assert "unknown command 'gret' — did you mean 'greet'?" in capsys.readouterr().err
+
+
 def test_two_plugins_adding_one_command_collide(use_plugins, capsys):
     use_plugins(("greeter", Greeter()), ("second", SecondGreeter()))
     assert cli.main(["greet", "--name", "x"]) == 2
