@@ -160,7 +160,7 @@ class Registry:
     commands: dict[str, PluginCommand] = field(default_factory=dict)
     collisions: list[Collision] = field(default_factory=list)
 
-    def _check_origin(self, kind: str, name: str, origin: PluginOrigin) -> None:
+    def _check_name(self, kind: str, name: str, origin: PluginOrigin) -> None:
         where = f"plugin '{origin.plugin}' ({origin.distribution})"
         if not isinstance(name, str) or not _NAME.match(name):
             raise PluginError(f"invalid {kind} name {name!r}", where=where,
@@ -192,7 +192,7 @@ class Registry:
             PluginError: for an invalid name or options model, or a name the same plugin already
                 registered. A name another plugin registered becomes a :class:`Collision`.
         """
-        self._check_origin(component.kind, component.name, component.origin)
+        self._check_name(component.kind, component.name, component.origin)
         if not (isinstance(component.config, type) and issubclass(component.config, Options)):
             raise PluginError(
                 f"{component.kind} '{component.name}' registered config={component.config!r}, "
@@ -204,7 +204,7 @@ class Registry:
 
     def add_command(self, command: PluginCommand) -> None:
         """Add a plugin sub-command (the ``add_command`` callback calls this); same rules as :meth:`add`."""
-        self._check_origin("command", command.name, command.origin)
+        self._check_name("command", command.name, command.origin)
         bad = "run" if not callable(command.run) else None
         if command.configure is not None and not callable(command.configure):
             bad = "configure"
