@@ -26,33 +26,33 @@ def fixtures() -> Path:
 @pytest.fixture(scope="session")
 def exception_build(tmp_path_factory):
     """An exception dataset built from a slice of the real standard library (a few seconds)."""
-    from kdkit.data.builders import exception
-    from kdkit.data.builders.common import stdlib_sample
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.plugins.tasks.exception.builder import ExceptionBuildOptions, build
 
     out = tmp_path_factory.mktemp("exception")
-    report = exception.build(out, files=stdlib_sample(), min_examples=50, quiet=True)
+    report = build(out, ExceptionBuildOptions(files=stdlib_sample(), min_examples=50), quiet=True)
     return out, report
 
 
 @pytest.fixture(scope="session")
 def defect_build(tmp_path_factory):
     """A defect dataset built from a slice of the real standard library."""
-    from kdkit.data.builders import defect
-    from kdkit.data.builders.common import stdlib_sample
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.plugins.tasks.defect.builder import DefectBuildOptions, build
 
     out = tmp_path_factory.mktemp("defect")
     names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "zipimport.py")
-    report = defect.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
+    report = build(out, DefectBuildOptions(files=stdlib_sample(names), min_examples=50), quiet=True)
     return out, report
 
 
 @pytest.fixture(scope="session")
 def clone_build(tmp_path_factory):
     """Clone pairs built from a slice of the real standard library."""
-    from kdkit.data.builders import clone
-    from kdkit.data.builders.common import stdlib_sample
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.plugins.tasks.clone.builder import CloneBuildOptions, build
 
     out = tmp_path_factory.mktemp("clone")
     names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "inspect.py")
-    report = clone.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
+    report = build(out, CloneBuildOptions(files=stdlib_sample(names), min_examples=50), quiet=True)
     return out, report

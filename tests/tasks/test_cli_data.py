@@ -6,7 +6,7 @@ import json
 import shutil
 
 from kdkit.cli import main
-from kdkit.data.builders.common import stdlib_sample
+from kdkit.data.corpus import stdlib_sample
 
 
 def test_build_exception_from_a_directory_and_info(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Built-in task ``exception``: CuBERT exception classification (20 exception types, top-1).
 
 Reads CuBERT's JSONL (``function`` with ``__HOLE__`` where the ``except`` type was, string
-``label``) from ``data_dir``, a hub dataset, or the offline build from real Python code
-(:mod:`kdkit.data.builders.exception`). Metrics: ``top1`` (headline), ``top3``, ``macro_f1``.
+``label``; :mod:`.format`) from ``data_dir``, a hub dataset, or the offline build from real
+Python code (:mod:`.builder`, options :class:`ExceptionBuildOptions`). Metrics: ``top1``
+(headline), ``top3``, ``macro_f1``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator
 
-from kdkit.data.builders.exception import CUBERT_LABELS, resolve_labels
-from kdkit.data.formats import Rows, cubert_row, read_cubert
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import multiclass_metrics
+from kdkit.data.task import CodeTask, CodeTaskOptions
 from kdkit.hookspecs import hookimpl
 
-from .base import CodeTask, CodeTaskOptions
+from .builder import CUBERT_LABELS, ExceptionBuildOptions, build, resolve_labels
+from .format import cubert_row, read_cubert
 
 
 class ExceptionOptions(CodeTaskOptions):
@@ -55,6 +57,8 @@ class ExceptionTask(CodeTask):
     is_pair = False
     headline_metric = "top1"
     format_name = "CuBERT exception JSONL"
+    builder_options = ExceptionBuildOptions
+    build_offline = staticmethod(build)
 
     options: ExceptionOptions
 
@@ -68,7 +72,7 @@ class ExceptionTask(CodeTask):
             else []
         )
 
-    def builder_options(self) -> dict[str, Any]:
+    def offline_overrides(self) -> dict[str, Any]:
         labels = self.options.labels
         return {"labels": labels, "window": self.options.window}
 

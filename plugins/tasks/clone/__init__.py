@@ -2,9 +2,10 @@
 
 Reads BigCloneBench as CodeXGLUE ships it (``data.jsonl`` with ``idx``/``func`` and
 ``train.txt``/``valid.txt``/``test.txt`` with ``idx1 idx2 label``), a simple pair JSONL
-(``func1``, ``func2``, ``target``), a hub dataset (e.g.
-``google/code_x_glue_cc_clone_detection_big_clone_bench``) or the offline build
-(:mod:`kdkit.data.builders.clone`). Each example is a pair, encoded as one sentence-pair sequence.
+(``func1``, ``func2``, ``target``; both in :mod:`.format`), a hub dataset (e.g.
+``google/code_x_glue_cc_clone_detection_big_clone_bench``) or the offline build (:mod:`.builder`
+with :mod:`.rewrites`, options :class:`CloneBuildOptions`). Each example is a pair, encoded as one
+sentence-pair sequence.
 Metrics: ``f1`` (headline), ``accuracy``, ``precision``, ``recall``.
 """
 
@@ -17,11 +18,13 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from kdkit.data.formats import Rows, pair_row, read_bigclonebench
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
+from kdkit.data.task import CodeTask, CodeTaskOptions, subsample
 from kdkit.hookspecs import hookimpl
 
-from .base import CodeTask, CodeTaskOptions, subsample
+from .builder import CloneBuildOptions, build
+from .format import pair_row, read_bigclonebench
 
 
 class CloneOptions(CodeTaskOptions):
@@ -48,11 +51,13 @@ class CloneTask(CodeTask):
     is_pair = True
     headline_metric = "f1"
     format_name = "BigCloneBench / CodeXGLUE clone detection"
+    builder_options = CloneBuildOptions
+    build_offline = staticmethod(build)
 
     def default_labels(self) -> Sequence[str]:
         return ["different", "clone"]
 
-    def builder_options(self) -> dict[str, Any]:
+    def offline_overrides(self) -> dict[str, Any]:
         extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
         return {"near_miss_share": self.options.near_miss_share, **extra}
 

@@ -1,11 +1,13 @@
-"""Shared machinery of the built-in code tasks (``defect``, ``clone``, ``exception``).
+"""A base class for tasks read from files in a public format: :class:`CodeTask`.
 
-A task finds its data in one of three places, in this order:
+kdkit's own tasks derive from it, and so may a third party's. A task finds its data in one of
+three places, in this order:
 
-1. ``data_dir`` — a folder in the task's public format (Devign JSONL, BigCloneBench, CuBERT);
+1. ``data_dir`` — a folder in the task's public format (its :meth:`CodeTask.read_local`);
 2. ``hub`` — a hub dataset id whose columns use the public field names (needs a network);
-3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the dataset is built once
-   into ``<cache>/built/<task>-<key>/`` and reused by every later run.
+3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the task's
+   :attr:`~CodeTask.build_offline` writes the dataset once into ``<cache>/built/<task>-<key>/``
+   and every later run reuses it. A task without a builder needs ``data_dir`` or ``hub``.
 
 The rows become a ``datasets.DatasetDict`` saved as Arrow under ``<cache>/datasets/<task>-<fp>``,
 where ``fp`` (:meth:`CodeTask.fingerprint`) hashes the data files' bytes and every option that
@@ -19,7 +21,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,8 +29,7 @@ import torch
 from pydantic import Field
 
 from kdkit.api import BuildContext, Options
-from kdkit.data.builders import get_builder
-from kdkit.data.builders.common import STATS_FILE
+from kdkit.data.build import STATS_FILE, BuildReport, validate_options
 from kdkit.data.fingerprint import FORMAT_VERSION, hash_files, hash_json
 from kdkit.data.formats import SPLITS, Rows
 from kdkit.data.paths import cache_root
@@ -37,7 +38,7 @@ from kdkit.errors import KdkitError
 
 
 class CodeTaskOptions(Options):
-    """Options every built-in code task accepts."""
+    """Options every :class:`CodeTask` accepts (a task's options model derives from it)."""
 
     data_dir: str | None = Field(None, description="folder with the data in the public format")
     train_file: str | None = Field(
@@ -82,14 +83,27 @@ def subsample(rows: list[dict[str, Any]], k: int | None, fraction: float, seed: 
 
 
 class CodeTask:
-    """Base class of the built-in tasks; subclasses set the class attributes and
-    :meth:`read_local` / :meth:`convert_hub_row` / :meth:`finish_rows`."""
+    """Base class of tasks read from public-format files; subclasses set the class attributes and
+    :meth:`default_labels`, :meth:`read_local`, :meth:`evaluate` (and, if they need them,
+    :meth:`convert_hub_row`, :meth:`finish_rows`, :meth:`load_options`).
+
+    A task that can build its data offline sets :attr:`builder_options` (a model derived from
+    :class:`kdkit.data.build.SourceBuildOptions`) and :attr:`build_offline` (the builder,
+    ``build(out_dir, options, *, quiet=False) -> BuildReport``, as a ``staticmethod``); they are
+    the optional offline part of the :class:`kdkit.api.Task` contract, read by
+    ``kdkit data build TASK`` and by the default ``source`` path. :meth:`offline_overrides` says
+    which builder options the task's own options set.
+    """
 
     name: ClassVar[str]
     is_pair: ClassVar[bool] = False
     headline_metric: ClassVar[str]
-    #: Columns of the public format written by the builder (for error messages).
+    #: Name of the public format (for error messages).
     format_name: ClassVar[str]
+    #: The options model of the offline builder; ``None``: the task cannot build offline.
+    builder_options: ClassVar[type[Options] | None] = None
+    #: The offline builder, ``(out_dir, options, *, quiet=False) -> BuildReport``; ``None``: none.
+    build_offline: ClassVar[Callable[..., BuildReport] | None] = None
 
     def __init__(self, options: CodeTaskOptions, context: BuildContext | None = None) -> None:
         self.options = options
@@ -117,8 +131,9 @@ class CodeTask:
         """One hub row -> ``{text, label[, text_pair]}``."""
         raise NotImplementedError
 
-    def builder_options(self) -> dict[str, Any]:
-        """Keyword arguments of the offline builder (besides sources, seed)."""
+    def offline_overrides(self) -> dict[str, Any]:
+        """Builder options set by the task's options (besides ``sources`` and ``seed``); part of
+        the key of the built dataset, so only options that are given belong here."""
         return {}
 
     def finish_rows(self, rows: Rows) -> Rows:
@@ -138,8 +153,23 @@ class CodeTask:
 
     @property
     def build_hint(self) -> str:
-        """The command that builds an offline dataset for this task."""
+        """The command that builds an offline dataset for this task (or what to do without one)."""
+        if self.builder_options is None:
+            return f"get the data of the {self.name} task in its public format ({self.format_name})"
         return f"build one offline with `kdkit data build {self.name} --from stdlib --out DIR`"
+
+    def offline_build_options(self) -> Options:
+        """The builder's options for this task's ``source``, ``build_seed`` and overrides."""
+        if self.builder_options is None or self.build_offline is None:
+            raise KdkitError(
+                f"the {self.name} task has no offline builder, and neither data_dir nor hub is set",
+                where="task.source",
+                fix=f"set task.data_dir to a folder in its public format ({self.format_name}), "
+                "or task.hub",
+            )
+        values = {"sources": list(self.options.source), "seed": self.options.build_seed,
+                  **self.offline_overrides()}  # fmt: skip
+        return validate_options(self.builder_options, values, where="task options")
 
     def built_dir(self) -> Path:
         """Where the offline build for ``source`` lives in the cache (built on first use)."""
@@ -147,22 +177,23 @@ class CodeTask:
         sig = [[r.label, str(r.path)] + (_dir_signature(r.path) if r.label not in
                ("stdlib", "site-packages") else []) for r in roots]  # fmt: skip
         key = hash_json({"task": self.name, "sources": sig, "python": sys.version,
-                         "seed": self.options.build_seed, "opts": self.builder_options(),
+                         "seed": self.options.build_seed, "opts": self.offline_overrides(),
                          "format": FORMAT_VERSION})  # fmt: skip
         return self.cache / "built" / f"{self.name}-{key}"
 
     def _ensure_built(self) -> Path:
+        """The built dataset's folder in the cache, built through :attr:`build_offline` once."""
+        options = self.offline_build_options()  # no builder: a clear error before any I/O
         target = self.built_dir()
         if (target / STATS_FILE).is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            build = get_builder(self.name)
+            assert self.build_offline is not None  # checked by offline_build_options
             print(f"kdkit: building the offline {self.name} dataset from "
                   f"{', '.join(self.options.source)} into {target} (once)", file=sys.stderr)  # fmt: skip
-            build(tmp, self.options.source, seed=self.options.build_seed, quiet=True,
-                  **self.builder_options())  # fmt: skip
+            self.build_offline(tmp, options, quiet=True)
             try:
                 os.replace(tmp, target)
             except OSError:  # another process built it first

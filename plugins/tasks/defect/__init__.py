@@ -1,9 +1,9 @@
 """Built-in task ``defect``: defect detection (Devign / CodeXGLUE; binary; accuracy).
 
-Reads CodeXGLUE's Devign JSONL (``func``, ``target`` 0/1, ``idx``) from ``data_dir``, a hub dataset
-(e.g. ``google/code_x_glue_cc_defect_detection``), or the offline build of synthetic bugs in real
-Python functions (:mod:`kdkit.data.builders.defect`). Metrics: ``accuracy`` (headline),
-``precision``, ``recall``, ``f1`` of the defective class.
+Reads CodeXGLUE's Devign JSONL (``func``, ``target`` 0/1, ``idx``; :mod:`.format`) from
+``data_dir``, a hub dataset (e.g. ``google/code_x_glue_cc_defect_detection``), or the offline build
+of synthetic bugs in real Python functions (:mod:`.builder`, options :class:`DefectBuildOptions`).
+Metrics: ``accuracy`` (headline), ``precision``, ``recall``, ``f1`` of the defective class.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from kdkit.data.formats import Rows, devign_row, read_devign
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
+from kdkit.data.task import CodeTask, CodeTaskOptions
 from kdkit.hookspecs import hookimpl
 
-from .base import CodeTask, CodeTaskOptions
+from .builder import DefectBuildOptions, build
+from .format import devign_row, read_devign
 
 
 class DefectOptions(CodeTaskOptions):
@@ -41,11 +43,13 @@ class DefectTask(CodeTask):
     is_pair = False
     headline_metric = "accuracy"
     format_name = "Devign/CodeXGLUE defect JSONL"
+    builder_options = DefectBuildOptions
+    build_offline = staticmethod(build)
 
     def default_labels(self) -> Sequence[str]:
         return ["correct", "defective"]
 
-    def builder_options(self) -> dict[str, Any]:
+    def offline_overrides(self) -> dict[str, Any]:
         extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
         return {"kinds": list(self.options.kinds), **extra}
 

@@ -1,5 +1,29 @@
-"""What every offline builder shares: the corpus walk, seeded group splits with cross-split
-de-duplication, writing the public format atomically, and counts (printed and saved as JSON)."""
+"""What every offline builder shares, whatever its task: its options' common part, seeded group
+splits with cross-split de-duplication, writing splits atomically, and the build report (printed
+and saved as ``stats.json``).
+
+A task that can build its dataset offline exposes a builder (the optional part of the
+:class:`kdkit.api.Task` contract, :class:`kdkit.api.OfflineBuilder`)::
+
+    class MyBuildOptions(SourceBuildOptions):          # sources, files, seed, split_by, min_examples
+        min_lines: int = Field(3, ge=1, description="skip shorter functions")
+
+    def build(out_dir: Path, options: MyBuildOptions, *, quiet: bool = False) -> BuildReport:
+        timer = Timer()
+        corpus = load_corpus(options, size_filter(options.min_lines, 40, 2000), quiet)
+        ...                                            # rows per split, via split_by_group
+        check_size("mytask", {s: len(r) for s, r in rows.items()}, options.min_examples)
+        for split, name in SPLIT_FILES.items():
+            write_jsonl(Path(out_dir) / f"{name}.jsonl", rows[split])
+        return finish_build(BuildReport("mytask", Path(out_dir), counts, ...), timer)
+
+    class MyTask(CodeTask):
+        builder_options = MyBuildOptions
+        build_offline = staticmethod(build)
+
+``kdkit data build mytask`` then generates its flags from ``MyBuildOptions`` (see
+:mod:`kdkit.cli.data`) and a run left on the default ``source`` builds through the same function.
+"""
 
 from __future__ import annotations
 
@@ -8,82 +32,65 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from kdkit.data.pyfuncs import PyFunction, extract_functions
-from kdkit.data.sources import (
-    SkipCounter,
-    SourceFile,
-    describe_sources,
-    iter_source_files,
-    read_module,
-    resolve_sources,
-)
+from pydantic import Field, ValidationError
+
+from kdkit.api import Options
+from kdkit.data.formats import SPLITS
 from kdkit.errors import KdkitError
 
 #: Split names in kdkit and the file each is written to (CodeXGLUE's naming).
 SPLIT_FILES = {"train": "train", "validation": "valid", "test": "test"}
-SPLITS = tuple(SPLIT_FILES)
 #: Name of the counts file written beside the data.
 STATS_FILE = "stats.json"
+#: The fix of a build that came out too small (the flags are those of :class:`SourceBuildOptions`).
+MORE_SOURCES = "add sources (e.g. --from stdlib site-packages DIR) or lower --min-examples"
 
 T = TypeVar("T")
 
 
-@dataclass
-class Corpus:
-    """The functions of some sources, with the file each came from and what was skipped."""
+class SourceBuildOptions(Options):
+    """Options of every builder that reads Python source trees; derive a task's builder options
+    from it (its fields become ``kdkit data build TASK`` flags, ``sources`` as ``--from``).
 
-    functions: list[tuple[SourceFile, PyFunction]]
-    skipped: SkipCounter
-    sources: list[dict[str, str]]
-    files: int = 0
-
-
-def load_corpus(
-    sources: Sequence[str] | None = None,
-    files: Sequence[str | os.PathLike[str]] | None = None,
-    keep: Callable[[PyFunction], bool] | None = None,
-) -> Corpus:
-    """Parse every Python file of ``sources`` (or the explicit ``files``) into functions.
-
-    Args:
-        sources: ``stdlib``, ``site-packages`` and/or directories (see :mod:`kdkit.data.sources`).
-        files: explicit module paths instead (e.g. a slice of the stdlib for a fast test build);
-            each file is its own split group.
-        keep: a filter on functions (size limits); rejected functions are counted.
+    ``json_schema_extra`` of a field may set ``flag`` (the option's flag instead of
+    ``--field-name``) and ``metavar`` (the placeholder in ``--help``).
     """
-    skipped = SkipCounter()
-    if files is not None:
-        listed = [SourceFile(Path(p).resolve(), Path(p).name, "files") for p in files]
-        desc = [{"source": "files", "count": str(len(listed))}]
-    else:
-        roots = resolve_sources(list(sources or []))
-        listed = list(iter_source_files(roots))
-        desc = describe_sources(roots)
-    functions: list[tuple[SourceFile, PyFunction]] = []
-    for sf in listed:
-        parsed = read_module(sf.path, skipped)
-        if parsed is None:
-            continue
-        for fn in extract_functions(*parsed):
-            if keep is None or keep(fn):
-                functions.append((sf, fn))
-            else:
-                skipped["function_size"] += 1
-    return Corpus(functions, skipped, desc, len(listed))
+
+    sources: list[str] = Field(
+        default_factory=lambda: ["stdlib"],
+        description="stdlib, site-packages and/or directories",
+        json_schema_extra={"flag": "--from", "metavar": "SOURCE"},
+    )
+    files: list[Path] | None = Field(
+        None,
+        description="explicit module files instead of --from (small, fast builds)",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    seed: int = Field(0, description="seed of the split and of random edits")
+    split_by: Literal["file", "package"] = Field(
+        "file", description="the unit kept within one split"
+    )
+    min_examples: int = Field(
+        100, ge=0, description="fewer examples in total (or an empty split) is an error"
+    )
 
 
-def size_filter(min_lines: int, max_lines: int, max_chars: int) -> Callable[[PyFunction], bool]:
-    """Keep functions with ``min_lines..max_lines`` lines and at most ``max_chars`` characters."""
-
-    def keep(fn: PyFunction) -> bool:
-        return min_lines <= fn.num_lines <= max_lines and len(fn.text) <= max_chars
-
-    return keep
+def validate_options(model: type[Options], values: Mapping[str, Any], where: str) -> Options:
+    """``model(**values)``, with a validation failure turned into a :class:`KdkitError`."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise KdkitError(f"invalid builder options: {problems}", where=where,
+                         fix=f"see the options of {model.__name__} (kdkit data build TASK --help)"
+                         ) from exc  # fmt: skip
 
 
 @dataclass
@@ -102,11 +109,12 @@ def split_by_group(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> SplitResult:
     """Seeded train/validation/test split that keeps each group (file or package) together and
-    never lets one normalised text appear in two groups.
+    never lets one de-duplication key appear in two groups.
 
-    Groups are shuffled with ``seed``; each goes to the split that is furthest below its share. A de-duplication key (:func:`kdkit.data.pyfuncs.normalise_code` of the
-    base function) belongs to the first group that has it; items of other groups with that key are
-    dropped, so no near-duplicate crosses a split (nor repeats inside one from another file).
+    Groups are shuffled with ``seed``; each goes to the split that is furthest below its share. A
+    de-duplication key (e.g. :func:`kdkit.data.pyfuncs.normalise_code` of the base function)
+    belongs to the first group that has it; items of other groups with that key are dropped, so no
+    near-duplicate crosses a split (nor repeats inside one from another file).
     """
     by_group: dict[str, list[T]] = {}
     for item in items:
@@ -139,7 +147,18 @@ def split_by_group(
 
 @dataclass
 class BuildReport:
-    """What a build wrote: per-split and per-label counts, skips, timings (saved as stats.json)."""
+    """What a build wrote: per-split and per-label counts, skips, timings (saved as stats.json).
+
+    Attributes:
+        task: the task's name.
+        out_dir: the folder written.
+        counts: split -> label name -> examples.
+        skipped: reason -> count of files, functions or examples left out.
+        sources: what was read (from :func:`kdkit.data.sources.describe_sources`).
+        options: the options that shaped the data (recorded as the builder resolved them).
+        extra: task-specific facts (a dict keyed by split prints as one line per key).
+        seconds: wall time of the build.
+    """
 
     task: str
     out_dir: Path
@@ -193,7 +212,7 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def check_size(task: str, sizes: dict[str, int], min_examples: int, hint: str) -> None:
+def check_size(task: str, sizes: dict[str, int], min_examples: int, hint: str = MORE_SOURCES) -> None:
     """Fail clearly (instead of writing empty files) when a build is empty or too small."""
     total = sum(sizes.values())
     empty = [s for s, n in sizes.items() if n == 0]
@@ -219,13 +238,26 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_stats(report: BuildReport) -> Path:
     """Save ``stats.json`` beside the data and return its path."""
     path = report.out_dir / STATS_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def finish_build(report: BuildReport, timer: Timer) -> BuildReport:
+    """Stamp the build's wall time on ``report``, save ``stats.json`` and return the report."""
+    report.seconds = timer()
+    write_stats(report)
+    return report
 
 
 class Timer:
@@ -242,29 +274,3 @@ def log(message: str, quiet: bool) -> None:
     """Progress on stderr unless ``quiet``."""
     if not quiet:
         print(message, file=sys.stderr, flush=True)
-
-
-def grouped(
-    corpus: Corpus, split_by: str
-) -> Iterator[tuple[str, SourceFile, PyFunction]]:  # pragma: no cover - convenience
-    """``(group, file, function)`` for every function of a corpus."""
-    for sf, fn in corpus.functions:
-        yield sf.group(split_by), sf, fn
-
-
-#: Standard-library modules (not tests) rich in functions and ``except`` clauses: a small, real
-#: corpus for fast builds in tests (about 450 exception examples, a few thousand functions).
-STDLIB_SAMPLE = (
-    "shutil.py", "pdb.py", "pathlib.py", "inspect.py", "importlib/_bootstrap.py", "mailbox.py",
-    "tarfile.py", "platform.py", "importlib/_bootstrap_external.py", "pydoc.py",
-    "tomllib/_parser.py", "urllib/request.py", "unittest/mock.py", "os.py", "xml/dom/minidom.py",
-    "zipimport.py", "ntpath.py", "_pyio.py", "subprocess.py", "unittest/case.py", "enum.py",
-)  # fmt: skip
-
-
-def stdlib_sample(names: Sequence[str] = STDLIB_SAMPLE) -> list[Path]:
-    """Paths of ``names`` in the running interpreter's standard library (missing ones left out)."""
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return [root / n for n in names if (root / n).is_file()]
