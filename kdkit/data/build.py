@@ -153,7 +153,7 @@ class BuildReport:
         task: the task's name.
         out_dir: the folder written.
         counts: split -> label name -> examples.
-        skipped: reason -> count of files, functions or examples left out.
+        skipped: reason -> count of files, functions or examples left out (zeros are dropped).
         sources: what was read (from :func:`kdkit.data.sources.describe_sources`).
         options: the options that shaped the data (recorded as the builder resolved them).
         extra: task-specific facts (a dict keyed by split prints as one line per key).
@@ -168,6 +168,9 @@ class BuildReport:
     options: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.skipped = {k: v for k, v in self.skipped.items() if v}  # only what happened
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -236,6 +239,12 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
             n += 1
     os.replace(tmp, path)
     return n
+
+
+def write_split_jsonl(out_dir: Path, rows: Mapping[str, Iterable[dict[str, Any]]]) -> None:
+    """Write the rows of each split to ``train.jsonl`` / ``valid.jsonl`` / ``test.jsonl``."""
+    for split, name in SPLIT_FILES.items():
+        write_jsonl(out_dir / f"{name}.jsonl", rows[split])
 
 
 def write_text(path: Path, text: str) -> None:

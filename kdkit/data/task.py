@@ -83,9 +83,10 @@ def subsample(rows: list[dict[str, Any]], k: int | None, fraction: float, seed: 
 
 
 class CodeTask:
-    """Base class of tasks read from public-format files; subclasses set the class attributes and
-    :meth:`default_labels`, :meth:`read_local`, :meth:`evaluate` (and, if they need them,
-    :meth:`convert_hub_row`, :meth:`finish_rows`, :meth:`load_options`).
+    """Base class of tasks read from public-format files; subclasses set the class attributes
+    (``name``, ``headline_metric``, ``format_name``, ``reader``, ``metrics``, ``hub_row``...) and
+    :meth:`default_labels`, and override :meth:`finish_rows` / :meth:`load_options` where the
+    task maps labels or has options that change rows.
 
     A task that can build its data offline sets :attr:`builder_options` (a model derived from
     :class:`kdkit.data.build.SourceBuildOptions`) and :attr:`build_offline` (the builder,
@@ -104,6 +105,18 @@ class CodeTask:
     builder_options: ClassVar[type[Options] | None] = None
     #: The offline builder, ``(out_dir, options, *, quiet=False) -> BuildReport``; ``None``: none.
     build_offline: ClassVar[Callable[..., BuildReport] | None] = None
+    #: Task options handed to the builder under the same name: always (part of the built data's
+    #: key even at their default) / only when not ``None`` (so adding one keeps older keys).
+    offline_fields: ClassVar[tuple[str, ...]] = ()
+    offline_fields_if_set: ClassVar[tuple[str, ...]] = ()
+    #: The public-format reader, ``(data_dir, explicit, build_hint) -> (rows, files read)``, as a
+    #: ``staticmethod``; the default :meth:`read_local` calls it.
+    reader: ClassVar[Callable[..., tuple[Rows, list[Path]]] | None] = None
+    #: One hub row -> ``{text, label[, text_pair]}`` (a ``staticmethod``), for :meth:`convert_hub_row`.
+    hub_row: ClassVar[Callable[[dict[str, Any], str], dict[str, Any]] | None] = None
+    #: ``(logits, labels) -> metrics`` (a ``staticmethod``, e.g.
+    #: :func:`kdkit.data.metrics.binary_metrics`), for :meth:`evaluate`.
+    metrics: ClassVar[Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None] = None
 
     def __init__(self, options: CodeTaskOptions, context: BuildContext | None = None) -> None:
         self.options = options
@@ -125,16 +138,23 @@ class CodeTask:
         self, data_dir: Path, explicit: dict[str, str | None]
     ) -> tuple[Rows, list[Path]]:
         """Rows of each split from a folder in the public format, and the files read."""
-        raise NotImplementedError
+        if self.reader is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no reader")
+        return self.reader(data_dir, explicit, self.build_hint)
 
     def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
         """One hub row -> ``{text, label[, text_pair]}``."""
-        raise NotImplementedError
+        if self.hub_row is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no hub_row")
+        return self.hub_row(obj, where)
 
     def offline_overrides(self) -> dict[str, Any]:
-        """Builder options set by the task's options (besides ``sources`` and ``seed``); part of
-        the key of the built dataset, so only options that are given belong here."""
-        return {}
+        """Builder options set by the task's options (besides ``sources`` and ``seed``): by
+        default :attr:`offline_fields` and the set ones of :attr:`offline_fields_if_set`. They are
+        part of the key of the built dataset."""
+        o = self.options
+        given = {f: getattr(o, f) for f in self.offline_fields_if_set if getattr(o, f) is not None}
+        return {**{f: getattr(o, f) for f in self.offline_fields}, **given}
 
     def finish_rows(self, rows: Rows) -> Rows:
         """Map raw labels to ids, filter, subsample (rows of all splits at once)."""
@@ -281,7 +301,9 @@ class CodeTask:
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """All metrics of the task (fractions in [0, 1]); includes :attr:`headline_metric`."""
-        raise NotImplementedError
+        if self.metrics is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no metrics")
+        return self.metrics(logits, labels)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={len(self.labels)}>"

@@ -88,18 +88,14 @@ class ReturnsTask(CodeTask):
     format_name = "returns JSONL (code, label)"
     builder_options = ReturnsBuildOptions
     build_offline = staticmethod(build)
+    offline_fields_if_set = ("max_lines",)
+    metrics = staticmethod(binary_metrics)
 
     def default_labels(self):
         return list(LABELS)
 
-    def offline_overrides(self):
-        return {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
-
     def read_local(self, data_dir, explicit):
         return read_json_rows(data_dir, explicit, row, self.build_hint)
-
-    def evaluate(self, logits, labels):
-        return binary_metrics(logits, labels)
 
 
 @hookimpl

@@ -12,10 +12,8 @@ Metrics: ``f1`` (headline), ``accuracy``, ``precision``, ``recall``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field
 
 from kdkit.data.formats import Rows
@@ -45,29 +43,23 @@ class CloneOptions(CodeTaskOptions):
 
 
 class CloneTask(CodeTask):
-    """Do two functions implement the same functionality? (0 = different, 1 = clone)."""
+    """Do two functions implement the same functionality? (0 = different, 1 = clone). Metrics:
+    ``f1`` (headline), ``accuracy``, ``precision``, ``recall`` (class 1), as fractions."""
 
     name = "clone"
     is_pair = True
     headline_metric = "f1"
     format_name = "BigCloneBench / CodeXGLUE clone detection"
+    reader = staticmethod(read_bigclonebench)
+    hub_row = staticmethod(pair_row)
+    metrics = staticmethod(binary_metrics)
     builder_options = CloneBuildOptions
     build_offline = staticmethod(build)
+    offline_fields = ("near_miss_share",)
+    offline_fields_if_set = ("max_lines",)
 
     def default_labels(self) -> Sequence[str]:
         return ["different", "clone"]
-
-    def offline_overrides(self) -> dict[str, Any]:
-        extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
-        return {"near_miss_share": self.options.near_miss_share, **extra}
-
-    def read_local(
-        self, data_dir: Path, explicit: dict[str, str | None]
-    ) -> tuple[Rows, list[Path]]:
-        return read_bigclonebench(data_dir, explicit, self.build_hint)
-
-    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
-        return pair_row(obj, where)
 
     def finish_rows(self, rows: Rows) -> Rows:
         o = self.options
@@ -82,10 +74,6 @@ class CloneTask(CodeTask):
         o = self.options
         return {**super().load_options(), "train_fraction": o.train_fraction,
                 "validation_fraction": o.validation_fraction}  # fmt: skip
-
-    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``f1`` (headline), ``accuracy``, ``precision``, ``recall`` (class 1), as fractions."""
-        return binary_metrics(logits, labels)
 
 
 @hookimpl

@@ -28,17 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kdkit.data.build import (
-    SPLIT_FILES,
-    BuildReport,
-    SourceBuildOptions,
-    Timer,
-    check_size,
-    finish_build,
-    split_by_group,
-    write_jsonl,
-    write_text,
-)
+from kdkit.data import build as offline
 from kdkit.data.corpus import load_corpus, size_filter
 from kdkit.data.metrics import roc_auc
 from kdkit.data.pyfuncs import normalise_code
@@ -56,7 +46,7 @@ def token_jaccard(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb) if ta or tb else 1.0
 
 
-class CloneBuildOptions(SourceBuildOptions):
+class CloneBuildOptions(offline.SourceBuildOptions):
     """Options of the offline ``clone`` builder (``kdkit data build clone`` flags)."""
 
     near_miss_share: float = Field(
@@ -75,16 +65,16 @@ class CloneBuildOptions(SourceBuildOptions):
 
 def build(
     out_dir: str | os.PathLike[str], options: CloneBuildOptions, *, quiet: bool = False
-) -> BuildReport:
+) -> offline.BuildReport:
     """Build BigCloneBench-format clone pairs into ``out_dir`` (``data.jsonl``,
     ``train/valid/test.txt``, ``stats.json``); progress on stderr unless ``quiet``."""
     o = options
-    timer = Timer()
+    timer = offline.Timer()
     out = Path(out_dir)
     corpus = load_corpus(o, size_filter(o.min_lines, o.max_lines, o.max_chars), quiet)
     functions = corpus.sample(o.max_functions, o.seed)
     items = [(sf.group(o.split_by), normalise_code(fn.text), sf, fn) for sf, fn in functions]
-    result = split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
+    result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
     skipped = dict(corpus.skipped)
     skipped["near_duplicate"] = result.duplicates_dropped
     rng = random.Random(o.seed)
@@ -144,13 +134,14 @@ def build(
         rng.shuffle(pairs[split])
     counts = {s: {LABELS[lab]: n for lab, n in sorted(Counter(p[2] for p in ps).items())}
               for s, ps in pairs.items()}  # fmt: skip
-    check_size("clone", {s: len(p) for s, p in pairs.items()}, o.min_examples)
+    offline.check_size("clone", {s: len(p) for s, p in pairs.items()}, o.min_examples)
     auc = {
         s: round(roc_auc([j for j, _ in js], [y for _, y in js]), 4) for s, js in jaccard.items()
     }
-    write_jsonl(out / "data.jsonl", ({"idx": str(i), "func": t} for t, i in texts.items()))
-    for split, name in SPLIT_FILES.items():
-        write_text(out / f"{name}.txt", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs[split]))
+    offline.write_jsonl(out / "data.jsonl", ({"idx": str(i), "func": t} for t, i in texts.items()))
+    for split, name in offline.SPLIT_FILES.items():
+        lines = "".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs[split])
+        offline.write_text(out / f"{name}.txt", lines)
     extra: dict[str, Any] = {
         "pair_kinds": {s: dict(sorted(k.items())) for s, k in kinds.items()},
         "jaccard_auc": auc,
@@ -158,15 +149,11 @@ def build(
         "rewrites_applied": dict(sorted(rewrites_used.items())),
         "functions_in_data_jsonl": len(texts),
     }
-    report = BuildReport(
-        task="clone",
-        out_dir=out,
-        counts=counts,
-        skipped={k: v for k, v in skipped.items() if v},
-        sources=corpus.sources,
+    report = offline.BuildReport(
+        "clone", out, counts, skipped, corpus.sources,
         options={"near_miss_share": o.near_miss_share, "seed": o.seed, "split_by": o.split_by,
                  "min_lines": o.min_lines, "max_lines": o.max_lines, "max_chars": o.max_chars,
                  "max_functions": o.max_functions},  # fmt: skip
         extra=extra,
     )
-    return finish_build(report, timer)
+    return offline.finish_build(report, timer)

@@ -9,13 +9,9 @@ Metrics: ``accuracy`` (headline), ``precision``, ``recall``, ``f1`` of the defec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import torch
 from pydantic import Field
 
-from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
 from kdkit.data.task import CodeTask, CodeTaskOptions
 from kdkit.hookspecs import hookimpl
@@ -37,33 +33,22 @@ class DefectOptions(CodeTaskOptions):
 
 
 class DefectTask(CodeTask):
-    """Is this function defective? (0 = correct, 1 = defective)."""
+    """Is this function defective? (0 = correct, 1 = defective). Metrics: ``accuracy``
+    (headline), ``precision``, ``recall``, ``f1`` (class 1), as fractions."""
 
     name = "defect"
-    is_pair = False
     headline_metric = "accuracy"
     format_name = "Devign/CodeXGLUE defect JSONL"
+    reader = staticmethod(read_devign)
+    hub_row = staticmethod(devign_row)
+    metrics = staticmethod(binary_metrics)
     builder_options = DefectBuildOptions
     build_offline = staticmethod(build)
+    offline_fields = ("kinds",)
+    offline_fields_if_set = ("max_lines",)
 
     def default_labels(self) -> Sequence[str]:
         return ["correct", "defective"]
-
-    def offline_overrides(self) -> dict[str, Any]:
-        extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
-        return {"kinds": list(self.options.kinds), **extra}
-
-    def read_local(
-        self, data_dir: Path, explicit: dict[str, str | None]
-    ) -> tuple[Rows, list[Path]]:
-        return read_devign(data_dir, explicit, self.build_hint)
-
-    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
-        return devign_row(obj, where)
-
-    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``accuracy`` (headline), ``precision``, ``recall``, ``f1`` (class 1), as fractions."""
-        return binary_metrics(logits, labels)
 
 
 @hookimpl

@@ -18,16 +18,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from kdkit.data.build import (
-    SPLIT_FILES,
-    BuildReport,
-    SourceBuildOptions,
-    Timer,
-    check_size,
-    finish_build,
-    split_by_group,
-    write_jsonl,
-)
+from kdkit.data import build as offline
 from kdkit.data.corpus import load_corpus, size_filter
 from kdkit.data.pyfuncs import normalise_code
 from kdkit.plugins.tasks.mutations import KINDS, mutate
@@ -36,7 +27,7 @@ from kdkit.plugins.tasks.mutations import KINDS, mutate
 LABELS = ("correct", "buggy")
 
 
-class DefectBuildOptions(SourceBuildOptions):
+class DefectBuildOptions(offline.SourceBuildOptions):
     """Options of the offline ``defect`` builder (``kdkit data build defect`` flags)."""
 
     kinds: list[str] = Field(
@@ -70,13 +61,13 @@ class DefectBuildOptions(SourceBuildOptions):
 
 def build(
     out_dir: str | os.PathLike[str], options: DefectBuildOptions, *, quiet: bool = False
-) -> BuildReport:
+) -> offline.BuildReport:
     """Build Devign-format defect JSONL into ``out_dir`` (``train/valid/test.jsonl``, stats).
 
-    Progress goes to stderr unless ``quiet``. Returns the :class:`BuildReport`.
+    Progress goes to stderr unless ``quiet``. Returns the :class:`~kdkit.data.build.BuildReport`.
     """
     o = options
-    timer = Timer()
+    timer = offline.Timer()
     out = Path(out_dir)
     corpus = load_corpus(o, size_filter(o.min_lines, o.max_lines, o.max_chars), quiet)
     functions = corpus.sample(o.max_functions, o.seed)
@@ -101,7 +92,7 @@ def build(
                  "project": sf.root, "info": info}  # fmt: skip
         items.append((sf.group(o.split_by), normalise_code(fn.text), correct, buggy))
     skipped["no_mutation_site"] = no_site
-    result = split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
+    result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
     skipped["near_duplicate"] = result.duplicates_dropped
     rows: dict[str, list[dict[str, Any]]] = {}
     idx = 0
@@ -115,18 +106,13 @@ def build(
               for s, rs in rows.items()}  # fmt: skip
     bug_kinds = {s: dict(sorted(Counter(r["bug_kind"] for r in rs if r["target"]).items()))
                  for s, rs in rows.items()}  # fmt: skip
-    check_size("defect", {s: len(r) for s, r in rows.items()}, o.min_examples)
-    for split, name in SPLIT_FILES.items():
-        write_jsonl(out / f"{name}.jsonl", rows[split])
-    report = BuildReport(
-        task="defect",
-        out_dir=out,
-        counts=counts,
-        skipped={k: v for k, v in skipped.items() if v},
-        sources=corpus.sources,
+    offline.check_size("defect", {s: len(r) for s, r in rows.items()}, o.min_examples)
+    offline.write_split_jsonl(out, rows)
+    report = offline.BuildReport(
+        "defect", out, counts, skipped, corpus.sources,
         options={"kinds": list(o.kinds), "seed": o.seed, "split_by": o.split_by,
                  "min_lines": o.min_lines, "max_lines": o.max_lines, "max_chars": o.max_chars,
                  "max_functions": o.max_functions},  # fmt: skip
         extra={"bug_kinds": bug_kinds},
     )
-    return finish_build(report, timer)
+    return offline.finish_build(report, timer)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field, field_validator
 
 from kdkit.data.formats import Rows
@@ -51,14 +49,18 @@ class ExceptionOptions(CodeTaskOptions):
 
 
 class ExceptionTask(CodeTask):
-    """Exception-type classification of a function with one masked ``except`` type."""
+    """Exception-type classification of a function with one masked ``except`` type. Metrics:
+    ``top1`` (headline), ``top3``, ``macro_f1``, ``accuracy`` (= top1), as fractions."""
 
     name = "exception"
-    is_pair = False
     headline_metric = "top1"
     format_name = "CuBERT exception JSONL"
+    reader = staticmethod(read_cubert)
+    hub_row = staticmethod(cubert_row)
+    metrics = staticmethod(multiclass_metrics)
     builder_options = ExceptionBuildOptions
     build_offline = staticmethod(build)
+    offline_fields = ("labels", "window")
 
     options: ExceptionOptions
 
@@ -71,18 +73,6 @@ class ExceptionTask(CodeTask):
             if isinstance(labels, list)
             else []
         )
-
-    def offline_overrides(self) -> dict[str, Any]:
-        labels = self.options.labels
-        return {"labels": labels, "window": self.options.window}
-
-    def read_local(
-        self, data_dir: Path, explicit: dict[str, str | None]
-    ) -> tuple[Rows, list[Path]]:
-        return read_cubert(data_dir, explicit, self.build_hint)
-
-    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
-        return cubert_row(obj, where)
 
     def finish_rows(self, rows: Rows) -> Rows:
         if isinstance(self.options.labels, str) and self.options.labels.startswith("top-"):
@@ -100,10 +90,6 @@ class ExceptionTask(CodeTask):
 
     def load_options(self) -> dict[str, Any]:
         return {**super().load_options(), "labels": self.options.labels}
-
-    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``top1`` (headline), ``top3``, ``macro_f1``, ``accuracy`` (= top1), as fractions."""
-        return multiclass_metrics(logits, labels)
 
 
 @hookimpl

@@ -23,17 +23,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from kdkit.data.build import (
-    MORE_SOURCES,
-    SPLIT_FILES,
-    BuildReport,
-    SourceBuildOptions,
-    Timer,
-    check_size,
-    finish_build,
-    split_by_group,
-    write_jsonl,
-)
+from kdkit.data import build as offline
 from kdkit.data.corpus import load_corpus, size_filter
 from kdkit.data.pyfuncs import PyFunction, normalise_code
 from kdkit.errors import KdkitError
@@ -104,7 +94,7 @@ def resolve_labels(labels: str | Sequence[str] | int, found: Counter[str]) -> li
     return list(labels)
 
 
-class ExceptionBuildOptions(SourceBuildOptions):
+class ExceptionBuildOptions(offline.SourceBuildOptions):
     """Options of the offline ``exception`` builder (``kdkit data build exception`` flags)."""
 
     labels: str | list[str] = Field(
@@ -132,14 +122,14 @@ class ExceptionBuildOptions(SourceBuildOptions):
 
 def build(
     out_dir: str | os.PathLike[str], options: ExceptionBuildOptions, *, quiet: bool = False
-) -> BuildReport:
+) -> offline.BuildReport:
     """Build exception-classification JSONL (CuBERT format) into ``out_dir``.
 
     Writes ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` and ``stats.json``; progress goes to
-    stderr unless ``quiet``. Returns the :class:`BuildReport` (also saved as ``stats.json``).
+    stderr unless ``quiet``. Returns the :class:`~kdkit.data.build.BuildReport` (also saved as ``stats.json``).
     """
     o = options
-    timer = Timer()
+    timer = offline.Timer()
     out = Path(out_dir)
     corpus = load_corpus(o, size_filter(2, o.max_lines, o.max_chars), quiet)
     candidates = []  # (group, base key, row)
@@ -160,7 +150,7 @@ def build(
     kept = [c for c in candidates if c[2]["label"] in wanted]
     skipped = dict(corpus.skipped)
     skipped["handler_label_not_in_set"] = len(candidates) - len(kept)
-    result = split_by_group(kept, lambda c: c[0], lambda c: c[1], o.seed)
+    result = offline.split_by_group(kept, lambda c: c[0], lambda c: c[1], o.seed)
     # Identical masked texts (the same function twice in one file) would repeat an example.
     seen: set[str] = set()
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -176,21 +166,13 @@ def build(
             rows[split].append(row)
     skipped["near_duplicate"] = result.duplicates_dropped + exact
     counts = {s: dict(Counter(r["label"] for r in rs)) for s, rs in rows.items()}
-    check_size(
-        "exception",
-        {s: len(r) for s, r in rows.items()},
-        o.min_examples,
-        f"{MORE_SOURCES}, or use a larger label set (--labels top-50)",
-    )
-    for split, name in SPLIT_FILES.items():
-        write_jsonl(out / f"{name}.jsonl", rows[split])
-    report = BuildReport(
-        task="exception",
-        out_dir=out,
-        counts=counts,
-        skipped={k: v for k, v in skipped.items() if v},
-        sources=corpus.sources,
+    sizes = {s: len(r) for s, r in rows.items()}
+    hint = f"{offline.MORE_SOURCES}, or use a larger label set (--labels top-50)"
+    offline.check_size("exception", sizes, o.min_examples, hint)
+    offline.write_split_jsonl(out, rows)
+    report = offline.BuildReport(
+        "exception", out, counts, skipped, corpus.sources,
         options={"labels": label_set, "window": o.window, "seed": o.seed, "split_by": o.split_by,
                  "max_lines": o.max_lines, "max_chars": o.max_chars},  # fmt: skip
     )
-    return finish_build(report, timer)
+    return offline.finish_build(report, timer)
