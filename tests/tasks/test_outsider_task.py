@@ -1,6 +1,7 @@
-"""A third-party task package with its own offline builder, installed with pip, is built by
-`kdkit data build <its task>` (flags generated from its options model) and trains through the
-ordinary task path (its default `source` is built through the same contract)."""
+"""A third-party task package with its own offline builder (the example of docs/tasks.md),
+installed with pip, is built by `kdkit data build <its task>` (flags generated from its options
+model) and trains through the ordinary task path (its default `source` is built through the same
+contract)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 from kdkit.data.corpus import stdlib_sample
 
@@ -27,82 +28,15 @@ dependencies = ["kdkit"]
 returns = "kdkit_returns"
 """
 
-MODULE = '''
-"""Does a function return a value? A third-party task with an offline builder."""
-import ast
-from collections import Counter
-from pathlib import Path
-
-from pydantic import Field
-
-from kdkit import hookimpl
-from kdkit.data.build import (SPLIT_FILES, BuildReport, SourceBuildOptions, Timer, check_size,
-                              finish_build, split_by_group, write_jsonl)
-from kdkit.data.corpus import load_corpus, size_filter
-from kdkit.data.formats import as_binary, field, read_json_rows
-from kdkit.data.metrics import binary_metrics
-from kdkit.data.pyfuncs import normalise_code
-from kdkit.data.task import CodeTask, CodeTaskOptions
-
-LABELS = ("no_value", "value")
+ROOT = Path(__file__).resolve().parents[2]
 
 
-class ReturnsBuildOptions(SourceBuildOptions):
-    max_lines: int = Field(25, ge=2, description="skip functions longer than this (lines)")
-    min_examples: int = Field(10, ge=0, description="fewer examples is an error")
+def docs_example() -> str:
+    """The third-party task of docs/tasks.md ("Shipping an offline builder"), verbatim."""
+    text = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")
+    after = text.split("A complete third-party task with a builder", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
 
-
-def returns_value(fn):
-    return any(isinstance(n, ast.Return) and n.value is not None for n in fn.walk())
-
-
-def build(out_dir, options, *, quiet=False):
-    timer, out = Timer(), Path(out_dir)
-    corpus = load_corpus(options, size_filter(2, options.max_lines, 4000), quiet)
-    items = [(sf.group(options.split_by), normalise_code(fn.text),
-              {"code": fn.text, "label": int(returns_value(fn))}) for sf, fn in corpus.functions]
-    result = split_by_group(items, lambda i: i[0], lambda i: i[1], options.seed)
-    rows = {s: [i[2] for i in chosen] for s, chosen in result.splits.items()}
-    check_size("returns", {s: len(r) for s, r in rows.items()}, options.min_examples)
-    for split, name in SPLIT_FILES.items():
-        write_jsonl(out / f"{name}.jsonl", rows[split])
-    counts = {s: {LABELS[k]: v for k, v in sorted(Counter(r["label"] for r in rs).items())}
-              for s, rs in rows.items()}
-    report = BuildReport("returns", out, counts, dict(corpus.skipped), corpus.sources,
-                         {"max_lines": options.max_lines, "seed": options.seed})
-    return finish_build(report, timer)
-
-
-def row(obj, where):
-    return {"text": field(obj, ("code",), where),
-            "label": as_binary(field(obj, ("label",), where), where)}
-
-
-class ReturnsOptions(CodeTaskOptions):
-    max_lines: int | None = Field(None, ge=2, description="offline build only")
-
-
-class ReturnsTask(CodeTask):
-    name = "returns"
-    headline_metric = "accuracy"
-    format_name = "returns JSONL (code, label)"
-    builder_options = ReturnsBuildOptions
-    build_offline = staticmethod(build)
-    offline_fields_if_set = ("max_lines",)
-    metrics = staticmethod(binary_metrics)
-
-    def default_labels(self):
-        return list(LABELS)
-
-    def read_local(self, data_dir, explicit):
-        return read_json_rows(data_dir, explicit, row, self.build_hint)
-
-
-@hookimpl
-def register_tasks(register):
-    register("returns", ReturnsTask, config=ReturnsOptions,
-             description="does the function return a value?")
-'''
 
 RUN = """\
 seed: 0
@@ -119,7 +53,7 @@ def test_outsider_task_builds_with_kdkit_data_build_and_trains(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "pyproject.toml").write_text(PYPROJECT)
-    (pkg / "kdkit_returns.py").write_text(textwrap.dedent(MODULE))
+    (pkg / "kdkit_returns.py").write_text(docs_example())  # the docs' example is what runs
     target = tmp_path / "site"
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
