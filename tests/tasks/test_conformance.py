@@ -16,7 +16,6 @@ import torch
 
 from kdkit.api import BuildContext
 from kdkit.data.build import SourceBuildOptions
-from kdkit.data.corpus import stdlib_sample
 from kdkit.discovery import load_plugins
 from kdkit.testing import check_task
 
@@ -31,7 +30,7 @@ def test_the_registry_has_the_built_in_tasks():
 
 
 @pytest.fixture(scope="module", params=TASKS)
-def built(request, tmp_path_factory):
+def built(request, small_build):
     """``(name, component, out_dir, report)``: the task's offline build of :data:`SAMPLE`."""
     name = request.param
     component = REGISTRY.get("task", name)
@@ -40,8 +39,7 @@ def built(request, tmp_path_factory):
     if model is None or build is None or not issubclass(model, SourceBuildOptions):
         pytest.fail(f"task {name!r} has no offline builder reading source trees: give it one "
                     "(builder_options derived from SourceBuildOptions + build_offline)")  # fmt: skip
-    out = tmp_path_factory.mktemp(name)
-    report = build(out, model(files=stdlib_sample(SAMPLE), min_examples=30), quiet=True)
+    out, report = small_build(name, SAMPLE)
     return name, component, out, report
 
 

@@ -16,6 +16,7 @@ from kdkit.data.metrics import binary_metrics
 from kdkit.data.task import CodeTask, CodeTaskOptions
 from kdkit.hookspecs import hookimpl
 
+from ..mutations import KINDS
 from .builder import DefectBuildOptions, build
 from .format import devign_row, read_devign
 
@@ -24,7 +25,7 @@ class DefectOptions(CodeTaskOptions):
     """Options of the ``defect`` task."""
 
     kinds: list[str] = Field(
-        default_factory=lambda: ["variable_misuse", "swapped_operands", "wrong_operator"],
+        default_factory=lambda: list(KINDS),
         description="offline build only: the synthetic bug kinds",
     )
     max_lines: int | None = Field(
