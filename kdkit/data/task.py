@@ -59,6 +59,40 @@ class CodeTaskOptions(Options):
     build_seed: int = Field(0, description="seed of the offline builder's split")
 
 
+def offline_option(model: type[Options], name: str, *, if_set: bool = False) -> Any:
+    """A task option that passes on to field ``name`` of the builder's options ``model``, whose
+    declaration it reuses: description (prefixed "offline build only"), constraints and default.
+
+    Use it as the default of a field of the task's options, typed like the builder's field
+    (``X | None`` with ``if_set``)::
+
+        kinds: list[str] = offline_option(DefectBuildOptions, "kinds")
+        max_lines: int | None = offline_option(DefectBuildOptions, "max_lines", if_set=True)
+
+    The value reaches the builder through :meth:`CodeTask.offline_overrides` and is part of the
+    built data's cache key: always, or with ``if_set`` only when given (default ``None``: the
+    builder's own default applies, and adding such an option keeps older cache keys valid).
+    """
+    source = model.model_fields[name]
+    description = f"offline build only: {source.description}"
+    extra = {"offline": "if_set" if if_set else "always"}
+    if if_set:
+        default = source.get_default(call_default_factory=True)
+        info = Field(None, description=f"{description} (default {default})", json_schema_extra=extra)
+    elif source.default_factory is not None:
+        info = Field(default_factory=source.default_factory, description=description,
+                     json_schema_extra=extra)  # fmt: skip
+    else:
+        info = Field(source.default, description=description, json_schema_extra=extra)
+    info.metadata = list(source.metadata)  # the builder's constraints (ge, le, ...)
+    return info
+
+
+def _offline_mark(info: Any) -> str | None:
+    extra = info.json_schema_extra
+    return extra.get("offline") if isinstance(extra, dict) else None
+
+
 def _dir_signature(path: Path) -> list[Any]:
     """A cheap signature of a source directory: count, total size and newest mtime of its .py."""
     count = size = newest = 0
@@ -105,10 +139,6 @@ class CodeTask:
     builder_options: ClassVar[type[Options] | None] = None
     #: The offline builder, ``(out_dir, options, *, quiet=False) -> BuildReport``; ``None``: none.
     build_offline: ClassVar[Callable[..., BuildReport] | None] = None
-    #: Task options handed to the builder under the same name: always (part of the built data's
-    #: key even at their default) / only when not ``None`` (so adding one keeps older keys).
-    offline_fields: ClassVar[tuple[str, ...]] = ()
-    offline_fields_if_set: ClassVar[tuple[str, ...]] = ()
     #: The public-format reader, ``(data_dir, explicit, build_hint) -> (rows, files read)``, as a
     #: ``staticmethod``; the default :meth:`read_local` calls it.
     reader: ClassVar[Callable[..., tuple[Rows, list[Path]]] | None] = None
@@ -149,12 +179,16 @@ class CodeTask:
         return self.hub_row(obj, where)
 
     def offline_overrides(self) -> dict[str, Any]:
-        """Builder options set by the task's options (besides ``sources`` and ``seed``): by
-        default :attr:`offline_fields` and the set ones of :attr:`offline_fields_if_set`. They are
-        part of the key of the built dataset."""
-        o = self.options
-        given = {f: getattr(o, f) for f in self.offline_fields_if_set if getattr(o, f) is not None}
-        return {**{f: getattr(o, f) for f in self.offline_fields}, **given}
+        """Builder options set by the task's options (besides ``sources`` and ``seed``): the
+        fields declared with :func:`offline_option` (or marked ``json_schema_extra={"offline":
+        "always" | "if_set"}``), the ``if_set`` ones only when not ``None``. They are part of
+        the key of the built dataset."""
+        out = {}
+        for name, info in type(self.options).model_fields.items():
+            mark, value = _offline_mark(info), getattr(self.options, name)
+            if mark == "always" or (mark == "if_set" and value is not None):
+                out[name] = value
+        return out
 
     def finish_rows(self, rows: Rows) -> Rows:
         """Map raw labels to ids, filter, subsample (rows of all splits at once)."""

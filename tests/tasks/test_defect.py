@@ -132,3 +132,20 @@ def test_max_lines_bounds_the_built_functions(tmp_path):
     build(tmp_path, DefectBuildOptions(files=files, max_lines=8, min_examples=10), quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert rows and max(len(r["func"].splitlines()) for r in rows) <= 8
+
+
+def test_offline_task_options_are_declared_by_the_builders_model():
+    from pydantic import ValidationError
+
+    from kdkit.plugins.tasks.clone import CloneOptions
+    from kdkit.plugins.tasks.clone.builder import CloneBuildOptions
+
+    kinds = DefectBuildOptions.model_fields["kinds"].description
+    assert DefectOptions.model_fields["kinds"].description == f"offline build only: {kinds}"
+    assert DefectOptions().kinds == DefectBuildOptions().kinds  # the builder's default
+    assert CloneOptions().near_miss_share == CloneBuildOptions().near_miss_share == 0.7
+    with pytest.raises(ValidationError):
+        DefectOptions(max_lines=2)  # the builder's constraint (ge=3) holds in a run file too
+    with pytest.raises(ValidationError):
+        CloneOptions(near_miss_share=1.5)
+    assert "(default 40)" in DefectOptions.model_fields["max_lines"].description

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
-from kdkit.data.task import CodeTask, CodeTaskOptions, subsample
+from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option, subsample
 from kdkit.hookspecs import hookimpl
 
 from .builder import CloneBuildOptions, build
@@ -34,12 +34,8 @@ class CloneOptions(CodeTaskOptions):
     validation_fraction: float = Field(
         1.0, gt=0, le=1, description="seeded share of validation pairs kept (the study uses 0.1)"
     )
-    near_miss_share: float = Field(
-        0.7, ge=0, le=1, description="offline build only: share of near-miss negatives"
-    )
-    max_lines: int | None = Field(
-        None, ge=4, description="offline build only: longest function kept, in lines (default 30)"
-    )
+    near_miss_share: float = offline_option(CloneBuildOptions, "near_miss_share")
+    max_lines: int | None = offline_option(CloneBuildOptions, "max_lines", if_set=True)
 
 
 class CloneTask(CodeTask):
@@ -55,8 +51,6 @@ class CloneTask(CodeTask):
     metrics = staticmethod(binary_metrics)
     builder_options = CloneBuildOptions
     build_offline = staticmethod(build)
-    offline_fields = ("near_miss_share",)
-    offline_fields_if_set = ("max_lines",)
 
     def default_labels(self) -> Sequence[str]:
         return ["different", "clone"]

@@ -55,7 +55,7 @@ class CloneBuildOptions(offline.SourceBuildOptions):
     )  # fmt: skip
     min_lines: int = Field(4, ge=1, description="skip shorter functions (lines)")
     max_lines: int = Field(
-        30, ge=1, description="skip longer functions (lines; a pair must fit one sequence)"
+        30, ge=4, description="skip longer functions (lines; a pair must fit one sequence)"
     )
     max_chars: int = Field(1000, ge=1, description="skip longer functions (characters)")
     max_functions: int | None = Field(

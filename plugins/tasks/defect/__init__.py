@@ -10,27 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
 from kdkit.data.metrics import binary_metrics
-from kdkit.data.task import CodeTask, CodeTaskOptions
+from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option
 from kdkit.hookspecs import hookimpl
 
-from ..mutations import KINDS
 from .builder import DefectBuildOptions, build
 from .format import devign_row, read_devign
 
 
 class DefectOptions(CodeTaskOptions):
-    """Options of the ``defect`` task."""
+    """Options of the ``defect`` task (the offline ones are declared by the builder's options)."""
 
-    kinds: list[str] = Field(
-        default_factory=lambda: list(KINDS),
-        description="offline build only: the synthetic bug kinds",
-    )
-    max_lines: int | None = Field(
-        None, ge=3, description="offline build only: longest function kept, in lines (default 40)"
-    )
+    kinds: list[str] = offline_option(DefectBuildOptions, "kinds")
+    max_lines: int | None = offline_option(DefectBuildOptions, "max_lines", if_set=True)
 
 
 class DefectTask(CodeTask):
@@ -45,8 +37,6 @@ class DefectTask(CodeTask):
     metrics = staticmethod(binary_metrics)
     builder_options = DefectBuildOptions
     build_offline = staticmethod(build)
-    offline_fields = ("kinds",)
-    offline_fields_if_set = ("max_lines",)
 
     def default_labels(self) -> Sequence[str]:
         return ["correct", "defective"]

@@ -37,7 +37,7 @@ class DefectBuildOptions(offline.SourceBuildOptions):
     )
     min_lines: int = Field(3, ge=1, description="skip shorter functions (lines)")
     max_lines: int = Field(
-        40, ge=1, description="skip longer functions (lines; 40 keeps a function and its bug "
+        40, ge=3, description="skip longer functions (lines; 40 keeps a function and its bug "
         "within about 512 student tokens)"
     )  # fmt: skip
     max_chars: int = Field(1600, ge=1, description="skip longer functions (characters)")

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from kdkit.data.formats import Rows
 from kdkit.data.metrics import multiclass_metrics
-from kdkit.data.task import CodeTask, CodeTaskOptions
+from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option
 from kdkit.hookspecs import hookimpl
 
 from .builder import CUBERT_LABELS, ExceptionBuildOptions, build, resolve_labels
@@ -26,13 +26,13 @@ from .format import cubert_row, read_cubert
 class ExceptionOptions(CodeTaskOptions):
     """Options of the ``exception`` task."""
 
+    # The label set shapes both the build and the loading: the builder gets it too.
     labels: str | list[str] = Field(
         "cubert",
         description="'cubert' (CuBERT's 20 types), 'top-K' (K most frequent in train) or a list",
+        json_schema_extra={"offline": "always"},
     )
-    window: int | None = Field(
-        None, ge=0, description="offline build only: keep this many lines around the hole"
-    )
+    window: int | None = offline_option(ExceptionBuildOptions, "window")
 
     @field_validator("labels")
     @classmethod
@@ -60,7 +60,6 @@ class ExceptionTask(CodeTask):
     metrics = staticmethod(multiclass_metrics)
     builder_options = ExceptionBuildOptions
     build_offline = staticmethod(build)
-    offline_fields = ("labels", "window")
 
     options: ExceptionOptions
 
