@@ -112,10 +112,10 @@ def add_option_flags(parser: argparse.ArgumentParser, model: type[Options]) -> N
 
 
 def _builder(component: Any) -> tuple[type[Options], Any] | None:
-    """``(builder_options, build_offline)`` of a registered task's factory, or ``None``."""
-    model = getattr(component.factory, "builder_options", None)
-    build_fn = getattr(component.factory, "build_offline", None)
-    return None if model is None or build_fn is None else (model, build_fn)
+    """``(builder_options, build_offline)`` of a registered task, or ``None``."""
+    from kdkit.data.build import offline_builder
+
+    return offline_builder(component.factory)
 
 
 def _task_list(registry: Any) -> str:

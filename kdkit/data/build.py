@@ -80,6 +80,14 @@ class SourceBuildOptions(Options):
     )
 
 
+def offline_builder(factory: Any) -> tuple[type[Options], Callable[..., BuildReport]] | None:
+    """``(builder_options, build_offline)`` of a registered task's factory (the optional offline
+    part of the task contract, :class:`kdkit.api.OfflineBuilder`), or ``None`` if it has none."""
+    model = getattr(factory, "builder_options", None)
+    build = getattr(factory, "build_offline", None)
+    return None if model is None or build is None else (model, build)
+
+
 def validate_options(model: type[Options], values: Mapping[str, Any], where: str) -> Options:
     """``model(**values)``, with a validation failure turned into a :class:`KdkitError`."""
     try:

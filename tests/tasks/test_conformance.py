@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kdkit.api import BuildContext
-from kdkit.data.build import SourceBuildOptions
+from kdkit.data.build import SourceBuildOptions, offline_builder
 from kdkit.discovery import load_plugins
 from kdkit.testing import check_task
 
@@ -34,9 +34,8 @@ def built(request, small_build):
     """``(name, component, out_dir, report)``: the task's offline build of :data:`SAMPLE`."""
     name = request.param
     component = REGISTRY.get("task", name)
-    model = getattr(component.factory, "builder_options", None)
-    build = getattr(component.factory, "build_offline", None)
-    if model is None or build is None or not issubclass(model, SourceBuildOptions):
+    found = offline_builder(component.factory)
+    if found is None or not issubclass(found[0], SourceBuildOptions):
         pytest.fail(f"task {name!r} has no offline builder reading source trees: give it one "
                     "(builder_options derived from SourceBuildOptions + build_offline)")  # fmt: skip
     out, report = small_build(name, SAMPLE)
@@ -97,3 +96,25 @@ def test_fingerprint_is_stable_and_follows_row_options(built, tmp_path):
     assert first.fingerprint() == second.fingerprint()  # across instances and cache folders
     capped = _task(component, tmp_path / "a", data_dir=str(out), max_train=5)
     assert capped.fingerprint() != first.fingerprint() and len(capped.load()["train"]) == 5
+
+
+def test_a_code_task_without_a_builder_on_the_default_source_says_what_to_do(tmp_path):
+    from kdkit.data.metrics import binary_metrics
+    from kdkit.data.task import CodeTask, CodeTaskOptions
+    from kdkit.errors import KdkitError
+
+    class NoBuilder(CodeTask):  # a third party's task that only reads its public files
+        name = "nobuilder"
+        headline_metric = "accuracy"
+        format_name = "nobuilder JSONL"
+        metrics = staticmethod(binary_metrics)
+
+        def default_labels(self):
+            return ["no", "yes"]
+
+    task = NoBuilder(CodeTaskOptions(), BuildContext(cache_dir=str(tmp_path)))
+    with pytest.raises(KdkitError, match="has no offline builder") as err:
+        task.load()
+    assert "task.data_dir" in err.value.fix and "nobuilder JSONL" in err.value.fix
+    assert "kdkit data build" not in task.build_hint  # no command to suggest
+    assert not (tmp_path / "built").exists()  # nothing was attempted
