@@ -33,7 +33,11 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from pathlib import Path
+
     import datasets
+
+    from kdkit.data.build import BuildReport
 
 #: Joins the two halves of a pair example into the single text that offsets refer to.
 PAIR_SEPARATOR = "\n\n"
@@ -271,6 +275,14 @@ class Task(Protocol):
     ``test``; every split has the columns ``text`` (str), ``label`` (int, a class id) and, for pair
     tasks, ``text_pair`` (str). Tasks map their public formats (Devign JSONL, BigCloneBench,
     CuBERT JSONL) to these columns.
+
+    **Building offline (optional).** A task that can build its dataset from local sources also
+    satisfies :class:`OfflineBuilder`: its registered factory (normally the task class) carries
+    ``builder_options`` (the builder's options model) and ``build_offline(out_dir, options, *,
+    quiet=False) -> BuildReport`` as class attributes. ``kdkit data build TASK`` finds them
+    through the registry and generates its flags from ``builder_options``; a task without them is
+    reported as having no offline builder. :class:`kdkit.data.task.CodeTask` builds through the
+    same pair when a run leaves the task on its default ``source``.
     """
 
     name: str
@@ -288,6 +300,29 @@ class Task(Protocol):
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Metrics for ``[N, C]`` logits against ``[N]`` labels; includes ``headline_metric``."""
+        ...
+
+
+class OfflineBuilder(Protocol):
+    """The optional offline part of the :class:`Task` contract, read from the task's registered
+    factory (class attributes, so no task options are needed to build).
+
+    Attributes:
+        builder_options: the builder's options model (an :class:`Options`; derive it from
+            :class:`kdkit.data.build.SourceBuildOptions` to read source trees). It is declared
+            once: ``kdkit data build TASK`` makes one flag per field (name, type, default, and the
+            ``Field`` description as help). Its fields may not be called ``out``, ``json`` or
+            ``quiet`` (the command's own flags).
+    """
+
+    builder_options: ClassVar[type[Options]]
+
+    @staticmethod
+    def build_offline(out_dir: Path, options: Any, *, quiet: bool = False) -> BuildReport:
+        """Write the dataset in the task's public format (what its reader reads) plus
+        ``stats.json`` into ``out_dir``, and return the :class:`kdkit.data.build.BuildReport`.
+        ``options`` is an instance of ``builder_options``; progress goes to stderr unless
+        ``quiet``. A build that comes out too small raises :class:`kdkit.errors.KdkitError`."""
         ...
 
 

@@ -1,25 +1,19 @@
-"""Readers of the public dataset formats, from local files (or a hub dataset).
+"""Generic readers of public dataset files: JSON lines read safely, split files found by name,
+fields looked up with a clear error, hub datasets mapped row by row.
 
-Each reader returns ``{split: [row, ...]}`` with kdkit's columns (``text``, ``label`` as the raw
-label — int for defect/clone, str for exception — and ``text_pair`` for pairs) for the splits
-``train``, ``validation`` and ``test``. Tasks map labels to ids and hand the rows to ``datasets``.
+A task's reader (its public format) is built from these and returns ``{split: [row, ...]}`` with
+kdkit's columns (``text``, ``label`` as the raw label, ``text_pair`` for pairs) for the splits
+``train``, ``validation`` and ``test``, plus the files it read (for the fingerprint); the task maps
+labels to ids and hands the rows to ``datasets``.
 
-Formats:
-
-* **Devign / CodeXGLUE defect**: ``train.jsonl``, ``valid.jsonl``, ``test.jsonl``; fields
-  ``func`` (code), ``target`` (0/1), ``idx``.
-* **BigCloneBench / CodeXGLUE clone**: ``data.jsonl`` (``idx``, ``func``) and ``train.txt``,
-  ``valid.txt``, ``test.txt`` with lines ``idx1<TAB>idx2<TAB>label`` (any whitespace accepted);
-  or pair JSONL files with ``func1``, ``func2``, ``target`` (or ``label``).
-* **CuBERT exception**: JSONL with ``function`` (containing ``__HOLE__``) and string ``label``;
-  files ``train*``, ``dev*``/``valid*``, ``eval*``/``test*`` (``.jsonl``, ``.jsontxt``,
-  sharded ``train.jsontxt-00000-of-00004`` all work).
+Split files are found by stem: ``train*`` for training, ``valid*``/``validation*``/``dev*`` for
+validation, ``test*``/``eval*`` for test, with the reader's suffixes (``.jsonl``, ``.jsontxt``,
+``.json`` for JSON lines); sharded files (``train.jsontxt-00000-of-00004``, ...) are joined in order.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -99,12 +93,15 @@ def find_split_files(
     )
 
 
-def _read_json_rows(
+def read_json_rows(
     data_dir: Path,
     explicit: Mapping[str, str | None],
     convert: Callable[[dict[str, Any], str], dict[str, Any]],
     build_hint: str,
 ) -> tuple[Rows, list[Path]]:
+    """Rows of each split from JSON-lines files in ``data_dir`` (found by
+    :func:`find_split_files`), each object mapped by ``convert(obj, "file:line")``; and the files
+    read (in order, for the fingerprint)."""
     rows: Rows = {}
     used: list[Path] = []
     for split in SPLITS:
@@ -114,91 +111,14 @@ def _read_json_rows(
     return rows, used
 
 
-def _as_binary(value: Any, where: str) -> int:
+def as_binary(value: Any, where: str) -> int:
+    """A 0/1 label from ``0``/``1`` (int or string) or a bool; anything else is a :class:`KdkitError`."""
     if isinstance(value, bool):
         return int(value)
     if value in (0, 1, "0", "1"):
         return int(value)
     raise KdkitError(f"label {value!r} is not 0/1", where=where,
                      fix="binary tasks need labels 0 or 1 (or true/false)")  # fmt: skip
-
-
-def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A Devign/CodeXGLUE defect object -> ``{text, label}``."""
-    return {"text": field(obj, ("func",), where),
-            "label": _as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
-
-
-def cubert_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A CuBERT exception object -> ``{text, label}`` (label stays a string)."""
-    return {"text": field(obj, ("function",), where), "label": str(field(obj, ("label",), where))}
-
-
-def pair_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A pair JSONL object (``func1``, ``func2``, ``target``/``label``) -> ``{text, text_pair, label}``."""
-    return {
-        "text": field(obj, ("func1",), where),
-        "text_pair": field(obj, ("func2",), where),
-        "label": _as_binary(field(obj, ("target", "label"), where), where),
-    }
-
-
-def read_devign(
-    data_dir: Path, explicit: Mapping[str, str | None], hint: str
-) -> tuple[Rows, list[Path]]:
-    """Devign/CodeXGLUE defect JSONL splits."""
-    return _read_json_rows(data_dir, explicit, devign_row, hint)
-
-
-def read_cubert(
-    data_dir: Path, explicit: Mapping[str, str | None], hint: str
-) -> tuple[Rows, list[Path]]:
-    """CuBERT exception-classification JSONL splits."""
-    return _read_json_rows(data_dir, explicit, cubert_row, hint)
-
-
-def read_bigclonebench(
-    data_dir: Path, explicit: Mapping[str, str | None], hint: str
-) -> tuple[Rows, list[Path]]:
-    """BigCloneBench: ``data.jsonl`` + ``*.txt`` pair files, or pair JSONL files if no data.jsonl."""
-    functions_file = data_dir / "data.jsonl"
-    if not functions_file.is_file():
-        if data_dir.is_dir() and any(data_dir.glob("train*.json*")):
-            return _read_json_rows(data_dir, explicit, pair_row, hint)
-        raise KdkitError(
-            f"no data.jsonl (BigCloneBench) or train.jsonl (pair JSONL) in {data_dir}",
-            where=str(data_dir),
-            fix=f"point data_dir at CodeXGLUE's Clone-detection-BigCloneBench/dataset, or {hint}",
-        )
-    code: dict[str, str] = {}
-    for n, obj in iter_jsonl(functions_file):
-        where = f"{functions_file}:{n}"
-        code[str(field(obj, ("idx",), where))] = field(obj, ("func",), where)
-    rows: Rows = {}
-    used = [functions_file]
-    for split in SPLITS:
-        files = find_split_files(data_dir, split, (".txt",), explicit.get(split), hint)
-        used.extend(files)
-        rows[split] = []
-        for path in files:
-            with path.open(encoding="utf-8") as handle:
-                for n, line in enumerate(handle, 1):
-                    parts = line.split()
-                    if not parts:
-                        continue
-                    where = f"{path}:{n}"
-                    if len(parts) != 3:
-                        raise KdkitError(f"expected 'idx1 idx2 label', got {line.strip()!r}",
-                                         where=where, fix="one pair per line, tab-separated")  # fmt: skip
-                    a, b, label = parts
-                    for idx in (a, b):
-                        if idx not in code:
-                            raise KdkitError(f"idx {idx} is not in {functions_file.name}",
-                                             where=where, fix="use the data.jsonl of the same release")  # fmt: skip
-                    rows[split].append(
-                        {"text": code[a], "text_pair": code[b], "label": _as_binary(label, where)}
-                    )
-    return rows, used
 
 
 #: Hub split names -> kdkit split names.
@@ -239,8 +159,3 @@ def read_hub(
                          where="task.hub", fix="use a dataset with train/validation/test splits")  # fmt: skip
     fp = "-".join(loaded[k]._fingerprint for k in sorted(loaded))
     return rows, fp
-
-
-def env_flag(name: str) -> bool:
-    """Whether an environment flag is set to a true value."""
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

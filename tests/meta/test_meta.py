@@ -57,7 +57,9 @@ def test_entry_points_match_plugin_modules():
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), (
             f"entry point {name} = {target} names a module that does not exist"
         )
-        declared[str(path.with_suffix(".py").relative_to(ROOT))] = name
+        # a plugin module is a file (methods/kd.py) or a package (tasks/clone/__init__.py)
+        module_file = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+        declared[str(module_file.relative_to(ROOT))] = name
     # every module under plugins/ that implements a hook must be reachable through an entry point
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         if "@hookimpl" in path.read_text():

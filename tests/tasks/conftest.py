@@ -23,36 +23,40 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+def _small_build(tmp_path_factory, task: str, names: tuple[str, ...] | None = None):
+    """``(out_dir, report)``: ``task``'s offline build (through its registered contract) of a
+    slice of the real standard library (``names``, default the whole stdlib sample)."""
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.discovery import load_plugins
+
+    factory = load_plugins(distributions={"kdkit"}).registry.get("task", task).factory
+    files = stdlib_sample(names) if names else stdlib_sample()
+    options = factory.builder_options(files=files, min_examples=50)
+    out = tmp_path_factory.mktemp(task)
+    return out, factory.build_offline(out, options, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory):
+    """``small_build(task, names=None) -> (out_dir, report)``: see :func:`_small_build`."""
+    return lambda task, names=None: _small_build(tmp_path_factory, task, names)
+
+
 @pytest.fixture(scope="session")
 def exception_build(tmp_path_factory):
     """An exception dataset built from a slice of the real standard library (a few seconds)."""
-    from kdkit.data.builders import exception
-    from kdkit.data.builders.common import stdlib_sample
-
-    out = tmp_path_factory.mktemp("exception")
-    report = exception.build(out, files=stdlib_sample(), min_examples=50, quiet=True)
-    return out, report
+    return _small_build(tmp_path_factory, "exception")
 
 
 @pytest.fixture(scope="session")
 def defect_build(tmp_path_factory):
     """A defect dataset built from a slice of the real standard library."""
-    from kdkit.data.builders import defect
-    from kdkit.data.builders.common import stdlib_sample
-
-    out = tmp_path_factory.mktemp("defect")
     names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "zipimport.py")
-    report = defect.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
-    return out, report
+    return _small_build(tmp_path_factory, "defect", names)
 
 
 @pytest.fixture(scope="session")
 def clone_build(tmp_path_factory):
     """Clone pairs built from a slice of the real standard library."""
-    from kdkit.data.builders import clone
-    from kdkit.data.builders.common import stdlib_sample
-
-    out = tmp_path_factory.mktemp("clone")
     names = ("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py", "platform.py", "inspect.py")
-    report = clone.build(out, files=stdlib_sample(names), min_examples=50, quiet=True)
-    return out, report
+    return _small_build(tmp_path_factory, "clone", names)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from kdkit.cli import main
-from kdkit.data.builders.common import stdlib_sample
+from kdkit.data.corpus import stdlib_sample
 
 
 def test_build_exception_from_a_directory_and_info(tmp_path, capsys):
@@ -50,3 +51,63 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "produced 0 examples" in capsys.readouterr().err
     assert not (tmp_path / "o" / "train.jsonl").exists()
     assert main(["data", "info", str(tmp_path)]) == 2
+
+
+def _run(argv):
+    """``main(argv)``'s exit status, also when argparse exits (``--help``)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_docs_show_the_real_generated_help(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to the terminal width
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "tasks.md").read_text(encoding="utf-8")
+    for argv in (["data", "build", "--help"], ["data", "build", "exception", "--help"]):
+        assert _run(argv) == 0
+        out = capsys.readouterr().out
+        assert f"$ kdkit {' '.join(argv)}\n{out}" in docs, out
+
+
+def test_flags_come_from_each_builders_options_model(capsys):
+    from kdkit.plugins.tasks.clone.builder import CloneBuildOptions
+    from kdkit.plugins.tasks.defect.builder import DefectBuildOptions
+
+    for task, model in (("clone", CloneBuildOptions), ("defect", DefectBuildOptions)):
+        assert _run(["data", "build", task, "--help"]) == 0
+        flat = " ".join(capsys.readouterr().out.split())
+        for name, info in model.model_fields.items():
+            flag = "--from" if name == "sources" else "--" + name.replace("_", "-")
+            assert flag in flat and " ".join(info.description.split()) in flat
+    assert _run(["data", "build", "clone", "--help"]) == 0
+    assert "--kinds" not in capsys.readouterr().out  # only the task's own builder's flags
+
+
+def test_bad_flag_values_exit_2_naming_the_option(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert _run(["data", "build", "defect", "--kinds", "off_by_one", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "kinds" in err and "unknown mutation kind" in err and "Traceback" not in err
+    assert _run(["data", "build", "exception", "--labels", "top-x", "--out", out]) == 2
+    assert "top-K" in capsys.readouterr().err
+    assert _run(["data", "build", "clone", "--seed", "one", "--out", out]) == 2  # argparse: int
+    assert "invalid int value" in capsys.readouterr().err
+    assert _run(["data", "build", "defct", "--out", out]) == 2
+    assert "did you mean 'defect'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_task_without_a_builder_is_told_so(monkeypatch, capsys):
+    import kdkit.discovery as discovery
+    from tests.engine import tinyplug
+
+    real = discovery.load_plugins
+    monkeypatch.setattr(discovery, "load_plugins",
+                        lambda: real(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)]))  # fmt: skip
+    assert _run(["data", "build", "--help"]) == 0
+    assert "tiny           tiny  (no offline builder)" in capsys.readouterr().out
+    assert _run(["data", "build", "tiny", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "the tiny task has no offline builder" in err
+    assert "tasks that build offline: clone, defect, exception" in err

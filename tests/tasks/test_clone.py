@@ -9,12 +9,12 @@ import random
 import pytest
 import torch
 
-from kdkit.data.builders.clone import token_jaccard
-from kdkit.data.mutations import mutate
 from kdkit.data.pyfuncs import extract_functions, normalise_code
-from kdkit.data.rewrites import rewrite
 from kdkit.errors import KdkitError
 from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
+from kdkit.plugins.tasks.clone.builder import token_jaccard
+from kdkit.plugins.tasks.clone.rewrites import rewrite
+from kdkit.plugins.tasks.mutations import mutate
 
 SRC = '''def summarize(values, limit):
     """Sum and list the small values."""

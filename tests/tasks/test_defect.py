@@ -10,10 +10,11 @@ import random
 import pytest
 import torch
 
-from kdkit.data.mutations import candidate_edits, mutate, parses
 from kdkit.data.pyfuncs import extract_functions
 from kdkit.errors import KdkitError
 from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
+from kdkit.plugins.tasks.defect.builder import DefectBuildOptions, build
+from kdkit.plugins.tasks.mutations import candidate_edits, mutate, parses
 
 SRC = """def area(w, h, scale):
     size = w * h
@@ -98,29 +99,53 @@ def test_built_defect_set_loads_through_the_task(defect_build):
 
 
 def test_unknown_kind_is_a_user_error(tmp_path):
-    from kdkit.data.builders import defect
+    from kdkit.data.build import validate_options
 
     with pytest.raises(KdkitError, match="unknown mutation"):
-        defect.build(tmp_path, files=[], kinds=["off_by_one"])
+        validate_options(DefectBuildOptions, {"files": [], "kinds": ["off_by_one"]}, where="test")
+    # A run file's kinds reach the builder's validation before anything is built.
+    with pytest.raises(KdkitError, match="unknown mutation") as err:
+        DefectTask(DefectOptions(kinds=["off_by_one"], source=[str(tmp_path)])).load()
+    assert err.value.where == "task options"
+    assert DefectBuildOptions(kinds=["wrong_operator,swapped_operands"]).kinds == [
+        "wrong_operator", "swapped_operands"
+    ]  # a flag's comma-separated value
 
 
 def test_max_lines_reaches_the_builder_and_only_then_the_cache_key():
     from kdkit.plugins.tasks.clone import CloneOptions, CloneTask
 
     plain, short = DefectTask(DefectOptions()), DefectTask(DefectOptions(max_lines=12))
-    assert "max_lines" not in plain.builder_options()  # old caches stay valid
-    assert short.builder_options()["max_lines"] == 12
+    assert "max_lines" not in plain.offline_overrides()  # old caches stay valid
+    assert short.offline_overrides()["max_lines"] == 12
+    assert short.offline_build_options().max_lines == 12
+    assert plain.offline_build_options().max_lines == 40  # the builder's default
     assert plain.built_dir() != short.built_dir()
     clone = CloneTask(CloneOptions(max_lines=10, near_miss_share=0.3))
-    assert clone.builder_options() == {"near_miss_share": 0.3, "max_lines": 10}
+    assert clone.offline_overrides() == {"near_miss_share": 0.3, "max_lines": 10}
 
 
 def test_max_lines_bounds_the_built_functions(tmp_path):
-    from kdkit.data.builders import defect
-    from kdkit.data.builders.common import stdlib_sample
+    from kdkit.data.corpus import stdlib_sample
 
-    defect.build(tmp_path, files=stdlib_sample(("shutil.py", "pathlib.py", "tarfile.py", "inspect.py")),
-                 max_lines=8,
-                 min_examples=10, quiet=True)  # fmt: skip
+    files = stdlib_sample(("shutil.py", "pathlib.py", "tarfile.py", "inspect.py"))
+    build(tmp_path, DefectBuildOptions(files=files, max_lines=8, min_examples=10), quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert rows and max(len(r["func"].splitlines()) for r in rows) <= 8
+
+
+def test_offline_task_options_are_declared_by_the_builders_model():
+    from pydantic import ValidationError
+
+    from kdkit.plugins.tasks.clone import CloneOptions
+    from kdkit.plugins.tasks.clone.builder import CloneBuildOptions
+
+    kinds = DefectBuildOptions.model_fields["kinds"].description
+    assert DefectOptions.model_fields["kinds"].description == f"offline build only: {kinds}"
+    assert DefectOptions().kinds == DefectBuildOptions().kinds  # the builder's default
+    assert CloneOptions().near_miss_share == CloneBuildOptions().near_miss_share == 0.7
+    with pytest.raises(ValidationError):
+        DefectOptions(max_lines=2)  # the builder's constraint (ge=3) holds in a run file too
+    with pytest.raises(ValidationError):
+        CloneOptions(near_miss_share=1.5)
+    assert "(default 40)" in DefectOptions.model_fields["max_lines"].description

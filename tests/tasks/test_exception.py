@@ -8,11 +8,12 @@ from collections import Counter
 import pytest
 import torch
 
-from kdkit.data.builders import exception
-from kdkit.data.builders.common import stdlib_sample
+from kdkit.data.corpus import read_corpus, stdlib_sample
 from kdkit.data.pyfuncs import normalise_code
 from kdkit.errors import KdkitError
 from kdkit.plugins.tasks.exception import ExceptionOptions, ExceptionTask
+from kdkit.plugins.tasks.exception import builder as exception
+from kdkit.plugins.tasks.exception.builder import ExceptionBuildOptions
 
 
 def make(**options) -> ExceptionTask:
@@ -132,9 +133,7 @@ def test_hole_replaces_exactly_the_type(tmp_path):
         "    except (ValueError, TypeError):\n"  # a tuple: no single label
         "        return None\n"
     )
-    from kdkit.data.builders.common import load_corpus
-
-    corpus = load_corpus(files=[src])
+    corpus = read_corpus(files=[src])
     ((sf, f),) = corpus.functions
     found = exception.holes(f)
     assert [(lab, f.text[s:e]) for lab, s, e, _ in found] == [
@@ -152,7 +151,9 @@ def test_window_crops_around_the_hole():
 def test_too_small_build_is_an_error_not_an_empty_file(tmp_path):
     with pytest.raises(KdkitError, match="at least"):
         exception.build(
-            tmp_path / "out", files=stdlib_sample(["ntpath.py"]), min_examples=1000, quiet=True
+            tmp_path / "out",
+            ExceptionBuildOptions(files=stdlib_sample(["ntpath.py"]), min_examples=1000),
+            quiet=True,
         )
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
@@ -168,14 +169,15 @@ def test_source_option_builds_once_into_the_cache(isolated_cache, monkeypatch, t
     calls = []
     real = exception.build
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **{**kwargs, "min_examples": 20})
+    def counting(out_dir, options, *, quiet=False):
+        calls.append(options)
+        return real(out_dir, options.model_copy(update={"min_examples": 20}), quiet=quiet)
 
-    monkeypatch.setattr(exception, "build", counting)
+    # The task builds through its contract (ExceptionTask.build_offline), not a name lookup.
+    monkeypatch.setattr(ExceptionTask, "build_offline", staticmethod(counting))
     first = make(source=[str(src)])
     n = len(first.load()["train"])
     second = make(source=[str(src)])
     assert len(second.load()["train"]) == n and second.fingerprint() == first.fingerprint()
-    assert len(calls) == 1
+    assert len(calls) == 1 and calls[0].sources == [str(src)] and calls[0].labels == "cubert"
     assert len(list((isolated_cache / "built").iterdir())) == 1

@@ -2,26 +2,27 @@
 
 Reads BigCloneBench as CodeXGLUE ships it (``data.jsonl`` with ``idx``/``func`` and
 ``train.txt``/``valid.txt``/``test.txt`` with ``idx1 idx2 label``), a simple pair JSONL
-(``func1``, ``func2``, ``target``), a hub dataset (e.g.
-``google/code_x_glue_cc_clone_detection_big_clone_bench``) or the offline build
-(:mod:`kdkit.data.builders.clone`). Each example is a pair, encoded as one sentence-pair sequence.
+(``func1``, ``func2``, ``target``; both in :mod:`.format`), a hub dataset (e.g.
+``google/code_x_glue_cc_clone_detection_big_clone_bench``) or the offline build (:mod:`.builder`
+with :mod:`.rewrites`, options :class:`CloneBuildOptions`). Each example is a pair, encoded as one
+sentence-pair sequence.
 Metrics: ``f1`` (headline), ``accuracy``, ``precision``, ``recall``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field
 
-from kdkit.data.formats import Rows, pair_row, read_bigclonebench
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
+from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option, subsample
 from kdkit.hookspecs import hookimpl
 
-from .base import CodeTask, CodeTaskOptions, subsample
+from .builder import CloneBuildOptions, build
+from .format import pair_row, read_bigclonebench
 
 
 class CloneOptions(CodeTaskOptions):
@@ -33,36 +34,26 @@ class CloneOptions(CodeTaskOptions):
     validation_fraction: float = Field(
         1.0, gt=0, le=1, description="seeded share of validation pairs kept (the study uses 0.1)"
     )
-    near_miss_share: float = Field(
-        0.7, ge=0, le=1, description="offline build only: share of near-miss negatives"
-    )
-    max_lines: int | None = Field(
-        None, ge=4, description="offline build only: longest function kept, in lines (default 30)"
-    )
+    near_miss_share: float = offline_option(CloneBuildOptions, "near_miss_share")
+    max_lines: int | None = offline_option(CloneBuildOptions, "max_lines", if_set=True)
 
 
 class CloneTask(CodeTask):
-    """Do two functions implement the same functionality? (0 = different, 1 = clone)."""
+    """Do two functions implement the same functionality? (0 = different, 1 = clone). Metrics:
+    ``f1`` (headline), ``accuracy``, ``precision``, ``recall`` (class 1), as fractions."""
 
     name = "clone"
     is_pair = True
     headline_metric = "f1"
     format_name = "BigCloneBench / CodeXGLUE clone detection"
+    reader = staticmethod(read_bigclonebench)
+    hub_row = staticmethod(pair_row)
+    metrics = staticmethod(binary_metrics)
+    builder_options = CloneBuildOptions
+    build_offline = staticmethod(build)
 
     def default_labels(self) -> Sequence[str]:
         return ["different", "clone"]
-
-    def builder_options(self) -> dict[str, Any]:
-        extra = {} if self.options.max_lines is None else {"max_lines": self.options.max_lines}
-        return {"near_miss_share": self.options.near_miss_share, **extra}
-
-    def read_local(
-        self, data_dir: Path, explicit: dict[str, str | None]
-    ) -> tuple[Rows, list[Path]]:
-        return read_bigclonebench(data_dir, explicit, self.build_hint)
-
-    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
-        return pair_row(obj, where)
 
     def finish_rows(self, rows: Rows) -> Rows:
         o = self.options
@@ -77,10 +68,6 @@ class CloneTask(CodeTask):
         o = self.options
         return {**super().load_options(), "train_fraction": o.train_fraction,
                 "validation_fraction": o.validation_fraction}  # fmt: skip
-
-    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``f1`` (headline), ``accuracy``, ``precision``, ``recall`` (class 1), as fractions."""
-        return binary_metrics(logits, labels)
 
 
 @hookimpl

@@ -3,9 +3,9 @@
 For each real function ``f`` (the first member of its pairs, as written):
 
 * a **positive** pair ``(f, R(f))`` where ``R`` is a random semantics-preserving rewrite
-  (:mod:`kdkit.data.rewrites`: renaming, reformatting, reordering, loop/comprehension, ...);
+  (:mod:`kdkit.plugins.tasks.clone.rewrites`: renaming, reformatting, reordering, loop/comprehension, ...);
 * a **negative** pair, either a *near miss* ``(f, R(m(f)))`` where ``m`` is a one-token semantic
-  mutation (:mod:`kdkit.data.mutations`), or ``(f, R(g))`` with ``g`` another function of similar
+  mutation (:mod:`kdkit.plugins.tasks.mutations`), or ``(f, R(g))`` with ``g`` another function of similar
   size from the same split.
 
 Every second member goes through the same rewrite distribution, so layout says nothing about the
@@ -23,26 +23,18 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdkit.data.builders.common import (
-    SPLIT_FILES,
-    BuildReport,
-    Timer,
-    check_size,
-    load_corpus,
-    log,
-    size_filter,
-    split_by_group,
-    write_jsonl,
-    write_stats,
-)
+from pydantic import Field
+
+from kdkit.data import build as offline
+from kdkit.data.corpus import load_corpus, size_filter
 from kdkit.data.metrics import roc_auc
-from kdkit.data.mutations import mutate
 from kdkit.data.pyfuncs import normalise_code
-from kdkit.data.rewrites import rewrite
+from kdkit.plugins.tasks.mutations import mutate
+
+from .rewrites import rewrite
 
 LABELS = ("different", "clone")
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\S")
@@ -54,49 +46,38 @@ def token_jaccard(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb) if ta or tb else 1.0
 
 
-def build(
-    out_dir: str | os.PathLike[str],
-    sources: Sequence[str] = ("stdlib",),
-    *,
-    files: Sequence[str | os.PathLike[str]] | None = None,
-    near_miss_share: float = 0.7,
-    seed: int = 0,
-    split_by: str = "file",
-    min_lines: int = 4,
-    max_lines: int = 30,
-    max_chars: int = 1000,
-    max_functions: int | None = None,
-    min_examples: int = 100,
-    quiet: bool = False,
-) -> BuildReport:
-    """Build BigCloneBench-format clone pairs into ``out_dir``.
+class CloneBuildOptions(offline.SourceBuildOptions):
+    """Options of the offline ``clone`` builder (``kdkit data build clone`` flags)."""
 
-    Args:
-        out_dir: output folder (``data.jsonl``, ``train/valid/test.txt``, ``stats.json``).
-        sources: ``stdlib``, ``site-packages``, directories (ignored when ``files`` is given).
-        files: explicit module paths (fast in-process builds).
-        near_miss_share: share of negatives that are near-miss mutants of the same function (the
-            rest are other functions of similar size).
-        seed: seeds rewrites, mutations, pairing and the split.
-        split_by: ``"file"`` or ``"package"``.
-        min_lines, max_lines, max_chars: function size range (a pair must fit one sequence).
-        max_functions: seeded cap on the number of anchor functions (two pairs each).
-        min_examples: fewer pairs in total (or an empty split) is an error.
-        quiet: no progress on stderr.
-    """
-    timer = Timer()
+    near_miss_share: float = Field(
+        0.7, ge=0, le=1, description="share of negatives that are near-miss mutants of the same "
+        "function (the rest: other functions of similar size)"
+    )  # fmt: skip
+    min_lines: int = Field(4, ge=1, description="skip shorter functions (lines)")
+    max_lines: int = Field(
+        30, ge=4, description="skip longer functions (lines; a pair must fit one sequence)"
+    )
+    max_chars: int = Field(1000, ge=1, description="skip longer functions (characters)")
+    max_functions: int | None = Field(
+        None, ge=1, description="seeded cap on the anchor functions used (two pairs each)"
+    )
+
+
+def build(
+    out_dir: str | os.PathLike[str], options: CloneBuildOptions, *, quiet: bool = False
+) -> offline.BuildReport:
+    """Build BigCloneBench-format clone pairs into ``out_dir`` (``data.jsonl``,
+    ``train/valid/test.txt``, ``stats.json``); progress on stderr unless ``quiet``."""
+    o = options
+    timer = offline.Timer()
     out = Path(out_dir)
-    corpus = load_corpus(sources, files, size_filter(min_lines, max_lines, max_chars))
-    log(f"parsed {corpus.files} files, {len(corpus.functions)} functions", quiet)
-    functions = corpus.functions
-    if max_functions is not None and len(functions) > max_functions:
-        keep = sorted(random.Random(seed).sample(range(len(functions)), max_functions))
-        functions = [functions[i] for i in keep]
-    items = [(sf.group(split_by), normalise_code(fn.text), sf, fn) for sf, fn in functions]
-    result = split_by_group(items, lambda i: i[0], lambda i: i[1], seed)
+    corpus = load_corpus(o, size_filter(o.min_lines, o.max_lines, o.max_chars), quiet)
+    functions = corpus.sample(o.max_functions, o.seed)
+    items = [(sf.group(o.split_by), normalise_code(fn.text), sf, fn) for sf, fn in functions]
+    result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
     skipped = dict(corpus.skipped)
     skipped["near_duplicate"] = result.duplicates_dropped
-    rng = random.Random(seed)
+    rng = random.Random(o.seed)
     texts: dict[str, int] = {}  # function text -> idx in data.jsonl
 
     def idx_of(text: str) -> int:
@@ -122,7 +103,7 @@ def build(
                 continue
             rewrites_used.update(k for k, v in applied.items() if v)
             negative, kind = None, "other_function"
-            if rng.random() < near_miss_share:
+            if rng.random() < o.near_miss_share:
                 edit = mutate(fn, rng)
                 if edit is not None:
                     try:
@@ -153,17 +134,14 @@ def build(
         rng.shuffle(pairs[split])
     counts = {s: {LABELS[lab]: n for lab, n in sorted(Counter(p[2] for p in ps).items())}
               for s, ps in pairs.items()}  # fmt: skip
-    check_size("clone", {s: len(p) for s, p in pairs.items()}, min_examples,
-               "add sources (e.g. --from stdlib site-packages DIR) or lower --min-examples")  # fmt: skip
+    offline.check_size("clone", {s: len(p) for s, p in pairs.items()}, o.min_examples)
     auc = {
         s: round(roc_auc([j for j, _ in js], [y for _, y in js]), 4) for s, js in jaccard.items()
     }
-    write_jsonl(out / "data.jsonl", ({"idx": str(i), "func": t} for t, i in texts.items()))
-    for split, name in SPLIT_FILES.items():
-        path = out / f"{name}.txt"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs[split]), encoding="utf-8")
-        os.replace(tmp, path)
+    offline.write_jsonl(out / "data.jsonl", ({"idx": str(i), "func": t} for t, i in texts.items()))
+    for split, name in offline.SPLIT_FILES.items():
+        lines = "".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs[split])
+        offline.write_text(out / f"{name}.txt", lines)
     extra: dict[str, Any] = {
         "pair_kinds": {s: dict(sorted(k.items())) for s, k in kinds.items()},
         "jaccard_auc": auc,
@@ -171,23 +149,11 @@ def build(
         "rewrites_applied": dict(sorted(rewrites_used.items())),
         "functions_in_data_jsonl": len(texts),
     }
-    report = BuildReport(
-        task="clone",
-        out_dir=out,
-        counts=counts,
-        skipped={k: v for k, v in skipped.items() if v},
-        sources=corpus.sources,
-        options={
-            "near_miss_share": near_miss_share,
-            "seed": seed,
-            "split_by": split_by,
-            "min_lines": min_lines,
-            "max_lines": max_lines,
-            "max_chars": max_chars,
-            "max_functions": max_functions,
-        },  # fmt: skip
+    report = offline.BuildReport(
+        "clone", out, counts, skipped, corpus.sources,
+        options={"near_miss_share": o.near_miss_share, "seed": o.seed, "split_by": o.split_by,
+                 "min_lines": o.min_lines, "max_lines": o.max_lines, "max_chars": o.max_chars,
+                 "max_functions": o.max_functions},  # fmt: skip
         extra=extra,
     )
-    report.seconds = timer()
-    write_stats(report)
-    return report
+    return offline.finish_build(report, timer)

@@ -7,8 +7,9 @@ split, so :mod:`kdkit.plugins.tasks.exception` reads it exactly like the public 
 
 In-process use (e.g. a test fixture with a few hundred examples in seconds)::
 
-    from kdkit.data.builders import exception
-    report = exception.build(tmp_path, files=[json.__file__, ...], min_examples=20)
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.plugins.tasks.exception.builder import ExceptionBuildOptions, build
+    report = build(tmp_path, ExceptionBuildOptions(files=stdlib_sample(), min_examples=20))
 """
 
 from __future__ import annotations
@@ -20,18 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdkit.data.builders.common import (
-    SPLIT_FILES,
-    BuildReport,
-    Timer,
-    check_size,
-    load_corpus,
-    log,
-    size_filter,
-    split_by_group,
-    write_jsonl,
-    write_stats,
-)
+from pydantic import Field, field_validator
+
+from kdkit.data import build as offline
+from kdkit.data.corpus import load_corpus, size_filter
 from kdkit.data.pyfuncs import PyFunction, normalise_code
 from kdkit.errors import KdkitError
 
@@ -101,41 +94,44 @@ def resolve_labels(labels: str | Sequence[str] | int, found: Counter[str]) -> li
     return list(labels)
 
 
+class ExceptionBuildOptions(offline.SourceBuildOptions):
+    """Options of the offline ``exception`` builder (``kdkit data build exception`` flags)."""
+
+    labels: str | list[str] = Field(
+        "cubert",
+        description="'cubert' (CuBERT's 20 types), 'top-K' (the corpus' K most frequent) or "
+        "comma-separated type names",
+        json_schema_extra={"metavar": "LABELS"},
+    )
+    window: int | None = Field(
+        None, ge=0, description="keep N lines before and after the hole (default: whole function)"
+    )
+    max_lines: int = Field(300, ge=2, description="skip longer functions (lines)")
+    max_chars: int = Field(20_000, ge=1, description="skip longer functions (characters)")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        """``"A,B,C"`` (a flag's value) -> ``["A", "B", "C"]``; ``cubert`` / ``top-K`` stay."""
+        if isinstance(value, str) and value.startswith("top-") and not value[4:].isdigit():
+            raise ValueError(f"{value!r}: use top-K with a whole number K, e.g. top-20")
+        if isinstance(value, str) and value != "cubert" and not value.startswith("top-"):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
 def build(
-    out_dir: str | os.PathLike[str],
-    sources: Sequence[str] = ("stdlib",),
-    *,
-    files: Sequence[str | os.PathLike[str]] | None = None,
-    labels: str | Sequence[str] | int = "cubert",
-    window: int | None = None,
-    seed: int = 0,
-    split_by: str = "file",
-    max_lines: int = 300,
-    max_chars: int = 20_000,
-    min_examples: int = 100,
-    quiet: bool = False,
-) -> BuildReport:
+    out_dir: str | os.PathLike[str], options: ExceptionBuildOptions, *, quiet: bool = False
+) -> offline.BuildReport:
     """Build exception-classification JSONL (CuBERT format) into ``out_dir``.
 
-    Args:
-        out_dir: output folder (``train.jsonl``, ``valid.jsonl``, ``test.jsonl``, ``stats.json``).
-        sources: ``stdlib``, ``site-packages``, directories (ignored when ``files`` is given).
-        files: explicit module paths instead of ``sources`` (fast in-process builds).
-        labels: ``"cubert"`` (default), ``"top-K"`` / K, or an explicit list of type names.
-        window: keep only this many lines before and after the hole (``None``: whole function).
-        seed: seeds the split.
-        split_by: ``"file"`` or ``"package"``: the unit kept within one split.
-        max_lines, max_chars: functions larger than this are skipped (counted).
-        min_examples: fewer examples in total (or an empty split) is an error.
-        quiet: no progress on stderr.
-
-    Returns:
-        The :class:`BuildReport` (also saved as ``stats.json``).
+    Writes ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` and ``stats.json``; progress goes to
+    stderr unless ``quiet``. Returns the :class:`~kdkit.data.build.BuildReport` (also saved as ``stats.json``).
     """
-    timer = Timer()
+    o = options
+    timer = offline.Timer()
     out = Path(out_dir)
-    corpus = load_corpus(sources, files, size_filter(2, max_lines, max_chars))
-    log(f"parsed {corpus.files} files, {len(corpus.functions)} functions", quiet)
+    corpus = load_corpus(o, size_filter(2, o.max_lines, o.max_chars), quiet)
     candidates = []  # (group, base key, row)
     found: Counter[str] = Counter()
     for sf, fn in corpus.functions:
@@ -146,15 +142,15 @@ def build(
         for label, start, end, line in found_here:
             found[label] += 1
             text = fn.text[:start] + HOLE + fn.text[end:]
-            row = {"function": crop(text, line, window), "label": label,
+            row = {"function": crop(text, line, o.window), "label": label,
                    "info": f"{sf.root}:{sf.rel} {fn.qualname}"}  # fmt: skip
-            candidates.append((sf.group(split_by), key, row))
-    label_set = resolve_labels(labels, found)
+            candidates.append((sf.group(o.split_by), key, row))
+    label_set = resolve_labels(o.labels, found)
     wanted = set(label_set)
     kept = [c for c in candidates if c[2]["label"] in wanted]
     skipped = dict(corpus.skipped)
     skipped["handler_label_not_in_set"] = len(candidates) - len(kept)
-    result = split_by_group(kept, lambda c: c[0], lambda c: c[1], seed)
+    result = offline.split_by_group(kept, lambda c: c[0], lambda c: c[1], o.seed)
     # Identical masked texts (the same function twice in one file) would repeat an example.
     seen: set[str] = set()
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -170,30 +166,13 @@ def build(
             rows[split].append(row)
     skipped["near_duplicate"] = result.duplicates_dropped + exact
     counts = {s: dict(Counter(r["label"] for r in rs)) for s, rs in rows.items()}
-    check_size(
-        "exception",
-        {s: len(r) for s, r in rows.items()},
-        min_examples,
-        "add sources (e.g. --from stdlib site-packages DIR), use a larger label set "
-        "(--labels top-50) or lower --min-examples",
+    sizes = {s: len(r) for s, r in rows.items()}
+    hint = f"{offline.MORE_SOURCES}, or use a larger label set (--labels top-50)"
+    offline.check_size("exception", sizes, o.min_examples, hint)
+    offline.write_split_jsonl(out, rows)
+    report = offline.BuildReport(
+        "exception", out, counts, skipped, corpus.sources,
+        options={"labels": label_set, "window": o.window, "seed": o.seed, "split_by": o.split_by,
+                 "max_lines": o.max_lines, "max_chars": o.max_chars},  # fmt: skip
     )
-    for split, name in SPLIT_FILES.items():
-        write_jsonl(out / f"{name}.jsonl", rows[split])
-    report = BuildReport(
-        task="exception",
-        out_dir=out,
-        counts=counts,
-        skipped={k: v for k, v in skipped.items() if v},
-        sources=corpus.sources,
-        options={
-            "labels": label_set,
-            "window": window,
-            "seed": seed,
-            "split_by": split_by,
-            "max_lines": max_lines,
-            "max_chars": max_chars,
-        },  # fmt: skip
-    )
-    report.seconds = timer()
-    write_stats(report)
-    return report
+    return offline.finish_build(report, timer)

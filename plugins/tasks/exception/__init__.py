@@ -1,38 +1,38 @@
 """Built-in task ``exception``: CuBERT exception classification (20 exception types, top-1).
 
 Reads CuBERT's JSONL (``function`` with ``__HOLE__`` where the ``except`` type was, string
-``label``) from ``data_dir``, a hub dataset, or the offline build from real Python code
-(:mod:`kdkit.data.builders.exception`). Metrics: ``top1`` (headline), ``top3``, ``macro_f1``.
+``label``; :mod:`.format`) from ``data_dir``, a hub dataset, or the offline build from real
+Python code (:mod:`.builder`, options :class:`ExceptionBuildOptions`). Metrics: ``top1``
+(headline), ``top3``, ``macro_f1``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field, field_validator
 
-from kdkit.data.builders.exception import CUBERT_LABELS, resolve_labels
-from kdkit.data.formats import Rows, cubert_row, read_cubert
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import multiclass_metrics
+from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option
 from kdkit.hookspecs import hookimpl
 
-from .base import CodeTask, CodeTaskOptions
+from .builder import CUBERT_LABELS, ExceptionBuildOptions, build, resolve_labels
+from .format import cubert_row, read_cubert
 
 
 class ExceptionOptions(CodeTaskOptions):
     """Options of the ``exception`` task."""
 
+    # The label set shapes both the build and the loading: the builder gets it too.
     labels: str | list[str] = Field(
         "cubert",
         description="'cubert' (CuBERT's 20 types), 'top-K' (K most frequent in train) or a list",
+        json_schema_extra={"offline": "always"},
     )
-    window: int | None = Field(
-        None, ge=0, description="offline build only: keep this many lines around the hole"
-    )
+    window: int | None = offline_option(ExceptionBuildOptions, "window")
 
     @field_validator("labels")
     @classmethod
@@ -49,12 +49,17 @@ class ExceptionOptions(CodeTaskOptions):
 
 
 class ExceptionTask(CodeTask):
-    """Exception-type classification of a function with one masked ``except`` type."""
+    """Exception-type classification of a function with one masked ``except`` type. Metrics:
+    ``top1`` (headline), ``top3``, ``macro_f1``, ``accuracy`` (= top1), as fractions."""
 
     name = "exception"
-    is_pair = False
     headline_metric = "top1"
     format_name = "CuBERT exception JSONL"
+    reader = staticmethod(read_cubert)
+    hub_row = staticmethod(cubert_row)
+    metrics = staticmethod(multiclass_metrics)
+    builder_options = ExceptionBuildOptions
+    build_offline = staticmethod(build)
 
     options: ExceptionOptions
 
@@ -67,18 +72,6 @@ class ExceptionTask(CodeTask):
             if isinstance(labels, list)
             else []
         )
-
-    def builder_options(self) -> dict[str, Any]:
-        labels = self.options.labels
-        return {"labels": labels, "window": self.options.window}
-
-    def read_local(
-        self, data_dir: Path, explicit: dict[str, str | None]
-    ) -> tuple[Rows, list[Path]]:
-        return read_cubert(data_dir, explicit, self.build_hint)
-
-    def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
-        return cubert_row(obj, where)
 
     def finish_rows(self, rows: Rows) -> Rows:
         if isinstance(self.options.labels, str) and self.options.labels.startswith("top-"):
@@ -96,10 +89,6 @@ class ExceptionTask(CodeTask):
 
     def load_options(self) -> dict[str, Any]:
         return {**super().load_options(), "labels": self.options.labels}
-
-    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``top1`` (headline), ``top3``, ``macro_f1``, ``accuracy`` (= top1), as fractions."""
-        return multiclass_metrics(logits, labels)
 
 
 @hookimpl

@@ -1,11 +1,13 @@
-"""Shared machinery of the built-in code tasks (``defect``, ``clone``, ``exception``).
+"""A base class for tasks read from files in a public format: :class:`CodeTask`.
 
-A task finds its data in one of three places, in this order:
+kdkit's own tasks derive from it, and so may a third party's. A task finds its data in one of
+three places, in this order:
 
-1. ``data_dir`` — a folder in the task's public format (Devign JSONL, BigCloneBench, CuBERT);
+1. ``data_dir`` — a folder in the task's public format (its :meth:`CodeTask.read_local`);
 2. ``hub`` — a hub dataset id whose columns use the public field names (needs a network);
-3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the dataset is built once
-   into ``<cache>/built/<task>-<key>/`` and reused by every later run.
+3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the task's
+   :attr:`~CodeTask.build_offline` writes the dataset once into ``<cache>/built/<task>-<key>/``
+   and every later run reuses it. A task without a builder needs ``data_dir`` or ``hub``.
 
 The rows become a ``datasets.DatasetDict`` saved as Arrow under ``<cache>/datasets/<task>-<fp>``,
 where ``fp`` (:meth:`CodeTask.fingerprint`) hashes the data files' bytes and every option that
@@ -19,7 +21,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,8 +29,7 @@ import torch
 from pydantic import Field
 
 from kdkit.api import BuildContext, Options
-from kdkit.data.builders import get_builder
-from kdkit.data.builders.common import STATS_FILE
+from kdkit.data.build import STATS_FILE, BuildReport, validate_options
 from kdkit.data.fingerprint import FORMAT_VERSION, hash_files, hash_json
 from kdkit.data.formats import SPLITS, Rows
 from kdkit.data.paths import cache_root
@@ -37,7 +38,7 @@ from kdkit.errors import KdkitError
 
 
 class CodeTaskOptions(Options):
-    """Options every built-in code task accepts."""
+    """Options every :class:`CodeTask` accepts (a task's options model derives from it)."""
 
     data_dir: str | None = Field(None, description="folder with the data in the public format")
     train_file: str | None = Field(
@@ -56,6 +57,40 @@ class CodeTaskOptions(Options):
     max_eval: int | None = Field(None, ge=1, description="seeded cap of validation and test")
     sample_seed: int = Field(0, description="seed of every subsample (independent of the run seed)")
     build_seed: int = Field(0, description="seed of the offline builder's split")
+
+
+def offline_option(model: type[Options], name: str, *, if_set: bool = False) -> Any:
+    """A task option that passes on to field ``name`` of the builder's options ``model``, whose
+    declaration it reuses: description (prefixed "offline build only"), constraints and default.
+
+    Use it as the default of a field of the task's options, typed like the builder's field
+    (``X | None`` with ``if_set``)::
+
+        kinds: list[str] = offline_option(DefectBuildOptions, "kinds")
+        max_lines: int | None = offline_option(DefectBuildOptions, "max_lines", if_set=True)
+
+    The value reaches the builder through :meth:`CodeTask.offline_overrides` and is part of the
+    built data's cache key: always, or with ``if_set`` only when given (default ``None``: the
+    builder's own default applies, and adding such an option keeps older cache keys valid).
+    """
+    source = model.model_fields[name]
+    description = f"offline build only: {source.description}"
+    extra = {"offline": "if_set" if if_set else "always"}
+    if if_set:
+        default = source.get_default(call_default_factory=True)
+        info = Field(None, description=f"{description} (default {default})", json_schema_extra=extra)
+    elif source.default_factory is not None:
+        info = Field(default_factory=source.default_factory, description=description,
+                     json_schema_extra=extra)  # fmt: skip
+    else:
+        info = Field(source.default, description=description, json_schema_extra=extra)
+    info.metadata = list(source.metadata)  # the builder's constraints (ge, le, ...)
+    return info
+
+
+def _offline_mark(info: Any) -> str | None:
+    extra = info.json_schema_extra
+    return extra.get("offline") if isinstance(extra, dict) else None
 
 
 def _dir_signature(path: Path) -> list[Any]:
@@ -82,14 +117,36 @@ def subsample(rows: list[dict[str, Any]], k: int | None, fraction: float, seed: 
 
 
 class CodeTask:
-    """Base class of the built-in tasks; subclasses set the class attributes and
-    :meth:`read_local` / :meth:`convert_hub_row` / :meth:`finish_rows`."""
+    """Base class of tasks read from public-format files; subclasses set the class attributes
+    (``name``, ``headline_metric``, ``format_name``, ``reader``, ``metrics``, ``hub_row``...) and
+    :meth:`default_labels`, and override :meth:`finish_rows` / :meth:`load_options` where the
+    task maps labels or has options that change rows.
+
+    A task that can build its data offline sets :attr:`builder_options` (a model derived from
+    :class:`kdkit.data.build.SourceBuildOptions`) and :attr:`build_offline` (the builder,
+    ``build(out_dir, options, *, quiet=False) -> BuildReport``, as a ``staticmethod``); they are
+    the optional offline part of the :class:`kdkit.api.Task` contract, read by
+    ``kdkit data build TASK`` and by the default ``source`` path. :meth:`offline_overrides` says
+    which builder options the task's own options set.
+    """
 
     name: ClassVar[str]
     is_pair: ClassVar[bool] = False
     headline_metric: ClassVar[str]
-    #: Columns of the public format written by the builder (for error messages).
+    #: Name of the public format (for error messages).
     format_name: ClassVar[str]
+    #: The options model of the offline builder; ``None``: the task cannot build offline.
+    builder_options: ClassVar[type[Options] | None] = None
+    #: The offline builder, ``(out_dir, options, *, quiet=False) -> BuildReport``; ``None``: none.
+    build_offline: ClassVar[Callable[..., BuildReport] | None] = None
+    #: The public-format reader, ``(data_dir, explicit, build_hint) -> (rows, files read)``, as a
+    #: ``staticmethod``; the default :meth:`read_local` calls it.
+    reader: ClassVar[Callable[..., tuple[Rows, list[Path]]] | None] = None
+    #: One hub row -> ``{text, label[, text_pair]}`` (a ``staticmethod``), for :meth:`convert_hub_row`.
+    hub_row: ClassVar[Callable[[dict[str, Any], str], dict[str, Any]] | None] = None
+    #: ``(logits, labels) -> metrics`` (a ``staticmethod``, e.g.
+    #: :func:`kdkit.data.metrics.binary_metrics`), for :meth:`evaluate`.
+    metrics: ClassVar[Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None] = None
 
     def __init__(self, options: CodeTaskOptions, context: BuildContext | None = None) -> None:
         self.options = options
@@ -111,15 +168,27 @@ class CodeTask:
         self, data_dir: Path, explicit: dict[str, str | None]
     ) -> tuple[Rows, list[Path]]:
         """Rows of each split from a folder in the public format, and the files read."""
-        raise NotImplementedError
+        if self.reader is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no reader")
+        return self.reader(data_dir, explicit, self.build_hint)
 
     def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
         """One hub row -> ``{text, label[, text_pair]}``."""
-        raise NotImplementedError
+        if self.hub_row is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no hub_row")
+        return self.hub_row(obj, where)
 
-    def builder_options(self) -> dict[str, Any]:
-        """Keyword arguments of the offline builder (besides sources, seed)."""
-        return {}
+    def offline_overrides(self) -> dict[str, Any]:
+        """Builder options set by the task's options (besides ``sources`` and ``seed``): the
+        fields declared with :func:`offline_option` (or marked ``json_schema_extra={"offline":
+        "always" | "if_set"}``), the ``if_set`` ones only when not ``None``. They are part of
+        the key of the built dataset."""
+        out = {}
+        for name, info in type(self.options).model_fields.items():
+            mark, value = _offline_mark(info), getattr(self.options, name)
+            if mark == "always" or (mark == "if_set" and value is not None):
+                out[name] = value
+        return out
 
     def finish_rows(self, rows: Rows) -> Rows:
         """Map raw labels to ids, filter, subsample (rows of all splits at once)."""
@@ -138,8 +207,23 @@ class CodeTask:
 
     @property
     def build_hint(self) -> str:
-        """The command that builds an offline dataset for this task."""
+        """The command that builds an offline dataset for this task (or what to do without one)."""
+        if self.builder_options is None:
+            return f"get the data of the {self.name} task in its public format ({self.format_name})"
         return f"build one offline with `kdkit data build {self.name} --from stdlib --out DIR`"
+
+    def offline_build_options(self) -> Options:
+        """The builder's options for this task's ``source``, ``build_seed`` and overrides."""
+        if self.builder_options is None or self.build_offline is None:
+            raise KdkitError(
+                f"the {self.name} task has no offline builder, and neither data_dir nor hub is set",
+                where="task.source",
+                fix=f"set task.data_dir to a folder in its public format ({self.format_name}), "
+                "or task.hub",
+            )
+        values = {"sources": list(self.options.source), "seed": self.options.build_seed,
+                  **self.offline_overrides()}  # fmt: skip
+        return validate_options(self.builder_options, values, where="task options")
 
     def built_dir(self) -> Path:
         """Where the offline build for ``source`` lives in the cache (built on first use)."""
@@ -147,22 +231,23 @@ class CodeTask:
         sig = [[r.label, str(r.path)] + (_dir_signature(r.path) if r.label not in
                ("stdlib", "site-packages") else []) for r in roots]  # fmt: skip
         key = hash_json({"task": self.name, "sources": sig, "python": sys.version,
-                         "seed": self.options.build_seed, "opts": self.builder_options(),
+                         "seed": self.options.build_seed, "opts": self.offline_overrides(),
                          "format": FORMAT_VERSION})  # fmt: skip
         return self.cache / "built" / f"{self.name}-{key}"
 
     def _ensure_built(self) -> Path:
+        """The built dataset's folder in the cache, built through :attr:`build_offline` once."""
+        options = self.offline_build_options()  # no builder: a clear error before any I/O
         target = self.built_dir()
         if (target / STATS_FILE).is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            build = get_builder(self.name)
+            assert self.build_offline is not None  # checked by offline_build_options
             print(f"kdkit: building the offline {self.name} dataset from "
                   f"{', '.join(self.options.source)} into {target} (once)", file=sys.stderr)  # fmt: skip
-            build(tmp, self.options.source, seed=self.options.build_seed, quiet=True,
-                  **self.builder_options())  # fmt: skip
+            self.build_offline(tmp, options, quiet=True)
             try:
                 os.replace(tmp, target)
             except OSError:  # another process built it first
@@ -250,7 +335,9 @@ class CodeTask:
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """All metrics of the task (fractions in [0, 1]); includes :attr:`headline_metric`."""
-        raise NotImplementedError
+        if self.metrics is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no metrics")
+        return self.metrics(logits, labels)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={len(self.labels)}>"

@@ -1,0 +1,293 @@
+"""What every offline builder shares, whatever its task: its options' common part, seeded group
+splits with cross-split de-duplication, writing splits atomically, and the build report (printed
+and saved as ``stats.json``).
+
+A task that can build its dataset offline exposes a builder (the optional part of the
+:class:`kdkit.api.Task` contract, :class:`kdkit.api.OfflineBuilder`)::
+
+    class MyBuildOptions(SourceBuildOptions):          # sources, files, seed, split_by, min_examples
+        min_lines: int = Field(3, ge=1, description="skip shorter functions")
+
+    def build(out_dir: Path, options: MyBuildOptions, *, quiet: bool = False) -> BuildReport:
+        timer = Timer()
+        corpus = load_corpus(options, size_filter(options.min_lines, 40, 2000), quiet)
+        ...                                            # rows per split, via split_by_group
+        check_size("mytask", {s: len(r) for s, r in rows.items()}, options.min_examples)
+        for split, name in SPLIT_FILES.items():
+            write_jsonl(Path(out_dir) / f"{name}.jsonl", rows[split])
+        return finish_build(BuildReport("mytask", Path(out_dir), counts, ...), timer)
+
+    class MyTask(CodeTask):
+        builder_options = MyBuildOptions
+        build_offline = staticmethod(build)
+
+``kdkit data build mytask`` then generates its flags from ``MyBuildOptions`` (see
+:mod:`kdkit.cli.data`) and a run left on the default ``source`` builds through the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError
+
+from kdkit.api import Options
+from kdkit.data.formats import SPLITS
+from kdkit.errors import KdkitError
+
+#: Split names in kdkit and the file each is written to (CodeXGLUE's naming).
+SPLIT_FILES = {"train": "train", "validation": "valid", "test": "test"}
+#: Name of the counts file written beside the data.
+STATS_FILE = "stats.json"
+#: The fix of a build that came out too small (the flags are those of :class:`SourceBuildOptions`).
+MORE_SOURCES = "add sources (e.g. --from stdlib site-packages DIR) or lower --min-examples"
+
+T = TypeVar("T")
+
+
+class SourceBuildOptions(Options):
+    """Options of every builder that reads Python source trees; derive a task's builder options
+    from it (its fields become ``kdkit data build TASK`` flags, ``sources`` as ``--from``).
+
+    ``json_schema_extra`` of a field may set ``flag`` (the option's flag instead of
+    ``--field-name``) and ``metavar`` (the placeholder in ``--help``).
+    """
+
+    sources: list[str] = Field(
+        default_factory=lambda: ["stdlib"],
+        description="stdlib, site-packages and/or directories",
+        json_schema_extra={"flag": "--from", "metavar": "SOURCE"},
+    )
+    files: list[Path] | None = Field(
+        None,
+        description="explicit module files instead of --from (small, fast builds)",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    seed: int = Field(0, description="seed of the split and of random edits")
+    split_by: Literal["file", "package"] = Field(
+        "file", description="the unit kept within one split"
+    )
+    min_examples: int = Field(
+        100, ge=0, description="fewer examples in total (or an empty split) is an error"
+    )
+
+
+def offline_builder(factory: Any) -> tuple[type[Options], Callable[..., BuildReport]] | None:
+    """``(builder_options, build_offline)`` of a registered task's factory (the optional offline
+    part of the task contract, :class:`kdkit.api.OfflineBuilder`), or ``None`` if it has none."""
+    model = getattr(factory, "builder_options", None)
+    build = getattr(factory, "build_offline", None)
+    return None if model is None or build is None else (model, build)
+
+
+def validate_options(model: type[Options], values: Mapping[str, Any], where: str) -> Options:
+    """``model(**values)``, with a validation failure turned into a :class:`KdkitError`."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise KdkitError(f"invalid builder options: {problems}", where=where,
+                         fix=f"see the options of {model.__name__} (kdkit data build TASK --help)"
+                         ) from exc  # fmt: skip
+
+
+@dataclass
+class SplitResult:
+    """Items per split after grouping and de-duplication, and how many were dropped."""
+
+    splits: dict[str, list[Any]]
+    duplicates_dropped: int = 0
+
+
+def split_by_group(
+    items: Sequence[T],
+    group_of: Callable[[T], str],
+    key_of: Callable[[T], str],
+    seed: int,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> SplitResult:
+    """Seeded train/validation/test split that keeps each group (file or package) together and
+    never lets one de-duplication key appear in two groups.
+
+    Groups are shuffled with ``seed``; each goes to the split that is furthest below its share. A
+    de-duplication key (e.g. :func:`kdkit.data.pyfuncs.normalise_code` of the base function)
+    belongs to the first group that has it; items of other groups with that key are dropped, so no
+    near-duplicate crosses a split (nor repeats inside one from another file).
+    """
+    by_group: dict[str, list[T]] = {}
+    for item in items:
+        by_group.setdefault(group_of(item), []).append(item)
+    order = sorted(by_group)
+    random.Random(seed).shuffle(order)
+    owner: dict[str, str] = {}
+    dropped = 0
+    kept_groups: list[tuple[str, list[T]]] = []
+    for g in order:
+        kept = []
+        for item in by_group[g]:
+            k = key_of(item)
+            if owner.setdefault(k, g) == g:
+                kept.append(item)
+            else:
+                dropped += 1
+        if kept:
+            kept_groups.append((g, kept))
+    # Each group goes to the split furthest below its share (ties: train, validation, test), so
+    # shares are met closely and, with at least three groups, no split is left empty.
+    splits: dict[str, list[T]] = {s: [] for s in SPLITS}
+    for _, kept in kept_groups:
+        name = min(
+            SPLITS, key=lambda s: (len(splits[s]) / fractions[SPLITS.index(s)], SPLITS.index(s))
+        )
+        splits[name].extend(kept)
+    return SplitResult(splits, dropped)
+
+
+@dataclass
+class BuildReport:
+    """What a build wrote: per-split and per-label counts, skips, timings (saved as stats.json).
+
+    Attributes:
+        task: the task's name.
+        out_dir: the folder written.
+        counts: split -> label name -> examples.
+        skipped: reason -> count of files, functions or examples left out (zeros are dropped).
+        sources: what was read (from :func:`kdkit.data.sources.describe_sources`).
+        options: the options that shaped the data (recorded as the builder resolved them).
+        extra: task-specific facts (a dict keyed by split prints as one line per key).
+        seconds: wall time of the build.
+    """
+
+    task: str
+    out_dir: Path
+    counts: dict[str, dict[str, int]]
+    skipped: dict[str, int]
+    sources: list[dict[str, str]]
+    options: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.skipped = {k: v for k, v in self.skipped.items() if v}  # only what happened
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Examples per split."""
+        return {s: sum(c.values()) for s, c in self.counts.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (the content of ``stats.json``)."""
+        return {
+            "task": self.task,
+            "sizes": self.sizes,
+            "labels": self.counts,
+            "skipped": self.skipped,
+            "sources": self.sources,
+            "options": self.options,
+            **self.extra,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def render(self) -> str:
+        """A human-readable summary: sizes, label counts per split, skips."""
+        labels = sorted({lab for c in self.counts.values() for lab in c})
+        width = max([len(lab) for lab in labels] + [10])
+        head = f"{'label':<{width}} " + " ".join(f"{s:>10}" for s in SPLITS)
+        rows = [head, "-" * len(head)]
+        for lab in labels:
+            rows.append(
+                f"{lab:<{width}} " + " ".join(f"{self.counts[s].get(lab, 0):>10}" for s in SPLITS)
+            )
+        rows.append(f"{'total':<{width}} " + " ".join(f"{self.sizes[s]:>10}" for s in SPLITS))
+        lines = [f"kdkit data build {self.task} -> {self.out_dir}", *rows]
+        if self.skipped:
+            lines.append(
+                "skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
+            )
+        for k, v in self.extra.items():
+            if isinstance(v, dict) and set(v) == set(SPLITS):
+                lines.append(f"{k}: " + "; ".join(f"{s} {v[s]}" for s in SPLITS))
+            elif not isinstance(v, dict | list):
+                lines.append(f"{k}: {v}")
+        lines.append(f"took {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def check_size(task: str, sizes: dict[str, int], min_examples: int, hint: str = MORE_SOURCES) -> None:
+    """Fail clearly (instead of writing empty files) when a build is empty or too small."""
+    total = sum(sizes.values())
+    empty = [s for s, n in sizes.items() if n == 0]
+    if total < min_examples or empty:
+        raise KdkitError(
+            f"the {task} build produced {total} examples ({sizes}); "
+            f"at least {min_examples} and a non-empty train/validation/test are needed",
+            where=f"kdkit data build {task}",
+            fix=hint,
+        )
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON lines atomically (temp file + rename); returns the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def write_split_jsonl(out_dir: Path, rows: Mapping[str, Iterable[dict[str, Any]]]) -> None:
+    """Write the rows of each split to ``train.jsonl`` / ``valid.jsonl`` / ``test.jsonl``."""
+    for split, name in SPLIT_FILES.items():
+        write_jsonl(out_dir / f"{name}.jsonl", rows[split])
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_stats(report: BuildReport) -> Path:
+    """Save ``stats.json`` beside the data and return its path."""
+    path = report.out_dir / STATS_FILE
+    write_text(path, json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def finish_build(report: BuildReport, timer: Timer) -> BuildReport:
+    """Stamp the build's wall time on ``report``, save ``stats.json`` and return the report."""
+    report.seconds = timer()
+    write_stats(report)
+    return report
+
+
+class Timer:
+    """Wall-clock seconds since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def log(message: str, quiet: bool) -> None:
+    """Progress on stderr unless ``quiet``."""
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)

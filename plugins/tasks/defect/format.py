@@ -1,0 +1,23 @@
+"""The Devign / CodeXGLUE defect format: ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` with
+``func`` (code), ``target`` (0/1) and ``idx`` per line (other fields are ignored)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdkit.data.formats import Rows, as_binary, field, read_json_rows
+
+
+def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Devign/CodeXGLUE defect object -> ``{text, label}``."""
+    return {"text": field(obj, ("func",), where),
+            "label": as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
+
+
+def read_devign(
+    data_dir: Path, explicit: Mapping[str, str | None], hint: str
+) -> tuple[Rows, list[Path]]:
+    """Devign/CodeXGLUE defect JSONL splits, and the files read."""
+    return read_json_rows(data_dir, explicit, devign_row, hint)
