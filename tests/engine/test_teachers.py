@@ -94,7 +94,7 @@ def test_a_teacher_with_other_labels_must_be_fine_tuned_first(saved_classifier, 
 
 
 def test_mlm_masking_follows_roberta_and_never_touches_specials():
-    from kdkit.engine.mlm import mask_tokens
+    from kdkit.plugins.models.mlm import mask_tokens
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (200, 100))
@@ -111,7 +111,7 @@ def test_mlm_masking_follows_roberta_and_never_touches_specials():
 
 
 def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
-    from kdkit.engine.mlm import pretrain_mlm
+    from kdkit.plugins.models.mlm import MLMSettings, pretrain_mlm
 
     torch.manual_seed(0)
     opts = TransformerOptions(
@@ -120,7 +120,8 @@ def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
     clf = build_transformer_student(opts, tiny_context)
     before = clf.model.roberta.embeddings.word_embeddings.weight.clone()
     texts = list(tiny_context.splits["train"]["text"])
-    losses = pretrain_mlm(clf, texts, epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
-                          device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    settings = MLMSettings(epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
+                           device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    losses = pretrain_mlm(clf, texts, settings)
     assert losses[-1] < losses[0]
     assert not torch.equal(before, clf.model.roberta.embeddings.word_embeddings.weight)
