@@ -1,9 +1,11 @@
-"""A third-party student installed with pip round-trips through save -> `kdkit predict`.
+"""A third-party student installed with pip trains, saves and predicts through the ordinary commands.
 
-The outside package registers its student with ``load=``; its ``save`` writes ``kdkit.json``
-through :func:`kdkit.models.write_model_meta`. `kdkit predict` (a fresh process) finds the loader
-through the registry from the component named in ``kdkit.json``; without the package installed it
-says which component is missing and what to install.
+The outside package registers its student with ``load=`` (and, to stay small, the tiny task of
+``kdkit.testing``); its ``save`` writes ``kdkit.json`` through :func:`kdkit.models.write_model_meta`.
+`kdkit run` trains it, saves ``best/model`` and reloads it for the test predictions; `kdkit predict`
+(a fresh process) finds the loader through the registry from the component named in
+``kdkit.json``; without the package installed it says which component is missing and what to
+install.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 PYPROJECT = """\
 [build-system]
@@ -40,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from kdkit import hookimpl
 from kdkit.api import Encoded, ModelInfo, ModelOutput, Options, Student, join_example
 from kdkit.models import ComponentRef, read_model_meta, write_model_meta
+from kdkit.testing import TinyTask
 
 COMPONENT = ComponentRef("student", "charbag")
 
@@ -103,32 +108,29 @@ def build_charbag(options, context):
 
 
 @hookimpl
+def register_tasks(register):
+    register("charbag-tiny", lambda options, context: TinyTask(), description="tiny test task")
+
+
+@hookimpl
 def register_students(register):
     register("charbag", build_charbag, config=CharBagOptions, load=load_charbag,
              description="bag of characters (outside test plugin)")
 '''
 
-SAVE = """
-import json, sys
-import torch
-from kdkit.api import BuildContext, Needs
-from kdkit.discovery import load_plugins
-from kdkit.testing import TinyTask
-
-component = load_plugins().registry.get("student", "charbag")
-torch.manual_seed(0)
-model = component.build(component.options({"hidden": 6}), BuildContext(task=TinyTask())).eval()
-model.save(sys.argv[1])
-rows = [json.loads(line) for line in open(sys.argv[2])]
-examples = [(r["text"], r["text_pair"]) if "text_pair" in r else r["text"] for r in rows]
-with torch.no_grad():
-    p = torch.softmax(model(model.encode(examples, 512), Needs()).logits, -1)
-print(json.dumps(p.tolist()))
+RUN = """\
+seed: 0
+output_dir: {out}
+task: charbag-tiny
+student: {{name: charbag, hidden: 6}}
+method: ft
+training: {{epochs: 3, batch_size: 8, lr: 0.05, max_length: 64, device: cpu}}
+reporters: []
 """
 
 
-def test_outsider_student_round_trips_through_save_and_kdkit_predict(tmp_path):
-    from kdkit.testing.tiny import LABELS
+def test_outsider_student_trains_saves_and_predicts_through_kdkit_commands(tmp_path):
+    from kdkit.testing.tiny import LABELS, TinyTask
 
     src = tmp_path / "src"
     src.mkdir()
@@ -143,38 +145,41 @@ def test_outsider_student_round_trips_through_save_and_kdkit_predict(tmp_path):
     assert pip.returncode == 0, pip.stderr
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), path])}
-    inputs = tmp_path / "inputs.jsonl"
-    inputs.write_text("\n".join(json.dumps(r) for r in [
-        {"text": "def f(x):\n    raise ValueError(x)\n"},
-        {"text": "for i in range(3):\n    print(i)\n"},
-        {"text": "x = 1", "text_pair": "y = 2"},
-    ]) + "\n")  # fmt: skip
-    model_dir = tmp_path / "charbag-model"
-
-    saved = subprocess.run([sys.executable, "-c", SAVE, str(model_dir), str(inputs)], env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert saved.returncode == 0, saved.stderr
-    expected = json.loads(saved.stdout)
+    run_dir = tmp_path / "run"
+    (tmp_path / "run.yaml").write_text(RUN.format(out=run_dir))
+    trained = subprocess.run([sys.executable, "-m", "kdkit", "run", str(tmp_path / "run.yaml"),
+                              "--quiet"], env={**env, "KDKIT_CACHE": str(tmp_path / "cache")},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    model_dir = run_dir / "best" / "model"
     meta = json.loads((model_dir / "kdkit.json").read_text())
     assert meta["component"] == {"kind": "student", "name": "charbag"}
+    assert meta["labels"] == list(LABELS)
 
+    inputs = tmp_path / "inputs.jsonl"
+    texts = TinyTask().load()["test"]["text"]
+    inputs.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     predicted = subprocess.run(
-        [sys.executable, "-m", "kdkit", "predict", str(model_dir), "--jsonl", str(inputs),
-         "--top-k", "3"], env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "kdkit", "predict", str(run_dir), "--jsonl", str(inputs),
+         "--max-length", "64", "--top-k", "3"], env=env, capture_output=True, text=True,
+        timeout=120,
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr
-    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert [r["source"] for r in lines] == [f"{inputs}:{n}" for n in (1, 2, 3)]
-    for row, probs in zip(lines, expected):
-        best = max(range(len(probs)), key=probs.__getitem__)
-        assert row["label"] == LABELS[best]  # label names come from the student's kdkit.json
-        assert row["probability"] == round(probs[best], 6)
-        assert sorted(p for _, p in row["top"]) == sorted(round(p, 6) for p in probs)
-    assert len({r["probability"] for r in lines}) > 1  # different inputs, different outputs
+    got = [json.loads(line) for line in predicted.stdout.splitlines()]
+    # the engine reloaded best/model the same way for the run's own test predictions
+    saved = [json.loads(line) for line in (run_dir / "predictions-test.jsonl").open()]
+    assert len(got) == len(saved) == len(texts) == 8
+    assert [g["label"] for g in got] == [s["label"] for s in saved]
+    assert [g["probability"] for g in got] == pytest.approx([s["probability"] for s in saved],
+                                                            abs=1e-5)  # fmt: skip
+    for row in got:
+        assert row["label"] in LABELS and row["top"][0] == [row["label"], row["probability"]]
+        assert sum(p for _, p in row["top"]) == pytest.approx(1, abs=1e-5)  # all 3 classes
+    assert len({g["probability"] for g in got}) > 1  # different inputs, different outputs
 
     # The same model without the package installed: the component is named, with the fix.
     bare = {**os.environ, "PYTHONPATH": path}
-    missing = subprocess.run([sys.executable, "-m", "kdkit", "predict", str(model_dir), "--jsonl",
+    missing = subprocess.run([sys.executable, "-m", "kdkit", "predict", str(run_dir), "--jsonl",
                               str(inputs)], env=bare, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 2, missing.stderr
     assert "student 'charbag'" in missing.stderr and "not installed" in missing.stderr
