@@ -47,7 +47,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class Register(Protocol):
     """The callback handed to registration hooks.
 
-    ``register(name, factory, config=OptionsModel, description="one line")``
+    ``register(name, factory, config=OptionsModel, description="one line", load=..., trainable=...)``
 
     * ``name``: the component's name in run files (lower case, ``[a-z0-9_.-]``), unique per kind
       across all installed plugins. A name two plugins register is a *collision*: ``kdkit
@@ -57,10 +57,26 @@ class Register(Protocol):
     * ``config``: a subclass of :class:`kdkit.api.Options` (``extra="forbid"``); defaults to
       :class:`kdkit.api.NoOptions`.
     * ``description``: one line shown by ``kdkit plugins``.
+    * ``load`` (students, and teachers whose models kdkit saves; optional): called as
+      ``load(directory)``, rebuilds a model the component saved and returns it as a
+      :class:`kdkit.api.Student`. The model's ``save`` must write ``kdkit.json`` naming the
+      component (:func:`kdkit.models.write_model_meta`); ``kdkit predict``, the engine and the study
+      find this callback through the registry from that name.
+    * ``trainable`` (teachers only; optional): called as ``trainable(options, context)``, returns
+      the :class:`kdkit.api.Student` that ``kdkit teach`` fine-tunes for ``context.task`` (e.g. a
+      pretrained encoder with a new head for the task's labels). A teacher without it that trains
+      itself when built exposes ``directory`` (where it saved the model); ``kdkit teach`` copies it.
     """
 
     def __call__(
-        self, name: str, factory: Any, *, config: Any = None, description: str = ""
+        self,
+        name: str,
+        factory: Any,
+        *,
+        config: Any = None,
+        description: str = "",
+        load: Any = None,
+        trainable: Any = None,
     ) -> None: ...
 
 

@@ -35,7 +35,12 @@ class PluginOrigin:
 
 @dataclass(frozen=True)
 class Component:
-    """A registered component: how to build it, its options model, and its origin."""
+    """A registered component: how to build it, its options model, and its origin.
+
+    ``load`` (models only) rebuilds a model this component saved: ``load(directory) -> Student``.
+    ``trainable`` (teachers only) gives the model ``kdkit teach`` fine-tunes:
+    ``trainable(options, context) -> Student``. Both are ``None`` when the plugin gave none.
+    """
 
     kind: str
     name: str
@@ -43,6 +48,8 @@ class Component:
     config: type[Options]
     description: str
     origin: PluginOrigin
+    load: Callable[[str], Any] | None = None
+    trainable: Callable[..., Any] | None = None
 
     def options(self, values: dict[str, Any] | None = None) -> Options:
         """Validate ``values`` against the component's options model."""
@@ -50,13 +57,39 @@ class Component:
 
     def build(self, options: Options, context: Any) -> Any:
         """Call the factory; failures inside a plugin are reported with the plugin named."""
+        return self._call(self.factory, "build", options, context)
+
+    def reload(self, directory: str) -> Any:
+        """Rebuild a saved model with the plugin's ``load`` callback (see :class:`Component`)."""
+        if self.load is None:
+            raise PluginError(
+                f"the {self.kind} '{self.name}' cannot reload saved models (it registered no "
+                "load callback)",
+                where=f"plugin '{self.origin.plugin}' ({self.origin.distribution} "
+                f"{self.origin.version})",
+                fix="ask the plugin's authors to register it with load=...; until then reload "
+                "the model with the plugin's own code",
+            )
+        return self._call(self.load, "reload a saved model", directory)
+
+    def build_trainable(self, options: Options, context: Any) -> Any:
+        """The model ``kdkit teach`` fine-tunes for this teacher (see :class:`Component`)."""
+        if self.trainable is None:
+            raise PluginError(
+                f"the {self.kind} '{self.name}' has no model to fine-tune",
+                where=f"plugin '{self.origin.plugin}' ({self.origin.distribution})",
+                fix="register it with trainable=...",
+            )
+        return self._call(self.trainable, "build its trainable model", options, context)
+
+    def _call(self, fn: Callable[..., Any], what: str, *args: Any) -> Any:
         try:
-            return self.factory(options, context)
+            return fn(*args)
         except KdkitError:
             raise
         except Exception as exc:  # a plugin bug: name the plugin, keep the cause chained
             raise PluginError(
-                f"{self.kind} '{self.name}' failed to build: {type(exc).__name__}: {exc}",
+                f"{self.kind} '{self.name}' failed to {what}: {type(exc).__name__}: {exc}",
                 where=f"plugin '{self.origin.plugin}' ({self.origin.distribution} "
                 f"{self.origin.version})",
                 fix="check the component's options; if they are right, report this to the "
@@ -278,6 +311,8 @@ def make_register(registry: Registry, kind: str, origin: PluginOrigin) -> Callab
         *,
         config: type[Options] | None = None,
         description: str = "",
+        load: Callable[[str], Any] | None = None,
+        trainable: Callable[..., Any] | None = None,
     ) -> None:
         registry.add(
             Component(
@@ -287,6 +322,8 @@ def make_register(registry: Registry, kind: str, origin: PluginOrigin) -> Callab
                 config=config or NoOptions,
                 description=description or (factory.__doc__ or "").strip().split("\n")[0],
                 origin=origin,
+                load=load,
+                trainable=trainable,
             )
         )
 

@@ -1,4 +1,9 @@
-"""``kdkit predict``: classify code with a saved student (or any model kdkit saved)."""
+"""``kdkit predict``: classify code with a saved student (or any model kdkit saved).
+
+The model directory's ``kdkit.json`` names the component that saved it; that component's ``load``
+callback (registered by its plugin) rebuilds the model, so a third-party student predicts like a
+built-in one once its distribution is installed.
+"""
 
 from __future__ import annotations
 
@@ -55,12 +60,16 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def predict(args: argparse.Namespace) -> int:
+    """Classify the inputs with the saved model; one JSON line per input on stdout."""
     from kdkit.api import Needs
+    from kdkit.discovery import load_plugins
     from kdkit.engine.persist import find_model_dir, load_student
+    from kdkit.models import read_model_meta
 
     directory = find_model_dir(args.model)
-    meta = json.loads((directory / "kdkit.json").read_text(encoding="utf-8"))
-    model = load_student(directory).eval()
+    meta = read_model_meta(directory)
+    # the component named in kdkit.json reloads the model (its plugin's load callback)
+    model = load_student(directory, load_plugins().registry).eval()
     labels = list(meta.get("labels") or [])
     items = _inputs(args)
     singles = [i for i, (_, ex) in enumerate(items) if isinstance(ex, str)]

@@ -1,9 +1,10 @@
 """``kdkit teach``: fine-tune a teacher on a task and save it in ``save_pretrained`` format.
 
-The run file's ``task`` and ``teacher`` sections say what: ``teacher: {name: hf, path: BASE}``
-fine-tunes the pretrained model in BASE (a new head for the task's labels) with the study's
-defaults (5 epochs, batch 32, lr 2e-5, 10 % warm-up); ``code-teacher`` and ``minilm`` train
-their preset (or reuse it from the cache). The result loads as ``teacher: {name: hf, path: OUT}``.
+The run file's ``task`` and ``teacher`` sections say what. A teacher whose plugin gives a model to
+fine-tune (``teacher: {name: hf, path: BASE}``: the pretrained model in BASE with a new head for
+the task's labels) is fine-tuned with the study's defaults (5 epochs, batch 32, lr 2e-5, 10 %
+warm-up); a preset that kdkit trains itself (``code-teacher``, ``minilm``) is trained (or reused
+from the cache) and copied out. The result loads as ``teacher: {name: hf, path: OUT}``.
 The file needs no ``student`` or ``method`` section (they are not used); ``training.num_threads``
 and ``training.device`` apply.
 """
@@ -39,14 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def teach(args: argparse.Namespace) -> int:
+    """Fine-tune (or train and copy) the run file's teacher into ``--output``; print its metrics."""
     import torch
 
     from kdkit.api import BuildContext
     from kdkit.config import TrainingConfig
     from kdkit.engine.runner import resolve_device
-    from kdkit.engine.teach import fine_tune
+    from kdkit.engine.teach import FineTuneJob, fine_tune
     from kdkit.engine.tokenization import default_cache_dir
-    from kdkit.plugins.teachers.hf import load_teacher_dir
 
     plugins = load_plugins()
     doc = default_document() if args.file is None else load_document(args.file)
@@ -73,19 +74,19 @@ def teach(args: argparse.Namespace) -> int:
     task = tcomp.component.build(tcomp.options, ctx)
     ctx.task, ctx.splits = task, task.load()
     teacher = resolved.components["teacher"]
-    if teacher.component.name == "hf":
-        opts = teacher.options
-        model = load_teacher_dir(opts.path, num_labels=len(task.labels), new_head=True,
-                                 allow_download=opts.allow_download, prefix=opts.prefix)  # fmt: skip
-        model.meta["labels"] = list(task.labels)
+    if teacher.component.trainable is not None:  # the plugin gives the model to fine-tune
+        model = teacher.component.build_trainable(teacher.options, ctx)
         cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              warmup_ratio=args.warmup_ratio, max_length=run.training.max_length,
                              device=run.training.device)  # fmt: skip
         work = out.with_name(f".{out.name}.work")
         shutil.rmtree(work, ignore_errors=True)
         torch.manual_seed(run.seed)
-        result = fine_tune(model, task, ctx.splits, cfg, work, seed=run.seed, device=device,
-                           progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+        job = FineTuneJob(task=task, splits=ctx.splits, training=cfg, work_dir=work, seed=run.seed,
+                          device=device, progress=not args.quiet,
+                          log=lambda m: print(m, file=sys.stderr),
+                          registry=plugins.registry)  # fmt: skip
+        result = fine_tune(model, job)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -93,8 +94,19 @@ def teach(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     else:  # a preset: trained (or reused) in the cache, then copied out
         built = teacher.component.build(teacher.options, ctx)
-        shutil.copytree(built.directory, out, dirs_exist_ok=True)
-        spec = json.loads((out / "spec.json").read_text(encoding="utf-8"))
+        source = getattr(built, "directory", None)
+        if not source or not Path(source).is_dir():
+            raise KdkitError(
+                f"the teacher '{teacher.component.name}' gives no model to fine-tune and saved "
+                "none when built",
+                where="teacher.name",
+                fix="use a teacher kdkit can fine-tune (e.g. `teacher: {name: hf, path: DIR}`) "
+                "or one it trains itself; a plugin's teacher needs trainable=... (see "
+                "docs/models.md)",
+            )
+        shutil.copytree(source, out, dirs_exist_ok=True)
+        spec_file = out / "spec.json"  # what cached_teacher_dir records (with the metrics)
+        spec = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else {}
         result = spec.get("result", {})
     head = task.headline_metric
     print(json.dumps({"teacher": str(out), "parameters": result.get("parameters"),

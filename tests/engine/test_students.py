@@ -1,4 +1,5 @@
-"""Students: exact parameter counts at the study's sizes, packing, conformance, save/reload."""
+"""Students: exact parameter counts at the study's sizes, packing, and conformance of every
+registered student (outputs per layer, save -> load_student through the registry, legacy files)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,27 @@ import pytest
 import torch
 
 from kdkit.api import Needs
+from kdkit.discovery import load_plugins
+from kdkit.errors import KdkitError
 from kdkit.plugins.students import gru, transformer
 from kdkit.testing.checks import check_student
+
+#: kdkit's own plugins: the conformance tests below run for every student they register.
+BUILTINS = load_plugins(distributions={"kdkit"}).registry
+STUDENTS = BUILTINS.names("student")
+#: Small options per built-in student (CPU seconds); a new built-in without an entry is built with
+#: its defaults, so it is tested too (and fails here if it cannot be built on the tiny task).
+SMALL: dict[str, dict] = {
+    "gru": {"size": "0.6M", "vocab_size": 300, "hidden_size": 16},
+    "transformer": {"size": "0.6M", "vocab_size": 300, "hidden_size": 32, "num_layers": 2,
+                    "num_heads": 2},  # fmt: skip
+}
+
+
+def _build(name: str, context):
+    component = BUILTINS.get("student", name)
+    torch.manual_seed(0)
+    return component.build(component.options(SMALL.get(name, {})), context)
 
 
 def _gru_formula(v: int, h: int, layers: int, c: int) -> int:
@@ -47,15 +67,6 @@ def test_transformer_preset_counts_match_hand_count_and_budget(size):
     assert abs(n - budget) / budget < 0.05  # the study's GRU budget for this size
 
 
-def test_students_pass_conformance(tiny_context):
-    for build, opts in [(gru.build_gru_student, gru.GRUOptions(size="0.6M")),
-                        (transformer.build_transformer_student,
-                         transformer.TransformerOptions(size="0.6M"))]:  # fmt: skip
-        student = build(opts, tiny_context)
-        check_student(student, num_labels=3)
-        assert student.info.num_parameters == sum(p.numel() for p in student.parameters())
-
-
 def test_gru_packing_ignores_padding(tiny_context):
     """A row's outputs do not change when its batch is padded further (no steps over padding)."""
     torch.manual_seed(0)
@@ -77,17 +88,100 @@ def test_gru_packing_ignores_padding(tiny_context):
     assert float(both.hidden_states[1][0, n:].abs().sum()) == 0.0  # padding positions untouched
 
 
-def test_students_reload_with_identical_logits(tiny_context, tmp_path):
+@pytest.mark.parametrize("name", STUDENTS)
+def test_every_registered_student_conforms(name, tiny_context):
+    """Shapes of every layer's outputs, gradients to all parameters, an exact parameter count."""
+    student = _build(name, tiny_context)
+    check_student(student, num_labels=3)
+    assert student.info.num_parameters == sum(p.numel() for p in student.parameters())
+    enc = student.encode(["x = 1", "def f(a):\n    return a"], 64)
+    layers = student.info.num_layers
+    out = student(enc, Needs(hidden_layers=tuple(range(layers + 1)),
+                             pooled_layers=tuple(range(1, layers + 1))))  # fmt: skip
+    assert sorted(out.hidden_states) == list(range(layers + 1))  # layer 0 = embeddings
+    for i in range(1, layers + 1):
+        assert out.hidden_states[i].shape[:2] == enc.input_ids.shape
+        assert out.pooled[i].shape == (2, out.hidden_states[i].shape[-1])
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_every_registered_student_reloads_with_identical_logits(name, tiny_context, tmp_path):
+    """save -> load_student (the registry finds the component's loader) gives the same model."""
+    from kdkit.engine.persist import load_student
+    from kdkit.models import read_model_meta
+
+    codes = list(tiny_context.splits["test"]["text"])
+    student = _build(name, tiny_context).eval()
+    out = student(student.encode(codes, 64), Needs()).logits
+    target = tmp_path / "saved"
+    student.save(str(target))
+    meta = read_model_meta(target)
+    assert meta["component"] == {"kind": "student", "name": name}
+    assert meta["labels"] == list(tiny_context.task.labels)
+    again = load_student(str(target), BUILTINS).eval()
+    assert type(again) is type(student)
+    assert again.info == student.info
+    torch.testing.assert_close(again(again.encode(codes, 64), Needs()).logits, out, rtol=0, atol=0)
+    again.save(str(tmp_path / "again"))  # a reloaded model saves the same kdkit.json
+    assert read_model_meta(tmp_path / "again") == meta
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_legacy_kdkit_json_without_component_still_loads(name, tiny_context, tmp_path):
+    """Files written before kdkit recorded the component (``kind: hf|gru``) load as before."""
+    import json
+
     from kdkit.engine.persist import load_student
 
-    codes = [row for row in tiny_context.splits["test"]["text"]]
-    for build, opts in [(gru.build_gru_student, gru.GRUOptions(size="0.6M")),
-                        (transformer.build_transformer_student,
-                         transformer.TransformerOptions(size="0.6M"))]:  # fmt: skip
-        student = build(opts, tiny_context).eval()
-        out = student(student.encode(codes, 64), Needs()).logits
-        target = tmp_path / student.info.name
-        student.save(str(target))
-        again = load_student(str(target)).eval()
-        assert again.info.num_parameters == student.info.num_parameters
-        torch.testing.assert_close(again(again.encode(codes, 64), Needs()).logits, out)
+    legacy_kind = {"transformer": "hf"}.get(name, name)  # what the old save() wrote
+    student = _build(name, tiny_context).eval()
+    student.save(str(tmp_path / "m"))
+    meta_path = tmp_path / "m" / "kdkit.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({"kind": legacy_kind, **{k: v for k, v in meta.items()
+                                                             if k != "component"}}))  # fmt: skip
+    again = load_student(str(tmp_path / "m"), BUILTINS).eval()
+    codes = ["x = 1", "import os"]
+    torch.testing.assert_close(again(again.encode(codes, 64), Needs()).logits,
+                               student(student.encode(codes, 64), Needs()).logits, rtol=0, atol=0)  # fmt: skip
+    assert again.info == student.info
+
+
+def test_a_model_whose_component_is_not_installed_says_what_to_install(tiny_context, tmp_path):
+    import json
+
+    from kdkit.engine.persist import load_student
+
+    student = _build("gru", tiny_context)
+    student.save(str(tmp_path / "m"))
+    meta_path = tmp_path / "m" / "kdkit.json"
+    meta = json.loads(meta_path.read_text())
+    meta["component"] = {"kind": "student", "name": "charbag"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(KdkitError) as err:
+        load_student(str(tmp_path / "m"), BUILTINS)
+    assert "student 'charbag'" in err.value.what and "not installed" in err.value.what
+    assert "install the distribution" in err.value.fix
+    assert err.value.where.endswith("kdkit.json")
+    meta_path.write_text(json.dumps({"name": "x"}))  # neither component nor legacy kind
+    with pytest.raises(KdkitError, match="does not say which component"):
+        load_student(str(tmp_path / "m"), BUILTINS)
+
+
+def test_a_component_without_a_loader_cannot_reload(tiny_context, tmp_path):
+    from kdkit.discovery import load_plugins
+    from kdkit.engine.persist import load_student
+    from kdkit.errors import PluginError
+    from kdkit.hookspecs import hookimpl
+    from kdkit.models import ComponentRef, write_model_meta
+
+    class NoLoader:
+        @hookimpl
+        def register_students(self, register):
+            register("no-loader", lambda options, context: None, description="no load=")
+
+    registry = load_plugins(distributions=set(), extra=[("no-loader-plugin", NoLoader())]).registry
+    write_model_meta(tmp_path / "m", ComponentRef("student", "no-loader"), {"name": "x"})
+    with pytest.raises(PluginError, match="cannot reload saved models") as err:
+        load_student(str(tmp_path / "m"), registry)
+    assert "no-loader-plugin" in err.value.where

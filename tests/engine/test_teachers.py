@@ -1,15 +1,33 @@
-"""Teachers: HF directory teacher conformance, UniXcoder prefix, offline messages, fingerprints."""
+"""Teachers: conformance of every registered teacher, UniXcoder prefix, offline messages,
+fingerprints, MLM pre-training, and `kdkit teach` through the teacher's ``trainable``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kdkit.api import Needs
+from kdkit.api import BuildContext, Needs
+from kdkit.discovery import load_plugins
 from kdkit.errors import KdkitError
 from kdkit.plugins.students.transformer import TransformerOptions, build_transformer_student
 from kdkit.plugins.teachers.hf import HFOptions, build_hf_teacher
 from kdkit.testing.checks import check_teacher
+
+#: kdkit's own plugins: the conformance test below runs for every teacher they register.
+BUILTINS = load_plugins(distributions={"kdkit"}).registry
+TEACHERS = BUILTINS.names("teacher")
+#: Small options per built-in teacher (CPU seconds; ``{saved}`` is a saved tiny classifier). A
+#: new built-in without an entry is built with its defaults, so it is tested too.
+SMALL: dict[str, dict] = {
+    "hf": {"path": "{saved}"},
+    "code-teacher": {"vocab_size": 300, "hidden_size": 16, "num_layers": 2, "num_heads": 2,
+                     "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},  # fmt: skip
+    "minilm": {"training": {"epochs": 1, "batch_size": 16}},
+}
+
+
+def _small_options(name: str, saved) -> dict:
+    return {k: (str(saved) if v == "{saved}" else v) for k, v in SMALL.get(name, {}).items()}
 
 
 @pytest.fixture
@@ -81,7 +99,6 @@ def test_missing_hub_weights_offline_say_how_to_point_at_a_local_dir(tiny_contex
 
 
 def test_a_teacher_with_other_labels_must_be_fine_tuned_first(saved_classifier, tiny_context):
-    from kdkit.api import BuildContext
     from kdkit.testing.tiny import TinyTask
 
     class TwoLabels(TinyTask):
@@ -94,7 +111,7 @@ def test_a_teacher_with_other_labels_must_be_fine_tuned_first(saved_classifier, 
 
 
 def test_mlm_masking_follows_roberta_and_never_touches_specials():
-    from kdkit.engine.mlm import mask_tokens
+    from kdkit.plugins.models.mlm import mask_tokens
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (200, 100))
@@ -111,7 +128,7 @@ def test_mlm_masking_follows_roberta_and_never_touches_specials():
 
 
 def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
-    from kdkit.engine.mlm import pretrain_mlm
+    from kdkit.plugins.models.mlm import MLMSettings, pretrain_mlm
 
     torch.manual_seed(0)
     opts = TransformerOptions(
@@ -120,7 +137,87 @@ def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
     clf = build_transformer_student(opts, tiny_context)
     before = clf.model.roberta.embeddings.word_embeddings.weight.clone()
     texts = list(tiny_context.splits["train"]["text"])
-    losses = pretrain_mlm(clf, texts, epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
-                          device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    settings = MLMSettings(epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
+                           device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    losses = pretrain_mlm(clf, texts, settings)
     assert losses[-1] < losses[0]
     assert not torch.equal(before, clf.model.roberta.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_every_registered_teacher_conforms(name, saved_classifier, tiny_context):
+    """Frozen outputs of every layer, a stable fingerprint, and (for teachers kdkit saves) a
+    reload through the component's ``load`` that gives the teacher's logits exactly."""
+    component = BUILTINS.get("teacher", name)
+    options = component.options(_small_options(name, saved_classifier))
+    try:
+        teacher = component.build(options, tiny_context)
+    except KdkitError as exc:
+        if "is not installed" in exc.what:  # an optional model package (minilm)
+            pytest.skip(f"{name}: {exc.what} ({exc.fix})")
+        raise
+    check_teacher(teacher, num_labels=3)
+    codes = list(tiny_context.splits["test"]["text"])
+    enc = teacher.encode(codes, 64)
+    layers = teacher.info.num_layers
+    out = teacher(enc, Needs(True, tuple(range(layers + 1)), tuple(range(1, layers + 1)), True))
+    assert sorted(out.hidden_states) == list(range(layers + 1))
+    for i, states in out.hidden_states.items():
+        assert states.shape == (len(codes), enc.input_ids.shape[1], teacher.info.hidden_size), i
+        assert not states.requires_grad
+    assert out.embedding.shape == (len(codes), teacher.info.feature_size)
+    again = component.build(options, tiny_context)  # a second build (a cached preset: reused)
+    assert again.fingerprint() == teacher.fingerprint()
+    torch.testing.assert_close(again(enc, Needs()).logits, out.logits, rtol=0, atol=0)
+    directory = getattr(teacher, "directory", None)
+    if component.load is not None and directory:
+        from kdkit.engine.persist import load_student
+
+        model = load_student(directory, BUILTINS).eval()
+        with torch.no_grad():
+            reloaded = model(model.encode(codes, 64), Needs()).logits
+        torch.testing.assert_close(reloaded, out.logits, rtol=0, atol=0)
+
+
+def test_a_preset_teacher_records_its_component(saved_classifier, tiny_context):
+    """A trained code teacher's kdkit.json names it, so `kdkit predict` finds its loader."""
+    from kdkit.models import read_model_meta
+
+    component = BUILTINS.get("teacher", "code-teacher")
+    options = component.options(_small_options("code-teacher", saved_classifier))
+    teacher = component.build(options, tiny_context)
+    meta = read_model_meta(teacher.directory)
+    assert meta["component"] == {"kind": "teacher", "name": "code-teacher"}
+    assert meta["labels"] == list(tiny_context.task.labels)
+
+
+def test_kdkit_teach_fine_tunes_an_hf_teacher_through_its_trainable(
+    saved_classifier, tmp_path, monkeypatch, capsys
+):
+    """`kdkit teach` asks the teacher's plugin for the model to fine-tune (no plugin import)."""
+    import json
+
+    from kdkit.cli import main
+    from kdkit.engine.persist import load_student
+    from kdkit.models import read_model_meta
+
+    from . import tinyplug
+
+    plugins = load_plugins(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)])
+    monkeypatch.setattr("kdkit.cli.teach.load_plugins", lambda: plugins)
+    run = tmp_path / "teach.yaml"
+    run.write_text(f"task: tiny\nteacher: {{name: hf, path: {saved_classifier}}}\n"
+                   "training: {max_length: 64, device: cpu}\n"
+                   f"cache: {{dir: {tmp_path / 'cache'}}}\n")  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["teach", str(run), "-o", str(out), "--epochs", "1", "--batch-size", "8",
+                 "--lr", "1e-3", "--quiet"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["teacher"] == str(out) and 0 <= printed["test_accuracy"] <= 1
+    meta = read_model_meta(out)
+    assert meta["component"] == {"kind": "teacher", "name": "hf"}
+    assert meta["labels"] == list(tinyplug.TinyTask.labels)
+    model = load_student(out, plugins.registry)
+    assert model.num_labels == 3
+    teacher = build_hf_teacher(HFOptions(path=str(out)), BuildContext(task=tinyplug.TinyTask()))
+    check_teacher(teacher, num_labels=3)

@@ -1,46 +1,40 @@
 """A ``transformers`` sequence classifier with its tokenizer, as a kdkit :class:`Student`.
 
-One class serves three roles: the ``transformer`` student (a RoBERTa built from scratch with a
-BPE vocabulary trained on the task), the model ``kdkit teach`` fine-tunes, and — frozen — the
-model inside every Hugging Face teacher. It saves in ``save_pretrained`` format, so whatever
-kdkit trains loads with ``AutoModelForSequenceClassification.from_pretrained``.
+Shared by the built-in model plugins (not an entry point): one class serves as the
+``transformer`` student (a RoBERTa built from scratch with a BPE vocabulary trained on the task),
+the model ``kdkit teach`` fine-tunes, and — frozen — the model inside every Hugging Face teacher.
+It saves in ``save_pretrained`` format, so whatever kdkit trains loads with
+``AutoModelForSequenceClassification.from_pretrained``; ``kdkit.json`` names the component that
+made it (:class:`~kdkit.models.ComponentRef`), whose ``load`` callback is :func:`load_hf_classifier`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kdkit.api import Encoded, Example, ModelInfo, ModelOutput, Needs, Student
 from kdkit.engine.tokenization import encode_examples
+from kdkit.errors import KdkitError
+from kdkit.models import (
+    ComponentRef,
+    count_parameters,
+    model_fields,
+    read_model_meta,
+    saved_component,
+    write_model_meta,
+)
 
-#: File beside a saved model that tells kdkit how to rebuild it (family, labels, prefix).
-KDKIT_META = "kdkit.json"
 
-
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Hide ``transformers``' per-file progress bars (kdkit saves and loads models often)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Exact number of parameters (shared tensors counted once)."""
-    seen, total = set(), 0
-    for p in module.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
-
-
-def _family(config: Any) -> str:
-    return str(getattr(config, "model_type", "hf"))
 
 
 class HFClassifier(Student):
@@ -50,16 +44,16 @@ class HFClassifier(Student):
         model: the classifier.
         tokenizer: its fast tokenizer (offsets are required).
         name: a readable name for summaries.
+        component: the registered component that reloads it (recorded in ``kdkit.json``).
         prefix_tokens: token ids inserted after ``<s>`` (UniXcoder's ``<encoder-only>`` mode).
-        family: overrides the family recorded in :class:`ModelInfo`.
+        meta: more ``kdkit.json`` fields (``labels``...); ``family`` there overrides the family
+            recorded in :class:`ModelInfo` (default: the config's ``model_type``).
     """
 
-    def __init__(self, model, tokenizer, *, name: str, prefix_tokens: Sequence[int] = (),
-                 family: str | None = None, meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, component: ComponentRef,
+                 prefix_tokens: Sequence[int] = (), meta: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         if not getattr(tokenizer, "is_fast", False):
-            from kdkit.errors import KdkitError
-
             raise KdkitError(
                 f"the tokenizer of {name} is not a fast tokenizer, so it has no character offsets",
                 where=name,
@@ -68,8 +62,11 @@ class HFClassifier(Student):
             )
         self.model = model
         self.tokenizer = tokenizer
+        self.component = component
         self.prefix_tokens = tuple(prefix_tokens)
-        self.meta = dict(meta or {})
+        meta = dict(meta or {})
+        family = meta.pop("family", None) or str(getattr(model.config, "model_type", "hf"))
+        self.meta = meta
         cfg = model.config
         layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", 0)
         hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", 0)
@@ -77,10 +74,9 @@ class HFClassifier(Student):
         head = getattr(model, "classifier", None) or getattr(model, "classification_head", None)
         if head is not None:  # read the exact feature the head consumes (RKD, contrastive)
             head.register_forward_pre_hook(self._capture)
-        self.info = ModelInfo(name, family or _family(cfg), int(layers), int(hidden),
-                              count_parameters(model))  # fmt: skip
+        self.info = ModelInfo(name, family, int(layers), int(hidden), count_parameters(model))
 
-    def _capture(self, module: torch.nn.Module, args: tuple) -> None:
+    def _capture(self, module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         feature = args[0]
         self._captured = feature[:, 0] if feature.dim() == 3 else feature  # [B, H]
 
@@ -115,32 +111,61 @@ class HFClassifier(Student):
     def save(self, directory: str) -> None:
         """``save_pretrained`` the model (safetensors) and tokenizer, plus ``kdkit.json``."""
         os.makedirs(directory, exist_ok=True)
-        _quiet_transformers()
+        quiet_transformers()
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
-        meta = {"kind": "hf", "name": self.info.name, "family": self.info.family,
-                "prefix_tokens": list(self.prefix_tokens), **self.meta}  # fmt: skip
-        with open(os.path.join(directory, KDKIT_META), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2)
+        write_model_meta(directory, self.component, {
+            "name": self.info.name, "family": self.info.family,
+            "prefix_tokens": list(self.prefix_tokens), **self.meta})  # fmt: skip
 
 
-def load_hf_classifier(directory: str, *, num_labels: int | None = None, name: str | None = None,
-                       local_files_only: bool = True) -> HFClassifier:  # fmt: skip
-    """Load a saved classifier (a directory, or a hub id when ``local_files_only`` is False)."""
+def load_hf_classifier(directory: str, component: ComponentRef, *, num_labels: int | None = None,
+                       name: str | None = None, local_files_only: bool = True) -> HFClassifier:  # fmt: skip
+    """Load a classifier (a directory, or a hub id when ``local_files_only`` is False).
+
+    Args:
+        directory: the model directory (or hub id).
+        component: who reloads it, unless its ``kdkit.json`` names a component already.
+        num_labels: give it a new head with this many classes (``None``: keep the saved head).
+        name: its readable name (default: the one in ``kdkit.json``, else ``directory``).
+        local_files_only: never download.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    _quiet_transformers()
-    meta: dict[str, Any] = {}
-    meta_path = os.path.join(directory, KDKIT_META)
-    if os.path.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
+    quiet_transformers()
+    meta = read_model_meta(directory) if os.path.isdir(directory) else {}
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     if num_labels is not None:
         kwargs.update(num_labels=num_labels, ignore_mismatched_sizes=True)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=local_files_only)
     model = AutoModelForSequenceClassification.from_pretrained(directory, **kwargs)
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "name", "family", "prefix_tokens")}
+    extra = model_fields(meta, "name", "prefix_tokens")
     return HFClassifier(model, tokenizer, name=name or meta.get("name") or str(directory),
-                        prefix_tokens=meta.get("prefix_tokens", ()), family=meta.get("family"),
-                        meta=extra)  # fmt: skip
+                        component=saved_component(meta) or component,
+                        prefix_tokens=meta.get("prefix_tokens", ()), meta=extra)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RobertaShape:
+    """Dimensions of a from-scratch RoBERTa classifier (FFN width ``intermediate``)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    dropout: float = 0.1
+
+
+def build_roberta(tokenizer: Any, num_labels: int, shape: RobertaShape, max_length: int) -> Any:
+    """A randomly initialised ``RobertaForSequenceClassification`` for ``tokenizer``."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+        hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.dropout,
+        max_position_embeddings=max(514, max_length + 2), type_vocab_size=1,
+        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return RobertaForSequenceClassification(config)

@@ -1,7 +1,7 @@
 """Masked-language-model pre-training of a from-scratch RoBERTa encoder on local code.
 
-Used by the ``code-teacher`` preset (``pretrain_epochs > 0``) before it is fine-tuned on the task:
-the encoder learns from unlabelled code (by default the task's *training* texts only, so no
+Shared by the built-in model plugins (not an entry point). Used by the ``code-teacher`` preset
+(``pretrain_epochs > 0``) before it is fine-tuned on the task: the encoder learns from unlabelled code (by default the task's *training* texts only, so no
 validation or test input is ever seen; extra directories of ``.py`` files can be added).
 RoBERTa's recipe: 15 % of the real tokens are chosen; 80 % of those become ``<mask>``, 10 % a
 random token, 10 % stay; the loss is the cross-entropy on the chosen positions.
@@ -10,27 +10,25 @@ random token, 10 % stay; the loss is the cross-entropy on the chosen positions.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 from kdkit.engine.optim import build_schedule, clip_gradients
+from kdkit.plugins.models.hf_classifier import HFClassifier
 
 
-def code_corpus(
-    texts: Sequence[str], extra_dirs: Sequence[str] = (), limit: int = 50_000
-) -> list[str]:
-    """The pre-training texts: ``texts`` plus the ``.py`` files under ``extra_dirs``."""
-    corpus = list(texts)
-    for d in extra_dirs:
-        for path in sorted(Path(d).expanduser().rglob("*.py")):
-            if len(corpus) >= limit:
-                break
-            try:
-                corpus.append(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                continue
-    return corpus[:limit]
+@dataclass(frozen=True)
+class MLMSettings:
+    """How :func:`pretrain_mlm` trains: epochs, batch, learning rate, length, seed, device, log."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    max_length: int
+    seed: int
+    device: torch.device
+    log: Callable[[str], None] = print
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int,
@@ -46,22 +44,23 @@ def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: i
     return inputs, labels
 
 
-def pretrain_mlm(classifier, texts: Sequence[str], *, epochs: int, batch_size: int, lr: float,
-                 max_length: int, seed: int, device: torch.device,
-                 log: Callable[[str], None] = print) -> list[float]:  # fmt: skip
+def pretrain_mlm(
+    classifier: HFClassifier, texts: Sequence[str], settings: MLMSettings
+) -> list[float]:
     """Pre-train ``classifier.model.roberta`` with MLM; returns the mean loss of each epoch."""
     from transformers import RobertaForMaskedLM
 
+    epochs, batch_size, device = settings.epochs, settings.batch_size, settings.device
     model = classifier.model
     mlm = RobertaForMaskedLM(model.config)
     mlm.roberta.load_state_dict(model.roberta.state_dict(), strict=False)
     mlm.to(device).train()
     tok = classifier.tokenizer
-    enc = tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    enc = tok(list(texts), truncation=True, max_length=settings.max_length)["input_ids"]
     special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(settings.seed)
     params = [p for p in mlm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=settings.lr)
     steps = epochs * ((len(enc) + batch_size - 1) // batch_size)
     schedule = build_schedule(opt, steps, 0.1)
     losses = []
@@ -86,6 +85,6 @@ def pretrain_mlm(classifier, texts: Sequence[str], *, epochs: int, batch_size: i
             schedule.step()
             total, n = total + float(out.loss), n + 1
         losses.append(total / max(n, 1))
-        log(f"  teacher MLM epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f}")
+        settings.log(f"  teacher MLM epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f}")
     model.roberta.load_state_dict(mlm.roberta.state_dict(), strict=False)
     return losses
