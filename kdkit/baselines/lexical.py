@@ -1,0 +1,186 @@
+"""Lexical baselines: TF-IDF over code tokens + logistic regression, and a token-Jaccard
+threshold for pair tasks. Both are tuned on validation only; the caller scores test once.
+
+Every scorer returns ``[N, C]`` logits so the task's own ``evaluate`` computes the metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Code tokens: identifiers, integer literals, and every other non-space character on its own
+#: (operators, brackets, quotes). No capturing group: scikit-learn's ``token_pattern`` needs none.
+TOKEN_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]"
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+#: Logit given to a class the model never saw in train (keeps ``[N, C]`` shape, never predicted).
+_ABSENT = -1e9
+
+#: ``evaluate``-style scorer: ``[N, C]`` logits, ``[N]`` labels -> headline score.
+Headline = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def code_tokens(text: str) -> list[str]:
+    """The code tokens of ``text`` (:data:`TOKEN_PATTERN`)."""
+    return _TOKEN.findall(text)
+
+
+@dataclass
+class Fitted:
+    """A tuned lexical baseline: its chosen hyper-parameters, validation score and scorer."""
+
+    params: dict[str, Any]
+    val_score: float
+    tried: int
+    #: ``rows`` (a dict of columns) -> ``[N, C]`` logits.
+    logits: Callable[[dict[str, list[Any]]], torch.Tensor]
+
+
+# -- TF-IDF + logistic regression ------------------------------------------------------------------
+
+
+def _vectorizer(word: tuple[int, int], char: tuple[int, int] | None, max_features: int) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    parts = [("word", TfidfVectorizer(token_pattern=TOKEN_PATTERN, lowercase=False,
+                                      ngram_range=word, sublinear_tf=True,
+                                      max_features=max_features, dtype=np.float32))]  # fmt: skip
+    if char is not None:
+        # char_wb: n-grams inside whitespace-separated chunks, so sub-tokens of identifiers
+        # (``read``/``Error`` in ``readError``) count without n-grams spanning unrelated tokens.
+        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=char,
+                                              lowercase=False, sublinear_tf=True, min_df=2,
+                                              max_features=max_features, dtype=np.float32)))  # fmt: skip
+    return FeatureUnion(parts)
+
+
+def _pair_features(vec: Any, a: list[str], b: list[str]) -> Any:
+    """``[|v_a - v_b|, v_a * v_b]`` (sparse, ``[N, 2F]``): what differs and what is shared."""
+    from scipy import sparse
+
+    va, vb = vec.transform(a), vec.transform(b)
+    return sparse.hstack([abs(va - vb), va.multiply(vb)]).tocsr()
+
+
+def _featurizer(rows: dict[str, list[Any]], pair_mode: str | None, word: tuple[int, int],
+                char: tuple[int, int] | None, max_features: int) -> Callable[[dict], Any]:  # fmt: skip
+    """Fit a vectorizer on the train ``rows``; return ``rows -> features`` for any split."""
+    vec = _vectorizer(word, char, max_features)
+    if pair_mode is None:
+        vec.fit(rows["text"])
+        return lambda r: vec.transform(r["text"])
+    if pair_mode == "joined":
+        vec.fit([f"{a}\n{b}" for a, b in zip(rows["text"], rows["text_pair"])])
+        return lambda r: vec.transform([f"{a}\n{b}" for a, b in zip(r["text"], r["text_pair"])])
+    # "diff_prod": one vocabulary over both sides, so the two vectors share coordinates.
+    vec.fit(list(rows["text"]) + list(rows["text_pair"]))
+    return lambda r: _pair_features(vec, r["text"], r["text_pair"])
+
+
+def _lr_logits(clf: Any, features: Any, num_classes: int) -> torch.Tensor:
+    """``[N, C]`` log-probabilities; classes absent from train get :data:`_ABSENT`."""
+    out = np.full((features.shape[0], num_classes), _ABSENT, dtype=np.float64)
+    out[:, clf.classes_] = clf.predict_log_proba(features)
+    return torch.from_numpy(out)
+
+
+def fit_tfidf_lr(train: dict[str, list[Any]], val: dict[str, list[Any]], *, num_classes: int,
+                 is_pair: bool, headline: Headline, grid: dict[str, Sequence[Any]],
+                 seed: int) -> Fitted:  # fmt: skip
+    """Grid-search TF-IDF features x logistic regression on ``val``; return the best.
+
+    ``grid`` has ``word_ngrams``, ``char_ngrams`` (``None`` = words only), ``C``,
+    ``class_weight`` and, for pairs, ``pair_features`` (``"diff_prod"``, ``"joined"``); plus
+    ``max_features``. Ties keep the earlier grid point (simpler features, no class weight, then
+    smaller ``C``), so the choice is deterministic.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y_train = np.asarray(train["label"])
+    y_val = torch.as_tensor(val["label"])
+    pair_modes = list(grid["pair_features"]) if is_pair else [None]
+    best: tuple[float, dict[str, Any], Any, Any] | None = None
+    tried = 0
+    for pair_mode, word, char in itertools.product(pair_modes, grid["word_ngrams"],
+                                                   grid["char_ngrams"]):  # fmt: skip
+        word = tuple(word)
+        char = tuple(char) if char is not None else None
+        featurize = _featurizer(train, pair_mode, word, char, int(grid["max_features"]))
+        x_train, x_val = featurize(train), featurize(val)
+        for weight in grid["class_weight"]:
+            # Ascending C with warm starts: each fit starts from the previous (more regularised)
+            # solution, which cuts the solver's iterations several-fold; the optimum is the same.
+            clf = LogisticRegression(class_weight=weight, max_iter=2000, warm_start=True,
+                                     random_state=seed)  # fmt: skip
+            for c in sorted(grid["C"]):
+                clf.set_params(C=float(c))
+                clf.fit(x_train, y_train)
+                score = headline(_lr_logits(clf, x_val, num_classes), y_val)
+                tried += 1
+                if best is None or score > best[0]:
+                    params = {"word_ngrams": list(word), "C": float(c), "class_weight": weight,
+                              "char_ngrams": list(char) if char else None}  # fmt: skip
+                    if pair_mode is not None:
+                        params["pair_features"] = pair_mode
+                    best = (score, params, copy.deepcopy(clf), featurize)
+    assert best is not None
+    score, params, clf, featurize = best
+    return Fitted(params, score, tried, lambda r: _lr_logits(clf, featurize(r), num_classes))
+
+
+# -- token-Jaccard threshold (pairs) --------------------------------------------------------------
+
+
+def jaccard(a: str, b: str) -> float:
+    """``|A ∩ B| / |A ∪ B|`` of the two texts' code-token sets (1.0 for two empty texts)."""
+    ta, tb = set(code_tokens(a)), set(code_tokens(b))
+    union = len(ta | tb)
+    return len(ta & tb) / union if union else 1.0
+
+
+def _threshold_logits(sims: np.ndarray, threshold: float, high_label: int) -> torch.Tensor:
+    """One-hot ``[N, 2]`` logits: ``high_label`` where ``sim > threshold``, else the other."""
+    above = torch.from_numpy(sims > threshold)
+    preds = torch.where(above, high_label, 1 - high_label)
+    return torch.nn.functional.one_hot(preds, 2).to(torch.float64)
+
+
+def fit_jaccard(val: dict[str, list[Any]], *, headline: Headline, max_thresholds: int = 400) -> Fitted:
+    """Tune a threshold on the token-Jaccard similarity of each pair on ``val`` (binary tasks).
+
+    Candidates: the midpoints between consecutive distinct validation similarities (at most
+    ``max_thresholds``, at evenly spaced quantiles), plus one below all of them; both directions
+    (similar -> class 1, the usual "clone" reading, and similar -> class 0) are tried.
+    """
+    sims = np.array([jaccard(a, b) for a, b in zip(val["text"], val["text_pair"])])
+    y = torch.as_tensor(val["label"])
+    distinct = np.unique(sims)
+    mids = (distinct[:-1] + distinct[1:]) / 2 if len(distinct) > 1 else np.array([])
+    if len(mids) > max_thresholds:
+        mids = np.quantile(mids, np.linspace(0, 1, max_thresholds))
+    candidates = np.concatenate([[distinct[0] - 1e-6], mids])
+    best: tuple[float, float, int] | None = None
+    tried = 0
+    for high_label in (1, 0):
+        for t in candidates:
+            score = headline(_threshold_logits(sims, float(t), high_label), y)
+            tried += 1
+            if best is None or score > best[0]:
+                best = (score, float(t), high_label)
+    assert best is not None
+    score, threshold, high_label = best
+
+    def logits(rows: dict[str, list[Any]]) -> torch.Tensor:
+        s = np.array([jaccard(a, b) for a, b in zip(rows["text"], rows["text_pair"])])
+        return _threshold_logits(s, threshold, high_label)
+
+    return Fitted({"threshold": threshold, "similar_label": high_label}, score, tried, logits)
