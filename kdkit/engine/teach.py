@@ -21,8 +21,8 @@ import torch
 
 from kdkit.api import Batch, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.config import TrainingConfig
-from kdkit.engine.batching import make_split
-from kdkit.engine.loop import Trainer, predict_logits
+from kdkit.engine.batching import Encoder, make_split
+from kdkit.engine.loop import Trainer, TrainSetup, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
 from kdkit.engine.seeding import seed_everything
 
@@ -49,10 +49,10 @@ def fine_tune(model: Any, task: Any, splits: Any, cfg: TrainingConfig, work_dir:
     """
     model.to(device)
     is_pair = bool(getattr(task, "is_pair", False))
-    pad = model.tokenizer.pad_token_id or 0
-    train = make_split("train", splits["train"], is_pair, cfg.max_length, model.encode, pad)
-    val = make_split("validation", splits["validation"], is_pair, cfg.max_length, model.encode, pad)
-    test = make_split("test", splits["test"], is_pair, cfg.max_length, model.encode, pad)
+    enc = Encoder(model.encode, model.tokenizer.pad_token_id or 0)
+    train = make_split("train", splits["train"], is_pair, cfg.max_length, enc)
+    val = make_split("validation", splits["validation"], is_pair, cfg.max_length, enc)
+    test = make_split("test", splits["test"], is_pair, cfg.max_length, enc)
     seed_everything(seed)
 
     def on_event(kind: str, **kw: Any) -> None:
@@ -60,9 +60,9 @@ def fine_tune(model: Any, task: Any, splits: Any, cfg: TrainingConfig, work_dir:
             head = task.headline_metric
             log(f"  teacher step {kw['step']}: validation {head}={kw['metrics'][head]:.4f}")
 
-    trainer = Trainer(student=model, method=CrossEntropy(), task=task, train=train, validation=val,
-                      cfg=cfg, seed=seed, device=device, run_dir=work_dir, teacher_signal=None,
-                      on_event=on_event, progress=progress)  # fmt: skip
+    trainer = Trainer(TrainSetup(student=model, method=CrossEntropy(), task=task, train=train,
+                                 validation=val, cfg=cfg, seed=seed, device=device,
+                                 run_dir=work_dir, on_event=on_event, progress=progress))  # fmt: skip
     trainer.fit()
     best = load_student(work_dir / "best" / "model").to(device)
     bs = cfg.eval_batch_size or 2 * cfg.batch_size
