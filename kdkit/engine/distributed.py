@@ -31,13 +31,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as tdist
 
 from kdkit.api import Batch, Encoded, KDMethod, LossTerms, ModelOutput, Needs, Student
 from kdkit.errors import KdkitError
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
 T = TypeVar("T")
 
@@ -334,7 +337,7 @@ def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.
 
         if isinstance(module, TrainModule):  # the student is its own unit: evaluation calls it
             fully_shard(module.student)
-        return fully_shard(module)
+        return cast(torch.nn.Module, fully_shard(module))
     from torch.nn.parallel import DistributedDataParallel
 
     # device_ids=None: the module is on its one device already and batches are moved by the
@@ -362,7 +365,7 @@ class TrainModule(torch.nn.Module):
 # ---------------------------------------------------------------------------- FSDP state
 
 
-def _full() -> Any:
+def _full() -> StateDictOptions:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True)  # every rank receives the whole tensors
@@ -377,7 +380,8 @@ def export_full(module: torch.nn.Module, shadow: torch.nn.Module) -> torch.nn.Mo
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     full = get_model_state_dict(module, options=_full())
-    shadow.load_state_dict({k: v.cpu() for k, v in full.items()})  # the shadow lives on CPU
+    tensors = cast(dict[str, torch.Tensor], full)
+    shadow.load_state_dict({k: v.cpu() for k, v in tensors.items()})  # the shadow lives on CPU
     return shadow
 
 

@@ -193,7 +193,7 @@ class Trainer:
         values, tensors) is saved here and handed back on resume.
         """
         optimizer = optimizer_state(self.train_module, self.optimizer, self.dist)
-        state = {"trainer": asdict(self.state), "optimizer": optimizer,
+        state: dict[str, Any] = {"trainer": asdict(self.state), "optimizer": optimizer,
                  "schedule": self.schedule.state_dict(), "rng": rng_state(),
                  "method_extra": self.method.extra_state()}  # fmt: skip
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
@@ -211,7 +211,7 @@ class Trainer:
             self.method.load_extra_state(state["method_extra"])
         ranks = state.get("rng_ranks")
         same_world = ranks is not None and len(ranks) == self.dist.world_size
-        set_rng_state(ranks[self.dist.rank] if same_world else state["rng"])
+        set_rng_state(ranks[self.dist.rank] if ranks is not None and same_world else state["rng"])
         if not same_world and self.dist.rank:  # another world size: fresh per-rank streams
             seed_everything(self.seed + 7919 * self.dist.rank + self.state.step)
 
@@ -226,8 +226,8 @@ class Trainer:
         filled with the gathered weights (a collective: every rank calls it)."""
         if self._shadow is None:
             return self.student, self.method
-        shadow = export_full(self.train_module, self._shadow)
-        return shadow.student, shadow.method
+        export_full(self.train_module, self._shadow)
+        return self._shadow.student, self._shadow.method
 
     def save_checkpoint(self) -> None:
         """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
@@ -291,7 +291,7 @@ class Trainer:
             scaled.backward()  # several ranks: DDP/FSDP average the gradients here
             grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
             self.optimizer.step()
-        lr = self.schedule.get_last_lr()[0]
+        lr = float(self.schedule.get_last_lr()[0])
         self.schedule.step()
         return {**values, "loss": total, "lr": lr, "grad_norm": grad_norm}
 

@@ -384,7 +384,7 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared) -> 
                          "probability": round(float(p.max()), 6)}) for i, p in enumerate(probs)]  # fmt: skip
     if dist.is_main:
         atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
-    teacher_summary = None
+    teacher_summary: dict[str, Any] | None = None
     if c.teacher is not None:
         teacher_summary = {"name": c.teacher.info.name, "parameters": c.teacher.info.num_parameters,
                            "fingerprint": c.teacher.fingerprint(),

@@ -311,7 +311,7 @@ def _read_shards(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
 
 def list_entries(cache_root: Path) -> list[dict[str, Any]]:
     """Every teacher-output cache entry under ``cache_root`` with its meta and size."""
-    out = []
+    out: list[dict[str, Any]] = []
     base = cache_root / "teacher-outputs"
     if not base.is_dir():
         return out

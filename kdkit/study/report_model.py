@@ -140,7 +140,7 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
     kept = [c for c in cells if c.retention is not None and c.params_pct is not None
             and margins.get((c.task, c.teacher), (0.0, 0.0))[1] > 0]  # fmt: skip
     if kept:
-        best = max(kept, key=lambda c: c.retention / max(c.params_pct, 1e-9))  # type: ignore[operator]
+        best = max(kept, key=lambda c: c.retention / max(c.params_pct, 1e-9))  # type: ignore[operator,type-var]
         out.append(f"Best retention per parameter: {best.student} with {best.method} on {best.task} "
                    f"keeps {best.retention:.1f} % of the teacher with {best.params_pct:.1f} % of its "
                    "parameters.")  # fmt: skip
