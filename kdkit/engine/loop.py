@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from kdkit.api import Batch, KDMethod, ModelOutput, Needs, Progress, Requirements, Student, Task
 from kdkit.config import TrainingConfig
@@ -320,8 +321,6 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
         """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
-        from tqdm.auto import tqdm
-
         cfg, st = self.cfg, self.state
         n = len(self.train_data)
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",

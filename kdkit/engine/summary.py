@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdkit.engine.persist import atomic_write_text
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from kdkit.discovery import Plugins
 
@@ -83,6 +85,4 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], head: str) -> str:
 
 def write_json(path: str | Path, value: object) -> None:
     """Write JSON atomically (floats as numbers, anything else as text)."""
-    from kdkit.engine.persist import atomic_write_text
-
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
