@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run a distillation (no FILE: the offline default job)",
         description="Run the distillation a run file describes. With no FILE, run the embedded "
         "default job (teacher -> FT student -> KD student -> comparison), which works offline on "
-        "a fresh machine.",
+        "a fresh machine; --set method.name=X compares FT with method X instead of KD.",
     )
     p.add_argument("file", nargs="?", help="run file (YAML); default: the embedded default job")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
