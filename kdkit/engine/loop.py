@@ -194,9 +194,11 @@ class Trainer:
         values, tensors) is saved here and handed back on resume.
         """
         optimizer = optimizer_state(self.train_module, self.optimizer, self.dist)
-        state: dict[str, Any] = {"trainer": asdict(self.state), "optimizer": optimizer,
-                 "schedule": self.schedule.state_dict(), "rng": rng_state(),
-                 "method_extra": self.method.extra_state()}  # fmt: skip
+        state: dict[str, Any] = {
+            "trainer": asdict(self.state), "optimizer": optimizer,
+            "schedule": self.schedule.state_dict(), "rng": rng_state(),
+            "method_extra": self.method.extra_state(),
+        }  # fmt: skip
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
         return state
