@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -110,6 +110,29 @@ class Encoded:
         return self.attention_mask.sum(dim=1)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands when a batch is trained on (``Batch.progress``).
+
+    Attributes:
+        step: the number of the optimisation step this batch is for, ``1..total_steps`` — the
+            same numbering as ``metrics.jsonl``, reporters and ``on_step_end``; a resumed run
+            continues the count.
+        total_steps: the run's planned steps (``epochs × steps per epoch``, capped by
+            ``training.max_steps``); early stopping may end the run before.
+        epoch: the epoch the step belongs to, ``0..epochs-1``.
+    """
+
+    step: int
+    total_steps: int
+    epoch: int
+
+    @property
+    def fraction(self) -> float:
+        """``step / total_steps``, in ``(0, 1]``: e.g. a warm-up weight ``min(1, fraction / 0.1)``."""
+        return self.step / max(self.total_steps, 1)
+
+
 @dataclass
 class Batch:
     """A batch as the engine hands it to models and methods.
@@ -122,6 +145,8 @@ class Batch:
         teacher: the teacher's tokenisation, or ``None`` when no teacher runs live (no teacher,
             or its outputs come from the cache).
         split: name of the split the rows come from.
+        progress: during training, the :class:`Progress` of the step the batch is for (step,
+            total steps, epoch); ``None`` outside the training loop (evaluation, unit tests).
     """
 
     texts: list[str]
@@ -130,6 +155,7 @@ class Batch:
     student: Encoded
     teacher: Encoded | None = None
     split: str = "train"
+    progress: Progress | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -143,6 +169,7 @@ class Batch:
             self.student.to(device),
             None if self.teacher is None else self.teacher.to(device),
             self.split,
+            self.progress,
         )
 
 
@@ -246,7 +273,12 @@ class BuildContext:
         run_dir: the run's output directory (``None`` outside a run).
         teacher: facts about the teacher (for methods), ``None`` when there is none.
         student: facts about the student (for methods).
-        kernel_impl: the run's kernel choice (``"auto"``, ``"reference"``, ``"triton"``).
+        kernel_impl: the run's kernel choice (``"auto"``, ``"reference"``, ``"triton"``),
+            for information. The engine alone installs it (``kdkit.kernels.set_default_impl``,
+            from this field, before anything is built); components call ``kdkit.kernels``
+            functions and never set the choice themselves.
+        max_length: the run's ``training.max_length`` (tokens per example).
+        extra: run-wide flags the engine passes (``{"progress": bool}``: show progress bars).
     """
 
     task: Task | None = None
@@ -376,24 +408,56 @@ class KDMethod(nn.Module):
     :class:`BuildContext` whose ``teacher`` and ``student`` describe the two models, so the method
     can build its projections (they are trained with the student and saved with the run).
 
-    ``forward`` receives detached teacher outputs; it must return named, weighted, scalar loss
-    terms whose sum is the training loss. Heavy maths goes through ``kdkit.kernels``.
+    ``forward(student, teacher, batch)`` receives detached teacher outputs; it must return named,
+    weighted, scalar loss terms whose sum is the training loss. Heavy maths goes through
+    ``kdkit.kernels``. During training ``batch.progress`` is a :class:`Progress`
+    (``step``, ``total_steps``, ``epoch``): a method that warms a term up or anneals a weight
+    reads it instead of counting its own calls (it is ``None`` outside the training loop).
+
+    State and ``--resume``: everything in the method's ``state_dict()`` — parameters *and*
+    persistent buffers (``self.register_buffer(name, tensor)``) — is saved in every checkpoint
+    (``checkpoints/last/method.safetensors``) and loaded back on ``kdkit run --resume``, as the
+    student's weights are; the optimiser state of its parameters too. Any other state (plain
+    Python values) goes through :meth:`extra_state` / :meth:`load_extra_state`. Attributes that
+    are neither (``self.calls = 0``) are lost on resume. Non-persistent buffers
+    (``persistent=False``) are not saved.
     """
 
-    #: Set by subclasses; ``requires_teacher`` is derived from it.
+    #: What the method needs from each side. Subclasses set it on the class when it does not
+    #: depend on the models (the study reads it without building the method, see
+    #: :meth:`needs_teacher`), and may refine it per instance in ``__init__`` (which layers).
     requirements: Requirements = Requirements()
-    #: Default training settings that a method suggests (e.g. ``{"batch_size": 16}`` for CKD);
-    #: informative only — the run file decides.
-    suggested_training: ClassVar[Mapping[str, Any]] = {}
 
     @property
     def requires_teacher(self) -> bool:
         """Whether this method needs teacher outputs at all."""
         return self.requirements.teacher is not None
 
+    @classmethod
+    def needs_teacher(cls, options: Options) -> bool:
+        """Whether a method built with ``options`` needs a teacher — answered *without* building.
+
+        Used by ``kdkit study`` to drop the teacher axis of teacher-free runs (FT). The default
+        reads the class-level ``requirements``; override it when the answer depends on the
+        options. It must agree with the built method's ``requirements.teacher is not None``.
+        """
+        return cls.requirements.teacher is not None
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the ``state_dict()`` to save in checkpoints (plain values and tensors).
+
+        The default saves nothing. The returned mapping is stored in ``checkpoints/last`` (JSON +
+        safetensors, never pickle) and passed to :meth:`load_extra_state` on resume.
+        """
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned (called on ``--resume``); default: nothing."""
+
     def forward(  # type: ignore[override]
         self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch
     ) -> LossTerms:
+        """Named, weighted, scalar loss terms for one batch (their sum is minimised)."""
         raise NotImplementedError
 
 

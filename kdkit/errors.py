@@ -35,35 +35,48 @@ class KdkitError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem found while validating a configuration."""
+    """One problem found while validating a configuration (a run file, a grid file).
+
+    ``file`` names the file the problem is in when it is not the error's own file (a grid's
+    problem located in its base run file).
+    """
 
     path: str  # dotted path, e.g. "method.temperature"
     message: str
     line: int | None = None
     suggestion: str | None = None
+    file: str | None = None
 
     def render(self, filename: str | None) -> str:
-        """``file:line path: message (suggestion)``."""
-        where = filename or "<config>"
+        """``file:line path: message (suggestion)``; ``file`` when set, else ``filename``."""
+        where = self.file or filename or "<config>"
         if self.line is not None:
             where = f"{where}:{self.line}"
         text = f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
         return f"{text}\n    {self.suggestion}" if self.suggestion else text
 
 
-class ConfigError(KdkitError):
-    """One or more problems in a run configuration, reported together."""
+#: The fix of a :class:`ConfigError` unless its raiser gives a more precise one.
+CONFIG_FIX = "edit the file (or the --set override) as suggested; `kdkit config schema` lists every option"
 
-    def __init__(self, problems: list[Problem], filename: str | None = None) -> None:
+
+class ConfigError(KdkitError):
+    """One or more problems in a configuration (a run file, a grid file), reported together.
+
+    Args:
+        problems: every problem found, each with its path, line and suggestion.
+        filename: the file the problems are in (a problem's own ``file`` wins).
+        subject: what the message says the problems are in (default "the configuration").
+        fix: what to do (default :data:`CONFIG_FIX`).
+    """
+
+    def __init__(self, problems: list[Problem], filename: str | None = None, *,
+                 subject: str = "the configuration", fix: str = CONFIG_FIX) -> None:  # fmt: skip
         self.problems = problems
         self.filename = filename
         n = len(problems)
         body = "\n".join("  " + p.render(filename) for p in problems)
-        super().__init__(
-            f"{n} problem{'s' if n != 1 else ''} in the configuration:\n{body}",
-            fix="edit the file (or the --set override) as suggested; `kdkit config schema` "
-            "lists every option",
-        )
+        super().__init__(f"{n} problem{'s' if n != 1 else ''} in {subject}:\n{body}", fix=fix)
 
     def render(self) -> str:  # the problems carry their own locations
         return f"{self.what}\n  fix: {self.fix}"

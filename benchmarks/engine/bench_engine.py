@@ -22,22 +22,22 @@ import torch
 
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
-from kdkit.engine.batching import batches_of, epoch_order, make_split, split_examples
+from kdkit.engine.batching import Encoder, batches_of, epoch_order, make_split, split_examples
 from kdkit.engine.default_job import measure_inference
-from kdkit.engine.loop import Trainer
+from kdkit.engine.loop import Trainer, TrainSetup
 from kdkit.engine.runner import build_components, resolve_device
-from kdkit.engine.teacher_cache import LiveTeacher, load_or_build
+from kdkit.engine.teacher_cache import CacheSlot, LiveTeacher, TeacherPass, load_or_build
 
 
 def step_times(trainer: Trainer, train, steps: int, batch_size: int) -> list[float]:
     """Seconds per optimisation step over ``steps`` steps (after one warm-up step)."""
     order = epoch_order(len(train), 0, 0)
     rows = list(batches_of(order, batch_size))
-    trainer.train_step(train.batch(rows[0]))  # warm-up
+    trainer.train_step(rows[0])  # warm-up
     times = []
     for r in rows[1 : steps + 1]:
         t0 = time.perf_counter()
-        trainer.train_step(train.batch(r))
+        trainer.train_step(r)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -55,13 +55,12 @@ def main() -> None:
     work = Path("/tmp/kdkit-bench-engine")
     c = build_components(resolved, device, work)
     is_pair = c.task.is_pair
-    teacher_pad = c.teacher.tokenizer.pad_token_id or 0
     t0 = time.perf_counter()
-    train = make_split("train", c.splits["train"], is_pair, cfg.max_length, c.student.encode,
-                       c.student.tokenizer.pad_token_id, c.teacher.encode, teacher_pad)  # fmt: skip
+    train = make_split("train", c.splits["train"], is_pair, cfg.max_length,
+                       Encoder.of_student(c.student), Encoder.of_teacher(c.teacher))  # fmt: skip
     tokenise_s = time.perf_counter() - t0
     val = make_split("validation", c.splits["validation"], is_pair, cfg.max_length,
-                     c.student.encode, c.student.tokenizer.pad_token_id)  # fmt: skip
+                     Encoder.of_student(c.student))  # fmt: skip
     ft_method = plugins.registry.get("kd_method", "ft")
     kd_comp = resolved.components["method"]
     results = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
@@ -84,15 +83,14 @@ def main() -> None:
             else:
                 tc = time.perf_counter()
                 root = Path(work) / "cache"
-                signal = load_or_build(teacher=c.teacher, needs=method.requirements.teacher,
-                                       split_name="train", encoded_rows=train.teacher,
-                                       num_rows=len(train), data_fp=c.task.fingerprint(),
-                                       max_length=cfg.max_length, cache_root=root, device=device,
-                                       batch_size=2 * cfg.batch_size, progress=False)  # fmt: skip
+                job = TeacherPass(c.teacher, method.requirements.teacher, train.teacher, device,
+                                  2 * cfg.batch_size, progress=False)  # fmt: skip
+                slot = CacheSlot("train", c.task.fingerprint(), cfg.max_length, root)
+                signal = load_or_build(job, slot)
                 results["teacher_cache_build_seconds"] = time.perf_counter() - tc
-        trainer = Trainer(student=c.student, method=method, task=c.task, train=train,
-                          validation=val, cfg=cfg, seed=0, device=device, run_dir=work,
-                          teacher_signal=signal, on_event=lambda *a, **k: None, progress=False)  # fmt: skip
+        trainer = Trainer(TrainSetup(student=c.student, method=method, task=c.task, train=train,
+                                     validation=val, cfg=cfg, seed=0, device=device,
+                                     run_dir=work, teacher_signal=signal, progress=False))  # fmt: skip
         times = step_times(trainer, train, args.steps, cfg.batch_size)
         modes[mode] = {"median_step_s": statistics.median(times), "mean_step_s": statistics.mean(times),
                        "steps": len(times)}  # fmt: skip

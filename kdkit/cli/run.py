@@ -2,7 +2,7 @@
 
 * ``kdkit run`` (no file): the offline default job — exception classification built from the
   standard library, a code teacher kdkit trains (cached), an FT and a KD student of one size,
-  and a comparison table.
+  and a comparison table (``--set method.name=X``: FT against method X).
 * ``kdkit run FILE``: one run.
 * ``kdkit run --resume RUN_DIR``: continue an interrupted run with the configuration stored in it.
 """
@@ -23,19 +23,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run a distillation (no FILE: the offline default job)",
         description="Run the distillation a run file describes. With no FILE, run the embedded "
         "default job (teacher -> FT student -> KD student -> comparison), which works offline on "
-        "a fresh machine.",
+        "a fresh machine; --set method.name=X compares FT with method X instead of KD.",
     )
     p.add_argument("file", nargs="?", help="run file (YAML); default: the embedded default job")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set training.epochs=2 (repeatable)")  # fmt: skip
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved run")
-    p.add_argument("--output", metavar="DIR", help="default job only: where its runs go")
+    p.add_argument("--output", metavar="DIR", help="default job only: where its runs go "
+                   "(default runs/default; --set output_dir=DIR does the same)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def default_job_root(output: str | None, overrides: list[str], output_dir: str) -> str | None:
+    """Where the default job puts its runs: ``--output``, else ``--set output_dir=...`` (with
+    its ``{method}``-style fields filled in), else ``None`` (the job's ``runs/default``)."""
+    set_dir = any(item.split("=", 1)[0].strip() == "output_dir" for item in overrides)
+    if output and set_dir and output != output_dir:
+        raise KdkitError(f"--output {output} and --set output_dir={output_dir} disagree",
+                         where="kdkit run", fix="give one of them")  # fmt: skip
+    return output or (output_dir if set_dir else None)
+
+
 def run(args: argparse.Namespace) -> int:
+    """``kdkit run [FILE]``: the default job, one run, a resume or a dry run."""
     plugins = load_plugins()
     file = args.file
     if args.resume and not file:
@@ -51,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if file is None:
         from kdkit.engine.default_job import run_default_job
 
-        run_default_job(resolved, plugins, output=args.output, progress=not args.quiet)
+        output = default_job_root(args.output, args.overrides, str(resolved.output_dir()))
+        run_default_job(resolved, plugins, output=output, progress=not args.quiet)
         return 0
     from kdkit import engine
 

@@ -7,10 +7,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from kdkit.config import ResolvedConfig
+    from kdkit.discovery import Plugins
 
 
-def run(resolved: Any, plugins: Any, resume: str | None = None, **kwargs: Any) -> int:
+def run(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None,
+        **kwargs: Any) -> int:  # fmt: skip
     """Run one resolved configuration (see :func:`kdkit.engine.runner.run`)."""
     from kdkit.engine.runner import run as _run
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from kdkit.api import Batch, Encoded, Example, join_example
+from kdkit.api import Batch, Encoded, Example, Student, Teacher, join_example
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import datasets
 
 #: Rows tokenised per call when a split is encoded (bounds the memory of one call).
 ENCODE_CHUNK = 512
 
 
-def split_examples(split, is_pair: bool) -> list[Example]:
+def split_examples(split: datasets.Dataset, is_pair: bool) -> list[Example]:
     """The split's examples: ``text`` or ``(text, text_pair)`` per row."""
     if is_pair:
         return list(zip(split["text"], split["text_pair"]))
@@ -106,25 +110,44 @@ class SplitData:
         )
 
 
-def make_split(
-    name: str,
-    split,
-    is_pair: bool,
-    max_length: int,
-    student_encode: Callable,
-    student_pad: int,
-    teacher_encode: Callable | None = None,
-    teacher_pad: int = 0,
-) -> SplitData:
-    """Tokenise a ``datasets`` split for the student (and the live teacher)."""
+@dataclass(frozen=True)
+class Encoder:
+    """One model's tokenisation: ``encode(examples, max_length) -> Encoded`` and its pad id."""
+
+    encode: Callable[[Sequence[Example], int], Encoded]
+    pad_id: int = 0
+
+    @classmethod
+    def of_student(cls, student: Student) -> Encoder:
+        """A student's ``encode`` with the pad id of its ``tokenizer`` (0 when it has none)."""
+        return cls(student.encode, pad_id(student))
+
+    @classmethod
+    def of_teacher(cls, teacher: Teacher) -> Encoder:
+        """A teacher's ``encode``; the pad id of the tokenizer of the model it wraps
+        (``teacher.model.tokenizer``), else 0 — what the engine has always padded teachers
+        with (the attention mask hides padding, whatever its id)."""
+        return cls(teacher.encode, pad_id(getattr(teacher, "model", None)))
+
+
+def pad_id(model: object) -> int:
+    """``model.tokenizer.pad_token_id``, or 0 when there is none."""
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    return int(pad) if pad is not None else 0
+
+
+def make_split(name: str, split: datasets.Dataset, is_pair: bool, max_length: int,
+               student: Encoder, teacher: Encoder | None = None) -> SplitData:  # fmt: skip
+    """Tokenise a ``datasets`` split for the student (and the teacher, when it runs live or its
+    outputs must be cached)."""
     examples = split_examples(split, is_pair)
     texts = [join_example(e) for e in examples]
     labels = torch.tensor(list(split["label"]), dtype=torch.long)
-    student = EncodedRows.build(student_encode, examples, max_length, student_pad)
-    teacher = None
-    if teacher_encode is not None:
-        teacher = EncodedRows.build(teacher_encode, examples, max_length, teacher_pad)
-    return SplitData(name, texts, labels, student, teacher)
+    rows = EncodedRows.build(student.encode, examples, max_length, student.pad_id)
+    teacher_rows = None
+    if teacher is not None:
+        teacher_rows = EncodedRows.build(teacher.encode, examples, max_length, teacher.pad_id)
+    return SplitData(name, texts, labels, rows, teacher_rows)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

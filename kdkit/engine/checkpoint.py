@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from kdkit.api import Student
 from kdkit.engine.persist import atomic_dir
 from kdkit.errors import KdkitError
 
@@ -117,7 +118,7 @@ def read_checkpoint(
         ) from None
 
 
-def write_model(target: str | Path, student: Any) -> Path:
+def write_model(target: str | Path, student: Student) -> Path:
     """Atomically save a reloadable student (its own ``save`` format) to ``target``."""
     atomic_dir(target, student.save)
     return Path(target)

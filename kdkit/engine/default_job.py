@@ -1,10 +1,10 @@
 """The default job (``kdkit run`` with no arguments): teacher -> FT student -> KD student.
 
-From the embedded default run file (a KD run) it
+From the embedded default run file (a KD run; ``--set method.name=X`` makes it an X run) it
 
 1. builds the task's data (offline: exception classification from the standard library),
 2. trains the code teacher, or reuses it from the cache,
-3. trains an FT baseline and the KD student, the same architecture and size, same seed,
+3. trains an FT baseline and the KD (or X) student, the same architecture and size, same seed,
 4. measures teacher and student inference (batch-1 latency, batched throughput) in-process,
 5. prints and saves the comparison: headline metric, parameters, % of the teacher kept, speed-up.
 
@@ -20,17 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from kdkit.api import Needs
+from kdkit.api import Example, Needs, Student, Teacher
 from kdkit.config import ResolvedConfig, apply_overrides, parse_yaml, validate
+from kdkit.discovery import Plugins
+from kdkit.engine.batching import split_examples
+from kdkit.engine.persist import load_student
+from kdkit.engine.runner import build_components, resolve_device, run_once
 from kdkit.engine.summary import comparison_table, write_json
+from kdkit.errors import KdkitError
 
 
-def _variant(resolved: ResolvedConfig, plugins: Any, root: Path, name: str,
+def _variant(resolved: ResolvedConfig, plugins: Plugins, root: Path, name: str,
              method: dict[str, Any] | None = None) -> ResolvedConfig:  # fmt: skip
     """The default run with its output_dir under ``root/name`` (and another method)."""
-    import yaml
-
     data = resolved.as_dict()
     data["output_dir"] = str(root / name)
     if method is not None:
@@ -51,7 +55,7 @@ def new_root(base: str | Path) -> Path:
 
 
 @torch.no_grad()
-def measure_inference(model: Any, examples: list[Any], max_length: int, *,
+def measure_inference(model: Student | Teacher, examples: list[Example], max_length: int, *,
                       latency_rows: int = 32, batch_size: int = 64,
                       device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
     """Median batch-1 latency (ms) and batched throughput (examples/s) of the forward pass.
@@ -78,31 +82,57 @@ def measure_inference(model: Any, examples: list[Any], max_length: int, *,
     return {"latency_ms": 1000 * statistics.median(times), "throughput": len(ordered) / total}
 
 
-def run_default_job(resolved: ResolvedConfig, plugins: Any, *, output: str | None = None,
-                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Run the default job and return the comparison (also in ``ROOT/comparison.json``)."""
-    from kdkit.engine.batching import split_examples
-    from kdkit.engine.persist import load_student
-    from kdkit.engine.runner import build_components, resolve_device, run_once
+def verdict_line(method: str, gain: float, head: str) -> str:
+    """The comparison in plain words: ``"KD is 7.0 points above FT on test top1"``.
 
+    ``gain`` is the method's test score minus FT's (fractions, as metrics are); rounded to the
+    0.1 point shown, a gap of 0.0 reads as a tie.
+    """
+    points = round(100 * gain, 1)
+    if points == 0:
+        return f"{method} ties FT on test {head} (0.0 points apart)"
+    side = "above" if points > 0 else "below"
+    return f"{method} is {abs(points):.1f} points {side} FT on test {head}"
+
+
+def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str | None = None,
+                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run the default job and return the comparison (also in ``ROOT/comparison.json``).
+
+    The run file's method (``kd``, or whatever ``--set method.name=X`` chose) is trained beside
+    an FT baseline of the same student; its run is ``ROOT/X`` and its row "X student". ``ROOT``
+    is ``output`` (a fresh ``-2``, ``-3``... beside it when it exists), by default
+    ``runs/default``.
+    """
+    method = resolved.components["method"].component.name
+    if method == "ft":
+        raise KdkitError("the default job compares FT with a distillation method; method.name=ft "
+                         "leaves nothing to compare", where="--set method.name",
+                         fix="choose a KD method (see `kdkit plugins`), or run FT alone with "
+                         "`kdkit run FILE` and method: ft in FILE")  # fmt: skip
+    label = method.upper()
     t_start = time.perf_counter()
     root = new_root(output or "runs/default")
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     say(f"kdkit: default job -> {root}")
     ft_cfg = _variant(resolved, plugins, root, "ft", {"name": "ft"})
-    kd_cfg = _variant(resolved, plugins, root, "kd")
+    kd_cfg = _variant(resolved, plugins, root, method)
     say("kdkit: [1/3] FT baseline (the teacher is trained first if it is not cached)")
     ft = run_once(ft_cfg, plugins, progress=progress)
-    say("kdkit: [2/3] KD student")
+    say(f"kdkit: [2/3] {label} student")
     kd = run_once(kd_cfg, plugins, progress=progress)
     say("kdkit: [3/3] inference speed (teacher vs student, this process, CPU threads: "
         f"{torch.get_num_threads()})")  # fmt: skip
     device = resolve_device(resolved.run.training.device)
-    comps = build_components(kd_cfg, device, root / "kd")  # cached: task, tokenizer, teacher
+    comps = build_components(kd_cfg, device, root / method)  # cached: task, tokenizer, teacher
+    if comps.teacher is None:
+        raise KdkitError(f"method '{method}' ran without a teacher: the default job needs one to "
+                         "compare against", where="teacher",
+                         fix="keep the default run's teacher section")  # fmt: skip
     examples = split_examples(comps.splits["test"], comps.task.is_pair)
     max_len = resolved.run.training.max_length
     t_speed = measure_inference(comps.teacher, examples, max_len, device=device)
-    student = load_student(root / "kd").to(device)
+    student = load_student(root / method).to(device)
     s_speed = measure_inference(student, examples, max_len, device=device)
     head = kd["headline_metric"]
     teacher_score = kd["teacher"]["test"][head]
@@ -112,20 +142,20 @@ def run_default_job(resolved: ResolvedConfig, plugins: Any, *, output: str | Non
         {"model": f"FT student ({ft['student']['name']})", "parameters": ft["student"]["parameters"],
          head: ft["test"][head], "kept": 100 * ft["test"][head] / teacher_score, **s_speed,
          "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
-        {"model": f"KD student ({kd['student']['name']})", "parameters": kd["student"]["parameters"],
+        {"model": f"{label} student ({kd['student']['name']})", "parameters": kd["student"]["parameters"],
          head: kd["test"][head], "kept": 100 * kd["test"][head] / teacher_score, **s_speed,
          "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
     ]  # fmt: skip
     table = comparison_table(rows, head)
     gain = kd["test"][head] - ft["test"][head]
-    verdict = (f"KD {'beats' if gain > 0 else 'does not beat'} FT by {100 * gain:+.1f} points of "
-               f"test {head}; the student is {rows[2]['speedup']:.1f}x faster at batch 1 and "
-               f"{s_speed['throughput'] / t_speed['throughput']:.1f}x in throughput, with "
-               f"{100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % of the teacher's "
-               "parameters.")  # fmt: skip
-    result = {"rows": rows, "headline_metric": head, "kd_minus_ft": gain, "verdict": verdict,
-              "seconds": time.perf_counter() - t_start, "runs": {"ft": ft["run_dir"],
-              "kd": kd["run_dir"]}, "threads": torch.get_num_threads()}  # fmt: skip
+    verdict = (f"{verdict_line(label, gain, head)}; the student is {rows[2]['speedup']:.1f}x "
+               f"faster at batch 1 and {s_speed['throughput'] / t_speed['throughput']:.1f}x in "
+               f"throughput, with {100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % "
+               "of the teacher's parameters.")  # fmt: skip
+    result = {"rows": rows, "headline_metric": head, "method": method, "kd_minus_ft": gain,
+              "verdict": verdict, "seconds": time.perf_counter() - t_start,
+              "runs": {"ft": ft["run_dir"], method: kd["run_dir"]},
+              "threads": torch.get_num_threads()}  # fmt: skip
     write_json(root / "comparison.json", result)
     (root / "comparison.txt").write_text(table + "\n\n" + verdict + "\n", encoding="utf-8")
     print(table)

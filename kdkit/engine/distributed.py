@@ -14,8 +14,13 @@ with ``torch.distributed`` collectives. This module holds everything rank-aware:
 * :func:`rank_batches` and :meth:`Dist.gather_rows` — disjoint evaluation/cache work without
   padding duplicates, gathered back into row order on every rank.
 * :func:`wrap` — DDP or FSDP around the trained module.
+* :meth:`Dist.share` — this rank's rows and loss weight for one global batch.
 
-With one process every helper is the identity, so the single-process engine runs unchanged.
+With one process every helper is the identity (:func:`wrap` returns the module, a share is the
+whole batch with weight 1, reductions return their input), so the engine has one training step
+and one evaluation for one process and for several. Teacher-cache work shared over ranks lives in
+:mod:`kdkit.engine.teacher_cache`, which builds on these helpers (this module imports no other
+engine module).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as tdist
 
+from kdkit.api import Batch, Encoded, KDMethod, LossTerms, ModelOutput, Needs, Student
 from kdkit.errors import KdkitError
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
 T = TypeVar("T")
 
@@ -56,7 +65,7 @@ class Dist:
     local_rank: int = 0
     backend: str | None = None
     owns_group: bool = False  # we initialised the process group, so we destroy it
-    wait_group: Any = None  # a gloo group with a long timeout, for waits on rank 0's builds
+    wait_group: tdist.ProcessGroup | None = None  # a gloo group with a long timeout, for waits on rank 0's builds
 
     @property
     def enabled(self) -> bool:
@@ -144,6 +153,17 @@ class Dist:
         tdist.all_reduce(local)
         total = float(local[-1])
         return {k: float(local[i]) / total for i, k in enumerate(keys)}
+
+    def share(self, rows: Sequence[int]) -> Share:
+        """This rank's :class:`Share` of the global batch ``rows``: all of it on one process.
+
+        The shares of all ranks concatenated in rank order are ``rows`` (:func:`split_rows`), and
+        their weights make DDP's gradient average the gradient of the global batch's mean.
+        """
+        local = split_rows(rows, self.rank, self.world_size)
+        weight = loss_weight(len(local), len(rows), self.world_size)
+        # an empty share still runs a step on a real row, with weight 0: it adds exactly nothing
+        return Share(local or list(rows[:1]), len(local), weight)
 
     def gather_rows(self, values: torch.Tensor, rows: Sequence[int], total: int) -> torch.Tensor:
         """Assemble ``[total, ...]`` on every rank from each rank's ``values[i]`` of row ``rows[i]``.
@@ -276,6 +296,22 @@ def loss_weight(local: int, global_: int, world: int) -> float:
     return local * world / global_
 
 
+@dataclass(frozen=True)
+class Share:
+    """This rank's part of one global batch (see :meth:`Dist.share`).
+
+    Attributes:
+        rows: the rows this rank computes; a rank with no real row of a small last batch gets
+            one real row (DDP's all-reduce needs every rank to run the step) with ``weight`` 0.
+        count: how many of ``rows`` are really this rank's (0 for such a stand-in row).
+        weight: factor for this rank's per-row-mean loss (:func:`loss_weight`); 1 on one process.
+    """
+
+    rows: list[int]
+    count: int
+    weight: float
+
+
 def rank_batches(batches: Sequence[T], rank: int, world: int) -> list[T]:
     """Rank ``rank``'s batches of a fixed batch plan: batch ``k`` goes to rank ``k % world``.
 
@@ -301,7 +337,7 @@ def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.
 
         if isinstance(module, TrainModule):  # the student is its own unit: evaluation calls it
             fully_shard(module.student)
-        return fully_shard(module)
+        return cast(torch.nn.Module, fully_shard(module))
     from torch.nn.parallel import DistributedDataParallel
 
     # device_ids=None: the module is on its one device already and batches are moved by the
@@ -315,96 +351,21 @@ class TrainModule(torch.nn.Module):
     ``forward(student_inputs, needs, teacher_out, batch) -> {term: loss}``.
     """
 
-    def __init__(self, student: torch.nn.Module, method: torch.nn.Module) -> None:
+    def __init__(self, student: Student, method: KDMethod) -> None:
         super().__init__()
         self.student = student
         self.method = method
 
-    def forward(self, inputs: Any, needs: Any, teacher_out: Any, batch: Any) -> dict[str, Any]:
+    def forward(self, inputs: Encoded, needs: Needs, teacher_out: ModelOutput | None,
+                batch: Batch) -> LossTerms:  # fmt: skip
         """The method's loss terms for one (per-rank) batch."""
         return self.method(self.student(inputs, needs), teacher_out, batch)
-
-
-# ---------------------------------------------------------------------------- teacher cache
-
-
-@torch.no_grad()
-def compute_outputs_sharded(teacher: Any, needs: Any, encoded_rows: Any, order: list[int],
-                            device: torch.device, batch_size: int,
-                            dist: Dist) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Teacher outputs of every row, each rank running its batches of the one-process plan.
-
-    ``order`` is the length-sorted row order; batches are its consecutive ``batch_size`` chunks
-    (exactly the one-process batches) dealt by :func:`rank_batches`, then gathered into row
-    order on every rank. Returns ``{"logits": [N, C], "pooled.L": [N, H], "embedding": [N, H]}``.
-    """
-    plan = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    mine = rank_batches(plan, dist.rank, dist.world_size)
-    parts: dict[str, list[torch.Tensor]] = {}
-    # a rank without a batch runs one (plan[0], dropped) only to learn the output shapes
-    for rows in mine or plan[:1]:
-        out = teacher(encoded_rows.collate(rows).to(device), needs)
-        got = {"logits": out.logits}
-        got.update({f"pooled.{layer}": out.pooled[layer] for layer in needs.pooled_layers})
-        if needs.embedding and out.embedding is not None:
-            got["embedding"] = out.embedding
-        for k, v in got.items():
-            parts.setdefault(k, []).append(v.float().cpu())
-    mine_rows = [r for rows in mine for r in rows]
-    result = {}
-    for k in sorted(parts):  # the same key order on every rank: the collectives must pair up
-        local = torch.cat(parts[k]) if mine else parts[k][0][:0]
-        result[k] = dist.gather_rows(local, mine_rows, len(order)).contiguous()
-    return result
-
-
-def write_entry_sharded(directory: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                        dist: Dist, write_shard: Callable, finish: Callable) -> None:  # fmt: skip
-    """Write a teacher-cache entry from every rank: the same files as one process would write.
-
-    Every rank holds all tensors (after :func:`compute_outputs_sharded`). Rank ``r`` writes shard
-    files ``r, r + world, ...`` into a temporary directory beside the entry, each file through a
-    temporary name and a rename; after a barrier rank 0 writes any shard it does not see (a node
-    without shared storage), then ``meta.json``, and renames the directory into place. Readers
-    see no entry or a complete one.
-    """
-    import shutil
-    from pathlib import Path
-
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp{dist.on_main(os.getpid)}")
-    if dist.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    n_shards = -(-meta["rows"] // _shard_rows())
-    names = [f"shard-{i:05d}.safetensors" for i in range(n_shards)]
-    for i in range(dist.rank, n_shards, dist.world_size):
-        part = tmp / f".rank{dist.rank}"
-        part.mkdir(parents=True, exist_ok=True)
-        os.replace(part / write_shard(part, tensors, i), tmp / names[i])
-        part.rmdir()
-    dist.barrier()
-    if dist.is_main:
-        for i, name in enumerate(names):
-            if not (tmp / name).is_file():
-                write_shard(tmp, tensors, i)
-        finish(directory, tmp, tensors, meta, names)
-    dist.barrier()
-    if not dist.is_main and tmp.exists():  # this node's storage is not rank 0's: drop our copy
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _shard_rows() -> int:
-    from kdkit.engine.teacher_cache import SHARD_ROWS
-
-    return SHARD_ROWS
 
 
 # ---------------------------------------------------------------------------- FSDP state
 
 
-def _full() -> Any:
+def _full() -> StateDictOptions:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True)  # every rank receives the whole tensors
@@ -419,7 +380,8 @@ def export_full(module: torch.nn.Module, shadow: torch.nn.Module) -> torch.nn.Mo
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     full = get_model_state_dict(module, options=_full())
-    shadow.load_state_dict({k: v.cpu() for k, v in full.items()})  # the shadow lives on CPU
+    tensors = cast(dict[str, torch.Tensor], full)
+    shadow.load_state_dict({k: v.cpu() for k, v in tensors.items()})  # the shadow lives on CPU
     return shadow
 
 

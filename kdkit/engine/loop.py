@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from kdkit.api import Needs, Requirements
+from kdkit.api import Batch, KDMethod, ModelOutput, Needs, Progress, Requirements, Student, Task
 from kdkit.config import TrainingConfig
 from kdkit.engine.batching import SplitData, batches_of, epoch_order, steps_per_epoch
 from kdkit.engine.checkpoint import write_checkpoint, write_model
@@ -29,15 +30,20 @@ from kdkit.engine.distributed import (
     export_full,
     import_full,
     load_optimizer_state,
-    loss_weight,
     optimizer_state,
     rank_batches,
-    split_rows,
     wrap,
 )
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
 from kdkit.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdkit.errors import NonFiniteLossError
+
+#: ``batch -> teacher outputs`` (a live teacher or the cache); see kdkit.engine.teacher_cache.
+TeacherSignal = Callable[[Batch], ModelOutput]
+#: ``(kind, **fields)``: ``step`` (step, record) or ``evaluation`` (step, split, metrics).
+EventSink = Callable[..., None]
+#: A zero-argument factory of the autocast context (``contextlib.nullcontext`` for fp32).
+AutocastFactory = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 @dataclass
@@ -56,7 +62,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def precision_context(device: torch.device, precision: str) -> tuple[Any, str]:
+def precision_context(device: torch.device, precision: str) -> tuple[AutocastFactory, str]:
     """(autocast context factory, the precision used). ``auto``: bf16 on capable GPUs, else fp32."""
     if precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -68,34 +74,22 @@ def precision_context(device: torch.device, precision: str) -> tuple[Any, str]:
 
 
 @torch.no_grad()
-def predict_logits(model: Any, split: SplitData, batch_size: int, device: torch.device,
-                   autocast: Callable = contextlib.nullcontext,
+def predict_logits(model: Student, split: SplitData, batch_size: int, device: torch.device,
+                   autocast: AutocastFactory = contextlib.nullcontext,
                    dist: Dist | None = None) -> torch.Tensor:  # fmt: skip
     """``[N, C]`` logits of a student over a split, in row order (rows sorted by length inside).
 
-    With ``dist`` over several ranks, each rank predicts its whole batches of the same batch plan
-    (:func:`kdkit.engine.distributed.rank_batches`) and every rank receives all ``N`` rows: the
-    logits are bit-identical to one process's, and no row is counted twice or dropped.
+    Each rank predicts its whole batches of one batch plan (:func:`rank_batches`: on one process
+    all of them) and every rank receives all ``N`` rows: over several ranks the logits are
+    bit-identical to one process's, and no row is counted twice or dropped.
     """
+    dist = dist or Dist()
     model.eval()
     n = len(split)
     order = sorted(range(n), key=lambda r: int(split.student.input_ids[r].numel()))
-    if dist is not None and dist.enabled:
-        return _predict_distributed(model, split, order, batch_size, device, autocast, dist)
-    parts = []
-    for rows in batches_of(order, batch_size):
-        with autocast():
-            parts.append(
-                model(split.student.collate(rows).to(device), Needs()).logits.float().cpu()
-            )
-    inverse = torch.empty(n, dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(n)
-    return torch.cat(parts)[inverse]
-
-
-def _predict_distributed(model: Any, split: SplitData, order: list[int], batch_size: int,
-                         device: torch.device, autocast: Callable, dist: Dist) -> torch.Tensor:  # fmt: skip
     plan = list(batches_of(order, batch_size))
+    if not plan:
+        raise ValueError(f"split {split.name!r} has no rows to predict")
     mine = rank_batches(plan, dist.rank, dist.world_size)
     # FSDP gathers parameters inside every forward: all ranks must make the same number of calls
     calls = -(-len(plan) // dist.world_size) if dist.mode == "fsdp" else max(len(mine), 1)
@@ -109,63 +103,102 @@ def _predict_distributed(model: Any, split: SplitData, order: list[int], batch_s
     width = out.shape[-1]  # [B, C]: C known even on a rank with no batch of its own
     mine_rows = [r for rows in mine for r in rows]
     logits = torch.cat(parts) if parts else torch.empty(0, width)
-    return dist.gather_rows(logits, mine_rows, len(split))
+    return dist.gather_rows(logits, mine_rows, n)
+
+
+def _ignore_event(kind: str, **kwargs: Any) -> None:
+    """The default event sink: nothing listens."""
+
+
+@dataclass
+class TrainSetup:
+    """Everything a :class:`Trainer` works with, passed as one object.
+
+    Attributes:
+        student: the model trained.
+        method: the KD method (its own modules are trained with the student).
+        task: evaluates validation logits (its ``headline_metric`` selects the best student).
+        train: the tokenised training split; ``validation`` the split that selects.
+        cfg: the run's ``training`` section.
+        seed: the run seed (data order, per-rank dropout streams).
+        device: where the step computes.
+        run_dir: where checkpoints and the best model are written.
+        teacher_signal: ``batch -> ModelOutput`` (live or cached), ``None`` for FT.
+        on_event: ``(kind, **kwargs)`` sink for reporters and lifecycle hooks (rank 0 only).
+        progress: show a progress bar.
+        save_every: write ``checkpoints/last`` every this many steps (besides evaluations).
+        dist: the process group (:mod:`kdkit.engine.distributed`); one process by default.
+    """
+
+    student: Student
+    method: KDMethod
+    task: Task
+    train: SplitData
+    validation: SplitData
+    cfg: TrainingConfig
+    seed: int
+    device: torch.device
+    run_dir: Path
+    teacher_signal: TeacherSignal | None = None
+    on_event: EventSink = _ignore_event
+    progress: bool = True
+    save_every: int | None = None
+    dist: Dist = field(default_factory=Dist)
 
 
 class Trainer:
-    """Trains ``student`` with ``method`` on ``train``, selecting on ``validation``.
+    """Trains ``setup.student`` with ``setup.method``, selecting on ``setup.validation``.
 
-    Args:
-        teacher_signal: callable ``batch -> ModelOutput`` (live or cached), ``None`` for FT.
-        reporters: objects with ``step/evaluation`` (the engine fans events out).
-        on_event: ``(kind, **kwargs)`` callback for reporters and lifecycle hooks.
-        dist: the process group (:mod:`kdkit.engine.distributed`); ``None`` or one process: the
-            single-process loop. Over several ranks every rank trains on its share of each
-            global batch through DDP/FSDP, and only rank 0 reports and writes files.
+    One code path for one process and for several: the student and the method are one
+    :class:`TrainModule`, wrapped by :func:`wrap` (DDP/FSDP over several ranks, the module itself
+    on one), and every step runs on this rank's :meth:`Dist.share` of the global batch (the whole
+    batch, weight 1, on one process). Over several ranks only rank 0 reports and writes files.
     """
 
-    def __init__(self, *, student: Any, method: Any, task: Any, train: SplitData,
-                 validation: SplitData, cfg: TrainingConfig, seed: int, device: torch.device,
-                 run_dir: Path, teacher_signal: Callable | None,
-                 on_event: Callable[..., None], progress: bool = True,
-                 save_every: int | None = None, dist: Dist | None = None) -> None:  # fmt: skip
-        self.student, self.method, self.task = student, method, task
-        self.train_data, self.validation = train, validation
-        self.cfg, self.seed, self.device, self.run_dir = cfg, seed, device, run_dir
-        self.teacher_signal = teacher_signal
-        self.on_event = on_event
-        self.progress = progress
-        self.save_every = save_every
-        self.requirements: Requirements = method.requirements
-        self.dist = dist or Dist()
-        self.train_module: Any = None
-        self._shadow: TrainModule | None = (
-            None  # FSDP: a plain CPU copy that files are written from
-        )
-        if self.dist.enabled:
-            module = TrainModule(student, method)
-            if self.dist.mode == "fsdp":
-                self._shadow = copy.deepcopy(module.cpu())
-                module.to(device)
-            # wrap before collecting parameters: FSDP replaces them by sharded ones
-            self.train_module = wrap(module, self.dist, device)
-            if self.dist.rank:  # dropout: independent streams per rank (rank 0 keeps the seed's)
-                seed_everything(seed + 7919 * self.dist.rank)
-        self.params = trainable_parameters(student, method)  # a LIST: clipping must see them
-        n_steps = steps_per_epoch(len(train), cfg.batch_size) * cfg.epochs
+    def __init__(self, setup: TrainSetup) -> None:
+        self.setup = setup
+        self.student, self.method, self.task = setup.student, setup.method, setup.task
+        self.train_data, self.validation = setup.train, setup.validation
+        self.cfg, self.seed, self.device = setup.cfg, setup.seed, setup.device
+        self.run_dir = setup.run_dir
+        self.teacher_signal = setup.teacher_signal
+        self.on_event = setup.on_event
+        self.dist = setup.dist
+        self.requirements: Requirements = self.method.requirements
+        module = TrainModule(self.student, self.method)
+        # FSDP: a plain CPU copy that files are written from
+        self._shadow: TrainModule | None = None
+        if self.dist.enabled and self.dist.mode == "fsdp":
+            self._shadow = copy.deepcopy(module.cpu())
+            module.to(self.device)
+        # wrap before collecting parameters: FSDP replaces them by sharded ones
+        self.train_module: torch.nn.Module = wrap(module, self.dist, self.device)
+        if self.dist.rank:  # dropout: independent streams per rank (rank 0 keeps the seed's)
+            seed_everything(self.seed + 7919 * self.dist.rank)
+        self.params = trainable_parameters(self.student, self.method)  # a LIST: clipping sees them
+        cfg = self.cfg
+        n_steps = steps_per_epoch(len(self.train_data), cfg.batch_size) * cfg.epochs
         self.total_steps = min(n_steps, cfg.max_steps) if cfg.max_steps else n_steps
         self.optimizer = build_optimizer(self.params, cfg)
         self.schedule = build_schedule(self.optimizer, self.total_steps, cfg.warmup_ratio)
-        self.autocast, self.precision = precision_context(device, cfg.precision)
-        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self.autocast, self.precision = precision_context(self.device, cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.state = TrainState()
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
-        """Everything besides the weights that a resume needs."""
+        """Everything besides the weights that a resume needs.
+
+        The method's tensors (parameters and persistent buffers) are saved with the weights
+        (``method.safetensors``); what its :meth:`~kdkit.api.KDMethod.extra_state` returns (plain
+        values, tensors) is saved here and handed back on resume.
+        """
         optimizer = optimizer_state(self.train_module, self.optimizer, self.dist)
-        state = {"trainer": asdict(self.state), "optimizer": optimizer,
-                 "schedule": self.schedule.state_dict(), "rng": rng_state()}  # fmt: skip
+        state: dict[str, Any] = {
+            "trainer": asdict(self.state), "optimizer": optimizer,
+            "schedule": self.schedule.state_dict(), "rng": rng_state(),
+            "method_extra": self.method.extra_state(),
+        }  # fmt: skip
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
         return state
@@ -177,25 +210,27 @@ class Trainer:
             import_full(self.train_module, self._shadow)
         load_optimizer_state(self.train_module, self.optimizer, state["optimizer"], self.dist)
         self.schedule.load_state_dict(state["schedule"])
+        if state.get("method_extra") is not None:  # absent in checkpoints of older versions
+            self.method.load_extra_state(state["method_extra"])
         ranks = state.get("rng_ranks")
         same_world = ranks is not None and len(ranks) == self.dist.world_size
-        set_rng_state(ranks[self.dist.rank] if same_world else state["rng"])
+        set_rng_state(ranks[self.dist.rank] if ranks is not None and same_world else state["rng"])
         if not same_world and self.dist.rank:  # another world size: fresh per-rank streams
             seed_everything(self.seed + 7919 * self.dist.rank + self.state.step)
 
-    def load_targets(self) -> tuple[Any, Any]:
+    def load_targets(self) -> tuple[Student, KDMethod]:
         """The (student, method) a checkpoint is read into before :meth:`restore`."""
         if self._shadow is not None:
             return self._shadow.student, self._shadow.method
         return self.student, self.method
 
-    def saved_modules(self) -> tuple[Any, Any]:
+    def saved_modules(self) -> tuple[Student, KDMethod]:
         """The (student, method) files are written from: themselves, or under FSDP the shadow
         filled with the gathered weights (a collective: every rank calls it)."""
         if self._shadow is None:
             return self.student, self.method
-        shadow = export_full(self.train_module, self._shadow)
-        return shadow.student, shadow.method
+        export_full(self.train_module, self._shadow)
+        return self._shadow.student, self._shadow.method
 
     def save_checkpoint(self) -> None:
         """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
@@ -211,35 +246,33 @@ class Trainer:
             write_model(self.run_dir / "best" / "model", student)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch, weight: float = 1.0, count: int | None = None) -> dict[str, float]:
-        """One optimisation step; returns the record reporters receive.
+    def progress_at(self, step: int) -> Progress:
+        """The :class:`~kdkit.api.Progress` the method sees during optimisation step ``step``."""
+        return Progress(step=step, total_steps=self.total_steps, epoch=self.state.epoch)
 
-        Over several ranks ``batch`` is this rank's share (``count`` real rows; a rank with no
-        row of a small last batch repeats one row with ``weight`` 0) and ``weight`` rescales its
-        per-row-mean loss so that DDP's gradient average is the global batch's mean.
+    def train_step(self, rows: list[int]) -> dict[str, float]:
+        """One optimisation step on the global batch ``rows``; returns the record reporters get.
+
+        This rank computes its :meth:`Dist.share` of ``rows`` (all of them on one process) and
+        scales its per-row-mean loss by the share's weight, so that DDP's gradient average over
+        ranks is the gradient of the global batch's mean (weight 1 on one process). The terms
+        recorded are the global batch's (a row-weighted mean over ranks): every rank sees the
+        same values, so all of them stop together on a non-finite term instead of hanging.
         """
-        several = self.dist.enabled
-        batch = batch.to(self.device)
+        share = self.dist.share(rows)
+        step = self.state.step + 1
+        batch = self.train_data.batch(share.rows).to(self.device)
+        batch.progress = self.progress_at(step)
         teacher_out = None
         if self.requirements.teacher is not None and self.teacher_signal is not None:
             teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
-        if several:
-            self.train_module.train()
-            with self.autocast():
-                terms = self.train_module(batch.student, self.requirements.student, teacher_out,
-                                          batch)  # fmt: skip
-            # the global batch's terms (row-weighted mean over ranks): every rank sees the same
-            # values, so all of them stop together on a non-finite term instead of hanging
-            values = self.dist.weighted_mean({k: float(v.detach()) for k, v in terms.items()},
-                                             int(count or 0))  # fmt: skip
-        else:
-            self.student.train()
-            self.method.train()
-            with self.autocast():
-                student_out = self.student(batch.student, self.requirements.student)
-                terms = self.method(student_out, teacher_out, batch)
-            values = {k: float(v.detach()) for k, v in terms.items()}
-        step = self.state.step + 1
+        self.train_module.train()
+        with self.autocast():
+            terms = self.train_module(batch.student, self.requirements.student, teacher_out, batch)
+        loss = sum(terms.values())
+        local = {k: float(v.detach()) for k, v in terms.items()}
+        values = self.dist.weighted_mean({**local, "loss": float(loss.detach())}, share.count)
+        total = values.pop("loss")
         for name, value in values.items():
             if not math.isfinite(value):
                 raise NonFiniteLossError(
@@ -249,23 +282,20 @@ class Trainer:
                     "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
                     "training.max_grad_norm on, or check the method's weights/temperature",
                 )
-        loss = sum(terms.values())
-        if several:
-            loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
+        scaled = loss * share.weight  # one process: weight 1.0, the product is exactly loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(scaled).backward()
             self.scaler.unscale_(self.optimizer)
             grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()  # several ranks: DDP/FSDP average the gradients here
+            scaled.backward()  # several ranks: DDP/FSDP average the gradients here
             grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
             self.optimizer.step()
-        lr = self.schedule.get_last_lr()[0]
+        lr = float(self.schedule.get_last_lr()[0])
         self.schedule.step()
-        total = sum(values.values()) if several else float(loss.detach())
         return {**values, "loss": total, "lr": lr, "grad_norm": grad_norm}
 
     # ------------------------------------------------------------------ evaluation
@@ -291,33 +321,19 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ the loop
-    def _step_on(self, rows: list[int]) -> dict[str, float]:
-        """One step on a global batch: all of it on one process, a share per rank on several."""
-        if not self.dist.enabled:
-            return self.train_step(self.train_data.batch(rows))
-        d = self.dist
-        local = split_rows(rows, d.rank, d.world_size)
-        weight = loss_weight(len(local), len(rows), d.world_size)
-        # an empty share still runs a step (DDP's all-reduce needs every rank) on a real row,
-        # with weight 0: it adds exactly nothing to the gradient
-        batch = self.train_data.batch(local or rows[:1])
-        return self.train_step(batch, weight=weight, count=len(local))
-
     def fit(self) -> TrainState:
         """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
-        from tqdm.auto import tqdm
-
         cfg, st = self.cfg, self.state
         n = len(self.train_data)
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
-                   disable=not self.progress or not self.dist.is_main,
+                   disable=not self.setup.progress or not self.dist.is_main,
                    dynamic_ncols=True)  # fmt: skip
         try:
             while st.epoch < cfg.epochs and st.step < self.total_steps and not st.stopped_early:
                 all_batches = list(batches_of(epoch_order(n, self.seed, st.epoch), cfg.batch_size))
                 for rows in all_batches[st.batch_in_epoch :]:
                     t0 = time.perf_counter()
-                    record = self._step_on(rows)
+                    record = self.train_step(rows)
                     dt = time.perf_counter() - t0
                     st.step += 1
                     st.batch_in_epoch += 1
@@ -333,7 +349,7 @@ class Trainer:
                     if cfg.eval_every and st.step % cfg.eval_every == 0:
                         self.evaluate()
                         self.save_checkpoint()
-                    elif self.save_every and st.step % self.save_every == 0:
+                    elif self.setup.save_every and st.step % self.setup.save_every == 0:
                         self.save_checkpoint()
                     if st.step >= self.total_steps or st.stopped_early:
                         break

@@ -10,24 +10,36 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdkit.api import BuildContext, Needs, RunInfo
-from kdkit.config import ResolvedConfig
-from kdkit.engine.batching import SplitData, make_split
+from kdkit import kernels
+from kdkit.api import BuildContext, KDMethod, Needs, Reporter, RunInfo, Student, Task, Teacher
+from kdkit.config import CacheConfig, ResolvedConfig, TrainingConfig
+from kdkit.discovery import Plugins
+from kdkit.engine.batching import EncodedRows, Encoder, SplitData, make_split, split_examples
 from kdkit.engine.checkpoint import read_checkpoint, write_model
 from kdkit.engine.distributed import Dist, setup
-from kdkit.engine.loop import Trainer, predict_logits
+from kdkit.engine.loop import TeacherSignal, Trainer, TrainSetup, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
 from kdkit.engine.seeding import seed_everything
 from kdkit.engine.summary import run_table, versions, write_json
-from kdkit.engine.teacher_cache import LiveTeacher, cacheable, load_or_build
+from kdkit.engine.teacher_cache import (
+    CacheSlot,
+    LiveTeacher,
+    TeacherPass,
+    cacheable,
+    compute_outputs,
+    load_or_build,
+)
 from kdkit.engine.tokenization import default_cache_dir
 from kdkit.errors import KdkitError, NonFiniteLossError
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import datasets
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,11 +61,11 @@ def resolve_device(name: str) -> torch.device:
 class Components:
     """The built components of a run."""
 
-    task: Any
-    splits: Any
-    student: Any
-    teacher: Any
-    method: Any
+    task: Task
+    splits: datasets.DatasetDict
+    student: Student
+    teacher: Teacher | None
+    method: KDMethod
     context: BuildContext
 
 
@@ -65,6 +77,9 @@ def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Pa
     ctx = BuildContext(device=device, seed=run.seed, cache_dir=cache_dir, run_dir=str(run_dir),
                        kernel_impl=run.kernels.impl, max_length=run.training.max_length,
                        extra={"progress": progress})  # fmt: skip
+    # the engine alone sets the kernel choice, from the context every component is built with
+    kernels.set_default_impl(ctx.kernel_impl)
+    kernels.reset_last_impls()
     comps = resolved.components
     task = comps["task"].component.build(comps["task"].options, ctx)
     ctx.task = task
@@ -88,12 +103,6 @@ def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Pa
                          where="teacher", fix="add a teacher section (e.g. `teacher: code-teacher`) "
                          "or use method: ft")  # fmt: skip
     return Components(task, splits, student, teacher, method, ctx)
-
-
-def _pad_id(model: Any) -> int:
-    tok = getattr(model, "tokenizer", None)
-    pad = getattr(tok, "pad_token_id", None)
-    return int(pad) if pad is not None else 0
 
 
 #: What a run directory holds once training has produced something worth keeping.
@@ -130,14 +139,14 @@ def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
     return run_dir
 
 
-def run(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, *,
+def run(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *,
         progress: bool = True) -> int:  # fmt: skip
     """Run one configuration; returns the exit status (0). See :func:`run_once` for the summary."""
     run_once(resolved, plugins, resume=resume, progress=progress)
     return 0
 
 
-def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, *,
+def run_once(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *,
              progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run one configuration and return its summary (also written to ``summary.json``).
 
@@ -147,139 +156,217 @@ def run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None = None, 
     """
     dist, device_name = setup(resolved.run.training.distributed, resolved.run.training.device)
     try:
-        return _run_once(resolved, plugins, resume, progress and dist.is_main, dist, device_name)
+        run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
+        env = RunEnv(resolved, run_dir, resolve_device(device_name), dist,
+                     progress and dist.is_main)  # fmt: skip
+        return _run_once(env, plugins, resume)
     finally:
         dist.close()
 
 
-def _run_once(resolved: ResolvedConfig, plugins: Any, resume: str | None, progress: bool,
-              dist: Dist, device_name: str) -> dict[str, Any]:  # fmt: skip
-    run_cfg, cfg = resolved.run, resolved.run.training
-    run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
+@dataclass
+class RunEnv:
+    """Where and how one run computes: passed to every stage of the run as one object.
+
+    Attributes:
+        resolved: the validated run configuration.
+        run_dir: the run's output directory.
+        device: where it computes.
+        dist: the process group (one process by default).
+        progress: show progress bars (rank 0 only).
+    """
+
+    resolved: ResolvedConfig
+    run_dir: Path
+    device: torch.device
+    dist: Dist = field(default_factory=Dist)
+    progress: bool = True
+
+    @property
+    def training(self) -> TrainingConfig:
+        """The run's ``training`` section."""
+        return self.resolved.run.training
+
+    @property
+    def eval_batch_size(self) -> int:
+        """``training.eval_batch_size``, or twice the training batch size."""
+        return self.training.eval_batch_size or 2 * self.training.batch_size
+
+    @property
+    def cache_root(self) -> Path:
+        """The cache directory (``cache.dir``, ``KDKIT_CACHE`` or the default)."""
+        return default_cache_dir(self.resolved.run.cache.dir)
+
+
+@dataclass
+class Prepared:
+    """A run's tokenised splits and its teacher signal, ready for the :class:`Trainer`.
+
+    ``signal_kind`` is ``"cache"``, ``"live"`` or ``None`` (no teacher is used).
+    """
+
+    train: SplitData
+    validation: SplitData
+    test: SplitData | None
+    signal: TeacherSignal | None
+    signal_kind: str | None
+    build_seconds: float = 0.0
+
+
+def signal_kind(needs: Needs | None, cache: CacheConfig) -> str | None:
+    """How a method's teacher needs are served: ``"cache"`` when the cache is on and holds what
+    it needs, ``"live"`` (the teacher runs on each batch) otherwise, ``None`` without a teacher."""
+    if needs is None:
+        return None
+    return "cache" if cache.enabled and cacheable(needs) else "live"
+
+
+def tokenise(c: Components, env: RunEnv, name: str, with_teacher: bool = False) -> SplitData:
+    """Split ``name`` tokenised for the student (and the teacher when ``with_teacher``)."""
+    teacher = Encoder.of_teacher(c.teacher) if with_teacher and c.teacher is not None else None
+    return make_split(name, c.splits[name], bool(getattr(c.task, "is_pair", False)),
+                      env.training.max_length, Encoder.of_student(c.student), teacher)  # fmt: skip
+
+
+def teacher_signal(c: Components, env: RunEnv, train: SplitData,
+                   kind: str | None) -> TeacherSignal | None:  # fmt: skip
+    """The training teacher signal of ``kind`` (:func:`signal_kind`); a cached one is read from
+    (or built into) the teacher cache, after which the train split's teacher tokenisation is
+    dropped (nothing needs it any more)."""
+    needs = c.method.requirements.teacher
+    if kind is None or needs is None or c.teacher is None:
+        return None
+    if kind == "live":
+        return LiveTeacher(c.teacher, needs, env.device)
+    if train.teacher is None:
+        raise ValueError("the train split was tokenised without the teacher")
+    cache = env.resolved.run.cache
+    job = TeacherPass(c.teacher, needs, train.teacher, env.device, env.eval_batch_size,
+                      env.progress, env.dist)  # fmt: skip
+    slot = CacheSlot("train", c.task.fingerprint(), env.training.max_length, env.cache_root,
+                     cache.teacher_outputs)  # fmt: skip
+    signal = load_or_build(job, slot)
+    train.teacher = None  # not needed any more: free the teacher tokenisation
+    return signal
+
+
+def prepare(c: Components, env: RunEnv, kind: str | None, *, test: bool = True) -> Prepared:
+    """Tokenise the splits and set up the teacher signal of ``kind`` (see :func:`signal_kind`)."""
+    train = tokenise(c, env, "train", with_teacher=kind is not None)
+    validation = tokenise(c, env, "validation")
+    test_split = tokenise(c, env, "test") if test else None
+    return Prepared(train, validation, test_split, teacher_signal(c, env, train, kind), kind)
+
+
+def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, Any]:
+    resolved, dist, run_dir, cfg = env.resolved, env.dist, env.run_dir, env.training
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(device_name)
-    from kdkit import kernels
-
-    kernels.set_default_impl(run_cfg.kernels.impl)
-    kernels.reset_last_impls()
     if not resume and dist.is_main:
         atomic_write_text(run_dir / "config.yaml", resolved.to_yaml())
         write_json(run_dir / "versions.json", versions(plugins))
     t_build = time.perf_counter()
     with dist.main_first():  # rank 0 fills the caches (data, tokenizers, teachers) first
-        c = build_components(resolved, device, run_dir, progress)
-    req = c.method.requirements
-    is_pair = bool(getattr(c.task, "is_pair", False))
-    max_len = cfg.max_length
-    # the teacher runs live only when a method needs what the cache does not hold
-    teacher_needs: Needs | None = req.teacher
-    use_cache = bool(
-        teacher_needs is not None and run_cfg.cache.enabled and cacheable(teacher_needs)
-    )
-    live = teacher_needs is not None and not use_cache
-    teacher_encode = c.teacher.encode if c.teacher is not None else None
-    train = make_split("train", c.splits["train"], is_pair, max_len, c.student.encode,
-                       _pad_id(c.student), teacher_encode if teacher_needs is not None else None,
-                       _pad_id(getattr(c.teacher, "model", None)))  # fmt: skip
-    validation = make_split("validation", c.splits["validation"], is_pair, max_len,
-                            c.student.encode, _pad_id(c.student))  # fmt: skip
-    test = make_split("test", c.splits["test"], is_pair, max_len, c.student.encode,
-                      _pad_id(c.student))  # fmt: skip
-    eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
-    signal = None
-    cache_root = default_cache_dir(run_cfg.cache.dir)
-    if teacher_needs is not None:
-        if use_cache:
-            signal = load_or_build(teacher=c.teacher, needs=teacher_needs, split_name="train",
-                                   encoded_rows=train.teacher, num_rows=len(train),
-                                   data_fp=c.task.fingerprint(), max_length=max_len,
-                                   cache_root=cache_root, device=device, batch_size=eval_bs,
-                                   explicit_dir=run_cfg.cache.teacher_outputs, progress=progress,
-                                   dist=dist)  # fmt: skip
-            train.teacher = None  # not needed any more: free the teacher tokenisation
-        else:
-            signal = LiveTeacher(c.teacher, teacher_needs, device)
-    build_seconds = time.perf_counter() - t_build
+        c = build_components(resolved, env.device, run_dir, env.progress)
+    kind = signal_kind(c.method.requirements.teacher, resolved.run.cache)
+    prep = prepare(c, env, kind)
+    prep.build_seconds = time.perf_counter() - t_build
 
     names = {s: r.component.name for s, r in resolved.components.items()}
     info = RunInfo(str(run_dir), resolved.as_dict(), 0, names)
     # rank 0 reports; the other ranks' events would repeat its numbers
     reporters = [r.component.build(r.options, c.context) for r in resolved.reporters
                  if dist.is_main]  # fmt: skip
-
-    def on_event(kind: str, **kw: Any) -> None:
-        for rep in reporters:
-            getattr(rep, kind)(info, **kw)
-        hook = {"step": "on_step_end", "evaluation": "on_eval_end"}[kind]
-        plugins.notify(hook, run=info, **kw)
-
-    trainer = Trainer(student=c.student, method=c.method, task=c.task, train=train,
-                      validation=validation, cfg=cfg, seed=run_cfg.seed, device=device,
-                      run_dir=run_dir, teacher_signal=signal, on_event=on_event,
-                      progress=progress, save_every=cfg.save_every, dist=dist)  # fmt: skip
+    events = RunEvents(info, reporters, plugins, dist.is_main)
+    trainer = Trainer(TrainSetup(student=c.student, method=c.method, task=c.task,
+                                 train=prep.train, validation=prep.validation, cfg=cfg,
+                                 seed=resolved.run.seed, device=env.device, run_dir=run_dir,
+                                 teacher_signal=prep.signal, on_event=events.on_event,
+                                 progress=env.progress, save_every=cfg.save_every,
+                                 dist=dist))  # fmt: skip
     info.total_steps = trainer.total_steps
     if resume:
         trainer.restore(read_checkpoint(run_dir, *trainer.load_targets()))
-    for rep in reporters:
-        rep.start(info)
-    if dist.is_main:
-        plugins.notify("on_run_start", run=info)
+    events.start()
     try:
         trainer.fit()
     except NonFiniteLossError as exc:
         summary = {"status": "stopped", "error": exc.what, "step": trainer.state.step}
         if dist.is_main:
             write_json(run_dir / "summary.json", summary)
-            plugins.notify("on_run_end", run=info, summary=summary)
+        events.end(summary)
         raise
-    summary = finish_run(c, trainer, validation, test, run_dir, resolved, signal, device,
-                         eval_bs, cache_root, use_cache, live, build_seconds, progress, dist)  # fmt: skip
-    for rep in reporters:
-        rep.finish(info, summary)
-    if dist.is_main:
-        plugins.notify("on_run_end", run=info, summary=summary)
+    summary = finish_run(c, trainer, env, prep)
+    events.end(summary)
     return summary
 
 
-def teacher_test_metrics(c: Components, test: SplitData, cache_root: Path, device: torch.device,
-                         eval_bs: int, max_len: int, use_cache: bool, explicit: str | None,
-                         progress: bool, dist: Dist | None = None) -> dict[str, float]:  # fmt: skip
+class RunEvents:
+    """Fans a run's events out to its reporters and the plugins' lifecycle hooks — the one
+    place the engine calls them (rank 0 only: the other ranks' events would repeat its numbers).
+    """
+
+    #: Trainer event kind -> the lifecycle hook that observes it.
+    HOOKS = {"step": "on_step_end", "evaluation": "on_eval_end"}
+
+    def __init__(self, info: RunInfo, reporters: list[Reporter], plugins: Plugins,
+                 active: bool) -> None:  # fmt: skip
+        self.info, self.reporters, self.plugins, self.active = info, reporters, plugins, active
+
+    def start(self) -> None:
+        """Before training: ``Reporter.start`` and ``on_run_start``."""
+        for rep in self.reporters:
+            rep.start(self.info)
+        if self.active:
+            self.plugins.notify("on_run_start", run=self.info)
+
+    def on_event(self, kind: str, **kw: Any) -> None:
+        """A trainer event (``step`` or ``evaluation``): the reporters' method of that name and
+        its lifecycle hook."""
+        for rep in self.reporters:
+            getattr(rep, kind)(self.info, **kw)
+        if self.active:
+            self.plugins.notify(self.HOOKS[kind], run=self.info, **kw)
+
+    def end(self, summary: dict[str, Any]) -> None:
+        """After the run (finished or stopped): ``Reporter.finish`` (finished runs only) and
+        ``on_run_end``."""
+        if summary.get("status") == "finished":
+            for rep in self.reporters:
+                rep.finish(self.info, summary)
+        if self.active:
+            self.plugins.notify("on_run_end", run=self.info, summary=summary)
+
+
+def teacher_test_metrics(c: Components, env: RunEnv, test: SplitData) -> dict[str, float]:
     """The teacher's test metrics (its logits cached like the training signal)."""
-    examples = c.splits["test"]
-    from kdkit.engine.batching import EncodedRows, split_examples
-
-    rows = EncodedRows.build(c.teacher.encode, split_examples(examples, c.task.is_pair), max_len,
-                             _pad_id(getattr(c.teacher, "model", None)))  # fmt: skip
-    if use_cache:
-        cached = load_or_build(teacher=c.teacher, needs=Needs(), split_name="test",
-                               encoded_rows=rows, num_rows=len(test), data_fp=c.task.fingerprint(),
-                               max_length=max_len, cache_root=cache_root, device=device,
-                               batch_size=eval_bs, explicit_dir=explicit, progress=progress,
-                               dist=dist)  # fmt: skip
-        logits = cached.logits.cpu()
+    if c.teacher is None:
+        raise ValueError("the run has no teacher")
+    rows = EncodedRows.build(c.teacher.encode, split_examples(c.splits["test"], c.task.is_pair),
+                             env.training.max_length, Encoder.of_teacher(c.teacher).pad_id)  # fmt: skip
+    job = TeacherPass(c.teacher, Needs(), rows, env.device, env.eval_batch_size, env.progress,
+                      env.dist)  # fmt: skip
+    cache = env.resolved.run.cache
+    if cache.enabled:
+        slot = CacheSlot("test", c.task.fingerprint(), env.training.max_length, env.cache_root,
+                         cache.teacher_outputs)  # fmt: skip
+        logits = load_or_build(job, slot).logits.cpu()
     else:
-        from kdkit.engine.teacher_cache import compute_outputs
-
-        logits = compute_outputs(c.teacher, Needs(), rows, len(test), device, eval_bs,
-                                 progress=progress, dist=dist)["logits"]  # fmt: skip
+        logits = compute_outputs(job)["logits"]
     return c.task.evaluate(logits, test.labels)
 
 
-def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: SplitData,
-               run_dir: Path, resolved: ResolvedConfig, signal: Any, device: torch.device,
-               eval_bs: int, cache_root: Path, use_cache: bool, live: bool,
-               build_seconds: float, progress: bool,
-               dist: Dist | None = None) -> dict[str, Any]:  # fmt: skip
+def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared) -> dict[str, Any]:
     """Evaluate the best student, save it with its predictions, write the summary.
 
     Over several ranks the evaluation is shared out and gathered (every rank computes the same
     summary); rank 0 alone writes files.
     """
-    from kdkit import kernels
-
-    dist = dist or Dist()
-    cfg = resolved.run.training
+    resolved, dist, run_dir, device = env.resolved, env.dist, env.run_dir, env.device
+    validation, test = prep.validation, prep.test
+    if test is None:
+        raise ValueError("finish_run needs the test split")
+    eval_bs = env.eval_batch_size
     state = trainer.state
     last_student, _ = trainer.saved_modules()  # FSDP: gathered (every rank takes part)
     if dist.is_main:
@@ -297,13 +384,11 @@ def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: Spl
                          "probability": round(float(p.max()), 6)}) for i, p in enumerate(probs)]  # fmt: skip
     if dist.is_main:
         atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
-    teacher_summary = None
+    teacher_summary: dict[str, Any] | None = None
     if c.teacher is not None:
         teacher_summary = {"name": c.teacher.info.name, "parameters": c.teacher.info.num_parameters,
-                           "fingerprint": c.teacher.fingerprint()}  # fmt: skip
-        teacher_summary["test"] = teacher_test_metrics(
-            c, test, cache_root, device, eval_bs, cfg.max_length, resolved.run.cache.enabled,
-            resolved.run.cache.teacher_outputs, progress, dist)  # fmt: skip
+                           "fingerprint": c.teacher.fingerprint(),
+                           "test": teacher_test_metrics(c, env, test)}  # fmt: skip
     kept = None
     if teacher_summary and teacher_summary["test"].get(head):
         kept = 100.0 * test_metrics[head] / teacher_summary["test"][head]
@@ -328,8 +413,8 @@ def finish_run(c: Components, trainer: Trainer, validation: SplitData, test: Spl
         "stopped_early": state.stopped_early,
         "train_seconds": state.train_seconds,
         "train_examples_per_s": state.examples_seen / max(state.train_seconds, 1e-9),
-        "build_seconds": build_seconds,
-        "teacher_signal": None if signal is None else ("live" if live else "cache"),
+        "build_seconds": prep.build_seconds,
+        "teacher_signal": prep.signal_kind if prep.signal is not None else None,
         "precision": trainer.precision,
         "device": str(device),
         "kernels": impls,

@@ -7,15 +7,21 @@ import platform
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdkit.engine.persist import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from kdkit.discovery import Plugins
 
 LIBRARIES = ("kdkit", "torch", "transformers", "tokenizers", "datasets", "safetensors", "pluggy",
              "pydantic", "numpy", "triton")  # fmt: skip
 
 
-def versions(plugins: Any = None) -> dict[str, Any]:
+def versions(plugins: Plugins | None = None) -> dict[str, Any]:
     """Python, library and plugin versions (what ``versions.json`` records)."""
-    libs = {}
+    libs: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             libs[name] = metadata.version(name)
@@ -77,8 +83,6 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], head: str) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(b) for b in body)])
 
 
-def write_json(path: Any, value: Any) -> None:
+def write_json(path: str | Path, value: object) -> None:
     """Write JSON atomically (floats as numbers, anything else as text)."""
-    from kdkit.engine.persist import atomic_write_text
-
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")

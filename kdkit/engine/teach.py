@@ -23,8 +23,8 @@ import torch
 
 from kdkit.api import Batch, KDMethod, LossTerms, ModelOutput, Needs, Requirements, Student, Task
 from kdkit.config import TrainingConfig
-from kdkit.engine.batching import make_split
-from kdkit.engine.loop import Trainer, predict_logits
+from kdkit.engine.batching import Encoder, make_split
+from kdkit.engine.loop import Trainer, TrainSetup, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
 from kdkit.engine.seeding import seed_everything
 from kdkit.losses import cross_entropy
@@ -82,7 +82,8 @@ def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
     model.to(device)
     is_pair = bool(getattr(job.task, "is_pair", False))
     pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
-    train, val, test = (make_split(name, job.splits[name], is_pair, cfg.max_length, model.encode, pad)
+    enc = Encoder(model.encode, pad)
+    train, val, test = (make_split(name, job.splits[name], is_pair, cfg.max_length, enc)
                         for name in ("train", "validation", "test"))  # fmt: skip
     seed_everything(job.seed)
 
@@ -91,9 +92,9 @@ def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
             head = job.task.headline_metric
             job.log(f"  teacher step {kw['step']}: validation {head}={kw['metrics'][head]:.4f}")
 
-    trainer = Trainer(student=model, method=CrossEntropy(), task=job.task, train=train,
-                      validation=val, cfg=cfg, seed=job.seed, device=device, run_dir=job.work_dir,
-                      teacher_signal=None, on_event=on_event, progress=job.progress)  # fmt: skip
+    trainer = Trainer(TrainSetup(student=model, method=CrossEntropy(), task=job.task, train=train,
+                                 validation=val, cfg=cfg, seed=job.seed, device=device,
+                                 run_dir=job.work_dir, on_event=on_event, progress=job.progress))  # fmt: skip
     trainer.fit()
     best = load_student(job.work_dir / "best" / "model", job.registry).to(device)
     bs = cfg.eval_batch_size or 2 * cfg.batch_size

@@ -21,14 +21,17 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from kdkit.api import Batch, Encoded, ModelOutput, Needs
+from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
+from kdkit.engine.batching import EncodedRows
+from kdkit.engine.distributed import Dist, rank_batches
 from kdkit.errors import KdkitError
 
 #: Bump when the cache layout changes (older entries are then simply not found).
@@ -59,7 +62,7 @@ class LiveTeacher:
 
     kind = "live"
 
-    def __init__(self, teacher: Any, needs: Needs, device: torch.device) -> None:
+    def __init__(self, teacher: Teacher, needs: Needs, device: torch.device) -> None:
         self.teacher = teacher
         self.needs = needs
         self.device = device
@@ -99,11 +102,11 @@ class CachedTeacher:
 
 
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
-    for field in ("teacher_fingerprint", "data_fingerprint", "split", "max_length", "needs"):
-        if meta.get(field) != expect[field]:
+    for name in ("teacher_fingerprint", "data_fingerprint", "split", "max_length", "needs"):
+        if meta.get(name) != expect[name]:
             raise KdkitError(
-                f"the teacher cache does not match this run: {field} is {meta.get(field)!r} in "
-                f"the cache but {expect[field]!r} for this run",
+                f"the teacher cache does not match this run: {name} is {meta.get(name)!r} in "
+                f"the cache but {expect[name]!r} for this run",
                 where=str(directory),
                 fix="point cache.teacher_outputs at the cache of this teacher and data, remove "
                 "the setting to use the automatic key, or delete that cache with "
@@ -111,44 +114,72 @@ def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -
             )
 
 
-def load_or_build(
-    *,
-    teacher: Any,
-    needs: Needs,
-    split_name: str,
-    encoded_rows: Any,
-    num_rows: int,
-    data_fp: str,
-    max_length: int,
-    cache_root: Path,
-    device: torch.device,
-    batch_size: int,
-    explicit_dir: str | None = None,
-    progress: bool = True,
-    dist: Any = None,
-) -> CachedTeacher:
+@dataclass
+class TeacherPass:
+    """One pass of the teacher over every row of a split: what runs, on what, where.
+
+    Attributes:
+        teacher: the frozen teacher.
+        needs: what to keep of its outputs.
+        rows: the split's teacher tokenisation (``collate(rows) -> Encoded``, ``len``).
+        device: where the teacher runs.
+        batch_size: rows per forward pass (rows are sorted by length first).
+        progress: show a progress bar.
+        dist: the process group; over several ranks each rank runs its whole batches of the one
+            batch plan and every rank receives every row (see :func:`compute_outputs`).
+    """
+
+    teacher: Teacher
+    needs: Needs
+    rows: EncodedRows
+    device: torch.device
+    batch_size: int
+    progress: bool = True
+    dist: Dist = field(default_factory=Dist)
+
+
+@dataclass(frozen=True)
+class CacheSlot:
+    """Where a split's teacher outputs are cached and what the entry must match.
+
+    Attributes:
+        split: the split's name (``train``, ``test``).
+        data_fp: the task's data fingerprint.
+        max_length: tokens per example of the teacher tokenisation.
+        cache_root: the cache directory (entries under ``teacher-outputs/<key>``).
+        explicit_dir: a directory given by the user (``cache.teacher_outputs``): the entry is
+            ``explicit_dir/<split>`` and must match.
+    """
+
+    split: str
+    data_fp: str
+    max_length: int
+    cache_root: Path
+    explicit_dir: str | None = None
+
+
+def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
     """Load the cached teacher outputs of a split, computing and storing them when missing.
 
-    Args:
-        encoded_rows: an object with ``collate(rows) -> Encoded`` (the teacher tokenisation),
-            used only when the cache must be built.
-        explicit_dir: a directory given by the user (``cache.teacher_outputs``); it must match.
-        dist: a :class:`kdkit.engine.distributed.Dist` over several ranks: rank 0 decides
-            whether the entry exists; a build is shared out (each rank runs the teacher on its
-            batches, each writes its shard files, rank 0 writes ``meta.json``) and gives the
-            same entry, tensor for tensor, as one process.
+    Over several ranks (``job.dist``) rank 0 decides whether the entry exists; a build is shared
+    out (each rank runs the teacher on its batches, each writes its shard files, rank 0 writes
+    ``meta.json``) and gives the same entry, tensor for tensor, as one process.
     """
+    teacher, needs, dist = job.teacher, job.needs, job.dist
+    num_rows = len(job.rows)
     teacher_fp = teacher.fingerprint()
-    expect = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp, "split": split_name,
-              "max_length": max_length, "needs": _needs_json(needs)}  # fmt: skip
-    key = cache_key(teacher_fp, data_fp, split_name, needs, max_length)
+    expect = {"teacher_fingerprint": teacher_fp, "data_fingerprint": slot.data_fp,
+              "split": slot.split, "max_length": slot.max_length,
+              "needs": _needs_json(needs)}  # fmt: skip
+    key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length)
     directory = (
-        Path(explicit_dir) / split_name if explicit_dir else cache_root / "teacher-outputs" / key
+        Path(slot.explicit_dir) / slot.split
+        if slot.explicit_dir
+        else slot.cache_root / "teacher-outputs" / key
     )
     meta_path = directory / "meta.json"
-    several = dist is not None and dist.enabled
-    exists = dist.on_main(meta_path.is_file) if several else meta_path.is_file()
-    if several and exists and not meta_path.is_file():
+    exists = dist.on_main(meta_path.is_file)
+    if exists and not meta_path.is_file():  # only possible over several ranks
         raise KdkitError("rank 0 sees a teacher cache this rank does not", where=str(directory),
                          fix="put cache.dir (or KDKIT_CACHE) on storage every node shares, as "
                          "docs/distributed.md says")  # fmt: skip
@@ -165,53 +196,49 @@ def load_or_build(
                              where=str(directory),
                              fix=f"delete it with `kdkit cache clear {directory.name}`")  # fmt: skip
         tensors = _read_shards(directory, meta)
-        return CachedTeacher(tensors, needs, device, directory)
-    tensors = compute_outputs(teacher, needs, encoded_rows, num_rows, device, batch_size,
-                              desc=f"teacher cache ({split_name})", progress=progress,
-                              dist=dist)  # fmt: skip
-    meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name}
-    if several:
-        from kdkit.engine.distributed import write_entry_sharded
-
-        meta["created"] = dist.on_main(time.time)  # one value for the whole job
-        write_entry_sharded(directory, tensors, meta, dist, _write_shard, _finish_entry)
-    else:
-        _write_entry(directory, tensors, {**meta, "created": time.time()})
-    return CachedTeacher(tensors, needs, device, directory)
+        return CachedTeacher(tensors, needs, job.device, directory)
+    tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
+    meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name,
+            "created": dist.on_main(time.time)}  # one value for the whole job  # fmt: skip
+    _write_entry(directory, tensors, meta, dist)
+    return CachedTeacher(tensors, needs, job.device, directory)
 
 
-def compute_outputs(teacher: Any, needs: Needs, encoded_rows: Any, num_rows: int,
-                    device: torch.device, batch_size: int, desc: str = "teacher",
-                    progress: bool = True, dist: Any = None) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Run the teacher over every row (in order) and stack what ``needs`` asks for.
+@torch.no_grad()
+def compute_outputs(job: TeacherPass, desc: str = "teacher") -> dict[str, torch.Tensor]:
+    """Run the teacher over every row and stack what ``job.needs`` asks for, in row order.
 
-    With ``dist`` over several ranks each rank runs its whole batches of the same batch plan
-    and every rank receives all rows (bit-identical to one process: same batches, same padding).
+    Rows are sorted by length (little padding); the batches are that order's consecutive
+    ``batch_size`` chunks, dealt to the ranks by :func:`rank_batches` (on one process: all of
+    them) and gathered back into row order on every rank — the same batches and padding on any
+    number of ranks, so the outputs are bit-identical. Returns ``{"logits": [N, C],
+    "pooled.L": [N, H], "embedding": [N, H]}`` (what was asked).
     """
-    from tqdm.auto import tqdm
-
-    parts: dict[str, list[torch.Tensor]] = {}
-    # sort rows by length so batches carry little padding; results go back to row order
+    dist, needs, encoded_rows = job.dist, job.needs, job.rows
+    num_rows = len(encoded_rows)
     order = sorted(range(num_rows), key=lambda r: int(encoded_rows.input_ids[r].numel()))
-    if dist is not None and dist.enabled:
-        from kdkit.engine.distributed import compute_outputs_sharded
-
-        return compute_outputs_sharded(teacher, needs, encoded_rows, order, device, batch_size,
-                                       dist)  # fmt: skip
-    with torch.no_grad(), tqdm(total=num_rows, desc=desc, disable=not progress, leave=False) as bar:
-        for start in range(0, num_rows, batch_size):
-            rows = order[start : start + batch_size]
-            enc: Encoded = encoded_rows.collate(rows).to(device)
-            out = teacher(enc, needs)
-            parts.setdefault("logits", []).append(out.logits.float().cpu())
-            for layer in needs.pooled_layers:
-                parts.setdefault(f"pooled.{layer}", []).append(out.pooled[layer].float().cpu())
+    plan = [order[s : s + job.batch_size] for s in range(0, num_rows, job.batch_size)]
+    mine = rank_batches(plan, dist.rank, dist.world_size)
+    parts: dict[str, list[torch.Tensor]] = {}
+    done = sum(len(rows) for rows in mine)
+    with tqdm(total=done, desc=desc, disable=not job.progress, leave=False) as bar:
+        # a rank without a batch runs one (plan[0], dropped) only to learn the output shapes
+        for rows in mine or plan[:1]:
+            enc: Encoded = encoded_rows.collate(rows).to(job.device)
+            out = job.teacher(enc, needs)
+            got = {"logits": out.logits}
+            got.update({f"pooled.{layer}": out.pooled[layer] for layer in needs.pooled_layers})
             if needs.embedding and out.embedding is not None:
-                parts.setdefault("embedding", []).append(out.embedding.float().cpu())
-            bar.update(len(rows))
-    inverse = torch.empty(num_rows, dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(num_rows)
-    return {k: torch.cat(v)[inverse].contiguous() for k, v in parts.items()}
+                got["embedding"] = out.embedding
+            for k, v in got.items():
+                parts.setdefault(k, []).append(v.float().cpu())
+            bar.update(len(rows) if mine else 0)
+    mine_rows = [r for rows in mine for r in rows]
+    result = {}
+    for k in sorted(parts):  # the same key order on every rank: the collectives must pair up
+        local = torch.cat(parts[k]) if mine else parts[k][0][:0]
+        result[k] = dist.gather_rows(local, mine_rows, num_rows).contiguous()
+    return result
 
 
 def _write_shard(tmp: Path, tensors: dict[str, torch.Tensor], i: int) -> str:
@@ -223,13 +250,37 @@ def _write_shard(tmp: Path, tensors: dict[str, torch.Tensor], i: int) -> str:
     return name
 
 
-def _write_entry(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n = meta["rows"]
-    shards = [_write_shard(tmp, tensors, i) for i in range(-(-n // SHARD_ROWS))]
-    _finish_entry(directory, tmp, tensors, meta, shards)
+def _write_entry(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                 dist: Dist) -> None:  # fmt: skip
+    """Write a cache entry from every rank: the same files as one process would write.
+
+    Every rank holds all tensors (after :func:`compute_outputs`). Rank ``r`` writes shard files
+    ``r, r + world, ...`` (on one process: all) into a temporary directory beside the entry,
+    each through a temporary name and a rename; after a barrier rank 0 writes any shard it does
+    not see (a node without shared storage), then ``meta.json``, and renames the directory into
+    place. Readers see no entry or a complete one.
+    """
+    tmp = directory.with_name(f".{directory.name}.tmp{dist.on_main(os.getpid)}")
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    n_shards = -(-meta["rows"] // SHARD_ROWS)
+    names = [f"shard-{i:05d}.safetensors" for i in range(n_shards)]
+    for i in range(dist.rank, n_shards, dist.world_size):
+        part = tmp / f".rank{dist.rank}"
+        part.mkdir(parents=True, exist_ok=True)
+        os.replace(part / _write_shard(part, tensors, i), tmp / names[i])
+        part.rmdir()
+    dist.barrier()
+    if dist.is_main:
+        for i, name in enumerate(names):
+            if not (tmp / name).is_file():
+                _write_shard(tmp, tensors, i)
+        _finish_entry(directory, tmp, tensors, meta, names)
+    dist.barrier()
+    if not dist.is_main and tmp.exists():  # this node's storage is not rank 0's: drop our copy
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _finish_entry(directory: Path, tmp: Path, tensors: dict[str, torch.Tensor],
@@ -260,7 +311,7 @@ def _read_shards(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
 
 def list_entries(cache_root: Path) -> list[dict[str, Any]]:
     """Every teacher-output cache entry under ``cache_root`` with its meta and size."""
-    out = []
+    out: list[dict[str, Any]] = []
     base = cache_root / "teacher-outputs"
     if not base.is_dir():
         return out

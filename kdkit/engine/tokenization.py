@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,13 +19,17 @@ from kdkit.api import Encoded, Example
 from kdkit.data.paths import cache_root
 from kdkit.data.tokenizers import encode_with_offsets, train_student_tokenizer
 
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from transformers import PreTrainedTokenizerFast
+
 
 def default_cache_dir(configured: str | None = None) -> Path:
     """The cache root: ``configured``, else ``$KDKIT_CACHE``, else ``~/.cache/kdkit``."""
     return Path(cache_root(configured))
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | Path, key: str):
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | Path,
+                        key: str) -> PreTrainedTokenizerFast:  # fmt: skip
     """Train (or load from cache) a byte-level BPE tokenizer; returns a HF fast tokenizer.
 
     Args:
@@ -36,7 +41,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | 
     return train_student_tokenizer(list(texts), vocab_size, cache_dir, key)
 
 
-def encode_examples(tokenizer, examples: Sequence[Example], max_length: int,
+def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example], max_length: int,
                     prefix_tokens: Sequence[int] = ()) -> Encoded:  # fmt: skip
     """Tokenise examples with a HF fast tokenizer into an :class:`Encoded` with offsets.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kdkit.study.tables import Cell, TeacherScore
 
@@ -99,6 +100,11 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
             ax.grid(True, alpha=0.3)
             if mine:
                 ax.legend(fontsize=7, loc="best")
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (PNG, 110 dpi) and free it."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -141,8 +147,4 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
         ax.set_title(f"{task} (markers: {shapes})", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kdkit.config import Document, load_document, parse_yaml
-from kdkit.errors import KdkitError, Problem
+from kdkit.errors import ConfigError, KdkitError, Problem
 
 #: The axes of a grid, in the order run ids name them.
 AXES = ("task", "teacher", "student", "method", "seed")
@@ -147,21 +147,15 @@ class Grid:
         return self.doc.filename
 
 
-class GridError(KdkitError):
-    """Problems in a grid file (or in the runs it expands to), all reported together."""
+#: The fix every grid problem report ends with.
+GRID_FIX = ("edit the grid file (or its base run file) as suggested; `kdkit config schema` "
+            "lists every option of every component")  # fmt: skip
 
-    def __init__(self, problems: list[tuple[str | None, Problem]], subject: str) -> None:
-        self.problems = problems
-        n = len(problems)
-        body = "\n".join("  " + p.render(f) for f, p in problems)
-        super().__init__(
-            f"{n} problem{'s' if n != 1 else ''} in {subject}:\n{body}",
-            fix="edit the grid file (or its base run file) as suggested; `kdkit config schema` "
-            "lists every option of every component",
-        )
 
-    def render(self) -> str:  # the problems carry their own locations
-        return f"{self.what}\n  fix: {self.fix}"
+def grid_error(problems: list[Problem], filename: str | None) -> ConfigError:
+    """The :class:`~kdkit.errors.ConfigError` for problems of a grid file (or of the runs it
+    expands to); each problem names its own file (the grid, or its base run file)."""
+    return ConfigError(problems, filename, subject=filename or "the grid", fix=GRID_FIX)
 
 
 _TOP_KEYS = ("name", "output_dir", "workers", "base", "grid", "exclude", "include")
@@ -171,7 +165,7 @@ def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
     """Read and check the shape of a grid file (axes, labels, base); see the module docstring.
 
     Raises:
-        GridError: every shape problem, with file:line.
+        ConfigError: every shape problem, with file:line (:func:`grid_error`).
     """
     doc = load_document(path)
     return parse_grid(doc, output_dir)
@@ -179,12 +173,12 @@ def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
 
 def parse_grid(doc: Document, output_dir: str | Path | None = None) -> Grid:
     """Check the shape of a parsed grid document and build its axes."""
-    problems: list[tuple[str | None, Problem]] = []
+    problems: list[Problem] = []
     data = doc.data
 
     def bad(where: tuple[Any, ...], message: str, suggestion: str | None = None) -> None:
         path = ".".join(map(str, where))
-        problems.append((doc.filename, Problem(path, message, doc.line(where), suggestion)))
+        problems.append(Problem(path, message, doc.line(where), suggestion, doc.filename))
 
     for key in data:
         if key not in _TOP_KEYS:
@@ -228,7 +222,7 @@ def parse_grid(doc: Document, output_dir: str | Path | None = None) -> Grid:
                 where = ("include", i, axis) + ((j,) if isinstance(raw, list) else ())
                 _axis_value(axis, item, where, bad)
     if problems:
-        raise GridError(problems, doc.filename or "the grid")
+        raise grid_error(problems, doc.filename)
     return Grid(doc, name, Path(out), base, base_doc, prefix, axes, exclude, include, workers)
 
 
@@ -373,7 +367,7 @@ def expand(
     not get the teacher ``none`` and are deduplicated (FT runs once, not once per teacher).
 
     Raises:
-        GridError: two runs with the same id but different settings.
+        ConfigError: two runs with the same id but different settings.
     """
     points: dict[str, RunPoint] = {}
     no_teacher = AxisValue("teacher", NO_TEACHER, None, where=("grid", "teacher"))
@@ -385,11 +379,11 @@ def expand(
         point = RunPoint(values)
         old = points.get(point.run_id)
         if old is not None and _content(old) != _content(point):
-            raise GridError([(grid.filename, Problem(
+            raise grid_error([Problem(
                 ".".join(map(str, point.values["method"].where)),
                 f"two different runs would both be called '{point.run_id}'",
-                grid.doc.line(point.values["method"].where), "give the values distinct labels"))],
-                grid.filename or "the grid")  # fmt: skip
+                grid.doc.line(point.values["method"].where), "give the values distinct labels",
+                grid.filename)], grid.filename)  # fmt: skip
         points[point.run_id] = point
 
     for combo in itertools.product(*(grid.axes[a] for a in AXES)):

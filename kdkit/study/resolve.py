@@ -10,14 +10,14 @@ the offending value was written.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from pydantic import ValidationError
 
-from kdkit.api import BuildContext, ModelInfo
+from kdkit.api import KDMethod
 from kdkit.config import (
     COMPONENT_SECTIONS,
     Document,
@@ -27,7 +27,7 @@ from kdkit.config import (
 )
 from kdkit.errors import ConfigError, Problem
 from kdkit.registry import Registry
-from kdkit.study.grid import AXES, AxisValue, Grid, GridError, RunPoint, expand
+from kdkit.study.grid import AXES, AxisValue, Grid, RunPoint, expand, grid_error
 
 Origin = tuple[str | None, int | None]
 
@@ -128,40 +128,40 @@ def _locate(problem: Problem, origins: Mapping[tuple[str, ...], Origin], grid: G
     return grid.filename, None
 
 
-def method_needs_teacher(registry: Registry) -> Any:
-    """A ``needs_teacher(method_value)`` probe: builds the method once on a synthetic context.
+def method_needs_teacher(registry: Registry) -> Callable[[AxisValue], bool]:
+    """A ``needs_teacher(method_value)`` answer from each method's declared requirements.
 
-    A method's ``requirements`` are set when it is built (they may depend on the models), so the
-    probe builds it with plausible model facts and reads ``requirements.teacher``. Anything that
-    goes wrong (unknown name, a method that insists on real models) counts as "needs a teacher":
-    the safe side, which keeps the teacher axis as written.
+    Nothing is built: a method registered as a :class:`~kdkit.api.KDMethod` subclass answers
+    through its :meth:`~kdkit.api.KDMethod.needs_teacher` classmethod (the class-level
+    ``requirements``, or the method's own rule over its options). A method that cannot be asked
+    — an unknown name, options that do not validate (both reported by the run's validation), a
+    factory that is a plain function — counts as needing a teacher: the safe side, which keeps
+    the teacher axis as written.
     """
     memo: dict[str, bool] = {}
-    context = BuildContext(
-        device=torch.device("cpu"),
-        teacher=ModelInfo("probe-teacher", "roberta", 12, 768, 1),
-        student=ModelInfo("probe-student", "transformer", 4, 128, 1),
-    )
 
-    def probe(value: AxisValue) -> bool:
+    def answer(value: AxisValue) -> bool:
         key = repr(sorted((value.section or {}).items(), key=str))
         if key not in memo:
-            try:
+            memo[key] = True
+            if value.name in registry.names("kd_method"):
                 comp = registry.get("kd_method", value.name)
-                method = comp.build(comp.options(value.options()), context)
-                memo[key] = method.requirements.teacher is not None
-            except Exception:
-                memo[key] = True
+                factory = comp.factory
+                if isinstance(factory, type) and issubclass(factory, KDMethod):
+                    try:
+                        memo[key] = factory.needs_teacher(comp.options(value.options()))
+                    except ValidationError:
+                        pass  # the run's validation reports the options
         return memo[key]
 
-    return probe
+    return answer
 
 
 def plan(grid: Grid, registry: Registry, overrides: Iterable[str] = ()) -> list[PlannedRun]:
     """Expand the grid and validate every run; all problems of all runs are raised together.
 
     Raises:
-        GridError: problems located in the grid/base file, each with the runs it affects.
+        ConfigError: problems located in the grid/base file, each with the runs it affects.
     """
     needs_teacher = method_needs_teacher(registry)
     points = expand(grid, needs_teacher)
@@ -185,14 +185,15 @@ def plan(grid: Grid, registry: Registry, overrides: Iterable[str] = ()) -> list[
         for (file, line, path, msg), ids in found.items():
             message, suggestion = msg.split("\x00")
             more = f" [{len(ids)} runs, e.g. {ids[0]}]" if len(ids) > 1 else f" [run {ids[0]}]"
-            problems.append((file, Problem(path, message + more, line, suggestion or None)))
-        problems.sort(key=lambda fp: (str(fp[0]), fp[1].line or 0, fp[1].path))
-        raise GridError(problems, grid.filename or "the grid")
+            problems.append(Problem(path, message + more, line, suggestion or None, file))
+        problems.sort(key=lambda p: (str(p.file), p.line or 0, p.path))
+        raise grid_error(problems, grid.filename)
     return runs
 
 
 def _check_teacher(
-    point: RunPoint, resolved: ResolvedConfig, needs_teacher: Any, found: dict, grid: Grid
+    point: RunPoint, resolved: ResolvedConfig, needs_teacher: Callable[[AxisValue], bool],
+    found: dict, grid: Grid
 ) -> None:
     """A run whose method needs a teacher must have one."""
     method = point.values["method"]

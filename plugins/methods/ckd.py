@@ -57,7 +57,6 @@ def _with_encoding(out: ModelOutput, batch: Batch, side: str) -> ModelOutput:
 class CKD(KDMethod):
     """Contextual KD; terms ``"kd"``, ``"ce"`` (if alpha < 1), ``"wr"`` and ``"ltr"``."""
 
-    suggested_training = {"batch_size": 16, "lr": 1e-4}
 
     def __init__(self, options: CKDOptions, context: BuildContext) -> None:
         super().__init__()

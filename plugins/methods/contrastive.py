@@ -44,7 +44,6 @@ class ContrastiveOptions(LogitOptions):
 class Contrastive(KDMethod):
     """InfoNCE between projected embeddings; terms ``"nce"``, ``"ce"``, ``"kd"`` (if alpha > 0)."""
 
-    suggested_training = {"lr": 3e-4}
 
     def __init__(self, options: ContrastiveOptions, context: BuildContext) -> None:
         super().__init__()

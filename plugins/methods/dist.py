@@ -49,7 +49,6 @@ class DISTOptions(Options):
 class DIST(KDMethod):
     """Pearson-correlation relations of the class probabilities; terms ``"dist"`` and ``"ce"``."""
 
-    suggested_training = {"lr": 1e-4}
 
     def __init__(self, options: DISTOptions, context: BuildContext) -> None:
         super().__init__()

@@ -39,7 +39,6 @@ class FitNetsOptions(LogitOptions, LayerOptions):
 class FitNets(KDMethod):
     """Hint MSE through regressors; terms ``"hint"``, ``"ce"`` and ``"kd"`` (if alpha > 0)."""
 
-    suggested_training = {"lr": 3e-4}
 
     def __init__(self, options: FitNetsOptions, context: BuildContext) -> None:
         super().__init__()

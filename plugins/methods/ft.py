@@ -30,7 +30,8 @@ class FTOptions(Options):
 class FineTune(KDMethod):
     """Plain cross-entropy on the labels; ``requirements.teacher`` is ``None`` (no teacher)."""
 
-    suggested_training = {"lr": 3e-4}
+    #: on the class: ``kdkit study`` reads it without building the method (no teacher axis)
+    requirements = Requirements(student=Needs(), teacher=None)
 
     def __init__(self, options: FTOptions, context: BuildContext) -> None:
         super().__init__()

@@ -50,7 +50,6 @@ class KDStudyOptions(LogitOptions):
 class KD(KDMethod):
     """Logit distillation: returns ``"kd"`` (alpha-weighted soft term) and ``"ce"`` (if alpha < 1)."""
 
-    suggested_training = {"lr": 3e-4}
 
     def __init__(self, options: LogitOptions, context: BuildContext) -> None:
         super().__init__()

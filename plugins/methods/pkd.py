@@ -54,7 +54,6 @@ class PKDOptions(LogitOptions, LayerOptions):
 class PKD(KDMethod):
     """Patient KD; terms ``"kd"``, ``"ce"`` (if alpha < 1) and ``"pkd"``."""
 
-    suggested_training = {"lr": 1e-4}
 
     def __init__(self, options: PKDOptions, context: BuildContext) -> None:
         super().__init__()

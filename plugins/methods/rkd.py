@@ -33,7 +33,6 @@ class RKDOptions(LogitOptions):
 class RKD(KDMethod):
     """Distance and angle relations between examples; terms ``"rkd_d"``, ``"rkd_a"``, ``"ce"``, ``"kd"``."""
 
-    suggested_training = {"lr": 3e-4}
 
     def __init__(self, options: RKDOptions, context: BuildContext) -> None:
         super().__init__()

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from kdkit.engine import teacher_cache
-from kdkit.engine.batching import EncodedRows, make_split, split_examples
+from kdkit.engine.batching import EncodedRows, Encoder, make_split, split_examples
 from kdkit.engine.distributed import Dist, loss_weight, rank_batches, split_rows
 from kdkit.engine.loop import predict_logits
 from kdkit.engine.runner import run_once
@@ -112,7 +112,7 @@ def test_distributed_evaluation_equals_single_process_exactly(launched):
     out, _ = launched
     task = TinyTask()
     student = tiny_student()
-    split = make_split("train", task.load()["train"], False, 64, student.encode, 0)
+    split = make_split("train", task.load()["train"], False, 64, Encoder(student.encode))
     got = load_file(str(out / "eval_logits.safetensors"))
     for bs in EVAL_BATCH_SIZES:
         one = predict_logits(student, split, bs, torch.device("cpu"))
@@ -129,9 +129,8 @@ def test_sharded_teacher_cache_equals_a_single_process_build(launched, tmp_path,
     examples = split_examples(task.load()["train"], False)
     rows = EncodedRows.build(teacher.encode, examples, 64, 0)
     one = teacher_cache.load_or_build(
-        teacher=teacher, needs=CACHE_NEEDS, split_name="train", encoded_rows=rows,
-        num_rows=len(examples), data_fp=task.fingerprint(), max_length=64,
-        cache_root=tmp_path, device=torch.device("cpu"), batch_size=5, progress=False)  # fmt: skip
+        teacher_cache.TeacherPass(teacher, CACHE_NEEDS, rows, torch.device("cpu"), 5, False),
+        teacher_cache.CacheSlot("train", task.fingerprint(), 64, tmp_path))  # fmt: skip
     dist_dir = out / "cache-dist" / "teacher-outputs" / one.directory.name  # the same key
     files = sorted(p.name for p in dist_dir.iterdir())
     assert files == sorted(p.name for p in one.directory.iterdir())

@@ -32,7 +32,7 @@ from safetensors.torch import save_file  # noqa: E402
 from kdkit.api import Needs  # noqa: E402
 from kdkit.discovery import load_plugins  # noqa: E402
 from kdkit.engine import teacher_cache  # noqa: E402
-from kdkit.engine.batching import EncodedRows, make_split, split_examples  # noqa: E402
+from kdkit.engine.batching import EncodedRows, Encoder, make_split, split_examples  # noqa: E402
 from kdkit.engine.distributed import setup  # noqa: E402
 from kdkit.engine.loop import Trainer, predict_logits  # noqa: E402
 from kdkit.engine.runner import run_once  # noqa: E402
@@ -61,7 +61,7 @@ def tiny_student() -> TinyStudent:
 def eval_part(out: Path, dist) -> None:
     task = TinyTask()
     student = tiny_student()
-    split = make_split("train", task.load()["train"], False, 64, student.encode, 0)
+    split = make_split("train", task.load()["train"], False, 64, Encoder(student.encode))
     results = {}
     for bs in EVAL_BATCH_SIZES:
         logits = predict_logits(student, split, bs, torch.device("cpu"), dist=dist)
@@ -76,12 +76,11 @@ def cache_part(out: Path, dist) -> None:
     teacher = TinyTeacher()
     examples = split_examples(task.load()["train"], False)
     rows = EncodedRows.build(teacher.encode, examples, 64, 0)
-    kw = dict(teacher=teacher, needs=CACHE_NEEDS, split_name="train", encoded_rows=rows,
-              num_rows=len(examples), data_fp=task.fingerprint(), max_length=64,
-              cache_root=out / "cache-dist", device=torch.device("cpu"), batch_size=5,
-              progress=False, dist=dist)  # fmt: skip
-    built = teacher_cache.load_or_build(**kw)
-    loaded = teacher_cache.load_or_build(**kw)  # rank 0 sees the entry: every rank reads it
+    job = teacher_cache.TeacherPass(teacher, CACHE_NEEDS, rows, torch.device("cpu"), 5,
+                                    progress=False, dist=dist)  # fmt: skip
+    slot = teacher_cache.CacheSlot("train", task.fingerprint(), 64, out / "cache-dist")
+    built = teacher_cache.load_or_build(job, slot)
+    loaded = teacher_cache.load_or_build(job, slot)  # rank 0 sees the entry: every rank reads it
     same = all(torch.equal(built.tensors[k], loaded.tensors[k]) for k in built.tensors)
     flags = dist.all_gather_object(same)
     if dist.is_main:
@@ -120,20 +119,20 @@ def fsdp_part(out: Path, dist, plugins) -> None:
 
 def interrupted_and_resumed(run_dir: Path, overrides, dist, plugins) -> None:
     """Stop a run after step ``INTERRUPT_AFTER`` on every rank, then resume it."""
-    original = Trainer._step_on
+    original = Trainer.train_step
 
     def interrupted(self, rows):
         if self.state.step == INTERRUPT_AFTER:
             raise KeyboardInterrupt  # on every rank: a job stopped by the scheduler
         return original(self, rows)
 
-    Trainer._step_on = interrupted
+    Trainer.train_step = interrupted
     try:
         run_once(tiny_config(plugins, run_dir, *overrides), plugins, progress=False)
     except KeyboardInterrupt:
         pass
     finally:
-        Trainer._step_on = original
+        Trainer.train_step = original
     dist.barrier()
     if dist.is_main:
         (run_dir.parent / f"{run_dir.name}-interrupted.json").write_text(

@@ -9,8 +9,8 @@ import torch
 
 from kdkit.api import Needs
 from kdkit.cli import main
-from kdkit.engine.batching import make_split
-from kdkit.engine.teacher_cache import load_or_build
+from kdkit.engine.batching import Encoder, make_split
+from kdkit.engine.teacher_cache import CacheSlot, TeacherPass, load_or_build
 from kdkit.errors import KdkitError
 from kdkit.testing.tiny import TinyTeacher
 
@@ -27,7 +27,8 @@ class CountingTeacher(TinyTeacher):
 
 def _train(tiny_splits, teacher):
     task, splits = tiny_splits
-    return make_split("train", splits["train"], False, 64, teacher.encode, 0, teacher.encode, 0)
+    return make_split("train", splits["train"], False, 64, Encoder(teacher.encode),
+                      Encoder(teacher.encode))  # fmt: skip
 
 
 def test_cache_is_built_once_reused_and_equals_live_outputs(tiny_splits, tmp_path):
@@ -35,13 +36,12 @@ def test_cache_is_built_once_reused_and_equals_live_outputs(tiny_splits, tmp_pat
     teacher = CountingTeacher()
     train = _train(tiny_splits, teacher)
     needs = Needs(True, (), (2,), True)
-    kw = dict(teacher=teacher, needs=needs, split_name="train", encoded_rows=train.teacher,
-              num_rows=len(train), data_fp=task.fingerprint(), max_length=64,
-              cache_root=tmp_path, device=torch.device("cpu"), batch_size=5, progress=False)  # fmt: skip
+    job = TeacherPass(teacher, needs, train.teacher, torch.device("cpu"), 5, progress=False)
+    slot = CacheSlot("train", task.fingerprint(), 64, tmp_path)
     CountingTeacher.rows = 0
-    first = load_or_build(**kw)
+    first = load_or_build(job, slot)
     assert CountingTeacher.rows == len(train) == 32
-    again = load_or_build(**kw)
+    again = load_or_build(job, slot)
     assert CountingTeacher.rows == 32  # read from the safetensors shards, teacher not run
     batch = train.batch([5, 1, 30])
     live = teacher(batch.teacher, needs)
@@ -55,13 +55,11 @@ def test_a_cache_of_another_teacher_is_refused_with_both_fingerprints(tiny_split
     task, _ = tiny_splits
     a, b = TinyTeacher(seed=1), TinyTeacher(seed=2)
     train = _train(tiny_splits, a)
-    kw = dict(needs=Needs(), split_name="train", encoded_rows=train.teacher, num_rows=len(train),
-              data_fp=task.fingerprint(), max_length=64, cache_root=tmp_path,
-              device=torch.device("cpu"), batch_size=8, explicit_dir=str(tmp_path / "mine"),
-              progress=False)  # fmt: skip
-    load_or_build(teacher=a, **kw)
+    slot = CacheSlot("train", task.fingerprint(), 64, tmp_path, str(tmp_path / "mine"))
+    cpu = torch.device("cpu")
+    load_or_build(TeacherPass(a, Needs(), train.teacher, cpu, 8, progress=False), slot)
     with pytest.raises(KdkitError) as err:
-        load_or_build(teacher=b, **kw)
+        load_or_build(TeacherPass(b, Needs(), train.teacher, cpu, 8, progress=False), slot)
     assert a.fingerprint() in err.value.what and b.fingerprint() in err.value.what
     assert "teacher_fingerprint" in err.value.what
 
@@ -70,10 +68,9 @@ def test_cache_ls_and_clear(tiny_splits, tmp_path, capsys):
     task, _ = tiny_splits
     teacher = TinyTeacher()
     train = _train(tiny_splits, teacher)
-    entry = load_or_build(teacher=teacher, needs=Needs(), split_name="train",
-                          encoded_rows=train.teacher, num_rows=len(train),
-                          data_fp=task.fingerprint(), max_length=64, cache_root=tmp_path,
-                          device=torch.device("cpu"), batch_size=8, progress=False)  # fmt: skip
+    entry = load_or_build(TeacherPass(teacher, Needs(), train.teacher, torch.device("cpu"), 8,
+                                      progress=False),
+                          CacheSlot("train", task.fingerprint(), 64, tmp_path))  # fmt: skip
     assert main(["cache", "--dir", str(tmp_path), "ls", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["entries"]
     assert [(e["kind"], e["key"], e["rows"]) for e in listed] == [

@@ -140,3 +140,46 @@ def test_resume_of_a_missing_run_dir_is_a_clear_error(tmp_path):
     from kdkit.cli import main
 
     assert main(["run", "--resume", str(tmp_path / "nope")]) == 2
+
+
+def test_method_sees_progress_and_its_state_survives_stop_and_resume(plugins, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    from safetensors.torch import load_file
+
+    from kdkit.engine.checkpoint import load_state
+    from kdkit.engine.loop import Trainer
+
+    from .tinyplug import StepCounter
+
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    overrides = ("method=step-counter", "training.save_every=2", "training.epochs=3")
+    StepCounter.PROGRESS.clear()
+    full = run_once(tiny_config(plugins, tmp_path / "full", *overrides), plugins, progress=False)
+    # 32 training rows, batch 8: 4 steps per epoch, 3 epochs
+    assert StepCounter.PROGRESS == [(s, 12, (s - 1) // 4) for s in range(1, 13)]
+    assert full["steps"] == 12
+
+    original = Trainer.train_step
+
+    def stop_at_step_6(self, rows):
+        if self.state.step == 6:  # the last checkpoint is step 6's (save_every 2)
+            raise KeyboardInterrupt
+        return original(self, rows)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_once(tiny_config(plugins, tmp_path / "cut", *overrides), plugins, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    StepCounter.PROGRESS.clear()
+    resumed = run_once(tiny_config(plugins, tmp_path / "cut", *overrides), plugins,
+                       resume=str(tmp_path / "cut"), progress=False)  # fmt: skip
+    assert StepCounter.PROGRESS == [(s, 12, (s - 1) // 4) for s in range(7, 13)]  # continued
+    assert resumed["test"] == full["test"] and resumed["steps"] == 12
+    last = [tmp_path / run / "checkpoints" / "last" for run in ("full", "cut")]
+    methods = [load_file(str(d / "method.safetensors")) for d in last]
+    assert int(methods[0]["steps"]) == int(methods[1]["steps"]) == 12  # the buffer counted on
+    students = [load_file(str(d / "student.safetensors")) for d in last]
+    assert students[0].keys() == students[1].keys()
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+    extras = [load_state(str(d))["method_extra"] for d in last]
+    assert extras[0] == extras[1] == {"epochs_seen": [0, 1, 2]}

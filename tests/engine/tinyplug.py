@@ -44,9 +44,42 @@ class NaNAt(KDMethod):
         return {"ce": ce * float("nan") if self.calls == self.at else ce}
 
 
+class StepCounter(KDMethod):
+    """CE warmed up over the first half of training by ``batch.progress``; counts its steps in
+    a buffer (saved with the weights) and the epochs it saw in :meth:`extra_state`.
+
+    ``PROGRESS`` collects every ``(step, total_steps, epoch)`` it was given (for the tests).
+    """
+
+    requirements = Requirements(student=Needs(), teacher=None)
+    PROGRESS: list[tuple[int, int, int]] = []
+
+    def __init__(self, options, context) -> None:
+        super().__init__()
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.epochs_seen: list[int] = []
+
+    def forward(self, student, teacher, batch):
+        p = batch.progress
+        StepCounter.PROGRESS.append((p.step, p.total_steps, p.epoch))
+        self.steps += 1
+        if p.epoch not in self.epochs_seen:
+            self.epochs_seen.append(p.epoch)
+        warm = min(1.0, p.fraction / 0.5)  # the weight depends on the step: resume must match
+        return {"ce": warm * torch.nn.functional.cross_entropy(student.logits, batch.labels)}
+
+    def extra_state(self):
+        return {"epochs_seen": list(self.epochs_seen)}
+
+    def load_extra_state(self, state):
+        self.epochs_seen = list(state["epochs_seen"])
+
+
 @hookimpl
 def register_kd_methods(register):
     register("nan-at", NaNAt, config=NaNOptions, description="NaN loss at a given step")
+    register("step-counter", StepCounter, config=NoOptions,
+             description="counts steps in a buffer, warms up by batch.progress")  # fmt: skip
 
 
 @hookimpl

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kdkit.cli import main
-from kdkit.study.grid import GridError, execution_order, expand, load_grid
+from kdkit.errors import ConfigError
+from kdkit.study.grid import execution_order, expand, load_grid
 from kdkit.study.resolve import plan
 
 GRID = """
@@ -101,11 +102,11 @@ def test_validation_reports_every_problem_with_grid_lines(write_grid, tmp_path, 
     body = GRID.replace("beta: 2.0", "betta: 2.0").replace("size: M", "size: M, dropout: 1")
     body = body.replace("batch_size: 8", "batch_size: 0")
     path = write_grid(body.format(out=tmp_path / "s"))
-    with pytest.raises(GridError) as info:
+    with pytest.raises(ConfigError) as info:
         plan(load_grid(path), study_plugins.registry)
     text = info.value.render()
     lines = path.read_text().splitlines()
-    where = {p.path: (f, p.line) for f, p in info.value.problems}
+    where = {p.path: (p.file, p.line) for p in info.value.problems}
 
     def line_of(word: str) -> int:
         return 1 + next(i for i, text in enumerate(lines) if word in text)
@@ -131,9 +132,9 @@ def test_shape_errors_are_collected(write_grid, tmp_path):
         extras: 1
         workers: 0
     """)
-    with pytest.raises(GridError) as info:
+    with pytest.raises(ConfigError) as info:
         load_grid(path)
-    paths = sorted(p.path for _, p in info.value.problems)
+    paths = sorted(p.path for p in info.value.problems)
     assert paths == ["exclude.0.flavour", "extras", "grid.colour", "grid.method", "grid.seed.1",
                      "grid.student.0", "workers"]  # fmt: skip
 
@@ -156,7 +157,7 @@ def test_label_collision_is_an_error(write_grid, tmp_path):
     body = GRID.replace(
         "{{name: tiny-student, size: M}}", "{{name: tiny-student, size: M, label: tiny-student-S}}"
     )
-    with pytest.raises(GridError, match="both labelled 'tiny-student-S'"):
+    with pytest.raises(ConfigError, match="both labelled 'tiny-student-S'"):
         _grid(write_grid, tmp_path, body=body)
 
 
@@ -174,10 +175,10 @@ def test_base_from_a_file_and_its_lines(write_grid, tmp_path, study_plugins):
           student: [{name: tiny-student}]
           method: [ft]
     """)
-    with pytest.raises(GridError) as info:
+    with pytest.raises(ConfigError) as info:
         plan(load_grid(path), study_plugins.registry)
-    ((file, problem),) = info.value.problems
-    assert file == str(tmp_path / "base.yaml") and problem.line == 2
+    (problem,) = info.value.problems
+    assert problem.file == str(tmp_path / "base.yaml") and problem.line == 2
     assert problem.path == "training.warmup_ratio"
 
 
@@ -189,7 +190,7 @@ def test_method_needing_a_teacher_without_one(write_grid, tmp_path, study_plugin
           student: [tiny-student]
           method: [ft, kd]
     """)
-    with pytest.raises(GridError, match="method 'kd' needs a teacher"):
+    with pytest.raises(ConfigError, match="method 'kd' needs a teacher"):
         plan(load_grid(path), study_plugins.registry)
 
 
@@ -229,3 +230,57 @@ def test_cli_errors_exit_2_without_traceback(write_grid, tmp_path, capsys):
     assert "invalid shard '4/3'" in err and "Traceback" not in err
     assert main(["study", str(tmp_path / "missing.yaml")]) == 2
     assert "configuration file not found" in capsys.readouterr().err
+
+
+def test_needs_a_teacher_is_read_from_declared_requirements_without_building():
+    from kdkit.api import KDMethod, NoOptions, Requirements
+    from kdkit.discovery import load_plugins
+    from kdkit.hookspecs import hookimpl
+    from kdkit.study.grid import AxisValue
+    from kdkit.study.resolve import method_needs_teacher
+
+    built: list[str] = []
+
+    class Unbuildable(KDMethod):
+        """Declares no teacher on the class; building it on fake inputs would fail."""
+
+        requirements = Requirements(teacher=None)
+
+        def __init__(self, options, context):
+            built.append("built")
+            raise RuntimeError("needs real models")
+
+    class OptionalTeacher(KDMethod):
+        """Needs a teacher only when its option says so (its own classmethod rule)."""
+
+        @classmethod
+        def needs_teacher(cls, options):
+            return options.alpha > 0
+
+    from kdkit.plugins.methods.common import LogitOptions
+
+    class Plugin:
+        @hookimpl
+        def register_kd_methods(self, register):
+            register("unbuildable", Unbuildable, config=NoOptions, description="test")
+            register("optional", OptionalTeacher, config=LogitOptions, description="test")
+            register("by-function", lambda o, c: Unbuildable(o, c), config=NoOptions,
+                     description="a factory that is not a class")  # fmt: skip
+
+    registry = load_plugins(distributions={"kdkit"}, extra=[("needs-test", Plugin())]).registry
+    answer = method_needs_teacher(registry)
+
+    def value(section):
+        return AxisValue("method", section["name"], section)
+
+    assert answer(value({"name": "ft"})) is False
+    assert answer(value({"name": "kd"})) is True
+    assert answer(value({"name": "unbuildable"})) is False
+    assert answer(value({"name": "optional", "alpha": 0.0})) is False
+    assert answer(value({"name": "optional", "alpha": 0.5})) is True
+    # what cannot be asked keeps the teacher axis (the safe side): a plain function, a typo,
+    # options that do not validate (the run's validation reports those)
+    assert answer(value({"name": "by-function"})) is True
+    assert answer(value({"name": "kdd"})) is True
+    assert answer(value({"name": "optional", "alpha": 7})) is True
+    assert built == []  # nothing was built to answer

@@ -180,3 +180,39 @@ def test_teacher_without_margin_is_flagged(tmp_path):
     assert ("exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
             "students: nothing for KD to pass on.") in lines  # fmt: skip
     assert not any(line.startswith("Best retention") for line in lines)  # no teacher margin
+
+
+def test_markdown_and_html_show_the_same_sections_in_the_same_order_with_the_same_notes(tmp_path):
+    import html as html_lib
+    import re
+
+    from kdkit.study.report import build_report
+    from kdkit.study.report_model import build_model
+
+    root = write_study(tmp_path / "s")
+    write_run(root, "gru-7M", "kd", 9, 0.1, status="stopped")  # a "Not in the tables" entry
+    eff = json.loads((root / "efficiency.json").read_text())
+    eff["notes"] = ["Latency is the median of 32 single-row calls."]
+    (root / "efficiency.json").write_text(json.dumps(eff))
+    out = write_report(root, log=lambda _m: None)
+    model = build_model(build_report([root], out, lambda _m: None))
+    md = (out / "report.md").read_text()
+    page = html_lib.unescape((out / "report.html").read_text())
+
+    titles = [s.title for s in model.sections if s.title is not None]
+    assert titles[0] == "Shapes" and titles[-1] == "Not in the tables"
+    assert "Inference (one process, same inputs)" in titles
+    assert re.findall(r"^## (.*)$", md, flags=re.M) == titles
+    assert re.findall(r"<h2>(.*?)</h2>", page) == titles
+    # the same bullets (findings, notes, runs left out) in the same order on both pages
+    bullets = [b for s in model.sections for b in s.bullets]
+    notes = next(s.bullets for s in model.sections if s.note)
+    assert notes == ["Measured on cpu (), torch ?, ? threads.",
+                     "Latency is the median of 32 single-row calls."]  # fmt: skip
+    assert re.findall(r"^- (.*)$", md, flags=re.M) == bullets
+    assert re.findall(r"<li>(.*?)</li>", page) == bullets
+    # tables and figures in the same order too
+    n_tables = sum(len(s.tables) for s in model.sections)
+    assert len(re.findall(r"^\|---", md, flags=re.M)) == page.count("<table>") == n_tables >= 3
+    assert [m for m in re.findall(r"!\[(\w+)\]", md)] == re.findall(r'<img alt="(\w+)"', page)
+    assert model.intro in md and model.intro in page
