@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -392,7 +392,7 @@ class Student(nn.Module):
         :func:`join_example` of each example."""
         raise NotImplementedError
 
-    def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:  # type: ignore[override]
+    def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:
         """Run the model and return what ``needs`` asks for (logits always)."""
         raise NotImplementedError
 
@@ -454,7 +454,7 @@ class KDMethod(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (called on ``--resume``); default: nothing."""
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch
     ) -> LossTerms:
         """Named, weighted, scalar loss terms for one batch (their sum is minimised)."""

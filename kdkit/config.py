@@ -190,8 +190,9 @@ def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tu
             lines.update(_line_index(value, path))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[(*prefix, i)] = item.start_mark.line + 1
-            lines.update(_line_index(item, (*prefix, i)))
+            path = (*prefix, i)  # (mypy reads a starred tuple in [] as 3.11-only syntax)
+            lines[path] = item.start_mark.line + 1
+            lines.update(_line_index(item, path))
     return lines
 
 
@@ -340,7 +341,7 @@ def _has(container: Any, key: Any) -> bool:
 # ----------------------------------------------------------------------------- validation
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str | None:
+def _suggest(word: object, choices: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return close[0] if close else None
 

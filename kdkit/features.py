@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from kdkit.errors import KdkitError
+
+if TYPE_CHECKING:
+    from kdkit.api import ModelOutput
 
 #: A layer-mapping strategy: a name, a list of teacher layers (one per mapped student layer),
 #: or explicit ``[student_layer, teacher_layer]`` pairs.
@@ -216,7 +219,9 @@ class SpanAlignment:
         return pool_to_spans(hidden, self.teacher_index, self.num_spans)
 
 
-def _side_marks(offsets: torch.Tensor, valid: torch.Tensor, width: int):
+def _side_marks(
+    offsets: torch.Tensor, valid: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per character position ``p``: is ``p`` a token boundary, is it inside a token.
 
     ``offsets`` ``[B, L, 2]``, ``valid`` ``[B, L]`` -> two ``[B, width]`` tensors:
@@ -321,7 +326,7 @@ def align_spans(
     return SpanAlignment(s_idx, t_idx, span_mask, bounds)
 
 
-def align_outputs(student, teacher, where: str = "method") -> SpanAlignment:
+def align_outputs(student: ModelOutput, teacher: ModelOutput, where: str = "method") -> SpanAlignment:
     """:func:`align_spans` for two :class:`kdkit.api.ModelOutput` s, with a clear error if the
     offsets or masks needed for alignment are missing."""
     for side, out in (("student", student), ("teacher", teacher)):
@@ -333,8 +338,10 @@ def align_outputs(student, teacher, where: str = "method") -> SpanAlignment:
                 fix=f"use a {side} whose encode() returns offsets (a fast tokenizer), and a "
                 "teacher cache that stores offsets",
             )
-    return align_spans(student.offsets, student.attention_mask, teacher.offsets,
-                       teacher.attention_mask)  # fmt: skip
+    s_off, s_mask, t_off, t_mask = (student.offsets, student.attention_mask, teacher.offsets,
+                                    teacher.attention_mask)  # fmt: skip
+    assert s_off is not None and s_mask is not None and t_off is not None and t_mask is not None
+    return align_spans(s_off, s_mask, t_off, t_mask)  # (checked in the loop above)
 
 
 def stack_layers(

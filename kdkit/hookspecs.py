@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import pluggy
 
-from kdkit.api import RunInfo
+from kdkit.api import Options, RunInfo, Student
 
 PROJECT = "kdkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -71,12 +71,12 @@ class Register(Protocol):
     def __call__(
         self,
         name: str,
-        factory: Any,
+        factory: Callable[..., Any],
         *,
-        config: Any = None,
+        config: type[Options] | None = None,
         description: str = "",
-        load: Any = None,
-        trainable: Any = None,
+        load: Callable[[str], Student] | None = None,
+        trainable: Callable[..., Student] | None = None,
     ) -> None: ...
 
 

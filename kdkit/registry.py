@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdkit.api import NoOptions, Options
+from kdkit.api import BuildContext, NoOptions, Options, Student
 from kdkit.errors import KdkitError, PluginError
 
 #: Component kinds, in the order ``kdkit plugins`` lists them, with the hook that registers each.
@@ -48,18 +48,18 @@ class Component:
     config: type[Options]
     description: str
     origin: PluginOrigin
-    load: Callable[[str], Any] | None = None
+    load: Callable[[str], Student] | None = None
     trainable: Callable[..., Any] | None = None
 
     def options(self, values: dict[str, Any] | None = None) -> Options:
         """Validate ``values`` against the component's options model."""
         return self.config(**(values or {}))
 
-    def build(self, options: Options, context: Any) -> Any:
+    def build(self, options: Options, context: BuildContext) -> Any:
         """Call the factory; failures inside a plugin are reported with the plugin named."""
         return self._call(self.factory, "build", options, context)
 
-    def reload(self, directory: str) -> Any:
+    def reload(self, directory: str) -> Student:
         """Rebuild a saved model with the plugin's ``load`` callback (see :class:`Component`)."""
         if self.load is None:
             raise PluginError(
@@ -72,7 +72,7 @@ class Component:
             )
         return self._call(self.load, "reload a saved model", directory)
 
-    def build_trainable(self, options: Options, context: Any) -> Any:
+    def build_trainable(self, options: Options, context: BuildContext) -> Student:
         """The model ``kdkit teach`` fine-tunes for this teacher (see :class:`Component`)."""
         if self.trainable is None:
             raise PluginError(
@@ -311,7 +311,7 @@ def make_register(registry: Registry, kind: str, origin: PluginOrigin) -> Callab
         *,
         config: type[Options] | None = None,
         description: str = "",
-        load: Callable[[str], Any] | None = None,
+        load: Callable[[str], Student] | None = None,
         trainable: Callable[..., Any] | None = None,
     ) -> None:
         registry.add(

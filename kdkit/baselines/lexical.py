@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +94,7 @@ def _lr_logits(clf: Any, features: Any, num_classes: int) -> torch.Tensor:
 
 
 def fit_tfidf_lr(train: dict[str, list[Any]], val: dict[str, list[Any]], *, num_classes: int,
-                 is_pair: bool, headline: Headline, grid: dict[str, Sequence[Any]],
+                 is_pair: bool, headline: Headline, grid: dict[str, Any],
                  seed: int) -> Fitted:  # fmt: skip
     """Grid-search TF-IDF features x logistic regression on ``val``; return the best.
 

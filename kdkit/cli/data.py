@@ -101,7 +101,8 @@ def add_option_flags(parser: argparse.ArgumentParser, model: type[Options]) -> N
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                                   "help": _help_of(info), **_flag_shape(info.annotation)}  # fmt: skip
         if "action" not in kwargs:
-            kind = {int: "N", float: "X"}.get(kwargs.get("type"), name.upper())
+            metavars: dict[Any, str] = {int: "N", float: "X"}
+            kind = metavars.get(kwargs.get("type"), name.upper())
             kwargs["metavar"] = _extra(info).get("metavar") or kind
             if "choices" in kwargs:
                 kwargs["metavar"] = "|".join(map(str, kwargs["choices"]))

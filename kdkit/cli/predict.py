@@ -11,10 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from kdkit.errors import KdkitError
+
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from kdkit.api import Example
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=predict)
 
 
-def _inputs(args: argparse.Namespace) -> list[tuple[str, object]]:
-    items: list[tuple[str, object]] = []
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Example]]:
+    items: list[tuple[str, Example]] = []
     for f in args.file:
         try:
             items.append((f, Path(f).read_text(encoding="utf-8")))

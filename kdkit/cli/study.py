@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kdkit.discovery import load_plugins
 from kdkit.errors import KdkitError
 
 
-def run_workers(args: argparse.Namespace, output_dir) -> int:
+def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
     """Run shards 1..N of the study as N ``kdkit study --shard i/N`` subprocesses; wait for all."""
     import subprocess
 

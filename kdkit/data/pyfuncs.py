@@ -46,6 +46,7 @@ class PyFunction:
     def span(self, node: ast.AST) -> tuple[int, int]:
         """``[start, end)`` character span in :attr:`text` of a node inside the function."""
         return (
+            # ast.AST declares no positions; the nodes passed (expr, stmt) all have them
             self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
             self.offset(node.end_lineno, node.end_col_offset),  # type: ignore[attr-defined]
         )

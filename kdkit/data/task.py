@@ -75,7 +75,8 @@ def offline_option(model: type[Options], name: str, *, if_set: bool = False) -> 
     """
     source = model.model_fields[name]
     description = f"offline build only: {source.description}"
-    extra = {"offline": "if_set" if if_set else "always"}
+    extra: dict[str, Any] = {"offline": "if_set" if if_set else "always"}
+    info: Any  # a FieldInfo (pydantic types Field() as its default's type)
     if if_set:
         default = source.get_default(call_default_factory=True)
         info = Field(None, description=f"{description} (default {default})", json_schema_extra=extra)
@@ -174,9 +175,10 @@ class CodeTask:
 
     def convert_hub_row(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
         """One hub row -> ``{text, label[, text_pair]}``."""
-        if self.hub_row is None:
+        hub_row = type(self).hub_row  # a staticmethod: read from the class, mypy binds no self
+        if hub_row is None:
             raise NotImplementedError(f"{type(self).__name__} sets no hub_row")
-        return self.hub_row(obj, where)
+        return hub_row(obj, where)
 
     def offline_overrides(self) -> dict[str, Any]:
         """Builder options set by the task's options (besides ``sources`` and ``seed``): the
@@ -335,9 +337,10 @@ class CodeTask:
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """All metrics of the task (fractions in [0, 1]); includes :attr:`headline_metric`."""
-        if self.metrics is None:
+        metrics = type(self).metrics  # a staticmethod: read from the class, mypy binds no self
+        if metrics is None:
             raise NotImplementedError(f"{type(self).__name__} sets no metrics")
-        return self.metrics(logits, labels)
+        return metrics(logits, labels)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={len(self.labels)}>"

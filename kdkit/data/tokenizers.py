@@ -105,9 +105,11 @@ def _build_bpe(texts: Iterable[str], vocab_size: int) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    sep, cls = tok.token_to_id("</s>"), tok.token_to_id("<s>")
+    assert sep is not None and cls is not None  # special tokens are always in the vocabulary
     tok.post_processor = processors.RobertaProcessing(
-        ("</s>", tok.token_to_id("</s>")),  # sep
-        ("<s>", tok.token_to_id("<s>")),  # cls
+        ("</s>", sep),  # sep
+        ("<s>", cls),  # cls
         trim_offsets=True,
         add_prefix_space=False,
     )

@@ -62,6 +62,7 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float | None)
     if not grads:
         return 0.0
     if max_norm is None:
-        norms = torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in grads])
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in grads
+                             if p.grad is not None])  # (always: grads holds those; for mypy)
         return float(torch.linalg.vector_norm(norms))
     return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))

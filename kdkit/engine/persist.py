@@ -18,6 +18,7 @@ from kdkit.errors import KdkitError
 from kdkit.models import KDKIT_META, MODEL_KINDS, ComponentRef, read_model_meta, saved_component
 
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from kdkit.api import Student
     from kdkit.registry import Component, Registry
 
 
@@ -105,7 +106,7 @@ def model_component(directory: str | Path, registry: Registry) -> Component:
     return found
 
 
-def load_student(path: str | Path, registry: Registry | None = None) -> Any:
+def load_student(path: str | Path, registry: Registry | None = None) -> Student:
     """Reload a saved student (or kdkit-trained teacher) for inference or further training.
 
     Args:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdkit import kernels
+import kdkit.kernels as kernels  # (not "from kdkit import": mypy cannot see kernels/ as kdkit/)
 from kdkit.api import BuildContext, KDMethod, Needs, Reporter, RunInfo, Student, Task, Teacher
 from kdkit.config import CacheConfig, ResolvedConfig, TrainingConfig
 from kdkit.discovery import Plugins

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def rng_state() -> dict[str, Any]:
     """The global random state (torch CPU/CUDA, NumPy, Python) as tensors and JSON values."""
-    np_state = np.random.get_state()
+    # legacy=True (the default) gives the MT19937 tuple (name, keys, pos, has_gauss, gauss)
+    np_state = cast("tuple[Any, ...]", np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.random.get_rng_state(),
         "python": repr(random.getstate()),

@@ -65,7 +65,7 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure_model(forward: Callable[[Any], Any], encode: Callable[[list, int], Any], examples: list,
+def measure_model(forward: Callable[..., Any], encode: Callable[[list, int], Any], examples: list,
                   max_length: int, device: torch.device, *, repeats: int = 20,
                   batch: int = 32) -> dict[str, Any]:  # fmt: skip
     """Parameters aside, every inference number of one model (see the module docstring)."""
@@ -91,7 +91,7 @@ def measure_model(forward: Callable[[Any], Any], encode: Callable[[list, int], A
         forward(enc)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
+            base: int | None = torch.cuda.memory_allocated(device)
         else:
             reset = _reset_peak()
             base = _vm_hwm_kb() if reset else None
@@ -103,7 +103,8 @@ def measure_model(forward: Callable[[Any], Any], encode: Callable[[list, int], A
             _sync(device)
             runs.append(time.perf_counter() - t0)
         if device.type == "cuda":
-            peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            assert base is not None  # set by the CUDA branch above
+            peak: float | None = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         else:
             after = _vm_hwm_kb()
             peak = (after - base) / 1024 if base is not None and after is not None else None
@@ -121,7 +122,7 @@ def _examples(task: Any, splits: Any, n: int) -> list:
 
 
 def _first_finished(
-    runs: Sequence[PlannedRun], pick: Callable[[PlannedRun], bool]
+    runs: Sequence[PlannedRun], pick: Callable[..., bool]
 ) -> PlannedRun | None:
     for run in sorted(runs, key=lambda r: (r.point.labels()["method"] != "ft", r.run_id)):
         if pick(run) and run_status(run.run_dir) == "complete":

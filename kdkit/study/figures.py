@@ -20,7 +20,7 @@ _MARKERS = "osD^vP*Xh"
 _STYLES = ["--", ":", "-.", (0, (5, 2, 1, 2))]
 
 
-def _plt():
+def _plt() -> Any:  # matplotlib.pyplot
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -29,7 +29,7 @@ def _plt():
     return plt
 
 
-def _params_axis(ax, sizes: list[int]) -> None:
+def _params_axis(ax: Any, sizes: list[int]) -> None:
     """Label a log axis of parameter counts as 62.6K, 1.5M, ...: one tick per student size (a log
     axis's automatic minor labels collide when sizes are close)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -129,6 +129,7 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
         mine = [c for c in cells if c.task == task]
         seen: set[str] = set()
         for c in mine:
+            assert c.speedup is not None  # cells without a speed-up were dropped above
             marker = _MARKERS[families.index(c.student_family or "?") % len(_MARKERS)]
             label = None if c.method in seen else c.method
             seen.add(c.method)

@@ -404,7 +404,9 @@ def expand(
                 where = ("include", i, axis) + ((j,) if isinstance(raw, list) else ())
                 # an include may name an existing axis value by its label
                 known = [v for v in grid.axes[axis] if isinstance(item, str) and item == v.label]
-                vals.append(known[0] if known else _axis_value(axis, item, where, _raise_bad))
+                value = known[0] if known else _axis_value(axis, item, where, _raise_bad)
+                assert value is not None  # _raise_bad raised on a bad item
+                vals.append(value)
             lists.append(vals)
         for combo in itertools.product(*lists):
             add(combo)

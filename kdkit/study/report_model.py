@@ -105,6 +105,7 @@ class StudyData:
 def shapes(cells: Sequence[Cell]) -> list[str]:
     """The study's findings, checked on these numbers (sentences with their counts)."""
     out = []
+    # (the ignores below: mypy does not carry this "is not None" filter into the uses)
     kd = [c for c in cells if not c.baseline and c.gain_over_ft is not None]
     if kd:
         above = sum(c.gain_over_ft > 0 for c in kd)  # type: ignore[operator]
@@ -137,6 +138,7 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
         out.append(f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
                    f"the best FT student{note}.")  # fmt: skip
     # retention of a teacher no better than its FT students says nothing about distillation
+    # (the ignore below: mypy does not carry this "is not None" filter into the key)
     kept = [c for c in cells if c.retention is not None and c.params_pct is not None
             and margins.get((c.task, c.teacher), (0.0, 0.0))[1] > 0]  # fmt: skip
     if kept:

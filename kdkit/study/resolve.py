@@ -115,8 +115,8 @@ def _put_section(
         for key in [k for k in origins if k and k[0] == axis]:
             del origins[key]  # the base's section was replaced: its lines no longer apply
     origins[(axis,)] = (grid.filename, grid.doc.line(value.where))
-    for key in value.section:
-        origins[(axis, str(key))] = (grid.filename, grid.doc.line((*value.where, key)))
+    for option in value.section:
+        origins[(axis, str(option))] = (grid.filename, grid.doc.line((*value.where, option)))
 
 
 def _locate(problem: Problem, origins: Mapping[tuple[str, ...], Origin], grid: Grid) -> Origin:

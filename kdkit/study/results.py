@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 POINT_FILE = "study_point.json"
 ERROR_FILE = "study_error.json"
@@ -49,7 +49,7 @@ def read_json(path: Path) -> Any | None:
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
     """The ``step`` records of ``metrics.jsonl`` (a torn last line is ignored)."""
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -73,7 +73,8 @@ def measured_seconds_per_example(run_dir: Path) -> float | None:
     """
     summary = read_json(run_dir / SUMMARY_FILE)
     if isinstance(summary, dict):
-        train = summary.get("train") if isinstance(summary.get("train"), dict) else summary
+        train = cast("dict[str, Any]",
+                     summary.get("train") if isinstance(summary.get("train"), dict) else summary)
         secs, seen = train.get("train_seconds"), train.get("examples_seen")
         if isinstance(secs, (int, float)) and isinstance(seen, (int, float)) and seen > 0:
             return float(secs) / float(seen)
@@ -169,7 +170,7 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def collect(paths: Sequence[Path], log=None) -> list[RunRecord]:
+def collect(paths: Sequence[Path], log: Callable[[str], None] | None = None) -> list[RunRecord]:
     """Finished runs under ``paths``, merged; a run id seen twice is kept once (the first).
 
     Directories without a readable ``summary.json`` (incomplete, or half-copied) are skipped and

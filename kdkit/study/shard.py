@@ -13,9 +13,9 @@ which merges every run directory it is given.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kdkit.errors import KdkitError
 
@@ -57,7 +57,7 @@ def parse_shard(text: str | None) -> Shard:
     return Shard(int(m.group(1)), int(m.group(2)))
 
 
-def select(items: Sequence[T], shard: Shard, key=str) -> list[T]:
+def select(items: Sequence[T], shard: Shard, key: Callable[[T], Any] = str) -> list[T]:
     """The items of ``shard``: sorted by ``key`` (the run id), then dealt round-robin."""
     ordered = sorted(items, key=key)
     return [item for k, item in enumerate(ordered) if k % shard.count == shard.index - 1]

@@ -112,7 +112,7 @@ def build_cells(
         by_cell.items(), key=lambda kv: kv[0][3] == "ft"
     ):
         if teacher == NO_TEACHER:
-            ft_means[(task, student)] = statistics.fmean(float(r.score) for r in recs)  # type: ignore[arg-type]
+            ft_means[(task, student)] = statistics.fmean(float(r.score) for r in recs)  # type: ignore[arg-type]  # finished: score set
     speed = _speed_index(efficiency or {})
     cells = []
     tasks = _order([c[0] for c in by_cell], [str(v) for v in axes.get("task", [])])
@@ -136,7 +136,7 @@ def _cell(recs: list[RunRecord], table_teacher: str, teachers: Mapping, ft_means
           speed: Mapping) -> Cell:  # fmt: skip
     recs = sorted(recs, key=lambda r: r.seed)
     first = recs[0]
-    scores = [float(r.score) for r in recs]  # type: ignore[arg-type]
+    scores = [float(r.score) for r in recs]  # type: ignore[arg-type]  # finished: score set
     mean, std = mean_std(scores)
     cell = Cell(first.task, table_teacher, first.student, first.method, first.metric,
                 [r.seed for r in recs], scores, first.student_family, first.student_params,

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -45,7 +45,9 @@ class MethodReport:
     method_params_with_grad: int
 
 
-def _resolve(kind: str, factory: Any, options: Options | Mapping[str, Any] | None):
+def _resolve(
+    kind: str, factory: Any, options: Options | Mapping[str, Any] | None
+) -> tuple[Callable[..., Any], Options, type[Options]]:
     """(factory, options) from a registered name or a factory plus options."""
     if isinstance(factory, str):
         from kdkit.discovery import load_plugins
@@ -69,7 +71,7 @@ def check_options_roundtrip(options: Options) -> None:
         f"{cls.__name__} must reject unknown keys: derive it from kdkit.api.Options"
     )
     try:
-        cls(**dumped, definitely_not_an_option=1)
+        cls(**dumped, definitely_not_an_option=1)  # type: ignore[call-arg]  # the point of the check
     except Exception:
         pass
     else:  # pragma: no cover - only reached by a broken model
@@ -111,7 +113,7 @@ def _method_context(teacher: TinyTeacher, student: Student, seed: int) -> BuildC
 def _run_method(
     factory: Callable[..., Any], options: Options, seed: int, n: int
 ) -> tuple[KDMethod, TinyStudent, TinyTeacher, dict[str, torch.Tensor]]:
-    from kdkit import kernels
+    import kdkit.kernels as kernels
 
     torch.manual_seed(seed)
     teacher = TinyTeacher()
@@ -135,6 +137,7 @@ def _run_method(
     student.train()
     previous = kernels.get_default_impl()
     kernels.set_default_impl("reference")  # the contract: methods work with the references on CPU
+    assert batch.teacher is not None  # tiny_batch encodes for the teacher it was given
     try:
         t_out = teacher(batch.teacher, req.teacher) if req.teacher is not None else None
         s_out = student(batch.student, req.student)
@@ -174,12 +177,12 @@ def check_kd_method(
             f"loss term '{name}' must be a scalar tensor, got {getattr(value, 'shape', value)!r}"
         )
         assert torch.isfinite(value), f"loss term '{name}' is not finite: {value}"
-    loss = sum(terms.values())
+    loss = cast(torch.Tensor, sum(terms.values()))  # a tensor: terms is not empty (asserted)
     assert loss.requires_grad, "the loss does not depend on the student (no gradient)"
     loss.backward()
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads, "no gradient reached the student"
-    grad_norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
+    grad_norm = float(torch.sqrt(cast(torch.Tensor, sum((g.float() ** 2).sum() for g in grads))))
     assert grad_norm > 0 and torch.isfinite(torch.tensor(grad_norm)), (
         f"student gradient norm is {grad_norm}"
     )

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -205,7 +206,7 @@ class TinyStudent(Student):
     def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
         return tiny_encode(examples, max_length, piece=3, vocab_size=131)
 
-    def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:  # type: ignore[override]
+    def forward(self, encoded: Encoded, needs: Needs) -> ModelOutput:
         return self.model.run(encoded, needs)
 
     def save(self, directory: str) -> None:
@@ -246,11 +247,11 @@ class TinyTask:
     """A :class:`kdkit.api.Task` over :func:`tiny_examples` (48 functions: 32/8/8)."""
 
     name = "tiny"
-    labels = LABELS
+    labels: Sequence[str] = LABELS
     headline_metric = "accuracy"
     is_pair = False
 
-    def load(self):
+    def load(self) -> Any:  # a datasets.DatasetDict
         import datasets
 
         rows = tiny_examples()
