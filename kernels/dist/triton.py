@@ -28,7 +28,8 @@ MAX_BLOCK = 4096
 @triton.jit
 def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale, inv_c,
                BLOCK: tl.constexpr):  # fmt: skip
-    """lse_ptr [2, N] (base-2 lse of z*scale, student/teacher); stats_ptr [3, N] (S_st, S_ss, S_tt)."""
+    """lse_ptr [4, N] (raw row max M_s, log2 sum L_s, M_t, L_t: p = exp2((z - M) scale - L));
+    stats_ptr [3, N] (S_st, S_ss, S_tt)."""
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * stride_s
     t_row = t_ptr + row * stride_t
@@ -40,20 +41,21 @@ def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
     for start in range(0, C, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         msk = offs < C
-        a_s = tl.where(
-            msk, tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32) * scale, float("-inf")
+        zs = tl.where(msk, tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32), float("-inf"))
+        zt = tl.where(msk, tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32), float("-inf"))
+        # raw running maxes: exp2((z - M) * scale), the max subtracted before the 1/T scaling
+        n_s = tl.maximum(m_s, tl.max(zs, 0))
+        l_s = l_s * tl.where(n_s == m_s, 1.0, tl.exp2((m_s - n_s) * scale)) + tl.sum(
+            tl.exp2((zs - n_s) * scale), 0
         )
-        a_t = tl.where(
-            msk, tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32) * scale, float("-inf")
-        )
-        n_s = tl.maximum(m_s, tl.max(a_s, 0))
-        l_s = l_s * tl.exp2(m_s - n_s) + tl.sum(tl.exp2(a_s - n_s), 0)
         m_s = n_s
-        n_t = tl.maximum(m_t, tl.max(a_t, 0))
-        l_t = l_t * tl.exp2(m_t - n_t) + tl.sum(tl.exp2(a_t - n_t), 0)
+        n_t = tl.maximum(m_t, tl.max(zt, 0))
+        l_t = l_t * tl.where(n_t == m_t, 1.0, tl.exp2((m_t - n_t) * scale)) + tl.sum(
+            tl.exp2((zt - n_t) * scale), 0
+        )
         m_t = n_t
-    lse_s = m_s + tl.log2(l_s)
-    lse_t = m_t + tl.log2(l_t)
+    lg_s = tl.log2(l_s)
+    lg_t = tl.log2(l_t)
     s_st = zero
     s_ss = zero
     s_tt = zero
@@ -61,21 +63,19 @@ def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
     for bi in range(0, nb):
         offs = (nb - 1 - bi) * BLOCK + tl.arange(0, BLOCK)
         msk = offs < C
-        a = (
-            tl.exp2(tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_s)
-            - inv_c
-        )
-        b = (
-            tl.exp2(tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_t)
-            - inv_c
-        )
+        zs = tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32)
+        zt = tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32)
+        a = tl.exp2((zs - m_s) * scale - lg_s) - inv_c
+        b = tl.exp2((zt - m_t) * scale - lg_t) - inv_c
         a = tl.where(msk, a, 0.0)
         b = tl.where(msk, b, 0.0)
         s_st += tl.sum(a * b, 0)
         s_ss += tl.sum(a * a, 0)
         s_tt += tl.sum(b * b, 0)
-    tl.store(lse_ptr + row, lse_s)
-    tl.store(lse_ptr + N + row, lse_t)
+    tl.store(lse_ptr + row, m_s)
+    tl.store(lse_ptr + N + row, lg_s)
+    tl.store(lse_ptr + 2 * N + row, m_t)
+    tl.store(lse_ptr + 3 * N + row, lg_t)
     tl.store(stats_ptr + row, s_st)
     tl.store(stats_ptr + N + row, s_ss)
     tl.store(stats_ptr + 2 * N + row, s_tt)
@@ -93,16 +93,18 @@ def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
         rows = r0 + tl.arange(0, BR)
         rmask = rows < N
         m = rmask[:, None] & cmask[None, :]
-        ls = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
-        lt = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
+        ms = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
+        ls = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
+        mt = tl.load(lse_ptr + 2 * N + rows, mask=rmask, other=0.0)
+        lt = tl.load(lse_ptr + 3 * N + rows, mask=rmask, other=0.0)
         zs = tl.load(
             s_ptr + rows[:, None].to(tl.int64) * stride_s + cols[None, :], mask=m, other=0.0
         )
         zt = tl.load(
             t_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=m, other=0.0
         )
-        ps = tl.where(m, tl.exp2(zs.to(tl.float32) * scale - ls[:, None]), 0.0)
-        pt = tl.where(m, tl.exp2(zt.to(tl.float32) * scale - lt[:, None]), 0.0)
+        ps = tl.where(m, tl.exp2((zs.to(tl.float32) - ms[:, None]) * scale - ls[:, None]), 0.0)
+        pt = tl.where(m, tl.exp2((zt.to(tl.float32) - mt[:, None]) * scale - lt[:, None]), 0.0)
         sum_s += tl.sum(ps, 0)
         sum_t += tl.sum(pt, 0)
     mu_s = sum_s * inv_n
@@ -114,16 +116,20 @@ def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
         rows = r0 + tl.arange(0, BR)
         rmask = rows < N
         m = rmask[:, None] & cmask[None, :]
-        ls = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
-        lt = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
+        ms = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
+        ls = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
+        mt = tl.load(lse_ptr + 2 * N + rows, mask=rmask, other=0.0)
+        lt = tl.load(lse_ptr + 3 * N + rows, mask=rmask, other=0.0)
         zs = tl.load(
             s_ptr + rows[:, None].to(tl.int64) * stride_s + cols[None, :], mask=m, other=0.0
         )
         zt = tl.load(
             t_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=m, other=0.0
         )
-        a = tl.where(m, tl.exp2(zs.to(tl.float32) * scale - ls[:, None]) - mu_s[None, :], 0.0)
-        b = tl.where(m, tl.exp2(zt.to(tl.float32) * scale - lt[:, None]) - mu_t[None, :], 0.0)
+        ps = tl.exp2((zs.to(tl.float32) - ms[:, None]) * scale - ls[:, None])
+        pt = tl.exp2((zt.to(tl.float32) - mt[:, None]) * scale - lt[:, None])
+        a = tl.where(m, ps - mu_s[None, :], 0.0)
+        b = tl.where(m, pt - mu_t[None, :], 0.0)
         s_st += tl.sum(a * b, 0)
         s_ss += tl.sum(a * a, 0)
         s_tt += tl.sum(b * b, 0)
@@ -141,8 +147,10 @@ def _dist_grad(s_ptr, t_ptr, g_ptr, lse_ptr, rowc_ptr, colc_ptr, go_ptr, N, C,
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * stride_s
     t_row = t_ptr + row * stride_t
-    lse_s = tl.load(lse_ptr + row)
-    lse_t = tl.load(lse_ptr + N + row)
+    m_s = tl.load(lse_ptr + row)
+    lg_s = tl.load(lse_ptr + N + row)
+    m_t = tl.load(lse_ptr + 2 * N + row)
+    lg_t = tl.load(lse_ptr + 3 * N + row)
     u = tl.load(rowc_ptr + row)
     v = tl.load(rowc_ptr + N + row)
     go = tl.load(go_ptr).to(tl.float32)
@@ -150,8 +158,10 @@ def _dist_grad(s_ptr, t_ptr, g_ptr, lse_ptr, rowc_ptr, colc_ptr, go_ptr, N, C,
     for start in range(0, C, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         msk = offs < C
-        ps = tl.exp2(tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_s)
-        pt = tl.exp2(tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_t)
+        zs = tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32)
+        zt = tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32)
+        ps = tl.exp2((zs - m_s) * scale - lg_s)
+        pt = tl.exp2((zt - m_t) * scale - lg_t)
         cu = tl.load(colc_ptr + offs, mask=msk, other=0.0)
         cv = tl.load(colc_ptr + C + offs, mask=msk, other=0.0)
         mt = tl.load(colc_ptr + 2 * C + offs, mask=msk, other=0.0)
@@ -162,8 +172,10 @@ def _dist_grad(s_ptr, t_ptr, g_ptr, lse_ptr, rowc_ptr, colc_ptr, go_ptr, N, C,
     for bi in range(0, nb):
         offs = (nb - 1 - bi) * BLOCK + tl.arange(0, BLOCK)
         msk = offs < C
-        ps = tl.exp2(tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_s)
-        pt = tl.exp2(tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32) * scale - lse_t)
+        zs = tl.load(s_row + offs, mask=msk, other=0.0).to(tl.float32)
+        zt = tl.load(t_row + offs, mask=msk, other=0.0).to(tl.float32)
+        ps = tl.exp2((zs - m_s) * scale - lg_s)
+        pt = tl.exp2((zt - m_t) * scale - lg_t)
         cu = tl.load(colc_ptr + offs, mask=msk, other=0.0)
         cv = tl.load(colc_ptr + C + offs, mask=msk, other=0.0)
         mt = tl.load(colc_ptr + 2 * C + offs, mask=msk, other=0.0)
@@ -195,7 +207,7 @@ class _DIST(torch.autograd.Function):
         block, br, bc, warps = _configs(n, c, block_size)
         scale = LOG2E / temperature
         dev = zs.device
-        lse = torch.empty(2, n, device=dev, dtype=torch.float32)
+        lse = torch.empty(4, n, device=dev, dtype=torch.float32)
         rstats = torch.empty(3, n, device=dev, dtype=torch.float32)
         cstats = torch.empty(5, c, device=dev, dtype=torch.float32)
         _dist_rows[(n,)](
