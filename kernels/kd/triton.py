@@ -59,6 +59,21 @@ def _grad_block(zs, zt, cols, ms, mt, ls, lt, l1, ws, wh, y, scale, inv_t, facto
 
 
 @triton.jit
+def _round(g, g_ptr):
+    """fp32 -> the gradient's dtype, rounded to nearest even. bf16 is rounded by hand (the
+    interpreter's cast truncates; on a GPU this is the same RTNE as the hardware cast)."""
+    if g_ptr.dtype.element_ty == tl.float32:
+        return g
+    elif g_ptr.dtype.element_ty == tl.bfloat16:
+        bits = g.to(tl.uint32, bitcast=True)
+        up = bits + 0x7FFF + ((bits >> 16) & 1)
+        up = tl.where(g != g, bits, up)  # NaN stays NaN
+        return (up >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return g.to(g_ptr.dtype.element_ty)
+
+
+@triton.jit
 def _store_row_block(g_base, offs, g, ok, lim_full, lead, start, end, BLOCK: tl.constexpr,
                      VEC: tl.constexpr):  # fmt: skip
     """Store one block of a gradient row: whole vectors with a vector-granular mask, the partial
@@ -176,7 +191,7 @@ def _kd_fwd_kernel(
                     zt = tl.load(t_base + offs, mask=offs < lim, other=0.0).to(tl.float32)
                 g = _grad_block(zs, zt, offs - lead, ms_f, mt_f, lg_s, lg_t, lg_1, ws, wh, y,
                                 scale, inv_t, 1.0, HAS_SOFT, HAS_HARD)  # fmt: skip
-                _store_row_block(g_base, offs, g.to(g_ptr.dtype.element_ty), ok, lim_full, lead,
+                _store_row_block(g_base, offs, _round(g, g_ptr), ok, lim_full, lead,
                                  start, end, BLOCK, VEC)  # fmt: skip
     tl.store(loss_ptr + pid, total)
 
@@ -225,7 +240,7 @@ def _kd_bwd_kernel(
                                     inv_t, go, HAS_SOFT, HAS_HARD)  # fmt: skip
                 else:
                     g = tl.load(g_base + offs, mask=offs < lim, other=0.0).to(tl.float32) * go
-                _store_row_block(g_base, offs, g.to(g_ptr.dtype.element_ty), ok, lim_full, lead,
+                _store_row_block(g_base, offs, _round(g, g_ptr), ok, lim_full, lead,
                                  start, end, BLOCK, VEC)  # fmt: skip
 
 
