@@ -34,13 +34,12 @@ import triton.language as tl
 from kdkit.errors import KdkitError
 from kdkit.kernels.dispatch import interpreting
 from kdkit.kernels.kd.reference import label_error, row_weights
+from kdkit.kernels.kd.traffic import persistent_programs
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 #: Block (elements of a row per step) under the interpreter and when not autotuning.
 DEFAULT_BLOCK = 4096
-#: Fraction of the L2 cache the rows in flight may occupy (the rest is for everything else).
-L2_FRACTION = 0.5
 
 
 @triton.jit
@@ -285,13 +284,13 @@ def vector_width(*tensors: torch.Tensor) -> int:
 
 
 def grid_size(n: int, c: int, bytes_per_row: int, device: torch.device) -> int:
-    """Programs of the persistent grid: rows in flight x ``bytes_per_row`` <= L2 / 2 (>= 1)."""
+    """Programs of the persistent grid (:func:`kdkit.kernels.kd.traffic.persistent_programs`):
+    rows in flight x ``bytes_per_row`` within half the L2. One program per row off a GPU."""
     if device.type != "cuda":
         return max(1, n)
     props = torch.cuda.get_device_properties(device)
-    l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
-    fit = int(l2 * L2_FRACTION) // max(1, bytes_per_row)
-    return max(1, min(n, fit, 64 * props.multi_processor_count))
+    l2 = getattr(props, "L2_cache_size", 0) or (50 << 20)
+    return persistent_programs(n, bytes_per_row, l2, props.multi_processor_count)
 
 
 def raise_if_bad_labels(flag: torch.Tensor, c: int, ignore_index: int, where: str) -> None:
