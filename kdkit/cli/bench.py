@@ -45,8 +45,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--shapes",
         default=None,
-        choices=["priority", "quick"],
-        help="shape list (default: quick with --quick or on CPU, else priority)",
+        choices=["headline", "priority", "quick"],
+        help="shape list: headline (each op's issue-17 target shapes), priority, quick "
+        "(default: quick with --quick or on CPU, else priority)",
     )
     p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd")
     p.add_argument(

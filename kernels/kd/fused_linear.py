@@ -22,9 +22,34 @@ from kdkit.kernels.kd.reference import (
 )
 from kdkit.kernels.numerics import shifted
 
-#: Logits per chunk (per head) when ``chunk_rows`` is not given (at least ``MIN_CHUNK_ROWS`` rows).
+#: Chunk rule when ``chunk_rows`` is not given: ``rows = clip(CHUNK_ELEMENTS // C, MIN_CHUNK_ROWS,
+#: N)``, i.e. about 4 M logits (per head) per chunk and never fewer than 64 rows.
 CHUNK_ELEMENTS = 1 << 22
 MIN_CHUNK_ROWS = 64
+
+
+def chunk_rows_for(n: int, c: int) -> int:
+    """Rows per chunk by the rule above (``C = 128,256``: 64 rows; ``C = 32,000``: 131)."""
+    return max(1, min(n, max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(c, 1))))
+
+
+_MM_OUT_DTYPE: dict[str, bool] = {}
+
+
+def gemm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` accumulated in fp32 with an fp32 result. bf16/fp16 operands stay low precision
+    (tensor-core GEMM, ``torch.mm(..., out_dtype=float32)``) on CUDA where PyTorch has it; else
+    (CPU, older PyTorch) the operands are upcast."""
+    if a.dtype in (torch.bfloat16, torch.float16) and a.is_cuda:
+        if _MM_OUT_DTYPE.get("ok") is None:
+            try:
+                torch.mm(a[:1, :1], b[:1, :1], out_dtype=torch.float32)
+                _MM_OUT_DTYPE["ok"] = True
+            except (TypeError, RuntimeError, NotImplementedError):
+                _MM_OUT_DTYPE["ok"] = False
+        if _MM_OUT_DTYPE["ok"]:
+            return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
 
 
 def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -112,9 +137,9 @@ class _FusedLinearKD(torch.autograd.Function):
                                        has_soft, has_hard, want)  # fmt: skip
             loss += rows.sum()
             if g_h is not None:
-                g_h[sl] = (dz.to(ws.dtype) @ ws).float()  # [chunk, Hs]
+                g_h[sl] = gemm_f32(dz.to(ws.dtype), ws)  # [chunk, Hs]
             if g_w is not None:
-                g_w += dz.float().T @ hs[sl].float()  # [C, Hs]
+                g_w += gemm_f32(dz.to(hs.dtype).T, hs[sl])  # [C, Hs]
             if g_b is not None:
                 g_b += dz.float().sum(0)
         if use_triton and has_hard:
@@ -164,7 +189,7 @@ def fused_linear_kd_chunked(
         n, labels, row_mask, alpha=alpha, temperature=temperature, t2_scaling=t2_scaling,
         ignore_index=ignore_index, device=student_hidden.device,
     )  # fmt: skip
-    chunk = chunk_rows or max(1, min(n, max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(c, 1))))
+    chunk = chunk_rows or chunk_rows_for(n, c)
     return _FusedLinearKD.apply(
         student_hidden, student_weight, student_bias,
         teacher_hidden.detach(), teacher_weight.detach(),

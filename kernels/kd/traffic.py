@@ -101,13 +101,13 @@ def _bwd_spec(n, c, dtype, block, warps, stages, label):
 
 def static_specs(level: str = "priority") -> list:
     """What ``kdkit bench --static`` compiles (``level="test"``: the few the test compiles)."""
-    from kdkit.kernels.kd.triton import AUTOTUNE_CONFIGS
+    from kdkit.kernels.kd.triton import AUTOTUNE_CONFIGS, BWD_CONFIG
 
     if level == "test":
         return [
             _fwd_spec(8192, 32000, "bf16", 4096, 8, 2, "B4096 w8"),
             _fwd_spec(8192, 50257, "bf16", 4096, 8, 2, "B4096 w8"),
-            _bwd_spec(8192, 32000, "bf16", 4096, 8, 2, "B4096 w8"),
+            _bwd_spec(8192, 32000, "bf16", *BWD_CONFIG, "B4096 w8"),
         ]
     specs = []
     for c in (32000, 128256, 50257):
@@ -115,6 +115,8 @@ def static_specs(level: str = "priority") -> list:
             for block, warps, stages in AUTOTUNE_CONFIGS:
                 specs.append(_fwd_spec(8192, c, dtype, block, warps, stages,
                                        f"B{block} w{warps} s{stages}"))  # fmt: skip
-        specs.append(_bwd_spec(8192, c, "bf16", 4096, 8, 2, "B4096 w8 s2"))
-        specs.append(_bwd_spec(8192, c, "fp32", 4096, 8, 2, "B4096 w8 s2"))
+        block, warps, stages = BWD_CONFIG
+        for dtype in ("bf16", "fp32"):
+            specs.append(_bwd_spec(8192, c, dtype, block, warps, stages,
+                                   f"B{block} w{warps} s{stages}"))  # fmt: skip
     return specs

@@ -243,7 +243,9 @@ def _kd_bwd_kernel(
                                  start, end, BLOCK, VEC)  # fmt: skip
 
 
-#: Autotuning choices on a GPU (the interpreter uses ``DEFAULT_BLOCK`` and one warp).
+#: Autotuning choices of the forward on a GPU (the interpreter uses ``DEFAULT_BLOCK`` and one
+#: warp). The backward is not autotuned: it scales the gradient in place, which a tuning rerun
+#: would repeat; it runs ``BWD_CONFIG``.
 AUTOTUNE_CONFIGS = [
     (2048, 4, 2),
     (4096, 8, 2),
@@ -252,14 +254,17 @@ AUTOTUNE_CONFIGS = [
 ]
 
 
+BWD_CONFIG = (4096, 8, 2)
+
+
 @functools.cache
-def _tuned(kernel_name: str):
-    """The ``triton.autotune`` wrapper of a kernel (GPU only: autotuning needs a driver)."""
-    kernel = {"fwd": _kd_fwd_kernel, "bwd": _kd_bwd_kernel}[kernel_name]
+def _tuned_fwd():
+    """The ``triton.autotune`` wrapper of the forward (GPU only: autotuning needs a driver).
+    Its reruns are harmless: every output is stored, never accumulated."""
     configs = [
         triton.Config({"BLOCK": b}, num_warps=w, num_stages=s) for b, w, s in AUTOTUNE_CONFIGS
     ]
-    return triton.autotune(configs=configs, key=["C", "VEC"])(kernel)
+    return triton.autotune(configs=configs, key=["C", "VEC"])(_kd_fwd_kernel)
 
 
 def _launch(kernel_name: str, grid, args, consts, block_size: int | None) -> None:
@@ -269,8 +274,11 @@ def _launch(kernel_name: str, grid, args, consts, block_size: int | None) -> Non
     elif block_size is not None:
         warps = 4 if block_size <= 2048 else (8 if block_size <= 4096 else 16)
         kernel[grid](*args, **consts, BLOCK=block_size, num_warps=warps)
+    elif kernel_name == "fwd":
+        _tuned_fwd()[grid](*args, **consts)
     else:
-        _tuned(kernel_name)[grid](*args, **consts)
+        block, warps, stages = BWD_CONFIG
+        kernel[grid](*args, **consts, BLOCK=block, num_warps=warps, num_stages=stages)
 
 
 def vector_width(*tensors: torch.Tensor) -> int:
