@@ -42,7 +42,7 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
 def static_specs(level: str = "priority") -> list:
     """The word-relation kernel at the launcher's GPU configuration."""
     from kdkit.bench.static import StaticSpec
-    from kdkit.kernels.ckd.triton import _ckd_word_kernel
+    from kdkit.kernels.ckd.triton import GPU_CONFIG, _ckd_word_kernel
 
     params = {"b": 16, "k": 7, "t": 512, "hs": 384, "ht": 768, "w": 10}
     specs = []
@@ -53,7 +53,8 @@ def static_specs(level: str = "priority") -> list:
                 ("Hs", "i32"), ("Ht", "i32"), ("eps", "fp32"), ("W", "constexpr"),
                 ("BW", "constexpr"), ("BH", "constexpr"), ("WRITE_GRAD", "constexpr")]  # fmt: skip
         aligned = {a for a, t in args if t.startswith("*")} | {"T", "Hs", "Ht"}
-        consts = {"W": params["w"], "BW": 32, "BH": 64, "WRITE_GRAD": True}
-        specs.append(StaticSpec("ckd_loss", _ckd_word_kernel, args, consts, aligned, 4, 3,
-                                f"B=16 K=7 T=512 W=10 {dtype}", params, dtype))  # fmt: skip
+        bh, warps = GPU_CONFIG
+        consts = {"W": params["w"], "BW": 32, "BH": bh, "WRITE_GRAD": True}
+        specs.append(StaticSpec("ckd_loss", _ckd_word_kernel, args, consts, aligned, warps, 3,
+                                f"B=16 K=7 T=512 W=10 {dtype} BH{bh} w{warps}", params, dtype))  # fmt: skip
     return specs

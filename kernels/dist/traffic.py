@@ -40,14 +40,12 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
 def static_specs(level: str = "priority") -> list:
     """The three kernels at the launcher's GPU configuration (``_configs``)."""
     from kdkit.bench.static import StaticSpec
-    from kdkit.kernels.dist.triton import MAX_BLOCK, _dist_cols, _dist_grad, _dist_rows
+    from kdkit.kernels.dist.triton import _dist_cols, _dist_grad, _dist_rows, gpu_configs
 
     shapes = [(8192, 32000)] if level == "test" else [(8192, 32000), (1024, 20)]
     specs = []
     for n, c in shapes:
-        block = min(1 << (c - 1).bit_length(), MAX_BLOCK)
-        warps = 4 if block <= 2048 else 8
-        bc = min(1 << (c - 1).bit_length(), 128)
+        block, br, bc, warps = gpu_configs(c)
         for dtype in ("bf16",) if level == "test" else ("bf16", "fp32"):
             p = f"*{dtype}"
             label = f"N={n} C={c} {dtype}"
@@ -63,7 +61,7 @@ def static_specs(level: str = "priority") -> list:
                     ("BLOCK", "constexpr")]  # fmt: skip
             for kernel, args, consts in (
                 (_dist_rows, rows, {"BLOCK": block}),
-                (_dist_cols, cols, {"BR": 32, "BC": bc}),
+                (_dist_cols, cols, {"BR": br, "BC": bc}),
                 (_dist_grad, grad, {"BLOCK": block}),
             ):
                 aligned = {a for a, t in args if t.startswith("*")} | (

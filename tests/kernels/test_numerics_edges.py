@@ -260,14 +260,14 @@ def _check_extreme(impl, case):
     assert (grad[:, live].double() - x64.grad).abs().max().item() <= 1e-5
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(extreme_cases())
 def test_reference_extreme_logits_masks_and_labels(case):
     _check_extreme("reference", case)
 
 
 @needs_triton
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(extreme_cases())
 def test_triton_extreme_logits_masks_and_labels(case):
     _check_extreme("triton", case)
