@@ -4,7 +4,8 @@ Kernels (``p = softmax(z / T)`` recomputed from the logits and per-row base-2 lo
 
 1. ``_dist_rows``: per row, sweep 1 = online max/sum of both softmaxes; sweep 2 = the centred
    sums ``S_st, S_ss, S_tt`` of ``p - 1/C`` (row mean of a softmax is exactly ``1/C``).
-2. ``_dist_cols``: per block of columns, sweep A = column sums (means), sweep B = centred sums.
+2. ``_dist_cols``: per block of columns, one sweep: per-tile column means and centred sums
+   merged with Chan's formula (no raw moments).
 3. ``_dist_grad`` (backward): per row, ``g_p = u_i (p_t - 1/C) + v_i (p_s - 1/C) + U_c (p_t - mu_t)
    + V_c (p_s - mu_s)``, then the softmax backward ``g_z = p_s (g_p - sum_c p_s g_p) / T`` (two
    sweeps), scaled by ``grad_output`` read from device memory (no host sync).
@@ -84,11 +85,19 @@ def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
 @triton.jit
 def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale, inv_n,
                BR: tl.constexpr, BC: tl.constexpr):  # fmt: skip
-    """stats_ptr [5, C]: mu_s, mu_t, S_st, S_ss, S_tt of the columns of p_s, p_t."""
+    """stats_ptr [5, C]: mu_s, mu_t, S_st, S_ss, S_tt of the columns of p_s, p_t.
+
+    One sweep over the column strip: each tile of BR rows gives its own column means and
+    centred sums, merged into the running ones with Chan's formula (``M += M_b + d_s d_t n_a
+    n_b / n``): as stable as the two-sweep centred sums (no raw moments), half the traffic."""
     cols = tl.program_id(0) * BC + tl.arange(0, BC)
     cmask = cols < C
-    sum_s = tl.zeros([BC], tl.float32)
-    sum_t = tl.zeros([BC], tl.float32)
+    mu_s = tl.zeros([BC], tl.float32)
+    mu_t = tl.zeros([BC], tl.float32)
+    s_st = tl.zeros([BC], tl.float32)
+    s_ss = tl.zeros([BC], tl.float32)
+    s_tt = tl.zeros([BC], tl.float32)
+    n_a = tl.sum(tl.zeros([BR], tl.float32), 0)  # rows merged so far
     for r0 in range(0, N, BR):
         rows = r0 + tl.arange(0, BR)
         rmask = rows < N
@@ -105,34 +114,21 @@ def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
         )
         ps = tl.where(m, tl.exp2((zs.to(tl.float32) - ms[:, None]) * scale - ls[:, None]), 0.0)
         pt = tl.where(m, tl.exp2((zt.to(tl.float32) - mt[:, None]) * scale - lt[:, None]), 0.0)
-        sum_s += tl.sum(ps, 0)
-        sum_t += tl.sum(pt, 0)
-    mu_s = sum_s * inv_n
-    mu_t = sum_t * inv_n
-    s_st = tl.zeros([BC], tl.float32)
-    s_ss = tl.zeros([BC], tl.float32)
-    s_tt = tl.zeros([BC], tl.float32)
-    for r0 in range(0, N, BR):
-        rows = r0 + tl.arange(0, BR)
-        rmask = rows < N
-        m = rmask[:, None] & cmask[None, :]
-        ms = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
-        ls = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
-        mt = tl.load(lse_ptr + 2 * N + rows, mask=rmask, other=0.0)
-        lt = tl.load(lse_ptr + 3 * N + rows, mask=rmask, other=0.0)
-        zs = tl.load(
-            s_ptr + rows[:, None].to(tl.int64) * stride_s + cols[None, :], mask=m, other=0.0
-        )
-        zt = tl.load(
-            t_ptr + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=m, other=0.0
-        )
-        ps = tl.exp2((zs.to(tl.float32) - ms[:, None]) * scale - ls[:, None])
-        pt = tl.exp2((zt.to(tl.float32) - mt[:, None]) * scale - lt[:, None])
-        a = tl.where(m, ps - mu_s[None, :], 0.0)
-        b = tl.where(m, pt - mu_t[None, :], 0.0)
-        s_st += tl.sum(a * b, 0)
-        s_ss += tl.sum(a * a, 0)
-        s_tt += tl.sum(b * b, 0)
+        n_b = tl.sum(rmask.to(tl.float32), 0)
+        mb_s = tl.sum(ps, 0) / n_b  # [BC] this tile's column means
+        mb_t = tl.sum(pt, 0) / n_b
+        a = tl.where(m, ps - mb_s[None, :], 0.0)
+        b = tl.where(m, pt - mb_t[None, :], 0.0)
+        n = n_a + n_b
+        d_s = mb_s - mu_s
+        d_t = mb_t - mu_t
+        f = n_a * n_b / n
+        s_st += tl.sum(a * b, 0) + d_s * d_t * f
+        s_ss += tl.sum(a * a, 0) + d_s * d_s * f
+        s_tt += tl.sum(b * b, 0) + d_t * d_t * f
+        mu_s += d_s * (n_b / n)
+        mu_t += d_t * (n_b / n)
+        n_a = n
     tl.store(stats_ptr + cols, mu_s, mask=cmask)
     tl.store(stats_ptr + C + cols, mu_t, mask=cmask)
     tl.store(stats_ptr + 2 * C + cols, s_st, mask=cmask)
