@@ -97,6 +97,7 @@ def kd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
                 {"n": n, "c": c} for n in (1024, 4096, 8192, 16384) for c in (2, 20, 32000, 128256)
             ],
             "quick": [{"n": 64, "c": 20}, {"n": 4096, "c": 2}, {"n": 512, "c": 8192}],
+            "headline": [{"n": 8192, "c": 32000}, {"n": 8192, "c": 128256}],
         },
         bytes_min=lambda p, d, m: p["n"] * p["c"] * _nbytes(d) * (2 if m == "fwd" else 3),
         gate_params=lambda p: {"n": min(p["n"], 256), "c": p["c"]},
@@ -127,6 +128,7 @@ def dist_bench_op(options: Any = None, context: Any = None) -> BenchOp:
         shapes={
             "priority": [{"n": n, "c": c} for n in (1024, 8192) for c in (20, 32000)],
             "quick": [{"n": 64, "c": 20}, {"n": 512, "c": 8192}],
+            "headline": [{"n": 8192, "c": 32000}],
         },
         bytes_min=lambda p, d, m: p["n"] * p["c"] * _nbytes(d) * (2 if m == "fwd" else 3),
         gate_params=lambda p: {"n": min(p["n"], 512), "c": p["c"]},
@@ -157,6 +159,7 @@ def infonce_bench_op(options: Any = None, context: Any = None) -> BenchOp:
         shapes={
             "priority": [{"b": b, "d": 768} for b in (1024, 8192, 32768)],
             "quick": [{"b": 64, "d": 32}, {"b": 2048, "d": 256}],
+            "headline": [{"b": 8192, "d": 768}],
         },
         bytes_min=lambda p, d, m: p["b"] * p["d"] * _nbytes(d) * (2 if m == "fwd" else 4),
         flops_min=lambda p, d, m: (2 if m == "fwd" else 6) * p["b"] ** 2 * p["d"],
@@ -204,6 +207,7 @@ def ckd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
                 {"b": 1, "k": 2, "t": 16, "hs": 16, "ht": 24, "w": 4},
                 {"b": 2, "k": 4, "t": 128, "hs": 128, "ht": 256, "w": 10},
             ],
+            "headline": [{"b": 16, "k": 7, "t": 512, "hs": 384, "ht": 768, "w": 10}],
         },
         bytes_min=lambda p, d, m: (
             p["b"]
@@ -250,6 +254,8 @@ def fused_linear_kd_bench_op(options: Any = None, context: Any = None) -> BenchO
         shapes={
             "priority": [{"n": 8192, "c": c, "h": 768} for c in (32000, 128256)],
             "quick": [{"n": 16, "c": 40, "h": 8}, {"n": 1024, "c": 8192, "h": 128}],
+            # Liger's published fused-linear JSD point (H100): H=4096, V=128,256, BT=8192, bf16
+            "headline": [{"n": 8192, "c": 128256, "h": 4096}],
         },
         bytes_min=lambda p, d, m: (
             (2 * p["n"] * p["h"] + 2 * p["c"] * p["h"]) * _nbytes(d) * (1 if m == "fwd" else 2)

@@ -45,8 +45,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--shapes",
         default=None,
-        choices=["priority", "quick"],
-        help="shape list (default: quick with --quick or on CPU, else priority)",
+        choices=["headline", "priority", "quick"],
+        help="shape list: headline (each op's issue-17 target shapes), priority, quick "
+        "(default: quick with --quick or on CPU, else priority)",
     )
     p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd")
     p.add_argument(
@@ -61,6 +62,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
     p.add_argument(
         "--list", action="store_true", help="list the registered ops and providers and exit"
+    )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="no GPU needed: compile every Triton kernel for sm_90 (Triton's bundled compiler) and "
+        "report registers, spills, shared memory, load/store vector widths and the traffic "
+        "model of each op (--quick: the few configurations the test compiles; --ops: op folders "
+        "such as kd,infonce); exit 1 on a spill, a model above its budget or a failed compile",
     )
     p.set_defaults(func=run_bench_command)
 
@@ -81,6 +90,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from kdkit.bench.report import format_table, write_outputs
     from kdkit.bench.runner import DTYPES, run_bench
 
+    if args.static:
+        return run_static_command(args)
     ops = load_ops()
     if args.list:
         for d in describe(ops):
@@ -136,3 +147,44 @@ def run_bench_command(args: argparse.Namespace) -> int:
     print(format_table(env, rows))
     failed = [r for r in rows if r["status"] in ("FAILED", "error")]
     return 1 if failed else (130 if interrupted else 0)
+
+
+def run_static_command(args: argparse.Namespace) -> int:
+    """``kdkit bench --static``: table + static.json (+ static.txt) in ``--out``."""
+    import json
+
+    import torch
+
+    from kdkit.bench.static import format_static_table, run_static
+    from kdkit.kernels.dispatch import triton_import_error
+
+    err = triton_import_error()
+    if err:
+        raise KdkitError(err, where="kdkit bench --static",
+                         fix="pip install 'kdkit[triton]' (the check needs Triton, not a GPU)")  # fmt: skip
+    from kdkit.kernels.dispatch import interpreting
+
+    if interpreting():
+        raise KdkitError("TRITON_INTERPRET=1 turns the kernels into interpreted functions, which "
+                         "cannot be compiled", where="kdkit bench --static",
+                         fix="unset TRITON_INTERPRET (or set it to 0) for the static check")  # fmt: skip
+    level = "test" if args.quick else "priority"
+    out = args.out or os.path.join(DEFAULT_OUT, "static")
+    rows = run_static(level, _split(args.ops), log=lambda msg: print(msg, file=sys.stderr))
+    if not rows:
+        raise KdkitError(f"no op folder matches --ops {args.ops}", where="kdkit bench --static",
+                         fix="use folder names of kdkit.kernels: kd, dist, infonce, ckd")  # fmt: skip
+    table = format_static_table(rows)
+    os.makedirs(out, exist_ok=True)
+    from kdkit.bench.runner import environment
+
+    doc = {"level": level, "target": "cuda sm_90 (compiled, not run)", "env": environment(torch.device("cpu")),
+           "rows": rows}  # fmt: skip
+    with open(os.path.join(out, "static.json"), "w") as fh:
+        json.dump(doc, fh, indent=1, default=str)
+    with open(os.path.join(out, "static.txt"), "w") as fh:
+        fh.write(table + "\n")
+    print(table)
+    bad = [r for r in rows if r["status"] != "ok" or r.get("spill_store_bytes")
+           or r.get("spill_load_bytes") or not r["within_budget"]]  # fmt: skip
+    return 1 if bad else 0

@@ -20,6 +20,10 @@ import triton.language as tl
 from kdkit.kernels.ckd.reference import EPS, CKDTerms, layer_relation_gram, window_valid
 from kdkit.kernels.dispatch import interpreting
 
+#: ``(BH, num_warps)`` on a GPU: spill-free for sm_90 with Triton 3.6 and 3.9 (``kdkit bench
+#: --static``; BH = 64 with 4 warps spilled 12 bytes under Triton 3.6).
+GPU_CONFIG = (32, 8)
+
 
 @triton.jit
 def _gram(x_ptr, base, rows, rvalid, H, BW: tl.constexpr, BH: tl.constexpr):
@@ -139,8 +143,7 @@ class _WordRelation(torch.autograd.Function):
         )
         part = torch.empty(b * k * t, device=hs.device, dtype=torch.float32)
         bw = max(16, triton.next_power_of_2(2 * window + 1))
-        bh = 32 if interpreting() else 64
-        warps = 1 if interpreting() else 4
+        bh, warps = (32, 1) if interpreting() else GPU_CONFIG
         _ckd_word_kernel[(b * k * t,)](
             hs_c, ht_c, m, inv, part, grad, k, t, h_s, h_t, EPS,
             W=window, BW=bw, BH=bh, WRITE_GRAD=need, num_warps=warps,

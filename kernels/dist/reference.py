@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from kdkit.errors import KdkitError
+from kdkit.kernels.numerics import shifted
 
 #: Added (squared) under the square root of the Pearson denominator.
 EPS = 1e-8
@@ -56,8 +57,8 @@ def dist_loss_reference(
     """DIST loss (inter-class term per row, intra-class term per column); 0-dim fp32 tensor."""
     check_dist_args(student_logits, teacher_logits, temperature)
     acc = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
-    ps = torch.softmax(student_logits.to(acc) / temperature, dim=1)  # [N, C]
-    pt = torch.softmax(teacher_logits.detach().to(acc) / temperature, dim=1)  # [N, C]
+    ps = torch.softmax(shifted(student_logits.to(acc)) / temperature, dim=1)  # [N, C]
+    pt = torch.softmax(shifted(teacher_logits.detach().to(acc)) / temperature, dim=1)  # [N, C]
     inter = 1.0 - pearson(ps, pt, dim=1).mean()  # rows
     intra = 1.0 - pearson(ps, pt, dim=0).mean()  # columns
     return beta * inter + gamma * intra

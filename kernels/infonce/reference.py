@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kdkit.errors import KdkitError
+from kdkit.kernels.numerics import shifted
 
 #: ``x / max(||x||, NORM_EPS)`` (as ``torch.nn.functional.normalize``).
 NORM_EPS = 1e-12
@@ -46,6 +47,12 @@ def infonce_loss_reference(
     if normalize:
         s = F.normalize(s, dim=-1, eps=NORM_EPS)
         t = F.normalize(t, dim=-1, eps=NORM_EPS)
-    sim = s @ t.T / temperature  # [B, B]
-    target = torch.arange(s.shape[0], device=s.device)
-    return F.cross_entropy(sim, target)
+    # the row max is subtracted before the 1/tau scaling; then
+    # CE_i = log(e^{z_ii} + off_i) - z_ii = softplus(log(off_i) - z_ii), off_i = sum_{j!=i} e^{z_ij},
+    # which never subtracts two nearly equal numbers (student == teacher: a tiny, accurate loss)
+    z = shifted(s @ t.T) / temperature  # [B, B], row max 0
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    diag = z.diagonal()  # [B]
+    off = torch.where(eye, torch.zeros_like(z), z.exp()).sum(1)  # [B]
+    u = torch.log(off.clamp_min(torch.finfo(z.dtype).tiny)) - diag
+    return F.softplus(u).mean()

@@ -71,10 +71,15 @@ def fused_linear_kd(
     """``kd_loss(h_s W_s^T + b_s, h_t W_t^T + b_t, labels, ...)`` for vocabulary-sized heads.
 
     Same options and value as :func:`kd_loss`. The Triton path walks over chunks of
-    ``chunk_rows`` rows (default: about 16 M logits per chunk) so the ``[N, C]`` logits never
-    exist; gradients reach the student's hidden states, weight and bias, never the teacher's.
-    The reference materialises the logits.
+    ``chunk_rows`` rows (default ``clip(4 M // C, 64, N)``: about 4 M logits per head per chunk,
+    see ``fused_linear.chunk_rows_for``) so the ``[N, C]`` logits never exist; gradients reach
+    the student's hidden states, weight and bias, never the teacher's. The reference
+    materialises the logits.
     """
+    if alpha != 1.0 and labels is None:
+        check_kd_args(student_hidden.new_empty(0, 0, device="meta"),
+                      student_hidden.new_empty(0, 0, device="meta"), labels, alpha, soft,
+                      temperature)  # fmt: skip
     which = dispatch.choose(
         "fused_linear_kd", impl, (student_hidden, student_weight, teacher_hidden, teacher_weight)
     )

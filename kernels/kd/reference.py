@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdkit.errors import KdkitError
+from kdkit.kernels.numerics import shifted
 
 SOFT_KINDS = ("kl", "ce")
 
@@ -41,6 +42,34 @@ def row_weights(
         w_hard = torch.zeros(n, device=device, dtype=dtype)
         safe = torch.zeros(n, dtype=torch.long, device=device)
     return w_soft, w_hard, safe
+
+
+def label_error(c: int, ignore_index: int, where: str) -> KdkitError:
+    """The error for labels outside ``[0, C)`` that are not ``ignore_index`` (both paths)."""
+    return KdkitError(
+        f"labels must be class ids in [0, {c}) or ignore_index={ignore_index}; some rows that "
+        "carry weight have a label outside that range",
+        where=where,
+        fix=f"map unlabelled rows to ignore_index={ignore_index} (or pass ignore_index=...) and "
+        f"check that the label set matches the {c} logits",
+    )
+
+
+def check_labels_in_range(
+    labels: torch.Tensor,  # [N]
+    c: int,
+    ignore_index: int,
+    row_mask: torch.Tensor | None,
+    where: str = "kd_loss(labels=...)",
+) -> None:
+    """Raise :func:`label_error` when a row in the hard term has a label outside ``[0, C)``.
+
+    One reduction and one host read per call (a sync on CUDA, free on CPU)."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= c))
+    if row_mask is not None:
+        bad = bad & row_mask.to(device=labels.device, dtype=torch.bool).reshape(bad.shape)
+    if bool(bad.any()):
+        raise label_error(c, ignore_index, where)
 
 
 def check_kd_args(
@@ -110,17 +139,24 @@ def kd_loss_reference(
         device=zs.device,
         dtype=acc,
     )
+    if alpha != 1.0:
+        check_labels_in_range(labels, zs.shape[1], ignore_index, row_mask)
     loss = zs.new_zeros(())
     if alpha != 0.0:
-        log_ps = F.log_softmax(zs / temperature, dim=-1)  # [N, C]
-        log_pt = F.log_softmax(zt / temperature, dim=-1)  # [N, C]
+        log_ps = F.log_softmax(shifted(zs) / temperature, dim=-1)  # [N, C]
+        log_pt = F.log_softmax(shifted(zt) / temperature, dim=-1)  # [N, C]
         pt = log_pt.exp()
+        # 0 * (-inf) guard: entries the teacher masks with -inf (p_t = 0) contribute exactly 0
+        live = pt > 0
         if soft == "kl":
-            per_row = (pt * (log_pt - log_ps)).sum(-1)  # [N]
+            per = torch.where(live, pt * (log_pt - log_ps), torch.zeros_like(pt))
         else:
-            per_row = -(pt * log_ps).sum(-1)  # [N]
-        loss = loss + (w_soft * per_row).sum()
+            per = torch.where(live, -pt * log_ps, torch.zeros_like(pt))
+        loss = loss + (w_soft * per.sum(-1)).sum()
     if alpha != 1.0:
-        ce = F.cross_entropy(zs, safe, reduction="none")  # [N]
+        # unweighted rows are ignore_index for cross_entropy: their CE is exactly 0, never
+        # 0 * inf (a -inf logit at the placeholder class)
+        target = torch.where(w_hard != 0, safe, torch.full_like(safe, ignore_index))
+        ce = F.cross_entropy(zs, target, ignore_index=ignore_index, reduction="none")  # [N]
         loss = loss + (w_hard * ce).sum()
     return loss
