@@ -226,7 +226,8 @@ def on_run_end(run: RunInfo, summary: Mapping[str, Any]) -> None:
 def register_bench_ops(register: Register) -> None:
     """Register fused ops for ``kdkit bench``.
 
-    Each factory is called with ``(options, context)`` and returns a :class:`kdkit.bench.BenchOp`
+    Each factory is called with ``(options, None)`` (an op is built outside any run, so there is
+    no :class:`kdkit.api.BuildContext`) and returns a :class:`kdkit.bench.BenchOp`
     describing the op's providers (Triton, eager reference, ``torch.compile``, other libraries),
     its shapes and its minimal bytes/FLOPs, so a plugin's op is measured by the same harness as
     kdkit's own.

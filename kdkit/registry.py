@@ -55,8 +55,9 @@ class Component:
         """Validate ``values`` against the component's options model."""
         return self.config(**(values or {}))
 
-    def build(self, options: Options, context: BuildContext) -> Any:
-        """Call the factory; failures inside a plugin are reported with the plugin named."""
+    def build(self, options: Options, context: BuildContext | None) -> Any:
+        """Call the factory; failures inside a plugin are reported with the plugin named.
+        ``context`` is ``None`` for bench ops (built outside a run)."""
         return self._call(self.factory, "build", options, context)
 
     def reload(self, directory: str) -> Student:
