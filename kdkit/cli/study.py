@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         from kdkit.study.efficiency import measure_study
 
         path = measure_study(
-            grid.output_dir, [r for r in runs if run_status(r.run_dir) == "complete"]
+            grid.output_dir, [r for r in runs if run_status(r.run_dir) == "complete"],
+            registry=plugins.registry,
         )
         print(f"efficiency: {path}")
     if not args.measure and not args.no_report:

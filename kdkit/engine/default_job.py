@@ -132,7 +132,7 @@ def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str |
     examples = split_examples(comps.splits["test"], comps.task.is_pair)
     max_len = resolved.run.training.max_length
     t_speed = measure_inference(comps.teacher, examples, max_len, device=device)
-    student = load_student(root / method).to(device)
+    student = load_student(root / method, plugins.registry).to(device)
     s_speed = measure_inference(student, examples, max_len, device=device)
     head = kd["headline_metric"]
     teacher_score = kd["teacher"]["test"][head]

@@ -41,6 +41,8 @@ from kdkit.errors import KdkitError, NonFiniteLossError
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import datasets
 
+    from kdkit.registry import Registry
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``."""
@@ -296,7 +298,7 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
             write_json(run_dir / "summary.json", summary)
         events.end(summary)
         raise
-    summary = finish_run(c, trainer, env, prep)
+    summary = finish_run(c, trainer, env, prep, plugins.registry)
     events.end(summary)
     return summary
 
@@ -356,8 +358,11 @@ def teacher_test_metrics(c: Components, env: RunEnv, test: SplitData) -> dict[st
     return c.task.evaluate(logits, test.labels)
 
 
-def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared) -> dict[str, Any]:
+def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
+               registry: Registry) -> dict[str, Any]:  # fmt: skip
     """Evaluate the best student, save it with its predictions, write the summary.
+
+    ``registry`` (the run's) reloads the best student, so in-process plugins are found too.
 
     Over several ranks the evaluation is shared out and gathered (every rank computes the same
     summary); rank 0 alone writes files.
@@ -372,7 +377,7 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared) -> 
     if dist.is_main:
         write_model(run_dir / "last" / "model", last_student)
     dist.barrier()  # best/model is complete before any rank reads it
-    best = load_student(run_dir / "best" / "model").to(device)
+    best = load_student(run_dir / "best" / "model", registry).to(device)
     val_logits = predict_logits(best, validation, eval_bs, device, dist=dist)
     test_logits = predict_logits(best, test, eval_bs, device, dist=dist)
     head = c.task.headline_metric

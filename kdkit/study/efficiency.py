@@ -29,7 +29,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from kdkit.engine.persist import load_student
 from kdkit.engine.summary import write_json
 from kdkit.study.resolve import PlannedRun
 from kdkit.study.results import run_status
+
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    from kdkit.registry import Registry
 
 EFFICIENCY_FILE = "efficiency.json"
 
@@ -131,8 +134,10 @@ def _first_finished(
 
 
 def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: int = 32,
-                      log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
-    """Inference numbers of every teacher and student of the study's finished runs."""
+                      log: Callable[[str], None] = print,
+                      registry: Registry | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Inference numbers of every teacher and student of the study's finished runs (students are
+    reloaded through ``registry``, default: the installed plugins)."""
     from kdkit.engine.runner import resolve_device
     from kdkit.study.teachers import build_task_and_teacher
 
@@ -161,7 +166,7 @@ def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: i
             )
             if srun is None:
                 continue
-            model = load_student(srun.run_dir / "best" / "model").to(device).eval()
+            model = load_student(srun.run_dir / "best" / "model", registry).to(device).eval()
             log(f"efficiency: student {student_label} on {task_label} (from {srun.run_id})")
             m = measure_model(lambda e, s=model: s(e, Needs()), model.encode, examples, max_len,
                               device, repeats=repeats, batch=batch)  # fmt: skip
@@ -205,15 +210,17 @@ def measure_training(runs: Sequence[PlannedRun], *, steps: int = 4, students_per
 
 
 def measure_study(study_dir: Path, runs: Sequence[PlannedRun], *, repeats: int = 20, batch: int = 32,
-                  train_steps: int = 4, log: Callable[[str], None] = print) -> Path:  # fmt: skip
-    """Measure inference and training time of the study's models; write ``efficiency.json``."""
+                  train_steps: int = 4, log: Callable[[str], None] = print,
+                  registry: Registry | None = None) -> Path:  # fmt: skip
+    """Measure inference and training time of the study's models; write ``efficiency.json``.
+    ``registry`` (the study's) reloads the students; default: the installed plugins."""
     if not runs:
         raise ValueError("no finished run to measure")
     device = runs[0].resolved.run.training.device
     threads = runs[0].resolved.run.training.num_threads if runs else None
     if threads:
         torch.set_num_threads(threads)
-    models = measure_inference(runs, repeats=repeats, batch=batch, log=log)
+    models = measure_inference(runs, repeats=repeats, batch=batch, log=log, registry=registry)
     training = measure_training(runs, steps=train_steps, log=log) if train_steps else []
     notes = [
         "All numbers of this file come from one process, one model after another, on the same "

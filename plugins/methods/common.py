@@ -2,8 +2,9 @@
 
 * :class:`LogitOptions` — the logit-KD knobs every method that mixes in KD/CE terms shares;
 * :func:`logit_terms` — the ``"kd"`` and ``"ce"`` terms from those options;
-* :class:`LayerOptions` — the layer-mapping knobs of feature methods (see :func:`kdkit.features.map_layers`);
-* :func:`cross_entropy` — label CE that ignores unlabelled rows and never returns NaN.
+* :class:`LayerOptions` — the layer-mapping knobs of feature methods (see :func:`kdkit.features.map_layers`).
+
+The label CE is :func:`kdkit.losses.cross_entropy`, the one ``ft`` and ``kdkit teach`` use.
 """
 
 from __future__ import annotations
@@ -11,28 +12,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from kdkit.api import IGNORE_INDEX, Batch, BuildContext, LossTerms, ModelInfo, ModelOutput, Options
+from kdkit.api import Batch, BuildContext, LossTerms, ModelInfo, ModelOutput, Options
 from kdkit.errors import KdkitError
 from kdkit.features import LayerStrategy, map_layers
 from kdkit.kernels import kd_loss
-
-
-def cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Mean CE over labelled rows (``labels != IGNORE_INDEX``); 0 (with a graph) if there are none.
-
-    ``logits`` ``[B, C]``, ``labels`` ``[B]``.
-    """
-    labels = labels.to(logits.device)
-    labelled = labels != IGNORE_INDEX
-    safe = torch.where(labelled, labels, torch.zeros_like(labels))
-    per_row = F.cross_entropy(logits.float(), safe, reduction="none",
-                              label_smoothing=label_smoothing)  # fmt: skip
-    return (per_row * labelled).sum() / labelled.sum().clamp_min(1)
+from kdkit.losses import cross_entropy
 
 
 class LogitOptions(Options):

@@ -33,7 +33,7 @@ from kdkit.api import (
 )
 from kdkit.hookspecs import hookimpl
 from kdkit.kernels import dist_loss
-from kdkit.plugins.methods.common import cross_entropy
+from kdkit.losses import cross_entropy
 
 
 class DISTOptions(Options):
