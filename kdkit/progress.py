@@ -3,7 +3,8 @@
 On a terminal (or in a Jupyter notebook) :func:`progress_bar` is a ``tqdm`` bar. Anywhere else —
 a log file, a pipe, a CI job — a redrawn bar would write a carriage return per update (a log file
 of ``\\r`` floods), so it becomes :class:`PlainProgress`: a plain line now and then
-(``train: 40/120 (33%) 2.1 step/s, ETA 0:00:38, loss=0.5123``), at most one per
+(``train: 40/120 (33%) 2.10 step/s, elapsed 0:00:19, ETA 0:00:38, loss=0.5123``; below one
+unit a second, seconds per unit: ``study offline: 3/10 (30%) 95.2 s/run, ...``), at most one per
 ``KDKIT_PROGRESS_SECONDS`` seconds (default 30) plus the last one, never a ``\\r``.
 """
 
@@ -77,7 +78,8 @@ class PlainProgress:
             parts.append(f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)")
         else:
             parts.append(f"{self.n}")
-        parts.append(f" {rate:.2f} {self.unit}/s, elapsed {format_seconds(elapsed)}")
+        speed = f"{1 / rate:.1f} s/{self.unit}" if 0 < rate < 1 else f"{rate:.2f} {self.unit}/s"
+        parts.append(f" {speed}, elapsed {format_seconds(elapsed)}")
         if self.total and rate > 0 and self.n < self.total:
             parts.append(f", ETA {format_seconds((self.total - self.n) / rate)}")
         if self.postfix:
@@ -112,10 +114,12 @@ class PlainProgress:
 
 def progress_bar(*, file: IO[str] | None = None, **kwargs: Any) -> Any:
     """A tqdm bar on a terminal or notebook, else a :class:`PlainProgress`; tqdm's arguments
-    (``total``, ``initial``, ``desc``, ``unit``, ``disable``, ``leave``, ...)."""
+    (``total``, ``initial``, ``desc``, ``unit``, ``disable``, ``leave``, ...) and
+    ``interval`` (the plain lines' seconds apart)."""
     stream = file if file is not None else sys.stderr
+    interval = kwargs.pop("interval", None)  # PlainProgress's own; tqdm refuses it
     if kwargs.get("disable") or not interactive(stream):
-        return PlainProgress(file=file, **kwargs)
+        return PlainProgress(file=file, interval=interval, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(file=file, **kwargs)

@@ -118,6 +118,21 @@ def commands(parser: argparse.ArgumentParser,
                 yield from commands(sub, (*path, name))
 
 
+def examples_formatter(base: type[argparse.HelpFormatter]) -> type[argparse.HelpFormatter]:
+    """``base`` that prints an ``examples:`` epilog as written."""
+    if issubclass(base, _ExamplesMixin):
+        return base
+    return type(f"Examples{base.__name__}", (_ExamplesMixin, base), {})
+
+
+def task_examples(task: str) -> list[tuple[str, str]]:
+    """The examples of ``kdkit data build TASK --help`` (a parser made per task)."""
+    return [(f"build the {task} dataset from the standard library",
+             f"kdkit data build {task} --out data/{task}"),
+            ("from the installed packages too, its counts as JSON",
+             f"kdkit data build {task} --out data/{task} --from stdlib site-packages --json")]  # fmt: skip
+
+
 def add_examples(parser: argparse.ArgumentParser) -> None:
     """Give every command in :data:`EXAMPLES` its examples epilog (keeping its formatter)."""
     for name, sub in commands(parser):
@@ -125,6 +140,4 @@ def add_examples(parser: argparse.ArgumentParser) -> None:
         if not examples:
             continue
         sub.epilog = epilog(examples)
-        base = sub.formatter_class
-        if not issubclass(base, _ExamplesMixin):
-            sub.formatter_class = type(f"Examples{base.__name__}", (_ExamplesMixin, base), {})
+        sub.formatter_class = examples_formatter(sub.formatter_class)
