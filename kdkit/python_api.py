@@ -74,10 +74,11 @@ def _section(value: Any, path: str, kind: str | None, registry: Registry,
         names = _component_names(registry, kind, value)
         if len(names) == 1:
             return {"name": names[0], **_plain(value)}
-        which = (f"several {kind}s use {type(value).__name__}: {', '.join(names)}" if names
-                 else f"no installed {kind} uses {type(value).__name__} as its options")  # fmt: skip
+        cls = type(value).__name__
+        which = (f"several {kind}s use {cls}: {', '.join(names)}" if names
+                 else f"no installed {kind} uses {cls} as its options")  # fmt: skip
         problems.append(Problem(path, f"cannot tell which {kind} these options are for ({which})",
-                                suggestion="pass (NAME, options) or {'name': NAME, ...}"))  # fmt: skip
+                                suggestion="pass (NAME, options) or {'name': NAME, ...}"))
         return None
     return _plain(value)
 
@@ -183,7 +184,7 @@ class DistillResult:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """The best student's test metrics, e.g. ``{"accuracy": 0.61, "macro_f1": 0.55}``."""
+        """The best student's test metrics (the task's: ``{"top1": 0.33, "top3": 0.61, ...}``)."""
         return dict(self.summary["test"])
 
     @property
