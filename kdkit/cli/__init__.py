@@ -68,6 +68,9 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
                 "--force-reinstall kdkit)",
             ) from exc
         module.add_parser(sub)
+    from kdkit.cli.help import add_examples
+
+    add_examples(parser)  # every built-in command's --help ends with examples
     if plugins is not None:
         add_plugin_commands(sub, plugins)
     return parser

@@ -25,10 +25,9 @@ def add_parser(subparsers) -> None:
             "every row gets its roofline fraction. Writes results.json, results.csv, table.txt and "
             "plots to --out, and prints the table last."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)"
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda when available)"
     )
     p.add_argument(
         "--quick", action="store_true", help="quick shapes and short timings (CPU smoke run)"
@@ -49,7 +48,7 @@ def add_parser(subparsers) -> None:
         help="shape list: headline (each op's issue-17 target shapes), priority, quick "
         "(default: quick with --quick or on CPU, else priority)",
     )
-    p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd")
+    p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd (default: both)")
     p.add_argument(
         "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}/<device>-<shapes>)"
     )
@@ -57,7 +56,7 @@ def add_parser(subparsers) -> None:
         "--check-only", action="store_true", help="run the correctness gates only (no timing)"
     )
     p.add_argument(
-        "--max-seconds", type=float, default=None, help="skip what is left after this many seconds"
+        "--max-seconds", type=float, default=None, help="skip what is left after this many seconds (default: no limit)"
     )
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
     p.add_argument(

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from kdkit.api import Options
+from kdkit.cli.help import EXAMPLES, epilog, examples_formatter, task_examples
 from kdkit.errors import KdkitError
 
 #: Flags of ``kdkit data build`` itself; a builder-options field may not take these names.
@@ -135,6 +136,8 @@ def task_parser(name: str, component: Any, model: type[Options]) -> argparse.Arg
         description=f"Build the {name} task's dataset ({component.description}) in its public "
         "format, plus stats.json, from the given sources. Flags are the fields of "
         f"{model.__module__}.{model.__name__}.",
+        epilog=epilog(task_examples(name)),
+        formatter_class=examples_formatter(argparse.HelpFormatter),
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--json", action="store_true", help="print stats.json instead of a table")
@@ -175,7 +178,7 @@ def build(args: argparse.Namespace) -> int:
         print("usage: kdkit data build TASK --out DIR [TASK's flags] [--json] [--quiet]\n\n"
               "Build TASK's dataset in its public format from real code.\n"
               "`kdkit data build TASK --help` shows TASK's flags. Registered tasks:\n"
-              f"{_task_list(registry)}")  # fmt: skip
+              f"{_task_list(registry)}\n\n{epilog(EXAMPLES['data build'])}")  # fmt: skip
         return 0 if args.build_help else 2
     component = registry.get("task", args.task)  # unknown: "did you mean", exit 2
     found = _builder(component)

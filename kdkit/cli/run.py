@@ -5,12 +5,20 @@
   and a comparison table (``--set method.name=X``: FT against method X).
 * ``kdkit run FILE``: one run.
 * ``kdkit run --resume RUN_DIR``: continue an interrupted run with the configuration stored in it.
+
+``--json`` prints the summary (the default job: the comparison) as JSON on stdout and nothing
+else there: progress, evaluations and tables go to stderr, so ``kdkit run --json FILE | jq``
+works.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
@@ -33,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="DIR", help="default job only: where its runs go "
                    "(default runs/default; --set output_dir=DIR does the same)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout "
+                   "(the default job: its comparison; --dry-run: the resolved run); everything "
+                   "else goes to stderr")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -48,6 +59,19 @@ def default_job_root(output: str | None, overrides: list[str], output_dir: str) 
 
 def run(args: argparse.Namespace) -> int:
     """``kdkit run [FILE]``: the default job, one run, a resume or a dry run."""
+    if not args.json:
+        _run(args)
+        return 0
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # only the JSON goes to stdout
+        result = _run(args)
+    json.dump(result, stdout, indent=2, default=str)
+    stdout.write("\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Do what ``args`` ask; returns the summary, the comparison or the resolved run."""
     plugins = load_plugins()
     file = args.file
     if args.resume and not file:
@@ -58,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
         file = str(stored)
     resolved = load_config(file, plugins.registry, args.overrides)
     if args.dry_run:
-        print(resolved.to_yaml(), end="")
-        return 0
+        if not args.json:
+            print(resolved.to_yaml(), end="")
+        return resolved.as_dict()
     if file is None:
         from kdkit.engine.default_job import run_default_job
 
         output = default_job_root(args.output, args.overrides, str(resolved.output_dir()))
-        run_default_job(resolved, plugins, output=output, progress=not args.quiet)
-        return 0
-    from kdkit import engine
+        return run_default_job(resolved, plugins, output=output, progress=not args.quiet)
+    from kdkit.engine.runner import run_once
 
-    return engine.run(resolved, plugins, resume=args.resume, progress=not args.quiet)
+    return run_once(resolved, plugins, resume=args.resume, progress=not args.quiet)

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         execute = subprocess_executor() if args.isolate else engine_executor(plugins)
         outcome = run_study(grid, runs, execute, shard=shard, max_runs=args.max_runs,
                             fail_fast=args.fail_fast,
-                            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k))  # fmt: skip
+                            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k),
+                            progress=True)  # fmt: skip
         print(f"{len(outcome.ran)} ran, {len(outcome.resumed)} resumed, "
               f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed "
               f"({outcome.seconds:.0f}s)")  # fmt: skip

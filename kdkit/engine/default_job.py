@@ -60,25 +60,31 @@ def measure_inference(model: Student | Teacher, examples: list[Example], max_len
                       device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
     """Median batch-1 latency (ms) and batched throughput (examples/s) of the forward pass.
 
+    Timed with :class:`torch.utils.benchmark.Timer` (what ``kdkit bench`` uses on CPU): it waits
+    for the GPU around each timing, so CUDA's asynchronous launches are not mistaken for the
+    forward pass, and it runs with the threads torch is set to use (the Timer's default is one).
     Tokenisation is done beforehand and not timed: it is the same cost for any model size.
     """
+    from torch.utils import benchmark
+
     call = model if callable(model) else model.forward
     if hasattr(model, "eval"):
         model.eval()
+    threads = torch.get_num_threads()
+
+    def seconds(fn: Any) -> float:
+        """Seconds of one call of ``fn``, after the Timer's two warm-up calls (this function's
+        ``no_grad`` holds inside: the Timer runs ``fn`` synchronously on this thread)."""
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+        return timer.timeit(1).median
+
     singles = [model.encode([e], max_length).to(device) for e in examples[:latency_rows]]
-    call(singles[0], Needs())  # warm-up
-    times = []
-    for enc in singles:
-        t0 = time.perf_counter()
-        call(enc, Needs())
-        times.append(time.perf_counter() - t0)
+    # one timing per row (rows differ in length): the median is a typical single request
+    times = [seconds(lambda enc=enc: call(enc, Needs())) for enc in singles]
     ordered = sorted(examples, key=len)  # batches of similar length, as a server would form
     batches = [model.encode(ordered[i : i + batch_size], max_length).to(device)
                for i in range(0, len(ordered), batch_size)]  # fmt: skip
-    t0 = time.perf_counter()
-    for enc in batches:
-        call(enc, Needs())
-    total = time.perf_counter() - t0
+    total = seconds(lambda: [call(enc, Needs()) for enc in batches])
     return {"latency_ms": 1000 * statistics.median(times), "throughput": len(ordered) / total}
 
 

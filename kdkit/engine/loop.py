@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from kdkit.api import Batch, KDMethod, ModelOutput, Needs, Progress, Requirements, Student, Task
 from kdkit.config import TrainingConfig
@@ -37,6 +36,7 @@ from kdkit.engine.distributed import (
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
 from kdkit.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdkit.errors import NonFiniteLossError
+from kdkit.progress import progress_bar
 
 #: ``batch -> teacher outputs`` (a live teacher or the cache); see kdkit.engine.teacher_cache.
 TeacherSignal = Callable[[Batch], ModelOutput]
@@ -325,7 +325,7 @@ class Trainer:
         """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
         cfg, st = self.cfg, self.state
         n = len(self.train_data)
-        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step",
+        bar = progress_bar(total=self.total_steps, initial=st.step, desc="train", unit="step",
                    disable=not self.setup.progress or not self.dist.is_main,
                    dynamic_ncols=True)  # fmt: skip
         try:

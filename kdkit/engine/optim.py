@@ -36,9 +36,14 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainingConfig) -> to
 
 
 def linear_warmup_factor(step: int, total: int, warmup: int) -> float:
-    """lr multiplier at ``step``: 0 -> 1 over ``warmup`` steps, then linearly to 0 at ``total``."""
+    """lr multiplier at ``step``: 0 -> 1 over ``warmup`` steps, then linearly to 0 at ``total``.
+
+    After the warm-up this is ``transformers.get_linear_schedule_with_warmup``'s factor exactly;
+    during it, it is one step ahead: ``(step + 1) / warmup`` where transformers has
+    ``step / warmup``, whose first step has lr 0 (an optimiser step that learns nothing).
+    """
     if warmup > 0 and step < warmup:
-        return (step + 1) / warmup  # the first step already learns (1/warmup), as in HF
+        return (step + 1) / warmup  # the first step already learns (1/warmup)
     return max(0.0, (total - step) / max(1, total - warmup))
 
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
 from kdkit.engine.batching import EncodedRows
 from kdkit.engine.distributed import Dist, rank_batches
 from kdkit.errors import KdkitError
+from kdkit.progress import progress_bar
 
 #: Bump when the cache layout changes (older entries are then simply not found).
 CACHE_VERSION = 1
@@ -221,7 +221,7 @@ def compute_outputs(job: TeacherPass, desc: str = "teacher") -> dict[str, torch.
     mine = rank_batches(plan, dist.rank, dist.world_size)
     parts: dict[str, list[torch.Tensor]] = {}
     done = sum(len(rows) for rows in mine)
-    with tqdm(total=done, desc=desc, disable=not job.progress, leave=False) as bar:
+    with progress_bar(total=done, desc=desc, disable=not job.progress, leave=False) as bar:
         # a rank without a batch runs one (plan[0], dropped) only to learn the output shapes
         for rows in mine or plan[:1]:
             enc: Encoded = encoded_rows.collate(rows).to(job.device)

@@ -29,6 +29,7 @@ from typing import Any
 
 from kdkit.engine.persist import atomic_write_text
 from kdkit.errors import KdkitError
+from kdkit.progress import PlainProgress, progress_bar
 from kdkit.study.grid import Grid, execution_order
 from kdkit.study.resolve import PlannedRun
 from kdkit.study.results import ERROR_FILE, POINT_FILE, run_status
@@ -138,11 +139,14 @@ def run_study(
     fail_fast: bool = False,
     log: Callable[[str], None] = print,
     prepare: Callable[[Sequence[PlannedRun], int], Any] | None = None,
+    progress: bool = False,
 ) -> StudyOutcome:
     """Run this shard's incomplete runs in seed-major order (see :func:`execution_order`).
 
     ``prepare(runs, shard_index)`` is called first with the incomplete runs (the CLI builds their
-    teachers once there: :func:`kdkit.study.teachers.prepare_teachers`).
+    teachers once there: :func:`kdkit.study.teachers.prepare_teachers`). ``progress`` shows a bar
+    over the runs to do, with the ETA from the mean time of the runs done so far (on stderr: a
+    bar on a terminal, else a line after each run; :mod:`kdkit.progress`).
     """
     write_manifest(grid, runs)
     mine = select(runs, shard, key=lambda r: r.run_id)
@@ -155,6 +159,25 @@ def run_study(
     log(f"study {grid.name}: shard {shard}: {len(todo)} runs, {n_todo} to run -> {grid.output_dir}")
     if prepare is not None:
         prepare([r for r in todo if run_status(r.run_dir) != "complete"], shard.index - 1)
+    planned = n_todo if max_runs is None else min(n_todo, max_runs)
+    # interval 0: in a log file, one line after every run (a run takes minutes, not milliseconds)
+    bar = progress_bar(total=planned, desc=f"study {grid.name}", unit="run", smoothing=0,
+                       disable=not progress or planned == 0, interval=0.0)  # fmt: skip
+    if progress and log is print and not isinstance(bar, PlainProgress):
+        log = bar.write  # a print() would break the redrawn bar
+    try:
+        _run_all(todo, n_todo, execute, outcome, bar, log, max_runs, fail_fast)
+    finally:
+        bar.close()
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _run_all(todo: Sequence[PlannedRun], n_todo: int, execute: Executor, outcome: StudyOutcome,
+             bar: Any, log: Callable[[str], None], max_runs: int | None,
+             fail_fast: bool) -> None:  # fmt: skip
+    """The loop of :func:`run_study`: each incomplete run in ``todo`` (``n_todo`` of them),
+    recorded in ``outcome``; ``bar`` counts the runs done."""
     done = 0
     for run in todo:
         status = run_status(run.run_dir)
@@ -176,6 +199,7 @@ def run_study(
         try:
             execute(run, resume)
         except Exception as exc:  # a failed run is recorded and the study goes on
+            bar.update(1)
             message = (
                 exc.render() if isinstance(exc, KdkitError) else f"{type(exc).__name__}: {exc}"
             )
@@ -186,6 +210,7 @@ def run_study(
             if fail_fast:
                 break
             continue
+        bar.update(1)
         if run_status(run.run_dir) != "complete":
             message = "the engine returned but wrote no summary.json"
             outcome.failed[run.run_id] = message
@@ -194,5 +219,3 @@ def run_study(
             continue
         (outcome.resumed if resume else outcome.ran).append(run.run_id)
         log(f"  done in {time.perf_counter() - t0:.1f}s")
-    outcome.seconds = time.perf_counter() - start
-    return outcome
