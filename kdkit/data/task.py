@@ -4,7 +4,7 @@ kdkit's own tasks derive from it, and so may a third party's. A task finds its d
 these places, in this order:
 
 0. an in-memory ``datasets.Dataset``/``DatasetDict`` given in Python (:meth:`CodeTask.use_dataset`,
-   or :func:`use_dataset` for any task);
+   :func:`use_dataset` for any task, or ``BuildContext.extra["dataset"]`` when the task is built);
 1. ``data_files`` — JSONL/CSV/Parquet files per split, read by ``datasets.load_dataset``;
    ``data_dir`` — a folder written by ``DatasetDict.save_to_disk`` (it holds
    ``dataset_dict.json``), or else a folder in the task's public format (its
@@ -243,6 +243,8 @@ class CodeTask:
         self._splits = None
         self._fingerprint: str | None = None
         self._dataset: Any = None  # an in-memory dataset (use_dataset)
+        if self.context.extra.get("dataset") is not None:  # the Python API's way in
+            self.use_dataset(self.context.extra["dataset"])
         #: Counts of rows dropped while loading (e.g. labels outside the label set).
         self.dropped: dict[str, int] = {}
 
@@ -431,7 +433,9 @@ class CodeTask:
             raise KdkitError(
                 f"the {self.name} task has no rows in split(s) {empty} "
                 f"(dropped while loading: {self.dropped or 'none'})",
-                where=self.options.data_dir or self.options.hub or "task.source",
+                where=("the in-memory dataset" if self._dataset is not None else
+                       "task.data_files" if self.options.data_files else
+                       self.options.data_dir or self.options.hub or "task.source"),  # fmt: skip
                 fix="check the files and the label set (a label list that no row of a split "
                 "uses empties it)",
             )

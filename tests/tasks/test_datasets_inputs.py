@@ -113,6 +113,14 @@ def test_an_in_memory_dataset_dict_and_its_content_hash(tmp_path):
     assert changed.fingerprint() != task.fingerprint()
 
 
+def test_an_in_memory_dataset_through_the_build_context(tmp_path):
+    from kdkit.api import BuildContext
+
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_list(user_rows(s)) for s in SPLIT_OF})
+    ctx = BuildContext(cache_dir=str(tmp_path / "cache"), extra={"dataset": dd})
+    expect_rows(DefectTask(DefectOptions(columns={"code": "func", "y": "target"}), ctx).load())
+
+
 def test_one_in_memory_dataset_is_split_80_10_10_with_the_build_seed(tmp_path):
     rows = [r for s in SPLIT_OF for r in user_rows(s)]
     ds = datasets.Dataset.from_list(rows).rename_columns({"code": "func", "y": "target"})
