@@ -11,6 +11,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The wandb reporter (when wandb is installed) writes offline runs; never a login prompt.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
 # Caches of this test session go to a private folder, never the user's ~/.cache/kdkit.
 os.environ.setdefault("KDKIT_CACHE", tempfile.mkdtemp(prefix="kdkit-test-cache-"))
 # Tests load only what they ask for; a user's KDKIT_PLUGINS must not change results.

@@ -126,15 +126,78 @@ HUB_SPLITS = {"train": "train", "validation": "validation", "valid": "validation
               "test": "test", "eval": "test"}  # fmt: skip
 
 
+def dataset_splits(loaded: Mapping[str, Any], origin: str, where: str) -> dict[str, Any]:
+    """kdkit's three splits of a ``datasets.DatasetDict`` (names mapped through
+    :data:`HUB_SPLITS`: ``valid``/``dev`` -> ``validation``, ``eval`` -> ``test``); a missing one
+    is a :class:`KdkitError` naming those it has."""
+    out = {HUB_SPLITS[name]: split for name, split in loaded.items() if name in HUB_SPLITS}
+    missing = [s for s in SPLITS if s not in out]
+    if missing:
+        raise KdkitError(f"{origin} has no {missing} split(s) (has {list(loaded)})", where=where,
+                         fix="give train, validation and test splits (validation may be named "
+                         "valid or dev, test eval)")  # fmt: skip
+    return out
+
+
+def rename_columns(split: Any, columns: Mapping[str, str], origin: str, where: str) -> Any:
+    """``split`` (a ``datasets.Dataset``) with its columns renamed by ``columns`` (user's name ->
+    the task's public field name); a name it lacks is a :class:`KdkitError` listing its columns."""
+    if not columns:
+        return split
+    unknown = [c for c in columns if c not in split.column_names]
+    if unknown:
+        raise KdkitError(
+            f"columns: {', '.join(map(repr, unknown))} not in {origin} "
+            f"(available columns: {', '.join(split.column_names)})",
+            where=f"{where}.columns",
+            fix="map your column names to the task's fields, e.g. columns: {code: func, y: target}",
+        )
+    # drop columns that would clash with a target name (a user's own "func" beside code -> func)
+    clash = [c for c in columns.values() if c in split.column_names and c not in columns]
+    return split.remove_columns(clash).rename_columns(dict(columns))
+
+
+def rows_from_datasets(
+    loaded: Mapping[str, Any],
+    convert: Callable[[dict[str, Any], str], dict[str, Any]],
+    origin: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    where: str = "task",
+) -> Rows:
+    """kdkit rows of a ``DatasetDict``-like mapping whose columns are (after ``columns``) the
+    task's public field names, each row mapped by ``convert(row, "origin[split][i]")``. A field
+    the task needs and the data lacks is a :class:`KdkitError` listing the columns it has."""
+    rows: Rows = {}
+    for target, split in dataset_splits(loaded, origin, where).items():
+        split = rename_columns(split, columns or {}, f"{origin}[{target}]", where)
+        try:
+            rows[target] = [convert(dict(obj), f"{origin}[{target}][{i}]")
+                            for i, obj in enumerate(split)]  # fmt: skip
+        except KdkitError as exc:
+            if not exc.what.startswith("missing field"):
+                raise
+            raise KdkitError(
+                f"{exc.what} in {origin}[{target}] (available columns: "
+                f"{', '.join(split.column_names)})",
+                where=f"{where}.columns",
+                fix="map your column names to the task's public field names with columns:, "
+                "e.g. columns: {code: func, y: target} (docs/tasks.md, \"datasets inputs\")",
+            ) from exc
+    return rows
+
+
 def read_hub(
     hub_id: str,
     config: str | None,
     convert: Callable[[dict[str, Any], str], dict[str, Any]],
     revision: str | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[Rows, str]:
     """Rows of a hub dataset whose columns use the public field names (e.g.
     ``google/code_x_glue_cc_defect_detection``,
-    ``google/code_x_glue_cc_clone_detection_big_clone_bench``); returns rows and a fingerprint.
+    ``google/code_x_glue_cc_clone_detection_big_clone_bench``), or are renamed to them by
+    ``columns``; returns rows and a fingerprint.
     Needs a network (or a populated ``HF_DATASETS_CACHE``); never used by defaults or tests."""
     import datasets
 
@@ -146,16 +209,42 @@ def read_hub(
             where="task.hub",
             fix="check the id and the network, or download the files and use data_dir instead",
         ) from exc
-    rows: Rows = {}
-    for name, split in loaded.items():
-        target = HUB_SPLITS.get(name)
-        if target:
-            rows[target] = [
-                convert(dict(obj), f"{hub_id}[{name}][{i}]") for i, obj in enumerate(split)
-            ]
-    missing = [s for s in SPLITS if s not in rows]
-    if missing:
-        raise KdkitError(f"hub dataset {hub_id!r} has no {missing} split(s) (has {list(loaded)})",
-                         where="task.hub", fix="use a dataset with train/validation/test splits")  # fmt: skip
+    rows = rows_from_datasets(loaded, convert, f"hub dataset {hub_id!r}", columns=columns,
+                              where="task.hub")  # fmt: skip
     fp = "-".join(loaded[k]._fingerprint for k in sorted(loaded))
     return rows, fp
+
+
+#: ``datasets.load_dataset`` builder for each data-file suffix.
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".jsontxt": "json", ".csv": "csv",
+                 ".parquet": "parquet", ".pq": "parquet", ".tsv": "csv"}  # fmt: skip
+
+
+def load_data_files(data_files: Mapping[str, list[Path]], builder: str | None) -> Any:
+    """A ``DatasetDict`` of local JSONL/CSV/Parquet files through ``datasets.load_dataset``
+    (``builder`` ``json``/``csv``/``parquet``, or found from the files' suffix)."""
+    import datasets
+
+    files = [f for group in data_files.values() for f in group]
+    if builder is None:
+        kinds = {FILE_BUILDERS.get(f.suffix.lower()) for f in files}
+        if len(kinds) != 1 or None in kinds:
+            raise KdkitError(
+                f"cannot tell the format of {[str(f) for f in files]} from their suffixes",
+                where="task.data_files",
+                fix=f"use one of {sorted(FILE_BUILDERS)} for all files, or set task.data_format "
+                "to json, csv or parquet",
+            )
+        builder = kinds.pop()
+    kwargs: dict[str, Any] = {}
+    if builder == "csv" and all(f.suffix.lower() == ".tsv" for f in files):
+        kwargs["delimiter"] = "\t"
+    try:
+        return datasets.load_dataset(
+            builder, data_files={k: [str(f) for f in v] for k, v in data_files.items()}, **kwargs
+        )
+    except Exception as exc:  # a parse error of any of the three formats
+        raise KdkitError(f"could not read the data files as {builder}: {type(exc).__name__}: "
+                         f"{exc}", where="task.data_files",
+                         fix="check the files' format (JSON lines, CSV with a header row, or "
+                         "Parquet) and task.data_format") from exc  # fmt: skip

@@ -1,17 +1,27 @@
 """A base class for tasks read from files in a public format: :class:`CodeTask`.
 
 kdkit's own tasks derive from it, and so may a third party's. A task finds its data in one of
-three places, in this order:
+these places, in this order:
 
-1. ``data_dir`` — a folder in the task's public format (its :meth:`CodeTask.read_local`);
-2. ``hub`` — a hub dataset id whose columns use the public field names (needs a network);
+0. an in-memory ``datasets.Dataset``/``DatasetDict`` given in Python (:meth:`CodeTask.use_dataset`,
+   :func:`use_dataset` for any task, or ``BuildContext.extra["dataset"]`` when the task is built);
+1. ``data_files`` — JSONL/CSV/Parquet files per split, read by ``datasets.load_dataset``;
+   ``data_dir`` — a folder written by ``DatasetDict.save_to_disk`` (it holds
+   ``dataset_dict.json``), or else a folder in the task's public format (its
+   :meth:`CodeTask.read_local`);
+2. ``hub`` — a hub dataset id (needs a network);
 3. ``source`` — the offline builder's sources (default ``["stdlib"]``): the task's
    :attr:`~CodeTask.build_offline` writes the dataset once into ``<cache>/built/<task>-<key>/``
    and every later run reuses it. A task without a builder needs ``data_dir`` or ``hub``.
 
 The rows become a ``datasets.DatasetDict`` saved as Arrow under ``<cache>/datasets/<task>-<fp>``,
-where ``fp`` (:meth:`CodeTask.fingerprint`) hashes the data files' bytes and every option that
-changes the rows, so a second load is a memory-mapped read.
+where ``fp`` (:meth:`CodeTask.fingerprint`) hashes the data's content (files' bytes, a saved
+dataset's Arrow files, an in-memory dataset's Arrow tables), the ``columns`` mapping and every
+option that changes the rows, so a second load is a memory-mapped read.
+
+``datasets`` inputs (``data_files``, a ``save_to_disk`` folder, an in-memory dataset, ``hub``)
+carry the task's *public field names* as columns (``func``/``target`` for ``defect`` ...); the
+``columns`` option renames a user's own columns to them (``{code: func, y: target}``).
 """
 
 from __future__ import annotations
@@ -21,9 +31,9 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -31,7 +41,12 @@ from pydantic import Field
 from kdkit.api import BuildContext, Options
 from kdkit.data.build import STATS_FILE, BuildReport, validate_options
 from kdkit.data.fingerprint import FORMAT_VERSION, hash_files, hash_json
-from kdkit.data.formats import SPLITS, Rows
+from kdkit.data.formats import (
+    SPLITS,
+    Rows,
+    load_data_files,
+    rows_from_datasets,
+)
 from kdkit.data.paths import cache_root
 from kdkit.data.sources import resolve_sources
 from kdkit.errors import KdkitError
@@ -46,6 +61,20 @@ class CodeTaskOptions(Options):
     )
     validation_file: str | None = Field(None, description="validation split file")
     test_file: str | None = Field(None, description="test split file")
+    data_files: dict[Literal["train", "validation", "test"], str | list[str]] | None = Field(
+        None,
+        description="JSONL/CSV/Parquet file(s) of each split, read by datasets.load_dataset "
+        "(relative paths: inside data_dir when set)",
+    )
+    data_format: Literal["json", "csv", "parquet"] | None = Field(
+        None, description="format of data_files (default: from their suffix)"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="rename the columns of a datasets input (data_files, a save_to_disk "
+        "data_dir, hub, an in-memory dataset) to the task's public field names: "
+        "{your_name: task_field}",
+    )
     hub: str | None = Field(None, description="hub dataset id (needs a network); used only if set")
     hub_config: str | None = Field(None, description="configuration name of the hub dataset")
     source: list[str] = Field(
@@ -117,6 +146,64 @@ def subsample(rows: list[dict[str, Any]], k: int | None, fraction: float, seed: 
     return [rows[i] for i in keep]
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset(Dict).save_to_disk``."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _saved_dataset_hash(path: Path) -> str:
+    """Content hash of a ``save_to_disk`` folder: every file's relative path and bytes."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hash_json([[str(p.relative_to(path)) for p in files], hash_files(files)])
+
+
+def _table_hash(dataset: Any) -> str:
+    """Content hash of an in-memory ``datasets.Dataset``: its Arrow table as an IPC stream (rows
+    after any ``select``/``filter``, so two datasets with the same rows hash alike)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    table = dataset.with_format("arrow")[:]  # materialises the indices mapping, if any
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+
+
+def _as_splits(dataset: Any, seed: int, origin: str) -> dict[str, Any]:
+    """A ``DatasetDict`` (or mapping of splits) as is; a single ``Dataset`` split seeded 80/10/10
+    into train/validation/test (``seed``: the task's ``build_seed``)."""
+    import datasets
+
+    if isinstance(dataset, Mapping):
+        return dict(dataset)
+    if not isinstance(dataset, datasets.Dataset):
+        raise KdkitError(f"{origin} is a {type(dataset).__name__}, not a datasets.Dataset or "
+                         "DatasetDict", where="task dataset",
+                         fix="pass a datasets.Dataset, a DatasetDict or {split: Dataset}")  # fmt: skip
+    if len(dataset) < 10:
+        raise KdkitError(f"{origin} has {len(dataset)} rows: too few to split 80/10/10",
+                         where="task dataset",
+                         fix="give a DatasetDict with train/validation/test splits")  # fmt: skip
+    first = dataset.train_test_split(test_size=0.2, seed=seed)
+    rest = first["test"].train_test_split(test_size=0.5, seed=seed)
+    return {"train": first["train"], "validation": rest["train"], "test": rest["test"]}
+
+
+def use_dataset(task: Any, dataset: Any) -> Any:
+    """Make ``task`` read its rows from an in-memory ``datasets.Dataset``/``DatasetDict`` (or a
+    ``{split: Dataset}`` mapping) instead of its options' files; returns the task. The task must
+    support it (every :class:`CodeTask` does); the Python API's entry point."""
+    attach = getattr(task, "use_dataset", None)
+    if attach is None:
+        raise KdkitError(f"the task {getattr(task, 'name', task)!r} cannot read an in-memory "
+                         "dataset", where="task",
+                         fix="use a task derived from kdkit.data.task.CodeTask, or save the "
+                         "data to files and set data_files/data_dir")  # fmt: skip
+    return attach(dataset)
+
+
 class CodeTask:
     """Base class of tasks read from public-format files; subclasses set the class attributes
     (``name``, ``headline_metric``, ``format_name``, ``reader``, ``metrics``, ``hub_row``...) and
@@ -156,6 +243,9 @@ class CodeTask:
         self.labels: list[str] = list(self.default_labels())
         self._splits = None
         self._fingerprint: str | None = None
+        self._dataset: Any = None  # an in-memory dataset (use_dataset)
+        if self.context.extra.get("dataset") is not None:  # the Python API's way in
+            self.use_dataset(self.context.extra["dataset"])
         #: Counts of rows dropped while loading (e.g. labels outside the label set).
         self.dropped: dict[str, int] = {}
 
@@ -259,18 +349,75 @@ class CodeTask:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
+    def use_dataset(self, dataset: Any) -> CodeTask:
+        """Read the rows from ``dataset`` — a ``datasets.DatasetDict`` (splits named
+        train/validation/test, or valid/dev, eval), a ``{split: Dataset}`` mapping, or one
+        ``Dataset`` (split seeded 80/10/10 with ``build_seed``) — whose columns are the task's
+        public field names after the ``columns`` option. It wins over the options' files; the
+        fingerprint hashes its Arrow tables. Returns the task (``task.use_dataset(ds).load()``)."""
+        self._dataset = dataset
+        self._splits = self._fingerprint = None
+        return self
+
+    def _from_datasets(self, loaded: Any, origin: str, where: str) -> Rows:
+        return rows_from_datasets(_as_splits(loaded, self.options.build_seed, origin),
+                                  self.convert_hub_row, origin, columns=self.options.columns,
+                                  where=where)  # fmt: skip
+
+    def _data_files(self) -> dict[str, list[Path]]:
+        base = Path(self.options.data_dir).expanduser() if self.options.data_dir else Path(".")
+        out: dict[str, list[Path]] = {}
+        for split, given in (self.options.data_files or {}).items():
+            paths = [Path(p).expanduser() for p in ([given] if isinstance(given, str) else given)]
+            paths = [p if p.is_absolute() else base / p for p in paths]
+            for p in paths:
+                if not p.is_file():
+                    raise KdkitError(f"{split} data file not found: {p}",
+                                     where=f"task.data_files.{split}",
+                                     fix="fix the path (relative paths are inside data_dir when "
+                                     "it is set, else the working directory)")  # fmt: skip
+            out[split] = paths
+        return out
+
     def _read(self) -> tuple[Rows, str]:
+        import datasets
+
         o = self.options
+        cols = sorted(o.columns.items())
+        if self._dataset is not None:
+            splits = _as_splits(self._dataset, o.build_seed, "the in-memory dataset")
+            rows = self._from_datasets(splits, "the in-memory dataset", "task")
+            content = {k: _table_hash(v) for k, v in splits.items()}
+            return rows, "memory:" + hash_json([content, cols])
+        if o.data_files:
+            files = self._data_files()
+            loaded = load_data_files(files, o.data_format)
+            rows = self._from_datasets(loaded, "task.data_files", "task")
+            used = {k: [str(p) for p in v] for k, v in files.items()}
+            content = hash_files([p for split in SPLITS for p in files.get(split, [])])
+            return rows, "data_files:" + hash_json([list(used), content, o.data_format, cols])
         explicit = {"train": o.train_file, "validation": o.validation_file, "test": o.test_file}
+        if o.data_dir and is_saved_dataset(Path(o.data_dir).expanduser()):
+            path = Path(o.data_dir).expanduser()
+            rows = self._from_datasets(datasets.load_from_disk(str(path)), str(path), "task")
+            return rows, "saved:" + hash_json([_saved_dataset_hash(path), cols])
         if o.data_dir or any(explicit.values()):
+            if o.columns:
+                raise KdkitError(
+                    "columns: renames the columns of a datasets input, and data_dir is a folder "
+                    f"in the {self.name} task's public format",
+                    where="task.columns",
+                    fix="read your own files through data_files (JSONL, CSV or Parquet) with "
+                    "columns:, or drop columns:",
+                )
             data_dir = Path(o.data_dir or ".").expanduser()
             rows, files = self.read_local(data_dir, explicit)
             return rows, "files:" + hash_files(files)
         if o.hub:
             from kdkit.data.formats import read_hub
 
-            rows, fp = read_hub(o.hub, o.hub_config, self.convert_hub_row)
-            return rows, "hub:" + hash_json([o.hub, o.hub_config, fp])
+            rows, fp = read_hub(o.hub, o.hub_config, self.convert_hub_row, columns=o.columns)
+            return rows, "hub:" + hash_json([o.hub, o.hub_config, fp] + ([cols] if cols else []))
         built = self._ensure_built()
         rows, files = self.read_local(built, {})
         return rows, "files:" + hash_files(files)
@@ -288,7 +435,9 @@ class CodeTask:
             raise KdkitError(
                 f"the {self.name} task has no rows in split(s) {empty} "
                 f"(dropped while loading: {self.dropped or 'none'})",
-                where=self.options.data_dir or self.options.hub or "task.source",
+                where=("the in-memory dataset" if self._dataset is not None else
+                       "task.data_files" if self.options.data_files else
+                       self.options.data_dir or self.options.hub or "task.source"),  # fmt: skip
                 fix="check the files and the label set (a label list that no row of a split "
                 "uses empties it)",
             )

@@ -14,6 +14,8 @@ from kdkit.testing import check_bench_op, check_hookimpls, check_reporter
 PLUGINS = load_plugins()
 REPORTERS = PLUGINS.registry.names("reporter")
 BENCH_OPS = PLUGINS.registry.names("bench_op")
+#: Reporters whose package is an optional extra -> the module it provides (skipped without it).
+OPTIONAL_EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def _entry_point_values(prefix: str) -> set[str]:
@@ -31,6 +33,8 @@ def test_the_parametrization_covers_every_reporter_and_bench_op_plugin():
 
 @pytest.mark.parametrize("name", REPORTERS)
 def test_reporter_conformance(name, tmp_path):
+    if name in OPTIONAL_EXTRAS:
+        pytest.importorskip(OPTIONAL_EXTRAS[name])
     reporter = check_reporter(name, run_dir=tmp_path / "run")
     component = PLUGINS.registry.get("reporter", name)
     assert component.description
