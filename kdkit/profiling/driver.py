@@ -223,9 +223,10 @@ class _Session:
                                   teacher_signal=self.prep.signal, progress=False))  # fmt: skip
 
 
-def _step(trainer: Trainer, rows: list[int]) -> None:
-    trainer.train_step(rows)
+def _step(trainer: Trainer, rows: list[int]) -> dict[str, float]:
+    record = trainer.train_step(rows)
     trainer.state.step += 1
+    return record
 
 
 def _memory_step(trainer: Trainer, rows: list[int], device: torch.device) -> dict[str, Any]:
@@ -285,6 +286,7 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
     if cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     step_s: list[float] = []
+    losses: list[float] = []  # the same batches and weights for every impl: these must agree
     prof = None
     with recording(recorder):
         ctx = (torch.profiler.profile(activities=activities) if not options.capture_step
@@ -297,13 +299,13 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
                 if cuda:
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     start.record()
-                    _step(trainer, rows)
+                    losses.append(_step(trainer, rows)["loss"])
                     end.record()
                     end.synchronize()
                     step_s.append(start.elapsed_time(end) / 1000.0)
                 else:
                     t0 = time.perf_counter()
-                    _step(trainer, rows)
+                    losses.append(_step(trainer, rows)["loss"])
                     step_s.append(time.perf_counter() - t0)
         finally:
             if ctx is not None:
@@ -335,6 +337,7 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
         "coverage": attributed / step_ms if step_ms else math.nan,
         "loss_share": regions.get("loss_forward", {}).get("share", 0.0),
         "memory": memory,
+        "losses": losses,
         "top_operators": ops,
         "trace": str(trace) if trace else None,
         "captured_step": captured,

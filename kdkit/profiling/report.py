@@ -46,7 +46,8 @@ def memory_lines(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         m = r["memory"]
-        text = f"  {r['impl']}: CPU RSS rise {_mb(m['rss_rise_bytes'])}"
+        text = (f"  {r['impl']}: CPU RSS rise {_mb(m['rss_rise_bytes'])} (peak "
+                f"{_mb(m['rss_peak_bytes'])})")  # fmt: skip
         if "cuda_max_allocated_bytes" in m:
             text += (f"; CUDA max allocated {_mb(m['cuda_max_allocated_bytes'])} "
                      f"({_mb(m['cuda_rise_bytes'])} above the step's start)")  # fmt: skip
@@ -95,7 +96,8 @@ def render(summary: dict[str, Any]) -> str:
         if r["top_operators"]:
             parts += ["", f"top operators by self time ({r['impl']}):", operator_table(r)]
     parts += ["", "fused ops (dispatch record):", dispatch_lines(results)]
-    parts += ["", "peak memory (measured steps):", memory_lines(results)]
+    parts += ["", "peak memory (one step after the warm-up, outside the profiler):",
+              memory_lines(results)]  # fmt: skip
     for r in summary["ratios"]:
         mem = "-" if r["memory"] is None else f"{r['memory']:.2f}x"
         parts.append(f"  {r['impl']} / {r['over']}: step time {r['step_time']:.2f}x, "
