@@ -122,12 +122,12 @@ def plot_shares(summary: dict[str, Any], path: Path) -> Path:
     results = summary["results"]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(results)))
     colors = plt.get_cmap("tab10").colors
-    names = [*REGIONS, "outside"]
+    names = [*REGIONS, "outside the regions"]
     for i, r in enumerate(results):
         left = 0.0
         mean = r["step_ms"]["mean"]
         for k, name in enumerate(names):
-            share = (r["unattributed_ms_per_step"] / mean if name == "outside"
+            share = (r["unattributed_ms_per_step"] / mean if name == "outside the regions"
                      else r["regions"].get(name, {}).get("share", 0.0))  # fmt: skip
             share = max(share, 0.0)
             ax.barh(i, share, left=left, color=colors[k % 10], edgecolor="white",

@@ -45,6 +45,40 @@ def test_recorder_times_each_closed_range():
     assert region("optimizer") is region("data")  # uninstalled again
 
 
+class _FakeEvent:
+    """Stands in for torch.cuda.Event on a CPU machine: a clock reading taken at record()."""
+
+    clock = iter(range(0, 10_000, 5))  # ms: 0, 5, 10, ...
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.t: int | None = None
+
+    def record(self) -> None:
+        self.t = next(self.clock)
+
+    def elapsed_time(self, end: _FakeEvent) -> float:
+        assert self.t is not None and end.t is not None
+        return float(end.t - self.t)
+
+
+def test_recorder_resolves_cuda_events_after_one_synchronise(monkeypatch):
+    """GPU path: regions are timed by events recorded at their edges, resolved (ms -> s) once."""
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: syncs.append(1))
+    rec = RegionRecorder(cuda_events=True)
+    with recording(rec):
+        with region("data"):
+            pass
+        with region("backward"):
+            pass
+        assert rec.times == {}  # nothing read before the resolve
+        times = rec.resolve()
+    assert times == {"data": [0.005], "backward": [0.005]}
+    assert len(syncs) == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_profile(plugins, tmp_path_factory):  # noqa: F811
     """One profile of the tiny KD run (reference kernels), 4 measured steps."""
