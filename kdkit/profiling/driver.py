@@ -242,7 +242,7 @@ def _memory_step(trainer: Trainer, rows: list[int], device: torch.device) -> dic
         cuda_start = torch.cuda.memory_allocated(device)
     gc.collect()
     rss_start, maxrss_start = _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    recorder = RegionRecorder(cuda_events=cuda)
+    recorder = RegionRecorder(cuda_events=cuda, sample_memory=True)
     with recording(recorder):
         _step(trainer, rows)
         recorder.resolve()

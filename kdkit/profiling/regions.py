@@ -68,6 +68,8 @@ class RegionRecorder:
     Attributes:
         cuda_events: time regions with CUDA events (GPU time) instead of the host clock.
         nvtx: push an NVTX range per region (for ``nsys``/``ncu``; CUDA only).
+        sample_memory: sample the resident set size at each region's edges (a ``/proc`` read:
+            outside the timed span, but it lengthens the step, so only for memory steps).
         times: ``{region: [seconds, ...]}`` one entry per range closed (host clock or CUDA events,
             resolved by :meth:`resolve`).
         rss_peak: the largest resident set size sampled at a region's edges (bytes).
@@ -75,6 +77,7 @@ class RegionRecorder:
 
     cuda_events: bool = False
     nvtx: bool = False
+    sample_memory: bool = False
     times: dict[str, list[float]] = field(default_factory=dict)
     rss_peak: int = 0
     _pending: list[tuple[str, Any, Any]] = field(default_factory=list)
@@ -123,32 +126,36 @@ class _Range:
         self._rec = _recorder
 
     def __enter__(self) -> _Range:
+        # order: memory sample (outside the span), timer start, then the ranges, so that a
+        # range's own cost under the profiler is counted in its region, not between regions
         rec = self._rec
-        if _profiler_active():
-            self._rf = torch.autograd.profiler.record_function(PREFIX + self.name)
-            self._rf.__enter__()
         if rec is not None:
-            rec.sample_rss()
-            if rec.nvtx:
-                torch.cuda.nvtx.range_push(PREFIX + self.name)
+            if rec.sample_memory:
+                rec.sample_rss()
             if rec.cuda_events:
                 self._start = torch.cuda.Event(enable_timing=True)
                 self._start.record()
             self._t0 = time.perf_counter()
+            if rec.nvtx:
+                torch.cuda.nvtx.range_push(PREFIX + self.name)
+        if _profiler_active():
+            self._rf = torch.autograd.profiler.record_function(PREFIX + self.name)
+            self._rf.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip
+        if self._rf is not None:
+            self._rf.__exit__(exc_type, exc, tb)
         rec = self._rec
         if rec is not None:
+            if rec.nvtx:
+                torch.cuda.nvtx.range_pop()
             if rec.cuda_events:
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
                 rec._pending.append((self.name, self._start, end))
             else:
                 rec.times.setdefault(self.name, []).append(time.perf_counter() - self._t0)
-            if rec.nvtx:
-                torch.cuda.nvtx.range_pop()
-            rec.sample_rss()
-        if self._rf is not None:
-            self._rf.__exit__(exc_type, exc, tb)
+            if rec.sample_memory:
+                rec.sample_rss()

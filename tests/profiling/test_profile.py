@@ -34,7 +34,7 @@ def test_region_is_a_named_range_under_the_profiler():
 
 
 def test_recorder_times_each_closed_range():
-    rec = RegionRecorder()
+    rec = RegionRecorder(sample_memory=True)
     with recording(rec):
         for _ in range(3):
             with region("optimizer"):
@@ -109,7 +109,7 @@ def test_regions_add_up_to_the_measured_step(tiny_profile):
     total = sum(reg["ms_per_step"] for reg in r["regions"].values())
     step = r["step_ms"]["mean"]
     assert total <= step * 1.001
-    assert total >= 0.9 * step, r["regions"]
+    assert total >= 0.95 * step, r["regions"]  # "within a few percent"
     assert r["coverage"] == pytest.approx(total / step)
     assert r["unattributed_ms_per_step"] == pytest.approx(step - total)
     assert r["loss_share"] == pytest.approx(r["regions"]["loss_forward"]["ms_per_step"] / step)
