@@ -35,6 +35,7 @@ COMMANDS = [
     "config",
     "cache",
     "bench",
+    "profile",
     "study",
     "report",
 ]

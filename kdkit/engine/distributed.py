@@ -38,6 +38,7 @@ import torch.distributed as tdist
 
 from kdkit.api import Batch, Encoded, KDMethod, LossTerms, ModelOutput, Needs, Student
 from kdkit.errors import KdkitError
+from kdkit.profiling.regions import region
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from torch.distributed.checkpoint.state_dict import StateDictOptions
@@ -358,8 +359,11 @@ class TrainModule(torch.nn.Module):
 
     def forward(self, inputs: Encoded, needs: Needs, teacher_out: ModelOutput | None,
                 batch: Batch) -> LossTerms:  # fmt: skip
-        """The method's loss terms for one (per-rank) batch."""
-        return self.method(self.student(inputs, needs), teacher_out, batch)
+        """The method's loss terms for one (per-rank) batch (in the profiler's named regions)."""
+        with region("student_forward"):
+            out = self.student(inputs, needs)
+        with region("loss_forward"):
+            return self.method(out, teacher_out, batch)
 
 
 # ---------------------------------------------------------------------------- FSDP state

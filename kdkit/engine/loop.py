@@ -36,6 +36,7 @@ from kdkit.engine.distributed import (
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
 from kdkit.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdkit.errors import NonFiniteLossError
+from kdkit.profiling.regions import region
 from kdkit.progress import progress_bar
 
 #: ``batch -> teacher outputs`` (a live teacher or the cache); see kdkit.engine.teacher_cache.
@@ -259,19 +260,25 @@ class Trainer:
         recorded are the global batch's (a row-weighted mean over ranks): every rank sees the
         same values, so all of them stop together on a non-finite term instead of hanging.
         """
+        # region(...): the named ranges `kdkit profile` times (kdkit.profiling.regions); free
+        # (a shared nullcontext) when nothing profiles. The student_forward and loss_forward
+        # ranges open inside TrainModule.forward.
         share = self.dist.share(rows)
         step = self.state.step + 1
-        batch = self.train_data.batch(share.rows).to(self.device)
-        batch.progress = self.progress_at(step)
+        with region("data"):
+            batch = self.train_data.batch(share.rows).to(self.device)
+            batch.progress = self.progress_at(step)
         teacher_out = None
         if self.requirements.teacher is not None and self.teacher_signal is not None:
-            teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
+            with region("teacher"):
+                teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
         self.train_module.train()
         with self.autocast():
             terms = self.train_module(batch.student, self.requirements.student, teacher_out, batch)
-        loss = sum(terms.values())
-        local = {k: float(v.detach()) for k, v in terms.items()}
-        values = self.dist.weighted_mean({**local, "loss": float(loss.detach())}, share.count)
+        with region("loss_forward"):
+            loss = sum(terms.values())
+            local = {k: float(v.detach()) for k, v in terms.items()}
+            values = self.dist.weighted_mean({**local, "loss": float(loss.detach())}, share.count)
         total = values.pop("loss")
         for name, value in values.items():
             if not math.isfinite(value):
@@ -282,20 +289,25 @@ class Trainer:
                     "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
                     "training.max_grad_norm on, or check the method's weights/temperature",
                 )
-        self.optimizer.zero_grad(set_to_none=True)
-        scaled = loss * share.weight  # one process: weight 1.0, the product is exactly loss
-        if self.scaler is not None:
-            self.scaler.scale(scaled).backward()
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            scaled.backward()  # several ranks: DDP/FSDP average the gradients here
-            grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
-            self.optimizer.step()
-        lr = float(self.schedule.get_last_lr()[0])
-        self.schedule.step()
+        with region("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            scaled = loss * share.weight  # one process: weight 1.0, the product is exactly loss
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()  # several ranks: DDP/FSDP average the gradients here
+            del terms, loss, scaled  # free the autograd graph here, not at the return
+        with region("optimizer"):
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                grad_norm = clip_gradients(self.params, self.cfg.max_grad_norm)
+                self.optimizer.step()
+            lr = float(self.schedule.get_last_lr()[0])
+            self.schedule.step()
         return {**values, "loss": total, "lr": lr, "grad_norm": grad_norm}
 
     # ------------------------------------------------------------------ evaluation
