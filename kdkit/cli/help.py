@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from typing import cast
 
 #: Command path -> ``(what it does, the command line)``; the command lines are real (flags and
 #: files that exist in a checkout).
@@ -140,4 +141,4 @@ def add_examples(parser: argparse.ArgumentParser) -> None:
         if not examples:
             continue
         sub.epilog = epilog(examples)
-        sub.formatter_class = examples_formatter(sub.formatter_class)
+        sub.formatter_class = examples_formatter(cast("type[argparse.HelpFormatter]", sub.formatter_class))

@@ -387,14 +387,14 @@ class CodeTask:
         if self._dataset is not None:
             splits = _as_splits(self._dataset, o.build_seed, "the in-memory dataset")
             rows = self._from_datasets(splits, "the in-memory dataset", "task")
-            content = {k: _table_hash(v) for k, v in splits.items()}
-            return rows, "memory:" + hash_json([content, cols])
+            tables = {k: _table_hash(v) for k, v in splits.items()}
+            return rows, "memory:" + hash_json([tables, cols])
         if o.data_files:
-            files = self._data_files()
-            loaded = load_data_files(files, o.data_format)
+            data_files = self._data_files()
+            loaded = load_data_files(data_files, o.data_format)
             rows = self._from_datasets(loaded, "task.data_files", "task")
-            used = {k: [str(p) for p in v] for k, v in files.items()}
-            content = hash_files([p for split in SPLITS for p in files.get(split, [])])
+            used = {k: [str(p) for p in v] for k, v in data_files.items()}
+            content = hash_files([p for split in SPLITS for p in data_files.get(split, [])])
             return rows, "data_files:" + hash_json([list(used), content, o.data_format, cols])
         explicit = {"train": o.train_file, "validation": o.validation_file, "test": o.test_file}
         if o.data_dir and is_saved_dataset(Path(o.data_dir).expanduser()):

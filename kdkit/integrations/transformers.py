@@ -26,7 +26,7 @@ token-level methods (CKD, FitNets ``features: tokens``) align token for token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import ValidationError
@@ -129,6 +129,7 @@ class DistillationTrainer(Trainer):
                  method_options: Mapping[str, Any] | None = None, plugins: Any = None,
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
+        assert isinstance(self.model, torch.nn.Module)  # Trainer requires a model here
         student_info = model_info(self.model, "student")
         teacher_info = model_info(teacher, "teacher") if teacher is not None else None
         context = BuildContext(device=self.args.device, seed=self.args.seed,
@@ -141,7 +142,8 @@ class DistillationTrainer(Trainer):
         self.kd_method.to(self.args.device)
         self.teacher = teacher
         if teacher is not None:
-            teacher.to(self.args.device).eval().requires_grad_(False)
+            # transformers' .to() is typed through a decorator mypy cannot see through
+            teacher.to(self.args.device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.last_terms: dict[str, float] = {}
         self._term_sums: dict[str, float] = {}
         self._term_count = 0
@@ -189,7 +191,8 @@ class DistillationTrainer(Trainer):
         B = input_ids.shape[0]
         if labels is None:
             labels = torch.full((B,), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
-        encoded = Encoded(input_ids, mask, student.offsets)
+        # offsets may be None (no CKD-style alignment needed); Encoded carries it through as is
+        encoded = Encoded(input_ids, mask, cast(torch.Tensor, student.offsets))
         state = self.state
         batch = Batch(texts=[""] * B, labels=labels.long(), index=torch.arange(B),
                       student=encoded, teacher=encoded,

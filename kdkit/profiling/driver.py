@@ -359,7 +359,8 @@ def profile_run(resolved: ResolvedConfig, plugins: Plugins, options: ProfileOpti
     check_options(options, device)
     out = profile_dir(resolved, options.out)
     session = _Session(resolved, out, progress)
-    results = [profile_impl(session, impl, options) for impl in (options.impls or [None])]
+    impls: list[str | None] = [*options.impls] if options.impls else [None]  # None: kernels.impl
+    results = [profile_impl(session, impl, options) for impl in impls]
     names = {s: r.component.name for s, r in resolved.components.items()}
     summary: dict[str, Any] = {
         "run": {"source": resolved.source or "<embedded default run>", **names,

@@ -121,7 +121,7 @@ def plot_shares(summary: dict[str, Any], path: Path) -> Path:
 
     results = summary["results"]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(results)))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     names = [*REGIONS, "outside the regions"]
     for i, r in enumerate(results):
         left = 0.0
