@@ -4,7 +4,8 @@ Writes into ``OUT`` (default ``STUDY_DIR/report``):
 
 * ``report.md`` — the tables (per task and teacher; FT vs best KD; efficiency) and the figures;
 * ``report.html`` — the same, self-contained (styles inline, figures embedded as data URIs);
-* ``results.csv`` (one row per cell), ``runs.csv`` (one row per run), ``results.json`` (all of it);
+* ``results.csv`` (one row per cell), ``runs.csv`` (one row per run), ``baselines.csv`` (one row
+  per task, split and baseline), ``results.json`` (all of it, the baselines per task included);
 * ``figures/score_vs_size.png``, ``figures/score_vs_speedup.png``.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdkit.engine.persist import atomic_write_text
+from kdkit.study.baselines import baselines_csv, collect_baselines
 from kdkit.study.figures import score_vs_size, score_vs_speedup
 from kdkit.study.html import render_html
 from kdkit.study.markdown import render_markdown
@@ -50,9 +52,10 @@ def build_report(
             eff = found
             break
     cells, teachers = build_cells(records, eff, manifest.get("axes"))
+    baselines, notes = collect_baselines(records, paths)
     figures = {}
     for name, draw in (("score_vs_size", score_vs_size), ("score_vs_speedup", score_vs_speedup)):
-        path = draw(cells, teachers, out_dir / "figures" / f"{name}.png")
+        path = draw(cells, teachers, out_dir / "figures" / f"{name}.png", baselines)
         if path is not None:
             figures[name] = path
     expected = set(manifest.get("runs") or [])
@@ -64,6 +67,7 @@ def build_report(
         missing=missing,
         incomplete={d.name: run_status(d) for d in run_dirs(paths) if d.name in missing},
         unfinished=[r for r in records if r.status != "finished"],
+        baselines=baselines, baseline_notes=notes,
     )  # fmt: skip
 
 
@@ -79,11 +83,15 @@ def write_report(*paths: str | Path, out_dir: str | Path | None = None,
     atomic_write_text(out / "report.html", render_html(model))
     atomic_write_text(out / "results.csv", cells_csv(data.cells))
     atomic_write_text(out / "runs.csv", runs_csv(data.records))
+    atomic_write_text(out / "baselines.csv", baselines_csv(data.baselines))
     payload = {
         "name": data.name,
         "cells": cell_dicts(data.cells),
         "teachers": [vars(t) for t in data.teachers.values()],
-        "runs": [{**vars(r), "run_dir": str(r.run_dir)} for r in data.records],
+        "baselines": {task: b.to_dict() for task, b in data.baselines.items()},
+        "baseline_notes": data.baseline_notes,
+        "runs": [{**{k: v for k, v in vars(r).items() if k != "baselines"},
+                  "run_dir": str(r.run_dir)} for r in data.records],  # fmt: skip
         "efficiency": data.efficiency,
         "shapes": shapes(data.cells),
         "missing": data.missing,

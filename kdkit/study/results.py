@@ -118,6 +118,9 @@ class RunRecord:
     train_seconds: float | None
     steps: int | None
     teacher_signal: str | None
+    #: the summary's ``baselines`` value (the task's baselines, or why they are unavailable);
+    #: kept out of ``results.json``'s runs (one copy per task is stored there instead).
+    baselines: dict[str, Any] | None = None
 
     @property
     def cell(self) -> tuple[str, str, str, str]:
@@ -152,6 +155,7 @@ def _record(run_dir: Path, summary: dict[str, Any], point: dict[str, Any] | None
         train_seconds=summary.get("train_seconds"),
         steps=summary.get("steps"),
         teacher_signal=summary.get("teacher_signal"),
+        baselines=summary.get("baselines") if isinstance(summary.get("baselines"), dict) else None,
     )
 
 
