@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdkit.baselines import Baselines
 from kdkit.engine.persist import atomic_write_text
 from kdkit.study.baselines import baselines_csv, collect_baselines
 from kdkit.study.figures import score_vs_size, score_vs_speedup
@@ -29,7 +30,7 @@ from kdkit.study.report_model import (
     shapes,
     teacher_margins,
 )
-from kdkit.study.results import collect, read_json, run_dirs, run_status
+from kdkit.study.results import collect, from_results_json, read_json, run_dirs, run_status
 from kdkit.study.tables import build_cells, cell_dicts, cells_csv, runs_csv
 
 __all__ = ["build_report", "efficiency_notes", "efficiency_tables", "shapes", "teacher_margins",
@@ -41,18 +42,34 @@ EFFICIENCY_FILE = "efficiency.json"
 def build_report(
     paths: Sequence[Path], out_dir: Path, log: Callable[[str], None] = print
 ) -> StudyData:
-    """Collect runs, aggregate, draw the figures into ``out_dir``: what the model is built from."""
-    records = collect(paths, log=log)
+    """Collect runs, aggregate, draw the figures into ``out_dir``: what the model is built from.
+
+    A path that is a file is a report's ``results.json``: its runs (and their grid order,
+    efficiency data and baselines) are read from it instead of from run directories.
+    """
+    shown = [str(p) for p in paths]
     study_dir = paths[0]
-    manifest = read_json(study_dir / "study.json") or {}
-    eff: dict[str, Any] = {}
-    for p in paths:
-        found = read_json(p / EFFICIENCY_FILE)
-        if isinstance(found, dict):
-            eff = found
-            break
+    if study_dir.is_file():
+        records, stored = from_results_json(study_dir)
+        manifest = {"name": stored["name"], "axes": stored["axes"]}
+        eff: dict[str, Any] = stored["efficiency"]
+        study_dir = study_dir.parent
+        paths = [study_dir, *paths[1:]]
+    else:
+        records, stored = collect(paths, log=log), {"baselines": {}}
+        manifest = read_json(study_dir / "study.json") or {}
+        eff = {}
+        for p in paths:
+            found = read_json(p / EFFICIENCY_FILE)
+            if isinstance(found, dict):
+                eff = found
+                break
     cells, teachers = build_cells(records, eff, manifest.get("axes"))
     baselines, notes = collect_baselines(records, paths)
+    for task, entry in stored["baselines"].items():
+        if task not in baselines:
+            baselines[task] = Baselines.from_dict(entry)
+            notes.pop(task, None)
     figures = {}
     for name, draw in (("score_vs_size", score_vs_size), ("score_vs_speedup", score_vs_speedup)):
         path = draw(cells, teachers, out_dir / "figures" / f"{name}.png", baselines)
@@ -62,7 +79,7 @@ def build_report(
     present = {r.run_id for r in records}
     missing = sorted(expected - present)
     return StudyData(
-        name=manifest.get("name") or study_dir.name, paths=[str(p) for p in paths],
+        name=manifest.get("name") or study_dir.name, paths=shown,
         records=records, cells=cells, teachers=teachers, efficiency=eff, figures=figures,
         missing=missing,
         incomplete={d.name: run_status(d) for d in run_dirs(paths) if d.name in missing},
@@ -75,7 +92,7 @@ def write_report(*paths: str | Path, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print) -> Path:  # fmt: skip
     """Write the report of the study (merging every given study/run directory); returns ``OUT``."""
     dirs = [Path(p) for p in paths]
-    out = Path(out_dir) if out_dir else dirs[0] / "report"
+    out = Path(out_dir) if out_dir else (dirs[0].parent if dirs[0].is_file() else dirs[0] / "report")
     out.mkdir(parents=True, exist_ok=True)
     data = build_report(dirs, out, log)
     model = build_model(data)  # built once; both pages render it

@@ -307,3 +307,29 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
     assert _degenerate(ax, [cell(0.675), cell(0.70)], b, "clone") == "clone"
     assert _degenerate(ax, [cell(0.675)], None, "clone") == "clone"
     plt.close(fig)
+
+
+def test_report_written_again_from_its_results_json(tmp_path, capsys):
+    from kdkit.study.baselines import write_baselines_file  # noqa: F401 (the file it reads)
+
+    root = write_study(tmp_path / "s")
+    first = write_report(root, log=lambda _m: None)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(first / "results.json", copy / "results.json")
+    baselines = {"tasks": {"exc": _baselines_entry()}}
+    (copy / "baselines.json").write_text(json.dumps(baselines))
+    assert main(["report", str(copy / "results.json"), "--quiet"]) == 0
+    md = (copy / "report.md").read_text()
+    old = (first / "report.md").read_text()
+    # the same tables as from the run directories, plus the baselines
+    for line in old.splitlines():
+        if line.startswith("| gru-7M") or line.startswith("| exc | code"):
+            assert line in md
+    assert "| exc | top1 | 100 | 62.0 (OSError) |" in md
+    again = json.loads((copy / "results.json").read_text())
+    assert again["baselines"]["exc"]["majority_label"] == "OSError"
+    assert len(again["runs"]) == 18
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["report", str(tmp_path / "bad.json")]) == 2
+    assert "not a kdkit report's results.json" in capsys.readouterr().err
