@@ -75,6 +75,11 @@ def run_baselines(task: Any, cache_dir: str | None, *, enabled: bool = True,
         found = compute_baselines(task, cache_dir=cache_dir, options=options or RUN_OPTIONS)
     except KdkitError as exc:
         return RunBaselines(None, unavailable_note(exc), time.perf_counter() - start)
+    except Exception as exc:
+        # An unexpected failure (a bug, a library error) must not lose a run that has trained:
+        # it becomes the note, with the exception's type, and the run's summary is written.
+        note = f"baselines unavailable: {type(exc).__name__}: {exc}".splitlines()[0]
+        return RunBaselines(None, note, time.perf_counter() - start)
     return RunBaselines(found, None, time.perf_counter() - start)
 
 

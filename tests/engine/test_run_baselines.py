@@ -127,3 +127,12 @@ def test_flags_name_the_teacher_below_lexical_and_students_at_majority():
                                    {"splits": "bad"}])  # fmt: skip
 def test_from_summary_is_none_when_nothing_usable_is_stored(entry):
     assert from_summary(entry) is None
+
+
+def test_an_unexpected_failure_is_a_note_too(tmp_path):
+    class Broken(_Task):
+        def load(self):
+            raise RuntimeError("disk on fire\nsecond line")
+
+    got = run_baselines(Broken({}), str(tmp_path), options=TINY)
+    assert got.baselines is None and got.note == "baselines unavailable: RuntimeError: disk on fire"
