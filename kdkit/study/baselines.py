@@ -203,9 +203,9 @@ def majority_lines(cells: Sequence[Any], found: Mapping[str, Baselines]) -> list
         stuck = [c for c in mine if at_majority(c.mean, b)]
         if stuck:
             every = " — every cell: nothing here shows a method's effect" if len(stuck) == len(mine) else ""
-            out.append(f"{task}: {len(stuck)} of {len(mine)} cells at the majority class "
-                       f"({100 * b.score('majority'):.1f}, '{b.majority_label}', within 1 point; "
-                       f"marked '= majority' in the tables){every}.")  # fmt: skip
+            out.append(f"{task}: {len(stuck)} of {len(mine)} cells at or below the majority "
+                       f"class ({100 * b.score('majority'):.1f}, '{b.majority_label}'; within 1 "
+                       f"point: '= majority' in the tables, lower: '< majority'){every}.")  # fmt: skip
     return out
 
 

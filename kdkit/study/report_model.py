@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdkit.baselines import Baselines
+from kdkit.baselines.runs import STUDENT_MARGIN
 from kdkit.study.baselines import (
     BASELINE_COLUMNS,
     at_majority,
@@ -242,12 +243,14 @@ def _group_title(task: str, teacher: str, ts: TeacherScore | None) -> str:
 
 
 def _group_rows(group: Sequence[Cell], b: Baselines | None) -> list[list[str]]:
-    """The group's table rows, a score at the majority class marked ``(= majority)``."""
+    """The group's table rows, a score at the majority class (within one point) marked
+    ``(= majority)``, one more than a point below it ``(< majority)``."""
     rows = table_rows(group)
     score = TABLE_COLUMNS.index("score")
     for row, cell in zip(rows, group):
-        if at_majority(cell.mean, b):
-            row[score] += " (= majority)"
+        if b is not None and at_majority(cell.mean, b):
+            below = cell.mean < b.score("majority") - STUDENT_MARGIN
+            row[score] += " (< majority)" if below else " (= majority)"
     return rows
 
 

@@ -250,7 +250,7 @@ def test_report_shows_baselines_from_the_runs_summaries(tmp_path):
     # FT gru-1.5M averages 62.0: the majority class (within one point); 0.6267... is not
     assert "| gru-1.5M | 1.50M | 1.5 | ft | 3 | 62.0 ± 2.0 (= majority) |" in md
     assert "| gru-1.5M | 1.50M | 1.5 | kd | 3 | 68.0 ± 2.0 | " in md
-    assert "exc: 1 of 6 cells at the majority class (62.0, 'OSError', within 1 point" in md
+    assert "exc: 1 of 6 cells at or below the majority class (62.0, 'OSError'; within 1 point" in md
     html = (out / "report.html").read_text()
     assert "the teacher knows less than a linear model on words" in html
     assert "62.0 ± 2.0 (= majority)" in html
@@ -288,7 +288,7 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
     import matplotlib.pyplot as plt
 
     from kdkit.baselines import Baselines
-    from kdkit.study.figures import _degenerate, params_label, short
+    from kdkit.study.figures import _degenerate, params_label, short, spaced_ticks
     from kdkit.study.tables import Cell
 
     label = params_label([57_970, 249_000])
@@ -297,13 +297,17 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
     assert [label(57_970), label(1_500_000)] == ["0.058M", "1.5M"]
     assert short("/home/me/runs/teachers/exception-code-teacher-long-name/best") == "best"
     assert short("a-very-long-teacher-label-indeed", 12) == "a-very-long…"
+    # 0.7x beside 0.8x and 0.9x beside 1x collided: one of each pair is kept
+    assert spaced_ticks([0.66, 0.83, 1.96, 3.8]) == [0.7, 1.0, 2.0, 3.8]
+    assert spaced_ticks([0.9, 1.8, 3.3]) == [1.0, 1.8, 3.3]
     b = Baselines.from_dict(_baselines_entry(majority=0.675))
 
     def cell(mean):
         return Cell("clone", "t", "s", "ft", "f1", [0], [mean], "gru", 1, mean, None)
 
     fig, ax = plt.subplots()
-    assert _degenerate(ax, [cell(0.675), cell(0.68)], b, "clone") == "clone (degenerate)"
+    marked = "clone\n(degenerate: no method above the majority class)"
+    assert _degenerate(ax, [cell(0.675), cell(0.68), cell(0.56)], b, "clone") == marked
     assert _degenerate(ax, [cell(0.675), cell(0.70)], b, "clone") == "clone"
     assert _degenerate(ax, [cell(0.675)], None, "clone") == "clone"
     plt.close(fig)
