@@ -75,6 +75,11 @@ class TrainingConfig(Options):
         "auto = DDP when WORLD_SIZE > 1, else one process; batch_size is the global batch "
         "(docs/distributed.md)",
     )
+    baselines: bool = Field(
+        True,
+        description="compute the task's majority / stratified / lexical baselines (cached with "
+        "the data) and report them beside the scores (docs/baselines.md); false = skip them",
+    )
 
 
 class CacheConfig(Options):

@@ -23,6 +23,8 @@ import torch
 import yaml
 
 from kdkit.api import Example, Needs, Student, Teacher
+from kdkit.baselines import Baselines
+from kdkit.baselines.runs import flags, from_summary
 from kdkit.config import ResolvedConfig, apply_overrides, parse_yaml, validate
 from kdkit.discovery import Plugins
 from kdkit.engine.batching import split_examples
@@ -101,6 +103,24 @@ def verdict_line(method: str, gain: float, head: str) -> str:
     return f"{method} is {abs(points):.1f} points {side} FT on test {head}"
 
 
+def baseline_table_rows(baselines: Baselines | None, head: str,
+                        teacher_score: float) -> list[dict[str, Any]]:  # fmt: skip
+    """The comparison table's baseline rows (test split, same metric): majority class,
+    stratified random, the lexical baselines; ``kept`` is their score as % of the teacher's."""
+    if baselines is None or "test" not in baselines.splits:
+        return []
+    return [{"model": f"baseline: {name}", head: score, "ci": list(ci),
+             "kept": 100 * score / teacher_score if teacher_score else None}
+            for name, score, ci in baselines.table("test")]  # fmt: skip
+
+
+def baselines_note(entry: Any) -> str | None:
+    """The one-line note of a summary's ``baselines`` value when they are unavailable."""
+    if isinstance(entry, dict) and entry.get("unavailable"):
+        return str(entry["unavailable"])
+    return None
+
+
 def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str | None = None,
                     progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run the default job and return the comparison (also in ``ROOT/comparison.json``).
@@ -152,20 +172,29 @@ def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str |
          head: kd["test"][head], "kept": 100 * kd["test"][head] / teacher_score, **s_speed,
          "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
     ]  # fmt: skip
+    baselines = from_summary(kd.get("baselines")) or from_summary(ft.get("baselines"))
+    rows += baseline_table_rows(baselines, head, teacher_score)
     table = comparison_table(rows, head)
     gain = kd["test"][head] - ft["test"][head]
     verdict = (f"{verdict_line(label, gain, head)}; the student is {rows[2]['speedup']:.1f}x "
                f"faster at batch 1 and {s_speed['throughput'] / t_speed['throughput']:.1f}x in "
                f"throughput, with {100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % "
                "of the teacher's parameters.")  # fmt: skip
+    warnings = flags(baselines, teacher_score, {"FT student": ft["test"][head],
+                                                f"{label} student": kd["test"][head]})  # fmt: skip
+    note = baselines_note(kd.get("baselines"))
+    if note:
+        warnings.append(note)
     result = {"rows": rows, "headline_metric": head, "method": method, "kd_minus_ft": gain,
-              "verdict": verdict, "seconds": time.perf_counter() - t_start,
+              "verdict": verdict, "flags": warnings, "seconds": time.perf_counter() - t_start,
+              "baselines": kd.get("baselines"),
+              "baselines_seconds": {"ft": (ft.get("baselines") or {}).get("lookup_seconds"),
+                                    method: (kd.get("baselines") or {}).get("lookup_seconds")},
               "runs": {"ft": ft["run_dir"], method: kd["run_dir"]},
               "threads": torch.get_num_threads()}  # fmt: skip
     write_json(root / "comparison.json", result)
-    (root / "comparison.txt").write_text(table + "\n\n" + verdict + "\n", encoding="utf-8")
-    print(table)
-    print()
-    print(verdict)
+    text = "\n".join([table, "", verdict, *warnings])
+    (root / "comparison.txt").write_text(text + "\n", encoding="utf-8")
+    print(text)
     print(f"({result['seconds']:.0f} s; runs in {root})")
     return result

@@ -18,6 +18,7 @@ import torch
 
 import kdkit.kernels as kernels  # (not "from kdkit import": mypy cannot see kernels/ as kdkit/)
 from kdkit.api import BuildContext, KDMethod, Needs, Reporter, RunInfo, Student, Task, Teacher
+from kdkit.baselines.runs import flags, from_summary, run_baselines
 from kdkit.config import CacheConfig, ResolvedConfig, TrainingConfig
 from kdkit.discovery import Plugins
 from kdkit.engine.batching import EncodedRows, Encoder, SplitData, make_split, split_examples
@@ -394,6 +395,9 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
         teacher_summary = {"name": c.teacher.info.name, "parameters": c.teacher.info.num_parameters,
                            "fingerprint": c.teacher.fingerprint(),
                            "test": teacher_test_metrics(c, env, test)}  # fmt: skip
+    # the task's baselines, beside the scores (cached with the data; rank 0 computes them)
+    baselines = dist.on_main(lambda: run_baselines(c.task, str(env.cache_root),
+                                                   enabled=env.training.baselines))  # fmt: skip
     kept = None
     if teacher_summary and teacher_summary["test"].get(head):
         kept = 100.0 * test_metrics[head] / teacher_summary["test"][head]
@@ -425,7 +429,12 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
         "kernels": impls,
         "run_dir": str(run_dir),
         "history": state.history,
+        "baselines": baselines.summary_entry(),
     }  # fmt: skip
+    student_flags = flags(from_summary(summary["baselines"]),
+                          teacher_summary["test"].get(head) if teacher_summary else None,
+                          {"student": test_metrics[head]})  # fmt: skip
+    summary["flags"] = student_flags + ([baselines.note] if baselines.note else [])
     if dist.enabled:
         summary["distributed"] = dist.describe()
     summary["table"] = run_table(summary)

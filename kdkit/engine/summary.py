@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdkit.baselines.result import NAMES as BASELINE_NAMES
 from kdkit.engine.persist import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -55,6 +56,7 @@ def run_table(summary: Mapping[str, Any]) -> str:
     rows.append((f"best validation {head}", f"{summary['best_validation'][head]:.4f} "
                  f"(step {summary['best_step']})"))  # fmt: skip
     rows.append((f"test {head}", f"{summary['test'][head]:.4f}"))
+    rows.extend(baseline_rows(summary.get("baselines")))
     if summary.get("kept_percent") is not None:
         rows.append(("% of teacher kept", f"{summary['kept_percent']:.1f} %"))
     rows.append(("steps / epochs", f"{summary['steps']} / {summary['epochs_done']}"))
@@ -62,17 +64,43 @@ def run_table(summary: Mapping[str, Any]) -> str:
                  f"({summary['train_examples_per_s']:.0f} examples/s)"))  # fmt: skip
     rows.append(("teacher signal", str(summary.get("teacher_signal"))))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+    lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"  {flag}" for flag in summary.get("flags") or []]
+    return "\n".join(lines)
+
+
+def baseline_rows(entry: Any, split: str = "test") -> list[tuple[str, str]]:
+    """``(name, "score [95 % CI]")`` rows of a summary's ``baselines`` value on ``split``; one
+    note row when they are unavailable or switched off."""
+    if not isinstance(entry, Mapping):
+        return []
+    if entry.get("disabled"):
+        return [("baselines", "switched off (training.baselines: false)")]
+    if entry.get("unavailable"):
+        return [("baselines", "unavailable (see the note below)")]
+    scores = (entry.get("splits") or {}).get(split)
+    if not scores:
+        return []
+    out = []
+    for key, name in BASELINE_NAMES.items():
+        if key in scores["scores"]:
+            lo, hi = scores["ci"][key]
+            out.append((f"{name} ({split})",
+                        f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))  # fmt: skip
+    return out
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]], head: str) -> str:
-    """The default job's comparison: model, params, headline metric, % kept, speed-up."""
+    """The default job's comparison: model, params, headline metric, % kept, speed-up.
+
+    Rows with a ``ci`` (the baselines) show their 95 % interval after the score."""
     cols = ["model", "parameters", f"test {head}", "% of teacher", "latency b=1", "throughput",
             "speed-up"]  # fmt: skip
     body = []
     for r in rows:
         body.append([
-            r["model"], fmt_params(r.get("parameters")), f"{r[head]:.4f}",
+            r["model"], fmt_params(r.get("parameters")),
+            f"{r[head]:.4f}" + (f" ({r['ci'][0]:.3f}-{r['ci'][1]:.3f})" if r.get("ci") else ""),
             "-" if r.get("kept") is None else f"{r['kept']:.1f} %",
             "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f} ms",
             "-" if r.get("throughput") is None else f"{r['throughput']:.0f} ex/s",

@@ -5,6 +5,13 @@
   family (columns).
 * ``score_vs_speedup.png`` — score against inference speed-up over the teacher (batch 1, measured
   in one process), one panel per task; the teacher sits at 1x.
+
+Every panel draws its task's baselines as reference lines (majority class: grey dotted; the best
+lexical baseline, chosen on validation: green dash-dot), each with a legend entry. The legend is
+one, outside the panels (right of them), so it never covers data; a panel where no method scores
+above the majority class (each within one point of it, or below) is marked "degenerate" in its
+title and shaded.
+Parameter ticks use one unit per axis (all ``K`` or all ``M``); speed-ups read ``2x``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdkit.baselines import NAMES, Baselines
+from kdkit.study.baselines import at_majority
 from kdkit.study.tables import Cell, TeacherScore
 
 _MARKERS = "osD^vP*Xh"
@@ -29,13 +38,39 @@ def _plt() -> Any:  # matplotlib.pyplot
     return plt
 
 
+def params_label(sizes: Sequence[float]) -> Any:
+    """``x -> text`` for parameter counts in ONE unit for the whole axis: ``K`` when the largest
+    is under a million (``58K``, ``249K``), else ``M`` (``0.06M``, ``1.5M``)."""
+    scale, unit = (1e6, "M") if max(sizes, default=0) >= 1e6 else (1e3, "K")
+
+    def label(x: float, _pos: object = None) -> str:
+        return f"{x / scale:.3g}{unit}"
+
+    return label
+
+
+def spaced_ticks(values: Sequence[float], keep: float = 1.0, gap: float = 1.25) -> list[float]:
+    """Ticks for a log axis: ``keep`` (the teacher's 1x) and the values (rounded to 0.1), each
+    at least a factor ``gap`` from every tick already placed, so labels never collide."""
+    ticks = [keep]
+    for v in sorted({round(x, 1) for x in values if x > 0}):
+        if all(max(v, t) / min(v, t) >= gap for t in ticks):
+            ticks.append(v)
+    return sorted(ticks)
+
+
+def short(name: str, width: int = 22) -> str:
+    """A legend-sized name: a path's last part, cut to ``width`` characters with an ellipsis."""
+    name = name.rstrip("/").rsplit("/", 1)[-1] or name
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def _params_axis(ax: Any, sizes: list[int]) -> None:
-    """Label a log axis of parameter counts as 62.6K, 1.5M, ...: one tick per student size (a log
+    """Label a log axis of parameter counts in one unit: one tick per student size (a log
     axis's automatic minor labels collide when sizes are close)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    def label(x: float, _pos: object = None) -> str:
-        return f"{x / 1e6:.3g}M" if x >= 1e5 else f"{x / 1e3:.3g}K"
+    label = params_label(sizes)
 
     ax.xaxis.set_major_formatter(FuncFormatter(label))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -50,9 +85,45 @@ def _colors(methods: Sequence[str]) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(ordered)}
 
 
+def _reference_lines(ax: Any, b: Baselines | None) -> None:
+    """The task's majority-class and best lexical baselines (test) as labelled lines."""
+    if b is None or "test" not in b.splits:
+        return
+    ax.axhline(100 * b.score("majority"), color="#888888", linestyle=":", linewidth=1.3,
+               label="majority class")  # fmt: skip
+    lexical = b.lexical_score("test")
+    ax.axhline(100 * lexical, color="#2e8b57", linestyle="-.", linewidth=1.3,
+               label=f"lexical: {_SHORT_BASELINE[b.best_lexical]}")  # fmt: skip
+
+
+_SHORT_BASELINE = {**NAMES, "tfidf_lr": "TF-IDF + LR", "jaccard": "token Jaccard"}
+
+
+def _degenerate(ax: Any, mine: Sequence[Cell], b: Baselines | None, title: str) -> str:
+    """Shade a panel where no point is above the majority class (each within one point of it,
+    or below): the panel shows no learning, whatever the method. Returns its (marked) title."""
+    if mine and b is not None and all(at_majority(c.mean, b) for c in mine):
+        ax.set_facecolor("#f1f1f1")
+        return title + "\n(degenerate: no method above the majority class)"
+    return title
+
+
+def _legend_outside(fig: Any, axes: Any) -> Any:
+    """One legend for the whole figure, right of the panels (entries of every panel, once)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if not seen:
+        return None
+    return fig.legend(list(seen.values()), list(seen), loc="center left",
+                      bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # fmt: skip
+
+
 def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], TeacherScore],
-                  path: Path) -> Path | None:  # fmt: skip
+                  path: Path, baselines: dict[str, Baselines] | None = None) -> Path | None:  # fmt: skip
     """Write ``score_vs_size.png``; ``None`` when there is nothing to plot."""
+    baselines = baselines or {}
     cells = [c for c in cells if c.student_params]
     if not cells:
         return None
@@ -80,7 +151,7 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
                     label = (
                         method
                         if len(table_teachers) == 1 or pts[0].baseline
-                        else f"{method} ({teacher})"
+                        else f"{method} ({short(teacher)})"
                     )
                     ax.errorbar([c.student_params for c in pts], [100 * c.mean for c in pts],
                                 yerr=[100 * (c.std or 0) for c in pts], marker=_MARKERS[methods.index(method) % len(_MARKERS)],
@@ -90,31 +161,37 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
                 ts = teachers.get((task, teacher))
                 if ts is not None:
                     ax.axhline(100 * ts.score, color="black", linestyle=style[teacher], linewidth=1,
-                               label=f"teacher {teacher} ({100 * ts.score:.1f})")  # fmt: skip
+                               label=f"teacher {short(teacher)}")  # fmt: skip
+            _reference_lines(ax, baselines.get(task))
             ax.set_xscale("log")
             _params_axis(ax, sorted({c.student_params for c in mine if c.student_params}))
-            ax.set_title(f"{task} — {family} students", fontsize=10)
+            title = _degenerate(ax, mine, baselines.get(task), f"{task} — {family} students")
+            ax.set_title(title, fontsize=10)
             ax.set_xlabel("student parameters")
             metric = mine[0].metric if mine else ""
             ax.set_ylabel(f"test {metric} (%)")
             ax.grid(True, alpha=0.3)
-            if mine:
-                ax.legend(fontsize=7, loc="best")
-    return _save(plt, fig, path)
+    legend = _legend_outside(fig, axes.flat)
+    return _save(plt, fig, path, legend)
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
-    """Lay ``fig`` out, write it to ``path`` (PNG, 110 dpi) and free it."""
+def _save(plt: Any, fig: Any, path: Path, legend: Any = None) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (PNG, 110 dpi, the outside legend included) and
+    free it."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    extra = [legend] if legend is not None else None
+    fig.savefig(path, dpi=110, bbox_inches="tight", bbox_extra_artists=extra)
     plt.close(fig)
     return path
 
 
 def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], TeacherScore],
-                     path: Path) -> Path | None:  # fmt: skip
+                     path: Path, baselines: dict[str, Baselines] | None = None) -> Path | None:  # fmt: skip
     """Write ``score_vs_speedup.png``; ``None`` when no cell has a measured speed-up."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    baselines = baselines or {}
     cells = [c for c in cells if c.speedup is not None and math.isfinite(c.speedup)]
     if not cells:
         return None
@@ -140,12 +217,17 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
         for (t_task, teacher), ts in teachers.items():
             if t_task == task:
                 ax.plot([1.0], [100 * ts.score], marker="*", markersize=13, color="black",
-                        linestyle="none", label=f"teacher {teacher}")  # fmt: skip
+                        linestyle="none", label=f"teacher {short(teacher)}")  # fmt: skip
+        _reference_lines(ax, baselines.get(task))
         ax.set_xscale("log")
+        ax.set_xticks(spaced_ticks([c.speedup for c in mine]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p=None: f"{x:.2g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("inference speed-up over the teacher (batch 1)")
         ax.set_ylabel(f"test {mine[0].metric} (%)")
         shapes = ", ".join(f"{_MARKERS[k % len(_MARKERS)]}={f}" for k, f in enumerate(families))
-        ax.set_title(f"{task} (markers: {shapes})", fontsize=10)
+        ax.set_title(_degenerate(ax, mine, baselines.get(task), f"{task} (markers: {shapes})"),
+                     fontsize=10)  # fmt: skip
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    return _save(plt, fig, path)
+    legend = _legend_outside(fig, axes.flat)
+    return _save(plt, fig, path, legend)

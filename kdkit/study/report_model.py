@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdkit.baselines import Baselines
+from kdkit.baselines.runs import STUDENT_MARGIN
+from kdkit.study.baselines import (
+    BASELINE_COLUMNS,
+    at_majority,
+    baseline_table_rows,
+    majority_lines,
+    margin_lines,
+)
 from kdkit.study.results import RunRecord
 from kdkit.study.tables import (
     BEST_COLUMNS,
@@ -88,6 +97,9 @@ class StudyData:
         missing: run ids the manifest expects but no directory holds.
         incomplete: run id -> status, for the missing runs whose directories exist.
         unfinished: records of runs that did not finish.
+        baselines: task label -> its baselines on the runs' splits (from the runs' summaries or
+            the study's ``baselines.json``).
+        baseline_notes: task label -> why its baselines are unavailable.
     """
 
     name: str
@@ -100,6 +112,8 @@ class StudyData:
     missing: list[str]
     incomplete: dict[str, str]
     unfinished: list[RunRecord]
+    baselines: dict[str, Baselines] = field(default_factory=dict)
+    baseline_notes: dict[str, str] = field(default_factory=dict)
 
 
 def shapes(cells: Sequence[Cell]) -> list[str]:
@@ -230,20 +244,41 @@ def _group_title(task: str, teacher: str, ts: TeacherScore | None) -> str:
     return title
 
 
+def _group_rows(group: Sequence[Cell], b: Baselines | None) -> list[list[str]]:
+    """The group's table rows, a score at the majority class (within one point) marked
+    ``(= majority)``, one more than a point below it ``(< majority)``."""
+    rows = table_rows(group)
+    score = TABLE_COLUMNS.index("score")
+    for row, cell in zip(rows, group):
+        if b is not None and at_majority(cell.mean, b):
+            below = cell.mean < b.score("majority") - STUDENT_MARGIN
+            row[score] += " (< majority)" if below else " (= majority)"
+    return rows
+
+
 def build_model(data: StudyData) -> Report:
-    """The report's sections, in order: shapes; FT and the best KD method; one table per task
-    and teacher; the efficiency tables; their notes; the figures; the runs left out."""
+    """The report's sections, in order: shapes; the baselines with the teachers' margins over
+    them; FT and the best KD method; one table per task and teacher; the efficiency tables; their
+    notes; the figures; the runs left out."""
     sections: list[Section] = []
     found = shapes(data.cells)
     if found:
         sections.append(Section("Shapes", bullets=found))
+    base_rows = baseline_table_rows(data.baselines)
+    bullets = margin_lines(data.baselines, data.teachers) + majority_lines(data.cells, data.baselines)
+    bullets += [f"{task}: {note}" for task, note in data.baseline_notes.items()]
+    if base_rows or bullets:
+        sections.append(Section("Baselines (test split, same metric; chosen on validation)",
+                                bullets=bullets,
+                                tables=[Table(BASELINE_COLUMNS, base_rows)] if base_rows else []))  # fmt: skip
     best = best_method_rows(data.cells)
     if best:
         sections.append(Section("FT and the best KD method per student",
                                 tables=[Table(BEST_COLUMNS, best)]))  # fmt: skip
     for (task, teacher), group in groups(data.cells):
         title = _group_title(task, teacher, data.teachers.get((task, teacher)))
-        sections.append(Section(title, tables=[Table(TABLE_COLUMNS, table_rows(group))]))
+        rows = _group_rows(group, data.baselines.get(task))
+        sections.append(Section(title, tables=[Table(TABLE_COLUMNS, rows)]))
     for title, header, rows in efficiency_tables(data.efficiency):
         sections.append(Section(title, tables=[Table(header, rows)]))
     notes = efficiency_notes(data.efficiency)

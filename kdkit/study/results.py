@@ -119,6 +119,9 @@ class RunRecord:
     train_seconds: float | None
     steps: int | None
     teacher_signal: str | None
+    #: the summary's ``baselines`` value (the task's baselines, or why they are unavailable);
+    #: kept out of ``results.json``'s runs (one copy per task is stored there instead).
+    baselines: dict[str, Any] | None = None
 
     @property
     def cell(self) -> tuple[str, str, str, str]:
@@ -153,6 +156,7 @@ def _record(run_dir: Path, summary: dict[str, Any], point: dict[str, Any] | None
         train_seconds=summary.get("train_seconds"),
         steps=summary.get("steps"),
         teacher_signal=summary.get("teacher_signal"),
+        baselines=summary.get("baselines") if isinstance(summary.get("baselines"), dict) else None,
     )
 
 
@@ -192,3 +196,28 @@ def collect(paths: Sequence[Path], log: Callable[[str], None] | None = None) -> 
             continue
         records[rec.run_id] = rec
     return [records[k] for k in sorted(records)]
+
+
+def from_results_json(path: Path) -> tuple[list[RunRecord], dict[str, Any]]:
+    """The runs a report's ``results.json`` lists, and what else it holds (``name``, ``axes`` in
+    the order of its cells, ``efficiency``, ``baselines``): to write a report again from a copy
+    of its results, without the run directories (e.g. the committed ``docs/results/*``)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        from kdkit.errors import KdkitError
+
+        raise KdkitError("not a kdkit report's results.json (no 'runs' list)", where=str(path),
+                         fix="pass the results.json that `kdkit report` wrote, or a study "
+                         "directory")  # fmt: skip
+    fields = set(RunRecord.__dataclass_fields__)
+    records = []
+    for run in data["runs"]:
+        values = {k: v for k, v in run.items() if k in fields}
+        values["run_dir"] = Path(values["run_dir"])
+        records.append(RunRecord(**values))
+    cells = data.get("cells") or []
+    axes = {axis: list(dict.fromkeys(c[axis] for c in cells if axis in c))
+            for axis in ("task", "teacher", "student", "method")}  # fmt: skip
+    extra = {"name": data.get("name"), "axes": axes, "efficiency": data.get("efficiency") or {},
+             "baselines": data.get("baselines") or {}}  # fmt: skip
+    return records, extra

@@ -10,11 +10,26 @@ from .conftest import tiny_config
 
 
 def test_default_job_compares_teacher_ft_and_kd(plugins, tmp_path, monkeypatch, capsys):
+    from kdkit.baselines import runs
+
+    from .test_run_baselines import TINY
+
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runs, "RUN_OPTIONS", TINY)  # tunable on the tiny task's 8 rows
     resolved = tiny_config(plugins, tmp_path / "ignored")
     result = run_default_job(resolved, plugins, output=str(tmp_path / "job"), progress=False)
     rows = result["rows"]
-    assert [r["model"].split(" (")[0] for r in rows] == ["teacher", "FT student", "KD student"]
+    assert [r["model"].split(" (")[0] for r in rows] == [
+        "teacher", "FT student", "KD student", "baseline: majority class",
+        "baseline: stratified random", "baseline: TF-IDF + logistic regression"]  # fmt: skip
+    base = result["baselines"]
+    assert rows[3]["accuracy"] == base["splits"]["test"]["scores"]["majority"]
+    assert rows[5]["ci"] == base["splits"]["test"]["ci"]["tfidf_lr"]
+    # computed in the FT run, read from the cache by the KD run
+    assert result["baselines_seconds"]["ft"] is not None and base["from_cache"] is True
+    expected_flags = runs.flags(runs.from_summary(base), rows[0]["accuracy"],
+                                {"FT student": rows[1]["accuracy"], "KD student": rows[2]["accuracy"]})
+    assert result["flags"] == expected_flags
     ft = json.loads((tmp_path / "job" / "ft" / "summary.json").read_text())
     kd = json.loads((tmp_path / "job" / "kd" / "summary.json").read_text())
     assert ft["method"] == "ft" and kd["method"] == "kd" and kd["teacher_signal"] == "cache"
@@ -50,7 +65,12 @@ def test_default_job_with_another_method_names_everything_after_it(plugins, tmp_
     else:
         expected = "DIST ties FT on test accuracy (0.0 points apart)"
     assert result["verdict"].startswith(expected + ";")
-    assert expected in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert expected in out
+    # the tiny task's 8 validation rows are too few to tune a baseline on: one line says so
+    note = result["flags"][-1]
+    assert note.startswith("baselines unavailable: the validation split has 8 rows") and note in out
+    assert not any(r["model"].startswith("baseline") for r in result["rows"])
 
 
 def test_verdict_states_the_comparison_plainly():

@@ -216,3 +216,124 @@ def test_markdown_and_html_show_the_same_sections_in_the_same_order_with_the_sam
     assert len(re.findall(r"^\|---", md, flags=re.M)) == page.count("<table>") == n_tables >= 3
     assert [m for m in re.findall(r"!\[(\w+)\]", md)] == re.findall(r'<img alt="(\w+)"', page)
     assert model.intro in md and model.intro in page
+
+
+def _baselines_entry(majority: float = 0.62, lexical: float = 0.85) -> dict:
+    """A summary's ``baselines`` value, as :meth:`kdkit.baselines.Baselines.to_dict` writes it."""
+    split = {"rows": 100, "label_counts": {"OSError": 62, "KeyError": 38},
+             "scores": {"majority": majority, "stratified": 0.53, "tfidf_lr": lexical},
+             "ci": {"majority": [0.52, 0.71], "stratified": [0.45, 0.60], "tfidf_lr": [0.78, 0.91]},
+             "metrics": {}}  # fmt: skip
+    return {"task": "exception", "fingerprint": "fp", "headline_metric": "top1",
+            "labels": ["OSError", "KeyError"], "majority_label": "OSError",
+            "splits": {"validation": split, "test": split},
+            "tuned": {"tfidf_lr": {"C": 0.3, "word_ngrams": [1, 2], "char_ngrams": None,
+                                   "class_weight": None, "val_score": 0.8, "tried": 40}},
+            "best_lexical": "tfidf_lr", "options": {}, "seconds": 1.0, "version": 2,
+            "from_cache": False}  # fmt: skip
+
+
+def test_report_shows_baselines_from_the_runs_summaries(tmp_path):
+    root = write_study(tmp_path / "s")
+    for summary_path in (root / "runs").glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["baselines"] = _baselines_entry()
+        summary_path.write_text(json.dumps(summary))
+    out = write_report(root, log=lambda _m: None)
+    md = (out / "report.md").read_text()
+    assert "## Baselines (test split, same metric; chosen on validation)" in md
+    assert ("| exc | top1 | 100 | 62.0 (OSError) | 53.0 | 85.0 [78.0, 91.0] | – | tfidf_lr: C=0.3, "
+            "word_ngrams=[1, 2], char_ngrams=None, class_weight=None |") in md
+    assert ("- exc / code: teacher 80.0 vs TF-IDF + logistic regression 85.0 (-5.0 points) and "
+            "majority class 62.0 — the teacher knows less than a linear model on words: "
+            "distillation results here are not informative.") in md
+    # FT gru-1.5M averages 62.0: the majority class (within one point); 0.6267... is not
+    assert "| gru-1.5M | 1.50M | 1.5 | ft | 3 | 62.0 ± 2.0 (= majority) |" in md
+    assert "| gru-1.5M | 1.50M | 1.5 | kd | 3 | 68.0 ± 2.0 | " in md
+    assert "exc: 1 of 6 cells at or below the majority class (62.0, 'OSError'; within 1 point" in md
+    html = (out / "report.html").read_text()
+    assert "the teacher knows less than a linear model on words" in html
+    assert "62.0 ± 2.0 (= majority)" in html
+    rows = list(csv.DictReader(io.StringIO((out / "baselines.csv").read_text())))
+    assert len(rows) == 6  # 2 splits x 3 baselines
+    lex = next(r for r in rows if r["split"] == "test" and r["baseline"] == "tfidf_lr")
+    assert float(lex["score"]) == 0.85 and float(lex["ci_low"]) == 0.78
+    data = json.loads((out / "results.json").read_text())
+    assert data["baselines"]["exc"]["splits"]["test"]["scores"]["majority"] == 0.62
+    assert "baselines" not in data["runs"][0]  # one copy per task, not one per run
+
+
+def test_report_reads_baselines_json_for_runs_that_predate_them(tmp_path):
+    from kdkit.baselines.runs import RunBaselines
+    from kdkit.study.baselines import write_baselines_file
+
+    root = write_study(tmp_path / "s")
+    from kdkit.baselines import Baselines
+
+    b = Baselines.from_dict(_baselines_entry(majority=0.5, lexical=0.7))
+    write_baselines_file(root, {"exc": RunBaselines(b, None, 1.0),
+                                "other": RunBaselines(None, "baselines unavailable: x", 0.1)})  # fmt: skip
+    out = write_report(root, log=lambda _m: None)
+    md = (out / "report.md").read_text()
+    assert "| exc | top1 | 100 | 50.0 (OSError) | 53.0 | 70.0 [78.0, 91.0] |" in md
+    assert "- exc / code: teacher 80.0 vs TF-IDF + logistic regression 70.0 (+10.0 points) and " \
+           "majority class 50.0." in md
+    assert "- other: baselines unavailable: x" in md
+
+
+def test_figure_helpers_one_unit_short_names_degenerate_panels():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from kdkit.baselines import Baselines
+    from kdkit.study.figures import _degenerate, params_label, short, spaced_ticks
+    from kdkit.study.tables import Cell
+
+    label = params_label([57_970, 249_000])
+    assert [label(57_970), label(249_000)] == ["58K", "249K"]  # not "58K" beside "0.249M"
+    label = params_label([57_970, 1_500_000])
+    assert [label(57_970), label(1_500_000)] == ["0.058M", "1.5M"]
+    assert short("/home/me/runs/teachers/exception-code-teacher-long-name/best") == "best"
+    assert short("a-very-long-teacher-label-indeed", 12) == "a-very-long…"
+    # 0.7x beside 0.8x and 0.9x beside 1x collided: one of each pair is kept
+    assert spaced_ticks([0.66, 0.83, 1.96, 3.8]) == [0.7, 1.0, 2.0, 3.8]
+    assert spaced_ticks([0.9, 1.8, 3.3]) == [1.0, 1.8, 3.3]
+    b = Baselines.from_dict(_baselines_entry(majority=0.675))
+
+    def cell(mean):
+        return Cell("clone", "t", "s", "ft", "f1", [0], [mean], "gru", 1, mean, None)
+
+    fig, ax = plt.subplots()
+    marked = "clone\n(degenerate: no method above the majority class)"
+    assert _degenerate(ax, [cell(0.675), cell(0.68), cell(0.56)], b, "clone") == marked
+    assert _degenerate(ax, [cell(0.675), cell(0.70)], b, "clone") == "clone"
+    assert _degenerate(ax, [cell(0.675)], None, "clone") == "clone"
+    plt.close(fig)
+
+
+def test_report_written_again_from_its_results_json(tmp_path, capsys):
+    from kdkit.study.baselines import write_baselines_file  # noqa: F401 (the file it reads)
+
+    root = write_study(tmp_path / "s")
+    first = write_report(root, log=lambda _m: None)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(first / "results.json", copy / "results.json")
+    baselines = {"tasks": {"exc": _baselines_entry()}}
+    (copy / "baselines.json").write_text(json.dumps(baselines))
+    assert main(["report", str(copy / "results.json"), "--quiet"]) == 0
+    md = (copy / "report.md").read_text()
+    old = (first / "report.md").read_text()
+    # the same tables as from the run directories, plus the baselines
+    for line in old.splitlines():
+        if line.startswith("| gru-7M") or line.startswith("| exc | code"):
+            assert line in md
+    assert "| exc | top1 | 100 | 62.0 (OSError) |" in md
+    again = json.loads((copy / "results.json").read_text())
+    assert again["baselines"]["exc"]["majority_label"] == "OSError"
+    assert len(again["runs"]) == 18
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["report", str(tmp_path / "bad.json")]) == 2
+    assert "not a kdkit report's results.json" in capsys.readouterr().err
