@@ -220,7 +220,7 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
                         linestyle="none", label=f"teacher {short(teacher)}")  # fmt: skip
         _reference_lines(ax, baselines.get(task))
         ax.set_xscale("log")
-        ax.set_xticks(spaced_ticks([c.speedup for c in mine]))
+        ax.set_xticks(spaced_ticks([c.speedup for c in mine if c.speedup is not None]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p=None: f"{x:.2g}x"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("inference speed-up over the teacher (batch 1)")
