@@ -65,7 +65,8 @@ class SourceBuildOptions(Options):
 
     sources: list[str] = Field(
         default_factory=lambda: ["stdlib"],
-        description="stdlib, site-packages and/or directories",
+        description="stdlib, site-packages, deps (the distributions kdkit requires), dist:NAME "
+        "and/or directories",
         json_schema_extra={"flag": "--from", "metavar": "SOURCE"},
     )
     files: list[Path] | None = Field(
