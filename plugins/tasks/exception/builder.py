@@ -189,7 +189,9 @@ def build(
     o = options
     timer = offline.Timer()
     out = Path(out_dir)
-    corpus = load_corpus(o, size_filter(2, o.max_lines, o.max_chars), quiet)
+    # Only functions with a handler can give an example: the rest are not kept (memory).
+    corpus = load_corpus(o, size_filter(2, o.max_lines, o.max_chars), quiet,
+                         relevant=lambda fn: "except" in fn.text)  # fmt: skip
     candidates = []  # (group, base key, row)
     found: Counter[str] = Counter()
     for sf, fn in corpus.functions:
