@@ -32,6 +32,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError
 
 from kdkit.api import Options
+from kdkit.data.fingerprint import hash_json
 from kdkit.data.formats import SPLITS
 from kdkit.errors import KdkitError
 
@@ -63,7 +65,8 @@ class SourceBuildOptions(Options):
 
     sources: list[str] = Field(
         default_factory=lambda: ["stdlib"],
-        description="stdlib, site-packages and/or directories",
+        description="stdlib, site-packages, deps (the distributions kdkit requires), dist:NAME "
+        "and/or directories",
         json_schema_extra={"flag": "--from", "metavar": "SOURCE"},
     )
     files: list[Path] | None = Field(
@@ -78,6 +81,19 @@ class SourceBuildOptions(Options):
     min_examples: int = Field(
         100, ge=0, description="fewer examples in total (or an empty split) is an error"
     )
+    eval_share: float = Field(
+        0.1, gt=0, le=0.4, description="share of the examples in validation and in test, each "
+        "(the rest is train)"
+    )  # fmt: skip
+    stratify: bool = Field(
+        False, description="assign files to splits so that each split's label mix is close to "
+        "the whole build's (instead of by size only)"
+    )  # fmt: skip
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, validation, test) shares of :attr:`eval_share`."""
+        return (1 - 2 * self.eval_share, self.eval_share, self.eval_share)
 
 
 def offline_builder(factory: Any) -> tuple[type[Options], Callable[..., BuildReport]] | None:
@@ -115,14 +131,21 @@ def split_by_group(
     key_of: Callable[[T], str],
     seed: int,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    label_of: Callable[[T], str] | None = None,
 ) -> SplitResult:
     """Seeded train/validation/test split that keeps each group (file or package) together and
     never lets one de-duplication key appear in two groups.
 
-    Groups are shuffled with ``seed``; each goes to the split that is furthest below its share. A
-    de-duplication key (e.g. :func:`kdkit.data.pyfuncs.normalise_code` of the base function)
-    belongs to the first group that has it; items of other groups with that key are dropped, so no
-    near-duplicate crosses a split (nor repeats inside one from another file).
+    Groups are shuffled with ``seed``. A de-duplication key (e.g.
+    :func:`kdkit.data.pyfuncs.normalise_code` of the base function) belongs to the first group
+    that has it; items of other groups with that key are dropped, so no near-duplicate crosses a
+    split (nor repeats inside one from another file).
+
+    Without ``label_of`` each group goes to the split furthest below its share of the items.
+    With ``label_of`` the split is *stratified*: groups are placed largest first (seeded order
+    among equal sizes), each into the split where it most reduces the distance between the
+    split's label counts and its share of every label's total (so validation and test get the
+    label mix of the whole build, as far as whole groups allow).
     """
     by_group: dict[str, list[T]] = {}
     for item in items:
@@ -142,15 +165,68 @@ def split_by_group(
                 dropped += 1
         if kept:
             kept_groups.append((g, kept))
-    # Each group goes to the split furthest below its share (ties: train, validation, test), so
-    # shares are met closely and, with at least three groups, no split is left empty.
     splits: dict[str, list[T]] = {s: [] for s in SPLITS}
-    for _, kept in kept_groups:
-        name = min(
-            SPLITS, key=lambda s: (len(splits[s]) / fractions[SPLITS.index(s)], SPLITS.index(s))
-        )
-        splits[name].extend(kept)
+    if label_of is None:
+        # Each group goes to the split furthest below its share (ties: train, validation, test),
+        # so shares are met closely and, with at least three groups, no split is left empty.
+        for _, kept in kept_groups:
+            name = min(
+                SPLITS, key=lambda s: (len(splits[s]) / fractions[SPLITS.index(s)], SPLITS.index(s))
+            )
+            splits[name].extend(kept)
+        return SplitResult(splits, dropped)
+    _stratified_assign(kept_groups, label_of, fractions, splits)
     return SplitResult(splits, dropped)
+
+
+def _stratified_assign(
+    groups: list[tuple[str, list[T]]],
+    label_of: Callable[[T], str],
+    fractions: tuple[float, float, float],
+    splits: dict[str, list[T]],
+) -> None:
+    """Greedy stratified placement of whole groups (see :func:`split_by_group`)."""
+    totals: Counter[str] = Counter(label_of(i) for _, kept in groups for i in kept)
+    # Rare labels weigh as much as frequent ones: deviations are measured relative to each
+    # label's total (a file of 3 rare-label rows matters as much as 300 common ones).
+    weight = {lab: 1.0 / n for lab, n in totals.items()}
+    target = {s: {lab: fractions[k] * n for lab, n in totals.items()} for k, s in enumerate(SPLITS)}
+    have: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    size = {s: 0 for s in SPLITS}
+    total = sum(totals.values())
+    # Largest groups first (a stable sort keeps the seeded order among equal sizes).
+    for _, kept in sorted(groups, key=lambda g: -len(g[1])):
+        counts = Counter(label_of(i) for i in kept)
+        costs = {}
+        for k, s in enumerate(SPLITS):
+            change = sum(
+                weight[lab] * (abs(have[s][lab] + n - target[s][lab]) - abs(have[s][lab] - target[s][lab]))
+                for lab, n in counts.items()
+            )
+            # The same for the split's size, so shares are kept as well as label mixes.
+            want = fractions[k] * total
+            change += (abs(size[s] + len(kept) - want) - abs(size[s] - want)) / total
+            costs[s] = (change, size[s] / want if want else 0.0, k)
+        name = min(SPLITS, key=costs.__getitem__)
+        splits[name].extend(kept)
+        have[name].update(counts)
+        size[name] += len(kept)
+
+
+def label_mix(counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Each split's label shares and how far validation and test are from train and from each
+    other (total-variation distance: half the L1 distance of the share vectors, 0 = same mix)."""
+    shares = {}
+    for split, c in counts.items():
+        n = sum(c.values()) or 1
+        shares[split] = {lab: round(k / n, 4) for lab, k in sorted(c.items(), key=lambda kv: -kv[1])}
+
+    def tv(a: str, b: str) -> float:
+        labels = set(shares.get(a, {})) | set(shares.get(b, {}))
+        return round(0.5 * sum(abs(shares[a].get(x, 0) - shares[b].get(x, 0)) for x in labels), 4)
+
+    return {"shares": shares, "tv_validation_test": tv("validation", "test"),
+            "tv_train_validation": tv("train", "validation"), "tv_train_test": tv("train", "test")}  # fmt: skip
 
 
 @dataclass
@@ -193,6 +269,8 @@ class BuildReport:
             "labels": self.counts,
             "skipped": self.skipped,
             "sources": self.sources,
+            # What was scanned (paths, distribution versions, Python): equal inputs, equal key.
+            "sources_fingerprint": hash_json(self.sources),
             "options": self.options,
             **self.extra,
             "seconds": round(self.seconds, 2),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the on-disk layout of a cache entry changes, so stale entries are never reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: defect builds carry `pair` (issue 18)
 
 
 def hash_json(value: Any) -> str:

@@ -1,7 +1,11 @@
 """Real Python source on this machine: resolve ``--from`` sources and read modules safely.
 
 A *source* is ``stdlib`` (the running interpreter's standard library, without its
-``site-packages``), ``site-packages`` (installed third-party packages) or a directory. Files are
+``site-packages``), ``site-packages`` (installed third-party packages), ``deps`` (the installed
+distributions kdkit itself requires, found through :mod:`importlib.metadata`), ``dist:NAME`` (one
+installed distribution) or a directory. A distribution's roots are the top-level packages it
+installs, labelled ``NAME==VERSION:package``, so its version is part of every record and cache
+key of what was read (a rebuild with other versions is a different dataset). Files are
 listed in a stable order; files that are not UTF-8, do not parse, or are too large are skipped and
 counted (:class:`SkipCounter`), never fatal.
 """
@@ -9,7 +13,9 @@ counted (:class:`SkipCounter`), never fatal.
 from __future__ import annotations
 
 import ast
+import importlib.metadata as metadata
 import os
+import re
 import sys
 import sysconfig
 import warnings
@@ -35,6 +41,9 @@ class SourceRoot:
 
     label: str
     path: Path
+    #: The distribution it belongs to and its version (``dist:NAME`` / ``deps`` sources).
+    distribution: str | None = None
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,14 +72,65 @@ class SkipCounter(Counter):
     """Counts of files and functions skipped, by reason (``not_utf8``, ``syntax_error``, ...)."""
 
 
+#: The name at the start of a requirement string (``torch<2.14,>=2.4`` -> ``torch``).
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def kdkit_requirements() -> list[str]:
+    """Names of the distributions kdkit requires (its installed metadata; extras left out)."""
+    try:
+        requires = metadata.requires("kdkit") or []
+    except metadata.PackageNotFoundError as exc:
+        raise KdkitError("kdkit's own distribution metadata is not installed", where="--from deps",
+                         fix="install kdkit (pip install -e .), or name the sources "
+                         "(dist:NAME, directories)") from exc  # fmt: skip
+    names = []
+    for req in requires:
+        marker = req.split(";", 1)[1] if ";" in req else ""
+        match = _REQUIREMENT_NAME.match(req)
+        if match and "extra" not in marker:
+            names.append(match.group(1))
+    return names
+
+
+def distribution_roots(name: str) -> list[SourceRoot]:
+    """The top-level packages (or modules) of an installed distribution, as roots labelled
+    ``NAME==VERSION:package``; files outside its install folder (scripts) are left out."""
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError as exc:
+        raise KdkitError(f"distribution {name!r} is not installed", where=f"--from dist:{name}",
+                         fix=f"pip install {name}, or leave it out of the sources") from exc  # fmt: skip
+    canonical, version = dist.metadata["Name"] or name, dist.version
+    tops = sorted({f.parts[0] for f in dist.files or [] if f.suffix == ".py"
+                   and f.parts[0] != ".." and not f.parts[0].endswith((".dist-info", ".egg-info"))})  # fmt: skip
+    roots = []
+    for top in tops:
+        path = Path(str(dist.locate_file(top))).resolve()
+        if path.exists():
+            roots.append(SourceRoot(f"{canonical}=={version}:{top.removesuffix('.py')}", path,
+                                    canonical, version))  # fmt: skip
+    if not roots:
+        raise KdkitError(f"distribution {name!r} installs no Python files", where=f"--from dist:{name}",
+                         fix="leave it out of the sources")  # fmt: skip
+    return roots
+
+
 def resolve_sources(sources: Sequence[str]) -> list[SourceRoot]:
-    """Resolve ``stdlib``, ``site-packages`` and directory names to existing roots."""
+    """Resolve ``stdlib``, ``site-packages``, ``deps``, ``dist:NAME`` and directory names to
+    existing roots."""
     if not sources:
         raise KdkitError("no sources given", where="--from",
-                         fix="name at least one of: stdlib, site-packages, a directory")  # fmt: skip
+                         fix="name at least one of: stdlib, site-packages, deps, dist:NAME, "
+                         "a directory")  # fmt: skip
     roots: list[SourceRoot] = []
     for name in sources:
-        if name == "stdlib":
+        if name == "deps":
+            for dist in kdkit_requirements():
+                roots.extend(distribution_roots(dist))
+        elif name.startswith("dist:"):
+            roots.extend(distribution_roots(name[5:]))
+        elif name == "stdlib":
             roots.append(SourceRoot("stdlib", Path(sysconfig.get_paths()["stdlib"])))
         elif name == "site-packages":
             paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
@@ -79,25 +139,37 @@ def resolve_sources(sources: Sequence[str]) -> list[SourceRoot]:
             path = Path(name).expanduser()
             if not path.is_dir():
                 raise KdkitError(
-                    f"source {name!r} is neither 'stdlib', 'site-packages' nor a directory",
+                    f"source {name!r} is neither 'stdlib', 'site-packages', 'deps', 'dist:NAME' "
+                    "nor a directory",
                     where="--from",
-                    fix="pass stdlib, site-packages or an existing directory of Python files",
+                    fix="pass stdlib, site-packages, deps, dist:NAME or an existing directory "
+                    "of Python files",
                 )
             roots.append(SourceRoot(str(path.resolve()), path.resolve()))
     return roots
 
 
 def describe_sources(roots: Sequence[SourceRoot]) -> list[dict[str, str]]:
-    """JSON-friendly description of the roots (recorded in the build's stats)."""
-    return [{"source": r.label, "path": str(r.path)} for r in roots] + [
-        {"python": sys.version.split()[0]}
-    ]
+    """JSON-friendly description of the roots (recorded in the build's stats): label, path and,
+    for a distribution's roots, its name and version."""
+    out: list[dict[str, str]] = []
+    for r in roots:
+        item = {"source": r.label, "path": str(r.path)}
+        if r.distribution is not None:
+            item.update(distribution=r.distribution, version=str(r.version))
+        out.append(item)
+    return out + [{"python": sys.version.split()[0]}]
 
 
 def iter_source_files(roots: Sequence[SourceRoot]) -> Iterator[SourceFile]:
     """Every ``*.py`` file under the roots, sorted, skipping :data:`SKIP_DIRS`."""
     seen: set[Path] = set()
     for root in roots:
+        if root.path.is_file():  # a distribution's single-module top level (``six.py``)
+            if root.path not in seen:
+                seen.add(root.path)
+                yield SourceFile(root.path, root.path.name, root.label)
+            continue
         found: list[SourceFile] = []
         for dirpath, dirnames, filenames in os.walk(root.path):
             dirnames[:] = sorted(

@@ -25,7 +25,11 @@ def test_build_exception_from_a_directory_and_info(tmp_path, capsys):
     assert "total" in printed and "validation" in printed
     stats = json.loads((out / "stats.json").read_text())
     assert stats["skipped"]["syntax_error"] == 1 and stats["skipped"]["not_utf8"] == 1
-    assert len(stats["options"]["labels"]) == 5
+    # top-5 of five files: the labels some split lacks are dropped (min_label_rows 1) and listed
+    kept, dropped = stats["options"]["labels"], stats["labels_dropped"]
+    assert len(kept) + len(dropped) == 5 and len(kept) >= 2
+    assert all(min(per_split.values()) == 0 for per_split in dropped.values())
+    assert all(min(stats["labels"][s].get(lab, 0) for s in stats["labels"]) >= 1 for lab in kept)
     assert sum(stats["sizes"].values()) == sum(
         1 for name in ("train", "valid", "test") for _ in (out / f"{name}.jsonl").open()
     )

@@ -94,8 +94,9 @@ def test_fingerprint_is_stable_and_follows_row_options(built, tmp_path):
     first = _task(component, tmp_path / "a", data_dir=str(out))
     second = _task(component, tmp_path / "b", data_dir=str(out))
     assert first.fingerprint() == second.fingerprint()  # across instances and cache folders
-    capped = _task(component, tmp_path / "a", data_dir=str(out), max_train=5)
-    assert capped.fingerprint() != first.fingerprint() and len(capped.load()["train"]) == 5
+    # an even cap: defect subsamples whole (correct, buggy) pairs
+    capped = _task(component, tmp_path / "a", data_dir=str(out), max_train=6)
+    assert capped.fingerprint() != first.fingerprint() and len(capped.load()["train"]) == 6
 
 
 def test_a_code_task_without_a_builder_on_the_default_source_says_what_to_do(tmp_path):

@@ -8,8 +8,11 @@ Metrics: ``accuracy`` (headline), ``precision``, ``recall``, ``f1`` of the defec
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from typing import Any
 
+from kdkit.data.formats import Rows
 from kdkit.data.metrics import binary_metrics
 from kdkit.data.task import CodeTask, CodeTaskOptions, offline_option
 from kdkit.hookspecs import hookimpl
@@ -40,6 +43,37 @@ class DefectTask(CodeTask):
 
     def default_labels(self) -> Sequence[str]:
         return ["correct", "defective"]
+
+    def finish_rows(self, rows: Rows) -> Rows:
+        """``max_train`` / ``max_eval`` subsample whole *pairs* (a function and its mutant,
+        rows sharing ``pair``) where the rows have one, so the classes stay balanced and a
+        model cannot tell the label from which half of a pair is missing."""
+        o = self.options
+        caps = {"train": o.max_train, "validation": o.max_eval, "test": o.max_eval}
+        return {s: subsample_pairs(rows[s], caps[s], o.sample_seed) for s in rows}
+
+    def load_options(self) -> dict[str, Any]:
+        # "pairs": the subsample keeps pairs (a new fingerprint for capped splits, issue 18).
+        return {**super().load_options(), "subsample": "pairs"}
+
+
+def subsample_pairs(rows: list[dict[str, Any]], k: int | None, seed: int) -> list[dict[str, Any]]:
+    """At most ``k`` rows, drawn as whole units (rows sharing ``pair``; a row without one is its
+    own unit), seeded, in the original order. Units are taken in a seeded order while they fit."""
+    if k is None or len(rows) <= k:
+        return rows
+    units: dict[Any, list[int]] = {}
+    for i, r in enumerate(rows):
+        units.setdefault(r.get("pair", ("row", i)), []).append(i)
+    order = list(units.values())
+    random.Random(seed).shuffle(order)
+    keep: list[int] = []
+    for members in order:
+        if len(keep) + len(members) <= k:
+            keep.extend(members)
+        if len(keep) == k:
+            break
+    return [rows[i] for i in sorted(keep)]
 
 
 @hookimpl

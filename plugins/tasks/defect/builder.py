@@ -4,7 +4,8 @@ For every real function that admits a mutation (:mod:`kdkit.plugins.tasks.mutati
 swapped operands, wrong binary operator) the build writes the function as it is (``target`` 0)
 and one mutant (``target`` 1), so the classes are exactly balanced and the two rows differ in one
 token only. Output is the Devign/CodeXGLUE defect JSONL (``func``, ``target``, ``idx``) plus
-``bug_kind`` and ``info`` (provenance), so :mod:`kdkit.plugins.tasks.defect` reads it like the
+``bug_kind``, ``pair`` (the id the two rows of a function share: subsampling keeps them together)
+and ``info`` (provenance), so :mod:`kdkit.plugins.tasks.defect` reads it like the
 public files. The correct and buggy rows of a function always fall in the same split.
 """
 
@@ -99,8 +100,9 @@ def build(
     for split, chosen in result.splits.items():
         rows[split] = []
         for _, _, correct, buggy in chosen:
+            pair = idx // 2
             for row in (correct, buggy):
-                rows[split].append({**row, "idx": idx})
+                rows[split].append({**row, "idx": idx, "pair": pair})
                 idx += 1
     counts = {s: {LABELS[t]: n for t, n in sorted(Counter(r["target"] for r in rs).items())}
               for s, rs in rows.items()}  # fmt: skip

@@ -11,9 +11,14 @@ from kdkit.data.formats import Rows, as_binary, field, read_json_rows
 
 
 def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A Devign/CodeXGLUE defect object -> ``{text, label}``."""
-    return {"text": field(obj, ("func",), where),
-            "label": as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
+    """A Devign/CodeXGLUE defect object -> ``{text, label}``, plus ``pair`` where the object has
+    one (kdkit's offline build: the id shared by a function and its mutant, so subsampling can
+    keep them together)."""
+    row = {"text": field(obj, ("func",), where),
+           "label": as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
+    if obj.get("pair") is not None:
+        row["pair"] = str(obj["pair"])
+    return row
 
 
 def read_devign(

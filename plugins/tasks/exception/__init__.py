@@ -33,6 +33,13 @@ class ExceptionOptions(CodeTaskOptions):
         json_schema_extra={"offline": "always"},
     )
     window: int | None = offline_option(ExceptionBuildOptions, "window")
+    # Added with issue 18; `if_set` keeps the cache keys of configs that do not set them.
+    window_tokens: int | None = offline_option(ExceptionBuildOptions, "window_tokens", if_set=True)
+    window_before: float | None = offline_option(ExceptionBuildOptions, "window_before", if_set=True)
+    keep_catch_alls: bool | None = offline_option(ExceptionBuildOptions, "keep_catch_alls", if_set=True)
+    min_label_rows: int | None = offline_option(ExceptionBuildOptions, "min_label_rows", if_set=True)
+    eval_share: float | None = offline_option(ExceptionBuildOptions, "eval_share", if_set=True)
+    stratify: bool | None = offline_option(ExceptionBuildOptions, "stratify", if_set=True)
 
     @field_validator("labels")
     @classmethod
@@ -75,8 +82,11 @@ class ExceptionTask(CodeTask):
 
     def finish_rows(self, rows: Rows) -> Rows:
         if isinstance(self.options.labels, str) and self.options.labels.startswith("top-"):
+            keep = self.options.keep_catch_alls
+            if keep is None:
+                keep = ExceptionBuildOptions.model_fields["keep_catch_alls"].default
             self.labels = resolve_labels(
-                self.options.labels, Counter(r["label"] for r in rows["train"])
+                self.options.labels, Counter(r["label"] for r in rows["train"]), keep
             )
         ids = {name: i for i, name in enumerate(self.labels)}
         mapped: Rows = {}
@@ -88,7 +98,10 @@ class ExceptionTask(CodeTask):
         return super().finish_rows(mapped)
 
     def load_options(self) -> dict[str, Any]:
-        return {**super().load_options(), "labels": self.options.labels}
+        out = {**super().load_options(), "labels": self.options.labels}
+        if self.options.keep_catch_alls is not None:  # unset: the fingerprint of older configs
+            out["keep_catch_alls"] = self.options.keep_catch_alls
+        return out
 
 
 @hookimpl
