@@ -34,6 +34,7 @@ from kdkit.hookspecs import Register, hookimpl
 from kdkit.models import (
     ComponentRef,
     count_parameters,
+    label_maps,
     model_fields,
     read_model_meta,
     write_model_meta,
@@ -147,8 +148,11 @@ class GRUStudent(Student):
         os.makedirs(directory, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
         save_file(state, os.path.join(directory, "model.safetensors"))
+        config = dict(self.network.config)
+        # the task's real label names, as transformers configs carry them (exporters read them)
+        config.update(label_maps(self.meta.get("labels"), config["num_labels"]) or {})
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
-            json.dump(self.network.config, fh, indent=2)
+            json.dump(config, fh, indent=2)
         self.tokenizer.save_pretrained(directory)
         write_model_meta(directory, COMPONENT, {"name": self.info.name, "family": "gru", **self.meta})
 
