@@ -112,6 +112,17 @@ class HFClassifier(Student):
             offsets=encoded.offsets,
         )
 
+    def export_module(self) -> torch.nn.Module:
+        """The classifier as ``(input_ids, attention_mask[, token_type_ids]) -> logits [B, C]``.
+
+        What :mod:`kdkit.export.onnx` traces; ``input_names`` says which inputs it takes (BERT
+        tokenizers give ``token_type_ids`` too, RoBERTa ones do not).
+        """
+        names = ["input_ids", "attention_mask"]
+        if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
+            names.append("token_type_ids")
+        return LogitsOnly(self.model, tuple(names))
+
     def save(self, directory: str) -> None:
         """``save_pretrained`` the model (safetensors) and tokenizer, plus ``kdkit.json``."""
         os.makedirs(directory, exist_ok=True)
@@ -122,6 +133,21 @@ class HFClassifier(Student):
         write_model_meta(directory, self.component, {
             "name": self.info.name, "family": self.info.family,
             "prefix_tokens": list(self.prefix_tokens), **self.meta})  # fmt: skip
+
+
+class LogitsOnly(torch.nn.Module):
+    """A ``transformers`` classifier called with named tensors, returning only its logits."""
+
+    def __init__(self, model: Any, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``[B, L]`` int64 inputs (``input_names``' order) -> ``[B, C]`` logits."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 
 def apply_label_names(config: Any, labels: Sequence[str] | None) -> None:
