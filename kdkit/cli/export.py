@@ -1,11 +1,11 @@
-"""``kdkit export``: a saved model as a Hugging Face folder or an ONNX model, for deployment.
+"""`kdkit export`: a saved model as a Hugging Face folder or an ONNX model, for deployment.
 
-``--format hf`` writes a ``save_pretrained`` folder whose ``config.json`` carries the task's real
-label names (``pipeline("text-classification", model=OUT)`` prints them); ``transformers`` models
-only. ``--format onnx`` writes ``model.onnx`` (opset 18, dynamic batch and sequence axes; every
-student kind, the GRU included), its tokenizer and ``onnx.json``, checks its logits against
+`--format hf` writes a `save_pretrained` folder whose `config.json` carries the task's real
+label names (`pipeline("text-classification", model=OUT)` prints them); `transformers` models
+only. `--format onnx` writes `model.onnx` (opset 18, dynamic batch and sequence axes; every
+student kind, the GRU included), its tokenizer and `onnx.json`, checks its logits against
 PyTorch with ONNX Runtime and prints the latency and throughput of both (needs
-``pip install 'kdkit[onnx]'``).
+`pip install 'kdkit[onnx]'`).
 
 example:
   kdkit export runs/exception-kd-gru-0.06M-seed0 --format onnx --out exported/gru-onnx
