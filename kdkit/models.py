@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,3 +110,15 @@ def saved_component(meta: Mapping[str, Any]) -> ComponentRef | None:
     ):
         return ComponentRef(entry["kind"], entry["name"])
     return None
+
+
+def label_maps(labels: Sequence[str] | None, num_labels: int) -> dict[str, dict[Any, Any]] | None:
+    """``{"id2label": {0: name, ...}, "label2id": {name: 0, ...}}`` for ``labels``, if they fit.
+
+    ``None`` when ``labels`` is missing or does not have one name per class (a head kdkit did not
+    give the task's labels): the config then keeps what it had.
+    """
+    if not labels or len(labels) != num_labels:
+        return None
+    names = [str(label) for label in labels]
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}

@@ -30,6 +30,7 @@ COMMANDS = [
     "run",
     "teach",
     "predict",
+    "export",
     "data",
     "plugins",
     "config",

@@ -59,7 +59,13 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Example]]:
     if not items:
         if sys.stdin.isatty():
             raise KdkitError("nothing to classify", fix="pass --file, --jsonl, or pipe code in")
-        items.append(("<stdin>", sys.stdin.read()))
+        text = sys.stdin.read()
+        if not text.strip():  # `kdkit predict </dev/null`: classifying "" would be a made-up answer
+            raise KdkitError("standard input is empty: there is no code to classify",
+                             where="<stdin>",
+                             fix="pipe code in (kdkit predict RUN_DIR < file.py), or pass --file "
+                             "or --jsonl")  # fmt: skip
+        items.append(("<stdin>", text))
     return items
 
 

@@ -13,6 +13,11 @@ For every (task, teacher) and every (task, student) of the study:
 * **peak memory** of the throughput pass — on CUDA ``torch.cuda.max_memory_allocated``; on CPU
   the rise of the process's peak resident set size (Linux ``VmHWM`` after resetting it through
   ``/proc/self/clear_refs``), which counts every allocation including the allocator's caching;
+* **ONNX Runtime** latency and throughput of every student, beside PyTorch's, when the ``onnx``
+  extra is installed: the student is exported (:func:`kdkit.export.onnx.export_onnx`) to a
+  temporary folder and its graph timed on the same tokenised examples, on the CPU (ONNX Runtime's
+  CPU provider), batch 1 for latency and ``throughput_batch`` for throughput; the export's
+  ``max_abs_diff`` against PyTorch is recorded too;
 * **training time per epoch** — FT and every method of the grid, with the teacher cache and with
   the teacher run live, for one student per task: ``train_steps`` optimisation steps are timed
   (after one warm-up step) and extrapolated to the epoch's step count.
@@ -116,6 +121,50 @@ def measure_model(forward: Callable[..., Any], encode: Callable[[list, int], Any
             "throughput_batch": len(big), "peak_memory_mb": peak}  # fmt: skip
 
 
+def measure_onnx(model: Any, examples: list, max_length: int, *, repeats: int = 20,
+                 batch: int = 32) -> dict[str, Any]:  # fmt: skip
+    """ONNX Runtime latency (batch 1, median ms) and throughput of ``model``'s exported graph.
+
+    Empty when the ``onnx`` extra is missing or the model kind has no export; the model ends on
+    the CPU. Keys: ``onnxruntime_latency_ms``, ``onnxruntime_throughput``, ``onnx_max_abs_diff``
+    (or ``onnx_error`` when the export failed: the report says so instead of a number).
+    """
+    import tempfile
+
+    from kdkit.errors import KdkitError
+    from kdkit.export.onnx import export_onnx, onnx_available, ort_session, run_session
+
+    if not onnx_available() or not hasattr(model, "export_module"):
+        return {}
+    big = examples[:batch]
+    with tempfile.TemporaryDirectory(prefix="kdkit-onnx-") as tmp:
+        try:
+            result = export_onnx(model, Path(tmp) / "onnx", examples=big, max_length=max_length,
+                                 time_it=False)  # fmt: skip
+        except (KdkitError, RuntimeError, ValueError) as exc:  # reported, never fatal to a study
+            return {"onnx_error": f"{type(exc).__name__}: {exc}"[:300]}
+        session = ort_session(result.path)
+        names = result.input_names
+        enc = model.encode(big, max_length)
+        singles = [model.encode([e], max_length) for e in examples[: max(repeats, 1)]]
+        for one in singles[:3]:
+            run_session(session, names, one)  # warm-up
+        times = []
+        for one in singles:
+            t0 = time.perf_counter()
+            run_session(session, names, one)
+            times.append(time.perf_counter() - t0)
+        run_session(session, names, enc)
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run_session(session, names, enc)
+            runs.append(time.perf_counter() - t0)
+    return {"onnxruntime_latency_ms": 1000 * statistics.median(times),
+            "onnxruntime_throughput": len(big) / statistics.median(runs),
+            "onnx_max_abs_diff": result.max_abs_diff}  # fmt: skip
+
+
 def _examples(task: Any, splits: Any, n: int) -> list:
     test = splits["test"]
     n = min(n, len(test))
@@ -170,6 +219,7 @@ def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: i
             log(f"efficiency: student {student_label} on {task_label} (from {srun.run_id})")
             m = measure_model(lambda e, s=model: s(e, Needs()), model.encode, examples, max_len,
                               device, repeats=repeats, batch=batch)  # fmt: skip
+            m.update(measure_onnx(model, examples, max_len, repeats=repeats, batch=batch))
             out.append({"task": task_label, "label": student_label, "kind": "student",
                         "family": model.info.family, "parameters": model.info.num_parameters, **m})  # fmt: skip
     return out
@@ -227,6 +277,8 @@ def measure_study(study_dir: Path, runs: Sequence[PlannedRun], *, repeats: int =
         "test examples; ratios between them are meaningful, absolute times depend on the machine "
         "and its load.",
         "Latency and throughput time the model's forward pass only (inputs already tokenised).",
+        "onnxruntime_*: the student exported to ONNX (opset 18) and run by ONNX Runtime's CPU "
+        "provider on the same examples (present when the onnx extra is installed).",
         "Peak memory on CPU: rise of the process's peak RSS (VmHWM) during the batched pass; on "
         "CUDA: torch.cuda.max_memory_allocated above the allocation before the pass.",
         f"Training time: {train_steps} timed optimisation steps after one warm-up step, "

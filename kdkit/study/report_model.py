@@ -205,6 +205,17 @@ def efficiency_tables(eff: Mapping[str, Any]) -> list[tuple[str, list[str], list
                   f"throughput b={models[0].get('throughput_batch', '?')} (ex/s)",
                   "peak memory (MB)", "speed-up"]  # fmt: skip
         tables.append(("Inference (one process, same inputs)", header, rows))
+        onnx = [m for m in models if m.get("onnxruntime_latency_ms") or m.get("onnx_error")]
+        if onnx:  # efficiency.measure_onnx: the students' exported graphs (the onnx extra)
+            rows = [[m["task"], m["label"], fmt(m.get("latency_ms"), ".2f"),
+                     fmt(m.get("onnxruntime_latency_ms"), ".2f"), fmt(m.get("throughput"), ".0f"),
+                     fmt(m.get("onnxruntime_throughput"), ".0f"),
+                     fmt(m.get("onnx_max_abs_diff"), ".1e") if not m.get("onnx_error") else "export failed"]
+                    for m in onnx]  # fmt: skip
+            header = ["task", "student", "PyTorch latency b=1 (ms)", "ONNX Runtime latency b=1 (ms)",
+                      "PyTorch throughput (ex/s)", "ONNX Runtime throughput (ex/s)",
+                      "max |logit diff|"]  # fmt: skip
+            tables.append(("ONNX Runtime beside PyTorch (CPU, same inputs)", header, rows))
     training = eff.get("training") or []
     if training:
         rows = [[t["task"], t["student"], t["method"], t["signal"], str(t.get("steps_timed", "–")),

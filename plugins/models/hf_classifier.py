@@ -23,6 +23,7 @@ from kdkit.errors import KdkitError
 from kdkit.models import (
     ComponentRef,
     count_parameters,
+    label_maps,
     model_fields,
     read_model_meta,
     saved_component,
@@ -75,6 +76,9 @@ class HFClassifier(Student):
         if head is not None:  # read the exact feature the head consumes (RKD, contrastive)
             head.register_forward_pre_hook(self._capture)
         self.info = ModelInfo(name, family, int(layers), int(hidden), count_parameters(model))
+        #: parameters the checkpoint did not provide (randomly initialised) when loaded from a
+        #: directory: ``from_pretrained``'s load report (missing and mismatched keys).
+        self.not_loaded: tuple[str, ...] = ()
 
     def _capture(self, module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         feature = args[0]
@@ -108,15 +112,53 @@ class HFClassifier(Student):
             offsets=encoded.offsets,
         )
 
+    def export_module(self) -> torch.nn.Module:
+        """The classifier as ``(input_ids, attention_mask[, token_type_ids]) -> logits [B, C]``.
+
+        What :mod:`kdkit.export.onnx` traces; ``input_names`` says which inputs it takes (BERT
+        tokenizers give ``token_type_ids`` too, RoBERTa ones do not).
+        """
+        names = ["input_ids", "attention_mask"]
+        if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
+            names.append("token_type_ids")
+        return LogitsOnly(self.model, tuple(names))
+
     def save(self, directory: str) -> None:
         """``save_pretrained`` the model (safetensors) and tokenizer, plus ``kdkit.json``."""
         os.makedirs(directory, exist_ok=True)
         quiet_transformers()
+        apply_label_names(self.model.config, self.meta.get("labels"))
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         write_model_meta(directory, self.component, {
             "name": self.info.name, "family": self.info.family,
             "prefix_tokens": list(self.prefix_tokens), **self.meta})  # fmt: skip
+
+
+class LogitsOnly(torch.nn.Module):
+    """A ``transformers`` classifier called with named tensors, returning only its logits."""
+
+    def __init__(self, model: Any, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``[B, L]`` int64 inputs (``input_names``' order) -> ``[B, C]`` logits."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+def apply_label_names(config: Any, labels: Sequence[str] | None) -> None:
+    """Write the task's real label names into a ``transformers`` config (``id2label``/``label2id``).
+
+    So that ``pipeline("text-classification", model=DIR)`` prints ``ValueError``, not ``LABEL_3``.
+    """
+    maps = label_maps(labels, int(config.num_labels))
+    if maps is not None:
+        config.id2label = maps["id2label"]
+        config.label2id = maps["label2id"]
 
 
 def load_hf_classifier(directory: str, component: ComponentRef, *, num_labels: int | None = None,
@@ -138,11 +180,22 @@ def load_hf_classifier(directory: str, component: ComponentRef, *, num_labels: i
     if num_labels is not None:
         kwargs.update(num_labels=num_labels, ignore_mismatched_sizes=True)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=local_files_only)
-    model = AutoModelForSequenceClassification.from_pretrained(directory, **kwargs)
+    # the load report says which weights the checkpoint did NOT have (initialised at random)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        directory, output_loading_info=True, **kwargs
+    )
     extra = model_fields(meta, "name", "prefix_tokens")
-    return HFClassifier(model, tokenizer, name=name or meta.get("name") or str(directory),
-                        component=saved_component(meta) or component,
-                        prefix_tokens=meta.get("prefix_tokens", ()), meta=extra)  # fmt: skip
+    clf = HFClassifier(model, tokenizer, name=name or meta.get("name") or str(directory),
+                       component=saved_component(meta) or component,
+                       prefix_tokens=meta.get("prefix_tokens", ()), meta=extra)  # fmt: skip
+    clf.not_loaded = tuple(sorted({*info.get("missing_keys", ()),
+                                   *(_key(k) for k in info.get("mismatched_keys", ()))}))  # fmt: skip
+    return clf
+
+
+def _key(entry: Any) -> str:
+    """A parameter name from a ``mismatched_keys`` entry (a name, or ``(name, shape, shape)``)."""
+    return str(entry[0]) if isinstance(entry, (tuple, list)) else str(entry)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from kdkit.hookspecs import Register, hookimpl
 from kdkit.models import (
     ComponentRef,
     count_parameters,
+    label_maps,
     model_fields,
     read_model_meta,
     write_model_meta,
@@ -116,6 +117,58 @@ class BiGRUClassifier(nn.Module):
                            embedding=final if needs.embedding else None)  # fmt: skip
 
 
+class PaddedBiGRU(nn.Module):
+    """The same network on padded input + mask, without packing: what ONNX export traces.
+
+    ``pack_padded_sequence`` has no ONNX form, so each bidirectional layer runs as two
+    one-directional GRUs with the layer's own weights: the forward one on the padded rows (a
+    position before a row's end never sees its padding), the backward one on each row reversed
+    WITHIN its length (a gather), so it starts at the row's last real token like the packed one.
+    Padding positions are zeroed between layers as ``pad_packed_sequence`` leaves them. In
+    ``eval()`` the logits equal :meth:`BiGRUClassifier.run`'s (tests/export/test_onnx.py).
+    """
+
+    input_names = ("input_ids", "attention_mask")
+    #: the tracing exporter: exact here (no data-dependent Python control flow), and fast
+    onnx_exporter = "torchscript"
+
+    def __init__(self, network: BiGRUClassifier) -> None:
+        super().__init__()
+        self.embed, self.dense, self.out = network.embed, network.dense, network.out
+        self.forward_layers = nn.ModuleList()
+        self.backward_layers = nn.ModuleList()
+        for gru in network.layers:
+            fwd = nn.GRU(gru.input_size, gru.hidden_size, batch_first=True)
+            bwd = nn.GRU(gru.input_size, gru.hidden_size, batch_first=True)
+            with torch.no_grad():
+                for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                    getattr(fwd, name).copy_(getattr(gru, name))
+                    getattr(bwd, name).copy_(getattr(gru, f"{name}_reverse"))
+            self.forward_layers.append(fwd)
+            self.backward_layers.append(bwd)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` ids and mask (right-padded) -> ``[B, C]`` logits."""
+        lengths = attention_mask.sum(1).clamp(min=1)  # [B]; an empty row runs one step, as packed
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # [1, L]
+        valid = pos < lengths.unsqueeze(1)  # [B, L]
+        # position t <-> length-1-t inside each row; padding positions map to themselves
+        rev = torch.where(valid, lengths.unsqueeze(1) - 1 - pos, pos)  # [B, L]
+        last = (lengths - 1).view(-1, 1, 1)  # [B, 1, 1]
+        x = self.embed(input_ids)  # [B, L, H]
+        final = x[:, 0]
+        for fwd, bwd in zip(self.forward_layers, self.backward_layers):
+            index = rev.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+            f, _ = fwd(x)  # [B, L, H]
+            b_rev, _ = bwd(x.gather(1, index))  # [B, L, H], row-reversed time
+            b = b_rev.gather(1, rev.unsqueeze(-1).expand(-1, -1, b_rev.shape[-1]))
+            # final states: forward at the last real token, backward at the first
+            f_last = f.gather(1, last.expand(-1, 1, f.shape[-1])).squeeze(1)  # [B, H]
+            final = torch.cat([f_last, b[:, 0]], dim=-1)  # [B, 2H]
+            x = torch.cat([f, b], dim=-1) * valid.unsqueeze(-1).to(f.dtype)  # [B, L, 2H]
+        return self.out(torch.tanh(self.dense(final)))
+
+
 class GRUStudent(Student):
     """The ``gru`` student: :class:`BiGRUClassifier` plus its BPE tokenizer."""
 
@@ -140,6 +193,10 @@ class GRUStudent(Student):
         out.offsets = encoded.offsets
         return out
 
+    def export_module(self) -> nn.Module:
+        """:class:`PaddedBiGRU` over this student's weights (ONNX export: no packed sequences)."""
+        return PaddedBiGRU(self.network).eval()
+
     def save(self, directory: str) -> None:
         """Weights (``model.safetensors``), ``config.json``, tokenizer and ``kdkit.json``."""
         from safetensors.torch import save_file
@@ -147,8 +204,11 @@ class GRUStudent(Student):
         os.makedirs(directory, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
         save_file(state, os.path.join(directory, "model.safetensors"))
+        config = dict(self.network.config)
+        # the task's real label names, as transformers configs carry them (exporters read them)
+        config.update(label_maps(self.meta.get("labels"), config["num_labels"]) or {})
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
-            json.dump(self.network.config, fh, indent=2)
+            json.dump(config, fh, indent=2)
         self.tokenizer.save_pretrained(directory)
         write_model_meta(directory, COMPONENT, {"name": self.info.name, "family": "gru", **self.meta})
 

@@ -154,6 +154,8 @@ def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
         if not clf.prefix_tokens:
             raise KdkitError("prefix encoder-only asked but the tokenizer has no <encoder-only>",
                              where="teacher.prefix", fix="use prefix: auto or none")  # fmt: skip
+    if not new_head and clf.not_loaded:
+        raise untrained_head_error(path, clf.not_loaded)
     if num_labels is not None and clf.num_labels != num_labels:
         raise KdkitError(
             f"the teacher has {clf.num_labels} classes but the task has {num_labels}",
@@ -162,6 +164,23 @@ def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
             "(then teacher.path: DIR)",
         )
     return clf
+
+
+def untrained_head_error(path: str, not_loaded: Sequence[str]) -> KdkitError:
+    """The teacher in ``path`` has weights its checkpoint did not provide (usually the head).
+
+    ``from_pretrained`` initialises those at random and only logs it: a raw pre-trained encoder
+    would then teach chance-level logits while the run looks fine.
+    """
+    shown = ", ".join(not_loaded[:4]) + (f" (+{len(not_loaded) - 4} more)" if len(not_loaded) > 4 else "")
+    return KdkitError(
+        f"the teacher in {path} is not a classifier trained for a task: its checkpoint has no "
+        f"weights for {shown}, which transformers would initialise at random",
+        where=f"teacher.path ({path})",
+        fix="fine-tune it on the task first: `kdkit teach RUN_FILE --set teacher.name=hf --set "
+        f"teacher.path={path} --output DIR`, then teacher: {{name: hf, path: DIR}}; or let the run "
+        f"fine-tune it (cached): teacher: {{name: minilm, path: {path}}}",
+    )
 
 
 class HFOptions(Options):
@@ -177,8 +196,9 @@ class HFOptions(Options):
 def build_hf_teacher(options: HFOptions, context: BuildContext) -> HFTeacher:
     """Load a fine-tuned classifier as a frozen teacher."""
     labels = len(context.task.labels) if context.task is not None else None
+    # named by the folder (or hub id) used, not by the base model it was fine-tuned from
     clf = load_teacher_dir(options.path, num_labels=labels, allow_download=options.allow_download,
-                           prefix=options.prefix)  # fmt: skip
+                           prefix=options.prefix, name=options.path)  # fmt: skip
     return HFTeacher(clf, options.path if os.path.isdir(options.path) else None)
 
 
