@@ -23,8 +23,9 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -143,7 +144,7 @@ def export_onnx(student: Any, out: str | Path, *, examples: Sequence[Example] = 
     out.mkdir(parents=True, exist_ok=True)
     student = student.to("cpu").eval()
     module = export_module_of(student)
-    names = tuple(module.input_names)
+    names = tuple(cast(Sequence[str], module.input_names))
     encoded = student.encode(list(examples), max_length)
     sample = _inputs(encoded, names)
     path = out / "model.onnx"
@@ -247,13 +248,13 @@ def compare_timings(student: Any, session: Any, names: Sequence[str], examples: 
     many = student.encode(big, max_length)
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
-        runners = {
+        runners: dict[str, Callable[[Any], Any]] = {
             "pytorch": lambda e: student(e, Needs()).logits,
             "onnxruntime": lambda e: run_session(session, names, e),
         }
         for name, run in runners.items():
-            latency = _median_seconds(lambda r=run: r(one), repeats=repeats)
-            per_batch = _median_seconds(lambda r=run: r(many), repeats=max(3, repeats // 3))
+            latency = _median_seconds(partial(run, one), repeats=repeats)
+            per_batch = _median_seconds(partial(run, many), repeats=max(3, repeats // 3))
             out[name] = {"latency_ms": round(1000 * latency, 3),
                          "throughput": round(len(big) / per_batch, 1), "throughput_batch": len(big)}  # fmt: skip
     return out
