@@ -15,7 +15,11 @@ REQUIRED = [
     ("torch", "torch", "the kernels' tensors"),
     ("triton", "triton", "the kernels"),
     ("numpy", "numpy", "kdkit core"),
-    ("pydantic", "pydantic (+ pydantic-core, annotated-types, typing-inspection)", "kdkit's options"),
+    (
+        "pydantic",
+        "pydantic (+ pydantic-core, annotated-types, typing-inspection)",
+        "kdkit's options",
+    ),
     ("pydantic_core", "pydantic-core", "pydantic's compiled core"),
     ("annotated_types", "annotated-types", "pydantic"),
     ("typing_inspection", "typing-inspection", "pydantic >= 2.11"),

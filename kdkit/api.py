@@ -454,9 +454,7 @@ class KDMethod(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (called on ``--resume``); default: nothing."""
 
-    def forward(
-        self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch
-    ) -> LossTerms:
+    def forward(self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch) -> LossTerms:
         """Named, weighted, scalar loss terms for one batch (their sum is minimised)."""
         raise NotImplementedError
 

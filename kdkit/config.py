@@ -160,8 +160,18 @@ class ResolvedConfig:
             out[section] = resolved.as_dict()
         out.setdefault("teacher", None)
         out["reporters"] = [r.as_dict() for r in self.reporters]
-        order = ["seed", "output_dir", "task", "teacher", "student", "method", "training",
-                 "cache", "kernels", "reporters"]  # fmt: skip
+        order = [
+            "seed",
+            "output_dir",
+            "task",
+            "teacher",
+            "student",
+            "method",
+            "training",
+            "cache",
+            "kernels",
+            "reporters",
+        ]
         return {k: out[k] for k in order if k in out}
 
     def to_yaml(self) -> str:
@@ -253,10 +263,16 @@ def parse_yaml(text: str, filename: str | None = None) -> Document:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [Problem("", f"the file must be a mapping of settings, not a {type(data).__name__}",
-                     line=1, suggestion="start from `kdkit config show` of the default run")],
+            [
+                Problem(
+                    "",
+                    f"the file must be a mapping of settings, not a {type(data).__name__}",
+                    line=1,
+                    suggestion="start from `kdkit config show` of the default run",
+                )
+            ],
             filename,
-        )  # fmt: skip
+        )
     return Document(data, filename, _line_index(node))
 
 
@@ -286,8 +302,13 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
     problems: list[Problem] = []
     for item in overrides:
         if "=" not in item:
-            problems.append(Problem(item, "an override must look like key.path=value",
-                                    suggestion="e.g. --set method.temperature=4"))  # fmt: skip
+            problems.append(
+                Problem(
+                    item,
+                    "an override must look like key.path=value",
+                    suggestion="e.g. --set method.temperature=4",
+                )
+            )
             continue
         key, raw = item.split("=", 1)
         try:
@@ -443,8 +464,14 @@ def _resolve_section(
     name = section.get("name")
     if not isinstance(name, str):
         filename, line = doc.origin((*path, "name"))
-        problems.append(Problem(".".join(map(str, (*path, "name"))), "must be a component name",
-                                line=line, suggestion=f"available: {', '.join(registry.names(kind))}"))  # fmt: skip
+        problems.append(
+            Problem(
+                ".".join(map(str, (*path, "name"))),
+                "must be a component name",
+                line=line,
+                suggestion=f"available: {', '.join(registry.names(kind))}",
+            )
+        )
         return None
     if name not in registry.components[kind]:
         what, fix = registry.unknown_message(kind, name)
@@ -527,10 +554,15 @@ def json_schema(registry: Registry) -> dict[str, Any]:
             props.update(schema.get("properties", {}))
             for k, v in schema.get("$defs", {}).items():
                 defs[k] = v
-            variants.append({
-                "type": "object", "title": f"{kind} {name}", "properties": props,
-                "required": ["name"], "additionalProperties": False,
-            })  # fmt: skip
+            variants.append(
+                {
+                    "type": "object",
+                    "title": f"{kind} {name}",
+                    "properties": props,
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
         return {"anyOf": [*variants, {"type": "string", "enum": registry.names(kind)}]}
 
     props = base["properties"]

@@ -191,8 +191,13 @@ def _failure(origin: PluginOrigin, exc: BaseException, fix: str | None = None) -
         fix = f"{exc.fix}; or skip the plugin with {skip}" if exc.fix else None
     else:
         error = f"{type(exc).__name__}: {exc}"
-    return PluginFailure(origin.plugin, origin.distribution, origin.version, error,
-                         fix or f"fix or upgrade {origin.distribution}, or skip it with {skip}")  # fmt: skip
+    return PluginFailure(
+        origin.plugin,
+        origin.distribution,
+        origin.version,
+        error,
+        fix or f"fix or upgrade {origin.distribution}, or skip it with {skip}",
+    )
 
 
 def load_plugins(
@@ -244,8 +249,10 @@ def load_plugins(
         return (ep.dist.name, ep.dist.version) if ep.dist is not None else ("unknown", "?")
 
     # kdkit's own plugins first: they are the incumbents when a third party reuses a name
-    eps = sorted(metadata.entry_points(group=GROUP),
-                 key=lambda e: (_dist(e)[0] != BUILTIN_DISTRIBUTION, e.name))  # fmt: skip
+    eps = sorted(
+        metadata.entry_points(group=GROUP),
+        key=lambda e: (_dist(e)[0] != BUILTIN_DISTRIBUTION, e.name),
+    )
     candidates: list[tuple[PluginOrigin, Any]] = []
     taken: dict[str, str] = {}  # plugin name -> distribution that has it
     for ep in eps:
@@ -257,12 +264,16 @@ def load_plugins(
         origin = PluginOrigin(ep.name, dist, version)
         if ep.name in taken:
             if taken[ep.name] != dist:  # (the same distribution seen twice on sys.path is fine)
-                registry.failures.append(PluginFailure(
-                    ep.name, dist, version,
-                    f"the plugin name '{ep.name}' is already used by {taken[ep.name]}",
-                    f"rename the entry point '{ep.name}' in {dist}'s [project.entry-points.kdkit] "
-                    f"and re-install it, or pip uninstall {dist}",
-                ))  # fmt: skip
+                registry.failures.append(
+                    PluginFailure(
+                        ep.name,
+                        dist,
+                        version,
+                        f"the plugin name '{ep.name}' is already used by {taken[ep.name]}",
+                        f"rename the entry point '{ep.name}' in {dist}'s [project.entry-points.kdkit] "
+                        f"and re-install it, or pip uninstall {dist}",
+                    )
+                )
             continue
         taken[ep.name] = dist
         try:

@@ -57,7 +57,9 @@ class Problem:
 
 
 #: The fix of a :class:`ConfigError` unless its raiser gives a more precise one.
-CONFIG_FIX = "edit the file (or the --set override) as suggested; `kdkit config schema` lists every option"
+CONFIG_FIX = (
+    "edit the file (or the --set override) as suggested; `kdkit config schema` lists every option"
+)
 
 
 class ConfigError(KdkitError):
@@ -70,8 +72,14 @@ class ConfigError(KdkitError):
         fix: what to do (default :data:`CONFIG_FIX`).
     """
 
-    def __init__(self, problems: list[Problem], filename: str | None = None, *,
-                 subject: str = "the configuration", fix: str = CONFIG_FIX) -> None:  # fmt: skip
+    def __init__(
+        self,
+        problems: list[Problem],
+        filename: str | None = None,
+        *,
+        subject: str = "the configuration",
+        fix: str = CONFIG_FIX,
+    ) -> None:
         self.problems = problems
         self.filename = filename
         n = len(problems)

@@ -326,7 +326,9 @@ def align_spans(
     return SpanAlignment(s_idx, t_idx, span_mask, bounds)
 
 
-def align_outputs(student: ModelOutput, teacher: ModelOutput, where: str = "method") -> SpanAlignment:
+def align_outputs(
+    student: ModelOutput, teacher: ModelOutput, where: str = "method"
+) -> SpanAlignment:
     """:func:`align_spans` for two :class:`kdkit.api.ModelOutput` s, with a clear error if the
     offsets or masks needed for alignment are missing."""
     for side, out in (("student", student), ("teacher", teacher)):
@@ -338,8 +340,12 @@ def align_outputs(student: ModelOutput, teacher: ModelOutput, where: str = "meth
                 fix=f"use a {side} whose encode() returns offsets (a fast tokenizer), and a "
                 "teacher cache that stores offsets",
             )
-    s_off, s_mask, t_off, t_mask = (student.offsets, student.attention_mask, teacher.offsets,
-                                    teacher.attention_mask)  # fmt: skip
+    s_off, s_mask, t_off, t_mask = (
+        student.offsets,
+        student.attention_mask,
+        teacher.offsets,
+        teacher.attention_mask,
+    )
     assert s_off is not None and s_mask is not None and t_off is not None and t_mask is not None
     return align_spans(s_off, s_mask, t_off, t_mask)  # (checked in the loop above)
 

@@ -23,6 +23,7 @@ def cross_entropy(
     labels = labels.to(logits.device)
     labelled = labels != IGNORE_INDEX
     safe = torch.where(labelled, labels, torch.zeros_like(labels))
-    per_row = F.cross_entropy(logits.float(), safe, reduction="none",
-                              label_smoothing=label_smoothing)  # fmt: skip
+    per_row = F.cross_entropy(
+        logits.float(), safe, reduction="none", label_smoothing=label_smoothing
+    )
     return (per_row * labelled).sum() / labelled.sum().clamp_min(1)

@@ -62,7 +62,9 @@ def count_parameters(module: torch.nn.Module) -> int:
     return total
 
 
-def write_model_meta(directory: str | Path, component: ComponentRef, fields: Mapping[str, Any]) -> None:
+def write_model_meta(
+    directory: str | Path, component: ComponentRef, fields: Mapping[str, Any]
+) -> None:
     """Write ``DIRECTORY/kdkit.json``: ``component`` first, then ``fields`` (name, family, labels...).
 
     ``fields`` may not contain ``component`` (it is the argument) nor the legacy ``kind`` key.
@@ -84,11 +86,17 @@ def read_model_meta(directory: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise KdkitError(f"cannot read {path}: {exc}", where=str(path),
-                         fix="the model directory is damaged: save the model again") from None  # fmt: skip
+        raise KdkitError(
+            f"cannot read {path}: {exc}",
+            where=str(path),
+            fix="the model directory is damaged: save the model again",
+        ) from None
     if not isinstance(meta, dict):
-        raise KdkitError(f"{path} is not a JSON object", where=str(path),
-                         fix="the model directory is damaged: save the model again")  # fmt: skip
+        raise KdkitError(
+            f"{path} is not a JSON object",
+            where=str(path),
+            fix="the model directory is damaged: save the model again",
+        )
     return meta
 
 
@@ -105,8 +113,10 @@ def model_fields(meta: Mapping[str, Any], *known: str) -> dict[str, Any]:
 def saved_component(meta: Mapping[str, Any]) -> ComponentRef | None:
     """The component recorded in ``kdkit.json`` (``None`` for a legacy file: see the module doc)."""
     entry = meta.get("component")
-    if isinstance(entry, Mapping) and isinstance(entry.get("kind"), str) and isinstance(
-        entry.get("name"), str
+    if (
+        isinstance(entry, Mapping)
+        and isinstance(entry.get("kind"), str)
+        and isinstance(entry.get("name"), str)
     ):
         return ComponentRef(entry["kind"], entry["name"])
     return None

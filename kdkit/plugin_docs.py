@@ -18,8 +18,11 @@ END = "<!-- hook-reference:end -->"
 
 def hook_functions() -> list:
     """Every hook specification, in source order."""
-    fns = [f for _, f in inspect.getmembers(hookspecs, inspect.isfunction)
-           if hasattr(f, f"{hookspecs.PROJECT}_spec")]  # fmt: skip
+    fns = [
+        f
+        for _, f in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(f, f"{hookspecs.PROJECT}_spec")
+    ]
     return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
 
 

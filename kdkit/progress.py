@@ -50,9 +50,17 @@ class PlainProgress:
         interval: seconds between two lines (default: ``KDKIT_PROGRESS_SECONDS`` or 30).
     """
 
-    def __init__(self, total: int | None = None, initial: int = 0, desc: str = "",
-                 unit: str = "it", disable: bool = False, file: IO[str] | None = None,
-                 interval: float | None = None, **_ignored: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        total: int | None = None,
+        initial: int = 0,
+        desc: str = "",
+        unit: str = "it",
+        disable: bool = False,
+        file: IO[str] | None = None,
+        interval: float | None = None,
+        **_ignored: Any,
+    ) -> None:
         self.total, self.n, self.desc, self.unit, self.disable = total, initial, desc, unit, disable
         self.file = file
         if interval is None:

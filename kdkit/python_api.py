@@ -40,8 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 #: What :func:`distill`'s errors name as the source of the configuration.
 SOURCE = "kdkit.distill()"
 #: The fix of a :class:`ConfigError` raised for :func:`distill`'s arguments.
-ARGUMENTS_FIX = ("change the keyword arguments as suggested; `kdkit config schema` lists every "
-                 "section's options, `kdkit plugins` every component")
+ARGUMENTS_FIX = (
+    "change the keyword arguments as suggested; `kdkit config schema` lists every "
+    "section's options, `kdkit plugins` every component"
+)
 
 
 def _plain(value: Any) -> Any:
@@ -62,8 +64,9 @@ def _component_names(registry: Registry, kind: str, options: BaseModel) -> list[
     return sorted(n for n, c in registry.components[kind].items() if c.config is type(options))
 
 
-def _section(value: Any, path: str, kind: str | None, registry: Registry,
-             problems: list[Problem]) -> Any:  # fmt: skip
+def _section(
+    value: Any, path: str, kind: str | None, registry: Registry, problems: list[Problem]
+) -> Any:
     """One section given to :func:`distill` as the data a run file would hold there."""
     if kind is None or isinstance(value, str):
         return _plain(value)
@@ -75,10 +78,18 @@ def _section(value: Any, path: str, kind: str | None, registry: Registry,
         if len(names) == 1:
             return {"name": names[0], **_plain(value)}
         cls = type(value).__name__
-        which = (f"several {kind}s use {cls}: {', '.join(names)}" if names
-                 else f"no installed {kind} uses {cls} as its options")  # fmt: skip
-        problems.append(Problem(path, f"cannot tell which {kind} these options are for ({which})",
-                                suggestion="pass (NAME, options) or {'name': NAME, ...}"))
+        which = (
+            f"several {kind}s use {cls}: {', '.join(names)}"
+            if names
+            else f"no installed {kind} uses {cls} as its options"
+        )
+        problems.append(
+            Problem(
+                path,
+                f"cannot tell which {kind} these options are for ({which})",
+                suggestion="pass (NAME, options) or {'name': NAME, ...}",
+            )
+        )
         return None
     return _plain(value)
 
@@ -97,13 +108,14 @@ def run_data(sections: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
         if value is None:
             continue  # as if the key were not in the file (a required one is reported as missing)
         if key == "reporters" and isinstance(value, (list, tuple)):
-            data[key] = [_section(v, f"reporters.{i}", "reporter", registry, problems)
-                         for i, v in enumerate(value)]  # fmt: skip
+            data[key] = [
+                _section(v, f"reporters.{i}", "reporter", registry, problems)
+                for i, v in enumerate(value)
+            ]
         else:
             data[key] = _section(value, key, COMPONENT_SECTIONS.get(key), registry, problems)
     if problems:
-        raise ConfigError(problems, SOURCE, subject=f"the arguments of {SOURCE}",
-                          fix=ARGUMENTS_FIX)
+        raise ConfigError(problems, SOURCE, subject=f"the arguments of {SOURCE}", fix=ARGUMENTS_FIX)
     return data
 
 
@@ -121,13 +133,23 @@ def configure(*, plugins: Plugins | None = None, **sections: Any) -> ResolvedCon
     try:
         return validate(doc, plugins.registry)
     except ConfigError as exc:  # the same problems, with a fix that speaks of arguments
-        raise ConfigError(exc.problems, SOURCE, subject=f"the arguments of {SOURCE}",
-                          fix=ARGUMENTS_FIX) from None  # fmt: skip
+        raise ConfigError(
+            exc.problems, SOURCE, subject=f"the arguments of {SOURCE}", fix=ARGUMENTS_FIX
+        ) from None
 
 
-def distill(*, task: Any = None, teacher: Any = None, student: Any = None, method: Any = None,
-            training: Any = None, progress: bool = True, resume: str | Path | None = None,
-            plugins: Plugins | None = None, **rest: Any) -> DistillResult:  # fmt: skip
+def distill(
+    *,
+    task: Any = None,
+    teacher: Any = None,
+    student: Any = None,
+    method: Any = None,
+    training: Any = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    plugins: Plugins | None = None,
+    **rest: Any,
+) -> DistillResult:
     """Run one distillation, as ``kdkit run FILE`` would with these sections in FILE.
 
     Args:
@@ -152,10 +174,16 @@ def distill(*, task: Any = None, teacher: Any = None, student: Any = None, metho
     from kdkit.engine.runner import run_once
 
     plugins = plugins or load_plugins()
-    resolved = configure(plugins=plugins, task=task, teacher=teacher, student=student,
-                         method=method, training=training, **rest)  # fmt: skip
-    summary = run_once(resolved, plugins, resume=str(resume) if resume else None,
-                       progress=progress)  # fmt: skip
+    resolved = configure(
+        plugins=plugins,
+        task=task,
+        teacher=teacher,
+        student=student,
+        method=method,
+        training=training,
+        **rest,
+    )
+    summary = run_once(resolved, plugins, resume=str(resume) if resume else None, progress=progress)
     return DistillResult(summary, resolved, plugins.registry)
 
 
@@ -219,8 +247,9 @@ class DistillResult:
         return str(self.summary.get("table") or self.summary)
 
 
-def load_model(path: str | Path, *, device: str | None = None,
-               registry: Registry | None = None) -> Model:  # fmt: skip
+def load_model(
+    path: str | Path, *, device: str | None = None, registry: Registry | None = None
+) -> Model:
     """Load a model kdkit saved, for inference: a model directory (``kdkit.json`` in it) or a run
     directory (its best, else last, student) — what ``kdkit predict`` accepts.
 
@@ -266,8 +295,9 @@ class Model:
         """The name of label ``index`` (its number when the model saved no names)."""
         return self.labels[index] if index < len(self.labels) else str(index)
 
-    def probabilities(self, texts: Text | Sequence[Text], *, max_length: int = 512,
-                      batch_size: int = 32) -> torch.Tensor:  # fmt: skip
+    def probabilities(
+        self, texts: Text | Sequence[Text], *, max_length: int = 512, batch_size: int = 32
+    ) -> torch.Tensor:
         """Class probabilities, ``[N, num_labels]`` (float32, on the CPU), of ``texts``.
 
         ``texts``: a text or a list of them; a text is code (a str) or, for a pair task, a
@@ -286,8 +316,14 @@ class Model:
                 out.append(torch.softmax(logits.float(), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
-    def predict(self, texts: Text | Sequence[Text], *, top_k: int = 1, max_length: int = 512,
-                batch_size: int = 32) -> list[dict[str, Any]]:  # fmt: skip
+    def predict(
+        self,
+        texts: Text | Sequence[Text],
+        *,
+        top_k: int = 1,
+        max_length: int = 512,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
         """The most likely label of each text, with its probability (as ``kdkit predict``):
         ``[{"label": "KeyError", "probability": 0.83}, ...]``; ``top_k > 1`` adds ``"top"``,
         the ``top_k`` most likely ``[label, probability]`` pairs."""
@@ -296,12 +332,15 @@ class Model:
         probs = self.probabilities(texts, max_length=max_length, batch_size=batch_size)
         rows = []
         for p in probs:
-            row: dict[str, Any] = {"label": self.label(int(p.argmax())),
-                                   "probability": float(p.max())}  # fmt: skip
+            row: dict[str, Any] = {
+                "label": self.label(int(p.argmax())),
+                "probability": float(p.max()),
+            }
             if top_k > 1:
                 top = torch.topk(p, min(top_k, p.numel()))
-                row["top"] = [[self.label(int(k)), float(v)]
-                              for v, k in zip(top.values, top.indices)]  # fmt: skip
+                row["top"] = [
+                    [self.label(int(k)), float(v)] for v, k in zip(top.values, top.indices)
+                ]
             rows.append(row)
         return rows
 
@@ -315,10 +354,13 @@ def _texts(texts: Text | Sequence[Text]) -> list[Text]:
     else:
         items = list(texts)
     for i, t in enumerate(items):
-        ok = isinstance(t, str) or (isinstance(t, tuple) and len(t) == 2
-                                    and all(isinstance(x, str) for x in t))  # fmt: skip
+        ok = isinstance(t, str) or (
+            isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t)
+        )
         if not ok:
-            raise KdkitError(f"text {i} is a {type(t).__name__}, not code",
-                             where="Model.predict", fix="pass a str, a (code_a, code_b) tuple "
-                             "for a pair task, or a list of them")  # fmt: skip
+            raise KdkitError(
+                f"text {i} is a {type(t).__name__}, not code",
+                where="Model.predict",
+                fix="pass a str, a (code_a, code_b) tuple for a pair task, or a list of them",
+            )
     return items

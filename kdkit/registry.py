@@ -157,8 +157,9 @@ class Collision:
 
     def what(self) -> str:
         """One sentence naming every plugin and distribution that registered the name."""
-        who = " and ".join(f"'{o.plugin}' from {o.distribution} {o.version}".rstrip()
-                           for o in self.origins)  # fmt: skip
+        who = " and ".join(
+            f"'{o.plugin}' from {o.distribution} {o.version}".rstrip() for o in self.origins
+        )
         return f"{len(self.origins)} plugins register the {self.kind} '{self.name}': {who}"
 
     def fix(self) -> str:
@@ -197,8 +198,11 @@ class Registry:
     def _check_name(self, kind: str, name: str, origin: PluginOrigin) -> None:
         where = f"plugin '{origin.plugin}' ({origin.distribution})"
         if not isinstance(name, str) or not _NAME.match(name):
-            raise PluginError(f"invalid {kind} name {name!r}", where=where,
-                              fix="use lower-case letters, digits, '_', '.' or '-'")  # fmt: skip
+            raise PluginError(
+                f"invalid {kind} name {name!r}",
+                where=where,
+                fix="use lower-case letters, digits, '_', '.' or '-'",
+            )
 
     def _insert(self, table: dict[str, Any], entry: Any) -> None:
         """Put ``entry`` in ``table``, turning a second registration of its name into a collision."""

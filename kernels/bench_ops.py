@@ -112,8 +112,10 @@ def _dist_inputs(p, dtype, device, requires_grad) -> dict[str, Any]:
     return dict(
         student_logits=_rand((n, c), dtype, device, 0, 3.0, requires_grad),
         teacher_logits=_rand((n, c), dtype, device, 1, 3.0),
-        beta=1.0, gamma=1.0, temperature=1.0,
-    )  # fmt: skip
+        beta=1.0,
+        gamma=1.0,
+        temperature=1.0,
+    )
 
 
 def dist_bench_op(options: Any = None, context: Any = None) -> BenchOp:
@@ -143,8 +145,9 @@ def _infonce_inputs(p, dtype, device, requires_grad) -> dict[str, Any]:
     return dict(
         student=_rand((b, d), dtype, device, 0, 1.0, requires_grad),
         teacher=_rand((b, d), dtype, device, 1, 1.0, requires_grad),
-        temperature=0.07, normalize=True,
-    )  # fmt: skip
+        temperature=0.07,
+        normalize=True,
+    )
 
 
 def infonce_bench_op(options: Any = None, context: Any = None) -> BenchOp:
@@ -196,7 +199,7 @@ def ckd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
             ckd_loss_reference,
             compile_skip_quick="compiling the Gram CKD reference takes minutes on a CPU (run without --quick)",
         )
-        + [Provider("naive", ckd_loss_naive)],  # fmt: skip
+        + [Provider("naive", ckd_loss_naive)],
         shapes={
             "priority": [
                 {"b": 16, "k": k, "t": t, "hs": 384, "ht": 768, "w": 10}

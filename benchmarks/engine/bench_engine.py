@@ -56,20 +56,37 @@ def main() -> None:
     c = build_components(resolved, device, work)
     is_pair = c.task.is_pair
     t0 = time.perf_counter()
-    train = make_split("train", c.splits["train"], is_pair, cfg.max_length,
-                       Encoder.of_student(c.student), Encoder.of_teacher(c.teacher))  # fmt: skip
+    train = make_split(
+        "train",
+        c.splits["train"],
+        is_pair,
+        cfg.max_length,
+        Encoder.of_student(c.student),
+        Encoder.of_teacher(c.teacher),
+    )
     tokenise_s = time.perf_counter() - t0
-    val = make_split("validation", c.splits["validation"], is_pair, cfg.max_length,
-                     Encoder.of_student(c.student))  # fmt: skip
+    val = make_split(
+        "validation", c.splits["validation"], is_pair, cfg.max_length, Encoder.of_student(c.student)
+    )
     ft_method = plugins.registry.get("kd_method", "ft")
     kd_comp = resolved.components["method"]
-    results = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                           "device": str(device)},
-               "config": {"student": c.student.info.name, "student_parameters": c.student.info.num_parameters,
-                          "teacher": c.teacher.info.name, "teacher_parameters": c.teacher.info.num_parameters,
-                          "batch_size": cfg.batch_size, "max_length": cfg.max_length,
-                          "train_rows": len(train)},
-               "tokenise_train_seconds": tokenise_s}  # fmt: skip
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+        },
+        "config": {
+            "student": c.student.info.name,
+            "student_parameters": c.student.info.num_parameters,
+            "teacher": c.teacher.info.name,
+            "teacher_parameters": c.teacher.info.num_parameters,
+            "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length,
+            "train_rows": len(train),
+        },
+        "tokenise_train_seconds": tokenise_s,
+    }
     initial = copy.deepcopy(c.student.state_dict())
     modes = {}
     for mode in ("ft", "kd-live", "kd-cache"):
@@ -83,17 +100,38 @@ def main() -> None:
             else:
                 tc = time.perf_counter()
                 root = Path(work) / "cache"
-                job = TeacherPass(c.teacher, method.requirements.teacher, train.teacher, device,
-                                  2 * cfg.batch_size, progress=False)  # fmt: skip
+                job = TeacherPass(
+                    c.teacher,
+                    method.requirements.teacher,
+                    train.teacher,
+                    device,
+                    2 * cfg.batch_size,
+                    progress=False,
+                )
                 slot = CacheSlot("train", c.task.fingerprint(), cfg.max_length, root)
                 signal = load_or_build(job, slot)
                 results["teacher_cache_build_seconds"] = time.perf_counter() - tc
-        trainer = Trainer(TrainSetup(student=c.student, method=method, task=c.task, train=train,
-                                     validation=val, cfg=cfg, seed=0, device=device,
-                                     run_dir=work, teacher_signal=signal, progress=False))  # fmt: skip
+        trainer = Trainer(
+            TrainSetup(
+                student=c.student,
+                method=method,
+                task=c.task,
+                train=train,
+                validation=val,
+                cfg=cfg,
+                seed=0,
+                device=device,
+                run_dir=work,
+                teacher_signal=signal,
+                progress=False,
+            )
+        )
         times = step_times(trainer, train, args.steps, cfg.batch_size)
-        modes[mode] = {"median_step_s": statistics.median(times), "mean_step_s": statistics.mean(times),
-                       "steps": len(times)}  # fmt: skip
+        modes[mode] = {
+            "median_step_s": statistics.median(times),
+            "mean_step_s": statistics.mean(times),
+            "steps": len(times),
+        }
         print(mode, modes[mode], flush=True)
     results["train_step"] = modes
     results["kd_cache_over_ft"] = modes["kd-cache"]["median_step_s"] / modes["ft"]["median_step_s"]
@@ -102,10 +140,13 @@ def main() -> None:
     teacher_inf = measure_inference(c.teacher, examples, cfg.max_length, device=device)
     c.student.eval()
     student_inf = measure_inference(c.student, examples, cfg.max_length, device=device)
-    results["inference"] = {"teacher": teacher_inf, "student": student_inf,
-                            "latency_speedup": teacher_inf["latency_ms"] / student_inf["latency_ms"],
-                            "throughput_speedup": student_inf["throughput"] / teacher_inf["throughput"],
-                            "rows": len(examples)}  # fmt: skip
+    results["inference"] = {
+        "teacher": teacher_inf,
+        "student": student_inf,
+        "latency_speedup": teacher_inf["latency_ms"] / student_inf["latency_ms"],
+        "throughput_speedup": student_inf["throughput"] / teacher_inf["throughput"],
+        "rows": len(examples),
+    }
     print(json.dumps(results, indent=2))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -3,6 +3,7 @@ loaded through the plugin registry, with the default grid and with words only; p
 
 KDKIT_CACHE=/tmp/signal-cache python benchmarks/signal/baselines_default.py
 """
+
 import sys
 import time
 from pathlib import Path
@@ -14,8 +15,17 @@ from kdkit.baselines import BaselineOptions, compute_baselines
 
 task = load("exception", labels="top-10", window=5)
 task.load()
-for name, o in [("words-only", BaselineOptions(char_ngrams=(None,))), ("default", BaselineOptions())]:
+for name, o in [
+    ("words-only", BaselineOptions(char_ngrams=(None,))),
+    ("default", BaselineOptions()),
+]:
     t = time.time()
     b = compute_baselines(task, use_cache=False, options=o)
-    print(name, f"{time.time() - t:.1f}s", b.tuned, {s: b.splits[s].scores for s in b.splits},
-          b.splits["test"].ci, flush=True)
+    print(
+        name,
+        f"{time.time() - t:.1f}s",
+        b.tuned,
+        {s: b.splits[s].scores for s in b.splits},
+        b.splits["test"].ci,
+        flush=True,
+    )

@@ -3,6 +3,7 @@
 python exc_train.py --name NAME [options]   -> /work/scratch/signal/results/NAME.json
 Every option is one lever of issue 18; defaults are the best setup found.
 """
+
 import argparse
 import json
 import os
@@ -16,10 +17,28 @@ import torch
 
 #: Where data/, tok/, results/ and cache/ live (outside the repository).
 SCRATCH = Path(os.environ.get("SIGNAL_SCRATCH", "/work/scratch/signal"))
-CUBERT = ["ValueError", "KeyError", "AttributeError", "TypeError", "OSError", "IOError",
-          "ImportError", "IndexError", "DoesNotExist", "KeyboardInterrupt", "StopIteration",
-          "AssertionError", "SystemExit", "RuntimeError", "HTTPError", "UnicodeDecodeError",
-          "NotImplementedError", "ValidationError", "ObjectDoesNotExist", "NameError"]
+CUBERT = [
+    "ValueError",
+    "KeyError",
+    "AttributeError",
+    "TypeError",
+    "OSError",
+    "IOError",
+    "ImportError",
+    "IndexError",
+    "DoesNotExist",
+    "KeyboardInterrupt",
+    "StopIteration",
+    "AssertionError",
+    "SystemExit",
+    "RuntimeError",
+    "HTTPError",
+    "UnicodeDecodeError",
+    "NotImplementedError",
+    "ValidationError",
+    "ObjectDoesNotExist",
+    "NameError",
+]
 HOLE = "__HOLE__"
 
 
@@ -50,7 +69,9 @@ def args():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--baselines-only", action="store_true", help="write results/NAME.base.json and stop")
+    p.add_argument(
+        "--baselines-only", action="store_true", help="write results/NAME.base.json and stop"
+    )
     return p.parse_args()
 
 
@@ -92,15 +113,24 @@ def tokenizer(a, splits):
             it = (json.loads(line) for line in open(SCRATCH / "data" / a.data / "functions.txt"))
         else:
             it = (r["text"] for r in splits["train"])
-        tok.train_from_iterator(it, vocab_size=a.vocab, min_frequency=2,
-                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", HOLE])
+        tok.train_from_iterator(
+            it,
+            vocab_size=a.vocab,
+            min_frequency=2,
+            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", HOLE],
+        )
         tok.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
         d.mkdir(parents=True, exist_ok=True)
         tok.save(str(d / "tokenizer.json"))
-        print(f"bpe {key} trained in {time.time()-t0:.1f}s", flush=True)
-    return PreTrainedTokenizerFast(tokenizer_file=str(d / "tokenizer.json"), bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                   mask_token="<mask>")
+        print(f"bpe {key} trained in {time.time() - t0:.1f}s", flush=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(d / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
 
 
 def window_text(a, tok, r):
@@ -111,7 +141,7 @@ def window_text(a, tok, r):
     if a.window.startswith("lines"):
         n = int(a.window[5:])
         lines = text.splitlines(keepends=True)
-        return "".join(lines[max(0, r["line"] - n): r["line"] + n + 1])
+        return "".join(lines[max(0, r["line"] - n) : r["line"] + n + 1])
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     offs = enc["offset_mapping"]
     hole = next(i for i, (s, e) in enumerate(offs) if s <= r["hole"] < e or s >= r["hole"])
@@ -119,7 +149,7 @@ def window_text(a, tok, r):
     lo = max(0, hole - int(room * a.before))
     hi = min(len(offs), lo + room)
     lo = max(0, hi - room)
-    return text[offs[lo][0]: offs[hi - 1][1]]
+    return text[offs[lo][0] : offs[hi - 1][1]]
 
 
 def encode(tok, texts, max_len):
@@ -131,7 +161,7 @@ def batches(ids, ys, bs, pad_id, max_len, pad, rng=None):
     if rng is not None:
         rng.shuffle(order)
     for i in range(0, len(order), bs):
-        idx = order[i: i + bs]
+        idx = order[i : i + bs]
         L = max(len(ids[j]) for j in idx) if pad == "dynamic" else max_len
         x = torch.full((len(idx), L), pad_id, dtype=torch.long)
         for k, j in enumerate(idx):
@@ -163,13 +193,18 @@ def main():
     ys = {s: [r["y"] for r in rs] for s, rs in splits.items()}
     ids = {s: encode(tok, texts[s], a.max_len) for s in splits}
     prep = time.time() - t0
-    info = {"args": vars(a), "labels": labels,
-            "rows": {s: len(v) for s, v in ys.items()},
-            "label_mix": {s: dict(Counter(labels[y] for y in v).most_common()) for s, v in ys.items()},
-            "mean_tokens": {s: float(np.mean([len(i) for i in v])) for s, v in ids.items()},
-            "hole_kept": {s: float(np.mean([HOLE in t for t in v])) for s, v in texts.items()},
-            "prep_s": round(prep, 1)}
-    print(json.dumps({k: info[k] for k in ("rows", "mean_tokens", "hole_kept", "prep_s")}), flush=True)
+    info = {
+        "args": vars(a),
+        "labels": labels,
+        "rows": {s: len(v) for s, v in ys.items()},
+        "label_mix": {s: dict(Counter(labels[y] for y in v).most_common()) for s, v in ys.items()},
+        "mean_tokens": {s: float(np.mean([len(i) for i in v])) for s, v in ids.items()},
+        "hole_kept": {s: float(np.mean([HOLE in t for t in v])) for s, v in texts.items()},
+        "prep_s": round(prep, 1),
+    }
+    print(
+        json.dumps({k: info[k] for k in ("rows", "mean_tokens", "hole_kept", "prep_s")}), flush=True
+    )
 
     # baselines on the same split (the generic component, through a tiny Task adapter)
     if not a.no_baselines:
@@ -181,48 +216,78 @@ def main():
 
         class T:
             name, is_pair, headline_metric = "exc-research", False, "top1"
-            def __init__(s): s.labels = labels
+
+            def __init__(s):
+                s.labels = labels
+
             def load(s):
-                return datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": texts[k], "label": ys[k]}) for k in texts})
+                return datasets.DatasetDict(
+                    {
+                        k: datasets.Dataset.from_dict({"text": texts[k], "label": ys[k]})
+                        for k in texts
+                    }
+                )
+
             def fingerprint(s):
                 from kdkit.data.fingerprint import hash_json
+
                 return hash_json([texts, ys])
-            def evaluate(s, lg, y): return multiclass_metrics(lg, y)
+
+            def evaluate(s, lg, y):
+                return multiclass_metrics(lg, y)
+
         b = compute_baselines(T(), cache_dir=SCRATCH / "cache")
-        info["baselines"] = {s: {k: round(v, 4) for k, v in b.splits[s].scores.items()} for s in b.splits}
+        info["baselines"] = {
+            s: {k: round(v, 4) for k, v in b.splits[s].scores.items()} for s in b.splits
+        }
         info["baselines_ci"] = {k: [round(x, 4) for x in v] for k, v in b.splits["test"].ci.items()}
         info["baselines_tuned"] = b.tuned
         info["baselines_s"] = round(time.time() - tb, 1)
-        print(json.dumps(info["baselines"]), f"{time.time()-tb:.0f}s", flush=True)
+        print(json.dumps(info["baselines"]), f"{time.time() - tb:.0f}s", flush=True)
         if a.baselines_only:
             (SCRATCH / "results").mkdir(exist_ok=True)
             (SCRATCH / "results" / f"{a.name}.base.json").write_text(json.dumps(info, indent=1))
             return
 
     from transformers import RobertaConfig, RobertaForSequenceClassification
+
     if a.init:
         model = RobertaForSequenceClassification.from_pretrained(a.init, num_labels=len(labels))
     else:
-        cfg = RobertaConfig(vocab_size=len(tok), hidden_size=a.hidden, num_hidden_layers=a.layers,
-                            num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
-                            max_position_embeddings=a.max_len + 2, num_labels=len(labels),
-                            pad_token_id=tok.pad_token_id, bos_token_id=0, eos_token_id=2,
-                            type_vocab_size=1)
+        cfg = RobertaConfig(
+            vocab_size=len(tok),
+            hidden_size=a.hidden,
+            num_hidden_layers=a.layers,
+            num_attention_heads=a.heads,
+            intermediate_size=4 * a.hidden,
+            max_position_embeddings=a.max_len + 2,
+            num_labels=len(labels),
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+        )
         model = RobertaForSequenceClassification(cfg)
     info["params"] = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     warm = max(1, int(a.warmup * a.steps))
+
     def lr_at(step):
         if step < warm:
             return (step + 1) / warm
-        return 1.0 if a.schedule == "constant" else max(0.0, (a.steps - step) / max(1, a.steps - warm))
+        return (
+            1.0 if a.schedule == "constant" else max(0.0, (a.steps - step) / max(1, a.steps - warm))
+        )
+
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = random.Random(a.seed)
     step, best, best_state, curve = 0, -1.0, None, []
     tt = time.time()
     model.train()
     while step < a.steps:
-        for x, m, y in batches(ids["train"], ys["train"], a.batch, tok.pad_token_id, a.max_len, a.pad, rng):
+        for x, m, y in batches(
+            ids["train"], ys["train"], a.batch, tok.pad_token_id, a.max_len, a.pad, rng
+        ):
             loss = torch.nn.functional.cross_entropy(model(input_ids=x, attention_mask=m).logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -233,25 +298,55 @@ def main():
             step += 1
             if step % a.eval_every == 0 or step == a.steps:
                 v, _ = evaluate(model, ids["validation"], ys["validation"], tok.pad_token_id, a)
-                curve.append({"step": step, "val": round(v, 4), "loss": round(float(loss), 4),
-                              "s": round(time.time() - tt, 1)})
+                curve.append(
+                    {
+                        "step": step,
+                        "val": round(v, 4),
+                        "loss": round(float(loss), 4),
+                        "s": round(time.time() - tt, 1),
+                    }
+                )
                 print(json.dumps(curve[-1]), flush=True)
                 if v > best:
-                    best, best_state = v, {k: t.detach().clone() for k, t in model.state_dict().items()}
+                    best, best_state = (
+                        v,
+                        {k: t.detach().clone() for k, t in model.state_dict().items()},
+                    )
             if step >= a.steps:
                 break
     train_s = time.time() - tt
     model.load_state_dict(best_state)
     test, lg = evaluate(model, ids["test"], ys["test"], tok.pad_token_id, a)
     std = torch.tensor([r["src"] == "stdlib" for r in splits["test"]])
-    info["test_top1_stdlib_rows"] = round(float((lg.argmax(-1)[std] == torch.tensor(ys["test"])[std]).float().mean()), 4) if std.any() else None
-    info.update({"steps": step, "train_s": round(train_s, 1), "steps_per_s": round(step / train_s, 2),
-                 "val_top1": round(best, 4), "test_top1": round(test, 4), "curve": curve,
-                 "total_s": round(time.time() - t0, 1), "load_avg": os.getloadavg()})
+    info["test_top1_stdlib_rows"] = (
+        round(float((lg.argmax(-1)[std] == torch.tensor(ys["test"])[std]).float().mean()), 4)
+        if std.any()
+        else None
+    )
+    info.update(
+        {
+            "steps": step,
+            "train_s": round(train_s, 1),
+            "steps_per_s": round(step / train_s, 2),
+            "val_top1": round(best, 4),
+            "test_top1": round(test, 4),
+            "curve": curve,
+            "total_s": round(time.time() - t0, 1),
+            "load_avg": os.getloadavg(),
+        }
+    )
     out = SCRATCH / "results" / f"{a.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(info, indent=1))
-    print(json.dumps({k: info[k] for k in ("val_top1", "test_top1", "steps", "train_s", "steps_per_s", "params")}), flush=True)
+    print(
+        json.dumps(
+            {
+                k: info[k]
+                for k in ("val_top1", "test_top1", "steps", "train_s", "steps_per_s", "params")
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ pre-training on a corpus that contains the benchmark's sources; the labels never
 
 python mlm_pretrain.py --out DIR --steps N [--layers 2 --hidden 128]
 """
+
 import argparse
 import json
 import os
@@ -38,9 +39,14 @@ def main():
     rng = random.Random(a.seed)
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(SCRATCH / "tok" / a.tok / "tokenizer.json"),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                  pad_token="<pad>", mask_token="<mask>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(SCRATCH / "tok" / a.tok / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     t0 = time.time()
     funcs = [json.loads(line) for line in open(SCRATCH / "data" / a.data / "functions.txt")]
     rng.shuffle(funcs)
@@ -49,18 +55,27 @@ def main():
     ids = []
     for enc in tok(funcs, add_special_tokens=False)["input_ids"]:
         lo = rng.randrange(0, max(1, len(enc) - room + 1))  # a random window of the function
-        ids.append([0] + enc[lo: lo + room] + [2])
+        ids.append([0] + enc[lo : lo + room] + [2])
     prep = time.time() - t0
     print(f"{len(ids)} snippets, prep {prep:.0f}s", flush=True)
-    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=a.hidden, num_hidden_layers=a.layers,
-                        num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
-                        max_position_embeddings=a.max_len + 2, pad_token_id=1, bos_token_id=0,
-                        eos_token_id=2, type_vocab_size=1)
+    cfg = RobertaConfig(
+        vocab_size=len(tok),
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        intermediate_size=4 * a.hidden,
+        max_position_embeddings=a.max_len + 2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
     model = RobertaForMaskedLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     warm = max(1, a.steps // 16)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (a.steps - s) / (a.steps - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (a.steps - s) / (a.steps - warm))
+    )
     special = torch.tensor([0, 1, 2, 3, 4])
     tt = time.time()
     model.train()
@@ -85,12 +100,21 @@ def main():
         opt.step()
         sched.step()
         if (step + 1) % 100 == 0:
-            print(json.dumps({"step": step + 1, "loss": round(loss.item(), 3),
-                              "s": round(time.time() - tt, 1)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step + 1,
+                        "loss": round(loss.item(), 3),
+                        "s": round(time.time() - tt, 1),
+                    }
+                ),
+                flush=True,
+            )
     out = Path(a.out)
     model.save_pretrained(out)
-    (out / "pretrain.json").write_text(json.dumps({**vars(a), "prep_s": prep,
-                                                   "train_s": time.time() - tt}))
+    (out / "pretrain.json").write_text(
+        json.dumps({**vars(a), "prep_s": prep, "train_s": time.time() - tt})
+    )
     print(f"saved {out} in {time.time() - t0:.0f}s", flush=True)
 
 

@@ -72,9 +72,14 @@ class BaselineOptions:
 
     def grid(self) -> dict[str, Any]:
         """The tuning grid in the form :func:`fit_tfidf_lr` takes."""
-        return {"word_ngrams": self.word_ngrams, "char_ngrams": self.char_ngrams, "C": self.C,
-                "class_weight": self.class_weight, "pair_features": self.pair_features,
-                "max_features": self.max_features}  # fmt: skip
+        return {
+            "word_ngrams": self.word_ngrams,
+            "char_ngrams": self.char_ngrams,
+            "C": self.C,
+            "class_weight": self.class_weight,
+            "pair_features": self.pair_features,
+            "max_features": self.max_features,
+        }
 
     def as_json(self) -> dict[str, Any]:
         """The options as JSON values (tuples become lists)."""
@@ -89,8 +94,11 @@ def _columns(task: Any, splits: Any) -> dict[str, dict[str, list[Any]]]:
     where = f"task '{getattr(task, 'name', '?')}'"
     missing = [s for s in SPLITS if s not in splits]
     if missing:
-        raise KdkitError(f"the task has no split(s) {missing}; baselines need train, validation "
-                         "and test", where=where, fix="give the task all three splits")  # fmt: skip
+        raise KdkitError(
+            f"the task has no split(s) {missing}; baselines need train, validation and test",
+            where=where,
+            fix="give the task all three splits",
+        )
     wanted = ["text", "label"] + (["text_pair"] if task.is_pair else [])
     out: dict[str, dict[str, list[Any]]] = {}
     num_classes = len(task.labels)
@@ -98,15 +106,19 @@ def _columns(task: Any, splits: Any) -> dict[str, dict[str, list[Any]]]:
         names = set(splits[s].column_names)
         absent = [c for c in wanted if c not in names]
         if absent:
-            raise KdkitError(f"split '{s}' has no column(s) {absent}", where=where,
-                             fix="a task's splits need text, label (and text_pair for a pair "
-                             "task) columns")  # fmt: skip
+            raise KdkitError(
+                f"split '{s}' has no column(s) {absent}",
+                where=where,
+                fix="a task's splits need text, label (and text_pair for a pair task) columns",
+            )
         cols = {c: list(splits[s][c]) for c in wanted}
         bad = sorted({int(y) for y in cols["label"] if not 0 <= int(y) < num_classes})
         if bad:
-            raise KdkitError(f"split '{s}' has label id(s) {bad[:5]} outside the task's "
-                             f"{num_classes} labels", where=where,
-                             fix="map every label to an id in range(len(task.labels))")  # fmt: skip
+            raise KdkitError(
+                f"split '{s}' has label id(s) {bad[:5]} outside the task's {num_classes} labels",
+                where=where,
+                fix="map every label to an id in range(len(task.labels))",
+            )
         out[s] = cols
     return out
 
@@ -116,25 +128,37 @@ def _check(task: Any, data: dict[str, dict[str, list[Any]]], options: BaselineOp
     labels = list(task.labels)
     train = Counter(int(y) for y in data["train"]["label"])
     if len(train) < 2:
-        raise KdkitError(f"the train split has {len(train)} distinct label(s) "
-                         f"({[labels[i] for i in train]}); a classifier baseline needs two",
-                         where=where, fix=_FIX_SPLITS)  # fmt: skip
+        raise KdkitError(
+            f"the train split has {len(train)} distinct label(s) "
+            f"({[labels[i] for i in train]}); a classifier baseline needs two",
+            where=where,
+            fix=_FIX_SPLITS,
+        )
     n_val = len(data["validation"]["label"])
     if n_val < options.min_validation:
-        raise KdkitError(f"the validation split has {n_val} rows, too few to tune a baseline on "
-                         f"(at least {options.min_validation})", where=where,
-                         fix=_FIX_SPLITS)  # fmt: skip
+        raise KdkitError(
+            f"the validation split has {n_val} rows, too few to tune a baseline on "
+            f"(at least {options.min_validation})",
+            where=where,
+            fix=_FIX_SPLITS,
+        )
     for s in ("validation", "test"):
         unseen = Counter(int(y) for y in data[s]["label"] if int(y) not in train)
         if unseen:
             named = ", ".join(f"{labels[i]!r} ({n} rows)" for i, n in sorted(unseen.items()))
-            raise KdkitError(f"the {s} split has label(s) that train never shows: {named}; no "
-                             "model trained on train can predict them", where=where,
-                             fix="rebuild the splits so train covers every label, or drop those "
-                             "labels from the task's label set")  # fmt: skip
+            raise KdkitError(
+                f"the {s} split has label(s) that train never shows: {named}; no "
+                "model trained on train can predict them",
+                where=where,
+                fix="rebuild the splits so train covers every label, or drop those "
+                "labels from the task's label set",
+            )
     if task.is_pair and len(labels) != 2:
-        raise KdkitError(f"a pair task with {len(labels)} labels; the pair baselines are binary",
-                         where=where, fix="pair baselines need labels [negative, positive]")  # fmt: skip
+        raise KdkitError(
+            f"a pair task with {len(labels)} labels; the pair baselines are binary",
+            where=where,
+            fix="pair baselines need labels [negative, positive]",
+        )
 
 
 # -- scores ---------------------------------------------------------------------------------------
@@ -149,16 +173,20 @@ class _Scorer:
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         out = {k: float(v) for k, v in self.task.evaluate(logits, labels).items()}
         if self.metric not in out:
-            raise KdkitError(f"the task's evaluate() returned no '{self.metric}' (its headline "
-                             f"metric); it returned {sorted(out)}",
-                             where=f"task '{self.task.name}'",
-                             fix="return the headline metric from evaluate()")  # fmt: skip
+            raise KdkitError(
+                f"the task's evaluate() returned no '{self.metric}' (its headline "
+                f"metric); it returned {sorted(out)}",
+                where=f"task '{self.task.name}'",
+                fix="return the headline metric from evaluate()",
+            )
         return out
 
     def headline(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return self.metrics(logits, labels)[self.metric]
 
-    def bootstrap(self, logits: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[float, float]:
+    def bootstrap(
+        self, logits: torch.Tensor, labels: torch.Tensor, seed: int
+    ) -> tuple[float, float]:
         """Percentile 95 % interval of the headline over resamples of the rows."""
         n = len(labels)
         gen = torch.Generator().manual_seed(seed)
@@ -175,8 +203,9 @@ def _prior_logits(prior: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(np.tile(logp, (n, 1)))
 
 
-def _stratified(scorer: _Scorer, prior: np.ndarray, labels: torch.Tensor, seed: int
-                ) -> tuple[float, tuple[float, float], dict[str, float]]:  # fmt: skip
+def _stratified(
+    scorer: _Scorer, prior: np.ndarray, labels: torch.Tensor, seed: int
+) -> tuple[float, tuple[float, float], dict[str, float]]:
     """Seeded average of the metrics of random rankings drawn with the train frequencies.
 
     Each draw's logits are ``log p + Gumbel`` noise, so each row's arg-max follows ``p``
@@ -211,16 +240,23 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Base
 
     train = data["train"]
     if len(train["label"]) > options.max_train_rows:
-        keep = sorted(random.Random(options.seed).sample(range(len(train["label"])),
-                                                         options.max_train_rows))  # fmt: skip
+        keep = sorted(
+            random.Random(options.seed).sample(range(len(train["label"])), options.max_train_rows)
+        )
         train = {k: [v[i] for i in keep] for k, v in train.items()}
     # One BLAS/OpenMP thread: the fits are small, and on a shared machine multi-threaded
     # solvers spin-wait for busy cores (measured: 13x slower with 2 threads under load).
     with threadpool_limits(limits=1):
         fitted: dict[str, Fitted] = {
-            "tfidf_lr": fit_tfidf_lr(train, data["validation"], num_classes=num_classes,
-                                     is_pair=task.is_pair, headline=scorer.headline,
-                                     grid=options.grid(), seed=options.seed)  # fmt: skip
+            "tfidf_lr": fit_tfidf_lr(
+                train,
+                data["validation"],
+                num_classes=num_classes,
+                is_pair=task.is_pair,
+                headline=scorer.headline,
+                grid=options.grid(),
+                seed=options.seed,
+            )
         }
     if task.is_pair:
         fitted["jaccard"] = fit_jaccard(data["validation"], headline=scorer.headline)
@@ -243,31 +279,56 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Base
         s_score, s_ci, s_metrics = _stratified(scorer, prior, y, options.seed + 1000 * k + 999)
         scores["stratified"], ci["stratified"], metrics["stratified"] = s_score, s_ci, s_metrics
         label_counts = Counter(labels[int(i)] for i in rows["label"])
-        splits[split] = SplitBaselines(rows=len(y), label_counts=dict(sorted(label_counts.items())),
-                                       scores=scores, ci=ci, metrics=metrics)  # fmt: skip
+        splits[split] = SplitBaselines(
+            rows=len(y),
+            label_counts=dict(sorted(label_counts.items())),
+            scores=scores,
+            ci=ci,
+            metrics=metrics,
+        )
 
-    tuned = {name: {**f.params, "val_score": f.val_score, "tried": f.tried}
-             for name, f in fitted.items()}  # fmt: skip
+    tuned = {
+        name: {**f.params, "val_score": f.val_score, "tried": f.tried} for name, f in fitted.items()
+    }
     tuned["tfidf_lr"]["train_rows"] = len(train["label"])
-    return Baselines(task=task.name, fingerprint=task.fingerprint(),
-                     headline_metric=scorer.metric, labels=labels,
-                     majority_label=labels[majority], splits=splits, tuned=tuned,
-                     best_lexical=best_lexical, options=options.as_json(),
-                     seconds=round(time.perf_counter() - start, 3), version=VERSION)  # fmt: skip
+    return Baselines(
+        task=task.name,
+        fingerprint=task.fingerprint(),
+        headline_metric=scorer.metric,
+        labels=labels,
+        majority_label=labels[majority],
+        splits=splits,
+        tuned=tuned,
+        best_lexical=best_lexical,
+        options=options.as_json(),
+        seconds=round(time.perf_counter() - start, 3),
+        version=VERSION,
+    )
 
 
 # -- cache + public entry point -------------------------------------------------------------------
 
 
-def cache_path(task: Any, report: Sequence[str], options: BaselineOptions,
-               cache_dir: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+def cache_path(
+    task: Any,
+    report: Sequence[str],
+    options: BaselineOptions,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
     """Where the baselines of ``task`` with these options are cached:
     ``<cache>/baselines/<task>-<key>.json``, ``key`` hashing the task's fingerprint, the reported
     splits, the options, :data:`VERSION` and scikit-learn's version."""
     import sklearn
 
-    key = hash_json({"task": task.fingerprint(), "splits": list(report), "version": VERSION,
-                     "options": options.as_json(), "sklearn": sklearn.__version__})  # fmt: skip
+    key = hash_json(
+        {
+            "task": task.fingerprint(),
+            "splits": list(report),
+            "version": VERSION,
+            "options": options.as_json(),
+            "sklearn": sklearn.__version__,
+        }
+    )
     return cache_root(cache_dir) / "baselines" / f"{task.name}-{key}.json"
 
 
@@ -280,8 +341,11 @@ def _read_cache(path: Path, task: Any) -> Baselines | None:
             raise ValueError("fingerprint or version does not match its key")
         return found
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        warnings.warn(f"kdkit: the cached baselines {path} are unreadable ({type(exc).__name__}: "
-                      f"{exc}); recomputing them", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"kdkit: the cached baselines {path} are unreadable ({type(exc).__name__}: "
+            f"{exc}); recomputing them",
+            stacklevel=3,
+        )
         return None
 
 
@@ -326,9 +390,11 @@ def compute_baselines(
     report = tuple(splits) if splits is not None else ("validation", "test")
     unknown = [s for s in report if s not in SPLITS]
     if unknown or not report:
-        raise KdkitError(f"unknown split(s) {unknown or list(report)} for baselines",
-                         where="compute_baselines(splits=...)",
-                         fix=f"choose among {list(SPLITS)}")  # fmt: skip
+        raise KdkitError(
+            f"unknown split(s) {unknown or list(report)} for baselines",
+            where="compute_baselines(splits=...)",
+            fix=f"choose among {list(SPLITS)}",
+        )
     if not use_cache:
         return _compute(task, report, options)
     path = cache_path(task, report, options, cache_dir)

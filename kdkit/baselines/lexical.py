@@ -51,15 +51,36 @@ def _vectorizer(word: tuple[int, int], char: tuple[int, int] | None, max_feature
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
-    parts = [("word", TfidfVectorizer(token_pattern=TOKEN_PATTERN, lowercase=False,
-                                      ngram_range=word, sublinear_tf=True,
-                                      max_features=max_features, dtype=np.float32))]  # fmt: skip
+    parts = [
+        (
+            "word",
+            TfidfVectorizer(
+                token_pattern=TOKEN_PATTERN,
+                lowercase=False,
+                ngram_range=word,
+                sublinear_tf=True,
+                max_features=max_features,
+                dtype=np.float32,
+            ),
+        )
+    ]
     if char is not None:
         # char_wb: n-grams inside whitespace-separated chunks, so sub-tokens of identifiers
         # (``read``/``Error`` in ``readError``) count without n-grams spanning unrelated tokens.
-        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=char,
-                                              lowercase=False, sublinear_tf=True, min_df=2,
-                                              max_features=max_features, dtype=np.float32)))  # fmt: skip
+        parts.append(
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=char,
+                    lowercase=False,
+                    sublinear_tf=True,
+                    min_df=2,
+                    max_features=max_features,
+                    dtype=np.float32,
+                ),
+            )
+        )
     return FeatureUnion(parts)
 
 
@@ -71,8 +92,13 @@ def _pair_features(vec: Any, a: list[str], b: list[str]) -> Any:
     return sparse.hstack([abs(va - vb), va.multiply(vb)]).tocsr()
 
 
-def _featurizer(rows: dict[str, list[Any]], pair_mode: str | None, word: tuple[int, int],
-                char: tuple[int, int] | None, max_features: int) -> Callable[[dict], Any]:  # fmt: skip
+def _featurizer(
+    rows: dict[str, list[Any]],
+    pair_mode: str | None,
+    word: tuple[int, int],
+    char: tuple[int, int] | None,
+    max_features: int,
+) -> Callable[[dict], Any]:
     """Fit a vectorizer on the train ``rows``; return ``rows -> features`` for any split."""
     vec = _vectorizer(word, char, max_features)
     if pair_mode is None:
@@ -93,9 +119,16 @@ def _lr_logits(clf: Any, features: Any, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def fit_tfidf_lr(train: dict[str, list[Any]], val: dict[str, list[Any]], *, num_classes: int,
-                 is_pair: bool, headline: Headline, grid: dict[str, Any],
-                 seed: int) -> Fitted:  # fmt: skip
+def fit_tfidf_lr(
+    train: dict[str, list[Any]],
+    val: dict[str, list[Any]],
+    *,
+    num_classes: int,
+    is_pair: bool,
+    headline: Headline,
+    grid: dict[str, Any],
+    seed: int,
+) -> Fitted:
     """Grid-search TF-IDF features x logistic regression on ``val``; return the best.
 
     ``grid`` has ``word_ngrams``, ``char_ngrams`` (``None`` = words only), ``C``,
@@ -110,8 +143,9 @@ def fit_tfidf_lr(train: dict[str, list[Any]], val: dict[str, list[Any]], *, num_
     pair_modes = list(grid["pair_features"]) if is_pair else [None]
     best: tuple[float, dict[str, Any], Any, Any] | None = None
     tried = 0
-    for pair_mode, word, char in itertools.product(pair_modes, grid["word_ngrams"],
-                                                   grid["char_ngrams"]):  # fmt: skip
+    for pair_mode, word, char in itertools.product(
+        pair_modes, grid["word_ngrams"], grid["char_ngrams"]
+    ):
         word = tuple(word)
         char = tuple(char) if char is not None else None
         featurize = _featurizer(train, pair_mode, word, char, int(grid["max_features"]))
@@ -119,16 +153,21 @@ def fit_tfidf_lr(train: dict[str, list[Any]], val: dict[str, list[Any]], *, num_
         for weight in grid["class_weight"]:
             # Ascending C with warm starts: each fit starts from the previous (more regularised)
             # solution, which cuts the solver's iterations several-fold; the optimum is the same.
-            clf = LogisticRegression(class_weight=weight, max_iter=2000, warm_start=True,
-                                     random_state=seed)  # fmt: skip
+            clf = LogisticRegression(
+                class_weight=weight, max_iter=2000, warm_start=True, random_state=seed
+            )
             for c in sorted(grid["C"]):
                 clf.set_params(C=float(c))
                 clf.fit(x_train, y_train)
                 score = headline(_lr_logits(clf, x_val, num_classes), y_val)
                 tried += 1
                 if best is None or score > best[0]:
-                    params = {"word_ngrams": list(word), "C": float(c), "class_weight": weight,
-                              "char_ngrams": list(char) if char else None}  # fmt: skip
+                    params = {
+                        "word_ngrams": list(word),
+                        "C": float(c),
+                        "class_weight": weight,
+                        "char_ngrams": list(char) if char else None,
+                    }
                     if pair_mode is not None:
                         params["pair_features"] = pair_mode
                     best = (score, params, copy.deepcopy(clf), featurize)
@@ -154,7 +193,9 @@ def _threshold_logits(sims: np.ndarray, threshold: float, high_label: int) -> to
     return torch.nn.functional.one_hot(preds, 2).to(torch.float64)
 
 
-def fit_jaccard(val: dict[str, list[Any]], *, headline: Headline, max_thresholds: int = 400) -> Fitted:
+def fit_jaccard(
+    val: dict[str, list[Any]], *, headline: Headline, max_thresholds: int = 400
+) -> Fitted:
     """Tune a threshold on the token-Jaccard similarity of each pair on ``val`` (binary tasks).
 
     Candidates: the midpoints between consecutive distinct validation similarities (at most

@@ -50,8 +50,11 @@ class RunBaselines:
             return {"disabled": True}
         if self.baselines is None:
             return {"unavailable": self.note, "seconds": round(self.seconds, 3)}
-        return {**self.baselines.to_dict(), "from_cache": self.baselines.from_cache,
-                "lookup_seconds": round(self.seconds, 3)}  # fmt: skip
+        return {
+            **self.baselines.to_dict(),
+            "from_cache": self.baselines.from_cache,
+            "lookup_seconds": round(self.seconds, 3),
+        }
 
 
 def unavailable_note(exc: KdkitError) -> str:
@@ -61,8 +64,13 @@ def unavailable_note(exc: KdkitError) -> str:
     return f"baselines unavailable: {exc.what}{where}{fix}"
 
 
-def run_baselines(task: Any, cache_dir: str | None, *, enabled: bool = True,
-                  options: BaselineOptions | None = None) -> RunBaselines:  # fmt: skip
+def run_baselines(
+    task: Any,
+    cache_dir: str | None,
+    *,
+    enabled: bool = True,
+    options: BaselineOptions | None = None,
+) -> RunBaselines:
     """The baselines of ``task`` (cached with its data), or a note saying why there are none.
 
     Never raises for a task whose data cannot carry baselines (too few rows or labels to tune on,
@@ -94,8 +102,12 @@ def from_summary(entry: Any) -> Baselines | None:
         return None
 
 
-def flags(baselines: Baselines | None, teacher: float | None,
-          students: dict[str, float], split: str = "test") -> list[str]:  # fmt: skip
+def flags(
+    baselines: Baselines | None,
+    teacher: float | None,
+    students: dict[str, float],
+    split: str = "test",
+) -> list[str]:
     """The flag texts of a teacher below the lexical baseline and of students at the majority
     class (``students``: row name -> headline score), each prefixed with the model it is about."""
     if baselines is None or split not in baselines.splits:

@@ -30,8 +30,11 @@ def load_ops(plugins: Any = None) -> dict[str, BenchOp]:
 
     plugins = plugins if plugins is not None else load_plugins()
     for f in plugins.failures:
-        print(f"kdkit: warning: plugin '{f.plugin}' ({f.distribution}) failed to load, so any "
-              f"bench op it registers is missing: {f.error} (fix: {f.fix})", file=sys.stderr)  # fmt: skip
+        print(
+            f"kdkit: warning: plugin '{f.plugin}' ({f.distribution}) failed to load, so any "
+            f"bench op it registers is missing: {f.error} (fix: {f.fix})",
+            file=sys.stderr,
+        )
     ops: dict[str, BenchOp] = {}
     for name in plugins.registry.names("bench_op"):
         comp = plugins.registry.get("bench_op", name)

@@ -9,12 +9,23 @@ from collections.abc import Sequence
 from typing import Any
 
 COLUMNS = [
-    ("op", "op", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"), ("mode", "mode", "{}"),
-    ("provider", "provider", "{}"), ("status", "status", "{}"), ("median_ms", "median ms", "{:.3f}"),
-    ("p20_ms", "p20", "{:.3f}"), ("p80_ms", "p80", "{:.3f}"), ("vs_reference", "x ref", "{:.3g}"),
-    ("gbps", "GB/s", "{:.1f}"), ("tflops", "TFLOP/s", "{:.2f}"), ("roofline", "roofline", "{:.0%}"),
-    ("peak_mem_mb", "peak MB", "{:.1f}"), ("compile_s", "compile s", "{:.2f}"), ("grad_err", "grad err", "{:.1e}"),
-]  # fmt: skip
+    ("op", "op", "{}"),
+    ("size", "size", "{}"),
+    ("dtype", "dtype", "{}"),
+    ("mode", "mode", "{}"),
+    ("provider", "provider", "{}"),
+    ("status", "status", "{}"),
+    ("median_ms", "median ms", "{:.3f}"),
+    ("p20_ms", "p20", "{:.3f}"),
+    ("p80_ms", "p80", "{:.3f}"),
+    ("vs_reference", "x ref", "{:.3g}"),
+    ("gbps", "GB/s", "{:.1f}"),
+    ("tflops", "TFLOP/s", "{:.2f}"),
+    ("roofline", "roofline", "{:.0%}"),
+    ("peak_mem_mb", "peak MB", "{:.1f}"),
+    ("compile_s", "compile s", "{:.2f}"),
+    ("grad_err", "grad err", "{:.1e}"),
+]
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -28,8 +28,13 @@ INTERPRETER_MAX_NUMEL = 1 << 12
 
 def _git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
         return out.stdout.strip() or "unknown"
     except Exception:
         return "unknown"
@@ -106,9 +111,13 @@ def check_correctness(
     gp = op.gate_params(params)
     inputs = op.make_inputs(gp, dtype, device, True)
     ref_inputs = {
-        k: (v.detach().double().requires_grad_(v.requires_grad) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+        k: (
+            v.detach().double().requires_grad_(v.requires_grad)
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            else v
+        )
         for k, v in inputs.items()
-    }  # fmt: skip
+    }
     t0 = time.perf_counter()
     got = total_loss(fn(**inputs))
     got.backward()
@@ -187,13 +196,29 @@ def run_bench(
                         if providers and prov.name not in providers:
                             continue
                         row = {
-                            "op": op.name, "size": op.size_label(params), "params": dict(params), "dtype": dname,
-                            "mode": mode, "provider": prov.name, "status": "ok", "reason": "",
-                            "median_ms": None, "p20_ms": None, "p80_ms": None, "compile_s": None,
-                            "loss_err": None, "grad_err": None, "peak_mem_mb": None,
-                            "bytes_min": op.bytes_min(params, dtype, mode), "flops_min": op.flops_min(params, dtype, mode),
-                            "gbps": None, "tflops": None, "t_floor_ms": None, "roofline": None, "vs_reference": None,
-                        }  # fmt: skip
+                            "op": op.name,
+                            "size": op.size_label(params),
+                            "params": dict(params),
+                            "dtype": dname,
+                            "mode": mode,
+                            "provider": prov.name,
+                            "status": "ok",
+                            "reason": "",
+                            "median_ms": None,
+                            "p20_ms": None,
+                            "p80_ms": None,
+                            "compile_s": None,
+                            "loss_err": None,
+                            "grad_err": None,
+                            "peak_mem_mb": None,
+                            "bytes_min": op.bytes_min(params, dtype, mode),
+                            "flops_min": op.flops_min(params, dtype, mode),
+                            "gbps": None,
+                            "tflops": None,
+                            "t_floor_ms": None,
+                            "roofline": None,
+                            "vs_reference": None,
+                        }
                         rows.append(row)
                         reason = prov.available(device)
                         if reason is None and quick and prov.skip_quick:

@@ -102,8 +102,10 @@ def ptxas_usage(ptx: str, arch: str) -> dict[str, int]:
             fh.write(ptx)
         proc = subprocess.run(
             [_ptxas(), "-v", f"--gpu-name={arch}", src, "-o", os.path.join(tmp, "k.cubin")],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     log = proc.stderr + proc.stdout
 
     def grab(pattern: str) -> int:
@@ -173,8 +175,13 @@ def run_static(level: str = "priority", ops: list[str] | None = None, log=None) 
             try:
                 row = {"status": "ok", **compile_spec(spec)}
             except Exception as exc:  # report it, carry on with the other kernels
-                row = {"status": "error", "op": spec.op, "kernel": spec.kernel.__name__,
-                       "config": spec.label, "reason": f"{type(exc).__name__}: {exc}"[:400]}  # fmt: skip
+                row = {
+                    "status": "error",
+                    "op": spec.op,
+                    "kernel": spec.kernel.__name__,
+                    "config": spec.label,
+                    "reason": f"{type(exc).__name__}: {exc}"[:400],
+                }
             model = module.traffic(spec.params, spec.dtype)
             row["traffic"] = model
             row["units"] = model["units"]
@@ -186,11 +193,21 @@ def run_static(level: str = "priority", ops: list[str] | None = None, log=None) 
 
 
 STATIC_COLUMNS = [
-    ("op", "op"), ("kernel", "kernel"), ("config", "config"), ("num_warps", "warps"),
-    ("registers", "regs"), ("spill_store_bytes", "spill st B"), ("spill_load_bytes", "spill ld B"),
-    ("shared_bytes", "smem B"), ("max_load_bytes", "ld B/vec"), ("max_store_bytes", "st B/vec"),
-    ("bytes_per_element", "B/elem"), ("units", "units"), ("budget", "budget"), ("status", "status"),
-]  # fmt: skip
+    ("op", "op"),
+    ("kernel", "kernel"),
+    ("config", "config"),
+    ("num_warps", "warps"),
+    ("registers", "regs"),
+    ("spill_store_bytes", "spill st B"),
+    ("spill_load_bytes", "spill ld B"),
+    ("shared_bytes", "smem B"),
+    ("max_load_bytes", "ld B/vec"),
+    ("max_store_bytes", "st B/vec"),
+    ("bytes_per_element", "B/elem"),
+    ("units", "units"),
+    ("budget", "budget"),
+    ("status", "status"),
+]
 
 
 def format_static_table(rows: list[dict]) -> str:
@@ -204,7 +221,9 @@ def format_static_table(rows: list[dict]) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     body = [[cell(r, k) for k, _ in STATIC_COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     lines = [
         "kdkit bench --static — compiled for sm_90 with Triton's bundled compiler (no GPU); "
         "units = model's HBM traffic (see docs/kernels.md)",

@@ -34,9 +34,12 @@ def time_fn(
         from triton.testing import do_bench
 
         med, p20, p80 = do_bench(
-            fn, warmup=10 if quick else 25, rep=40 if quick else 100,
-            grad_to_none=list(grad_to_none) or None, quantiles=[0.5, 0.2, 0.8],
-        )  # fmt: skip
+            fn,
+            warmup=10 if quick else 25,
+            rep=40 if quick else 100,
+            grad_to_none=list(grad_to_none) or None,
+            quantiles=[0.5, 0.2, 0.8],
+        )
         return float(med), float(p20), float(p80)
     from torch.utils import benchmark
 

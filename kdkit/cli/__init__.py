@@ -83,9 +83,12 @@ def _command_failure(command: PluginCommand, error: str, plugins: Plugins) -> No
 
     o = command.origin
     failure = PluginFailure(
-        o.plugin, o.distribution, o.version, f"command '{command.name}': {error}",
+        o.plugin,
+        o.distribution,
+        o.version,
+        f"command '{command.name}': {error}",
         f"fix or upgrade {o.distribution}, or skip it with KDKIT_DISABLE_PLUGINS={o.plugin}",
-    )  # fmt: skip
+    )
     if failure not in plugins.registry.failures:  # the commands may be attached more than once
         plugins.registry.failures.append(failure)
 
@@ -106,8 +109,7 @@ def add_plugin_commands(sub: argparse._SubParsersAction, plugins: Plugins) -> li
             try:
                 command.configure(argparse.ArgumentParser(prog=f"kdkit {name}"))
             except Exception as exc:  # a plugin bug: isolate it like a failed import
-                _command_failure(command, f"configure failed: {type(exc).__name__}: {exc}",
-                                 plugins)  # fmt: skip
+                _command_failure(command, f"configure failed: {type(exc).__name__}: {exc}", plugins)
                 continue
         parser = sub.add_parser(
             name,

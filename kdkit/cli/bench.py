@@ -27,7 +27,9 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda when available)"
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto = cuda when available)",
     )
     p.add_argument(
         "--quick", action="store_true", help="quick shapes and short timings (CPU smoke run)"
@@ -48,7 +50,9 @@ def add_parser(subparsers) -> None:
         help="shape list: headline (each op's issue-17 target shapes), priority, quick "
         "(default: quick with --quick or on CPU, else priority)",
     )
-    p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd (default: both)")
+    p.add_argument(
+        "--modes", default="fwd,fwd+bwd", help="comma-separated among fwd,fwd+bwd (default: both)"
+    )
     p.add_argument(
         "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}/<device>-<shapes>)"
     )
@@ -56,7 +60,10 @@ def add_parser(subparsers) -> None:
         "--check-only", action="store_true", help="run the correctness gates only (no timing)"
     )
     p.add_argument(
-        "--max-seconds", type=float, default=None, help="skip what is left after this many seconds (default: no limit)"
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="skip what is left after this many seconds (default: no limit)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
     p.add_argument(
@@ -100,14 +107,20 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KdkitError("--device cuda was asked for but torch sees no CUDA device", where="kdkit bench --device",
-                         fix="run on a GPU machine, or use --device cpu")  # fmt: skip
+        raise KdkitError(
+            "--device cuda was asked for but torch sees no CUDA device",
+            where="kdkit bench --device",
+            fix="run on a GPU machine, or use --device cpu",
+        )
     dev = torch.device(device)
     names = _split(args.ops) or sorted(ops)
     unknown = [n for n in names if n not in ops]
     if unknown:
-        raise KdkitError(f"unknown bench op(s): {', '.join(unknown)}", where="kdkit bench --ops",
-                         fix=f"available: {', '.join(sorted(ops))}")  # fmt: skip
+        raise KdkitError(
+            f"unknown bench op(s): {', '.join(unknown)}",
+            where="kdkit bench --ops",
+            fix=f"available: {', '.join(sorted(ops))}",
+        )
     dtypes = _split(args.dtypes) or (["fp32"] if dev.type == "cpu" else ["bf16", "fp32"])
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
@@ -129,11 +142,19 @@ def run_bench_command(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `timeout` sends SIGTERM
     try:
         run_bench(
-            [ops[n] for n in names], dev, dtypes=dtypes, shapes=shapes, modes=modes,
-            providers=_split(args.providers), quick=args.quick, check_only=args.check_only,
-            max_seconds=args.max_seconds, log=lambda msg: print(msg, file=sys.stderr),
-            env=env, rows=rows,
-        )  # fmt: skip
+            [ops[n] for n in names],
+            dev,
+            dtypes=dtypes,
+            shapes=shapes,
+            modes=modes,
+            providers=_split(args.providers),
+            quick=args.quick,
+            check_only=args.check_only,
+            max_seconds=args.max_seconds,
+            log=lambda msg: print(msg, file=sys.stderr),
+            env=env,
+            rows=rows,
+        )
     except KeyboardInterrupt:
         interrupted = True
         print("kdkit bench: interrupted; writing what was measured", file=sys.stderr)
@@ -159,31 +180,50 @@ def run_static_command(args: argparse.Namespace) -> int:
 
     err = triton_import_error()
     if err:
-        raise KdkitError(err, where="kdkit bench --static",
-                         fix="pip install 'kdkit[triton]' (the check needs Triton, not a GPU)")  # fmt: skip
+        raise KdkitError(
+            err,
+            where="kdkit bench --static",
+            fix="pip install 'kdkit[triton]' (the check needs Triton, not a GPU)",
+        )
     from kdkit.kernels.dispatch import interpreting
 
     if interpreting():
-        raise KdkitError("TRITON_INTERPRET=1 turns the kernels into interpreted functions, which "
-                         "cannot be compiled", where="kdkit bench --static",
-                         fix="unset TRITON_INTERPRET (or set it to 0) for the static check")  # fmt: skip
+        raise KdkitError(
+            "TRITON_INTERPRET=1 turns the kernels into interpreted functions, which "
+            "cannot be compiled",
+            where="kdkit bench --static",
+            fix="unset TRITON_INTERPRET (or set it to 0) for the static check",
+        )
     level = "test" if args.quick else "priority"
     out = args.out or os.path.join(DEFAULT_OUT, "static")
     rows = run_static(level, _split(args.ops), log=lambda msg: print(msg, file=sys.stderr))
     if not rows:
-        raise KdkitError(f"no op folder matches --ops {args.ops}", where="kdkit bench --static",
-                         fix="use folder names of kdkit.kernels: kd, dist, infonce, ckd")  # fmt: skip
+        raise KdkitError(
+            f"no op folder matches --ops {args.ops}",
+            where="kdkit bench --static",
+            fix="use folder names of kdkit.kernels: kd, dist, infonce, ckd",
+        )
     table = format_static_table(rows)
     os.makedirs(out, exist_ok=True)
     from kdkit.bench.runner import environment
 
-    doc = {"level": level, "target": "cuda sm_90 (compiled, not run)", "env": environment(torch.device("cpu")),
-           "rows": rows}  # fmt: skip
+    doc = {
+        "level": level,
+        "target": "cuda sm_90 (compiled, not run)",
+        "env": environment(torch.device("cpu")),
+        "rows": rows,
+    }
     with open(os.path.join(out, "static.json"), "w") as fh:
         json.dump(doc, fh, indent=1, default=str)
     with open(os.path.join(out, "static.txt"), "w") as fh:
         fh.write(table + "\n")
     print(table)
-    bad = [r for r in rows if r["status"] != "ok" or r.get("spill_store_bytes")
-           or r.get("spill_load_bytes") or not r["within_budget"]]  # fmt: skip
+    bad = [
+        r
+        for r in rows
+        if r["status"] != "ok"
+        or r.get("spill_store_bytes")
+        or r.get("spill_load_bytes")
+        or not r["within_budget"]
+    ]
     return 1 if bad else 0

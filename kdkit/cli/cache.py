@@ -20,17 +20,23 @@ KINDS = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="list or clear kdkit's caches",
-                       description="List or clear the teacher-output cache, trained teachers, "
-                       "tokenizers and built datasets. Nothing is deleted unless named.")  # fmt: skip
+    p = sub.add_parser(
+        "cache",
+        help="list or clear kdkit's caches",
+        description="List or clear the teacher-output cache, trained teachers, "
+        "tokenizers and built datasets. Nothing is deleted unless named.",
+    )
     p.add_argument("--dir", help="cache root (default: $KDKIT_CACHE or ~/.cache/kdkit)")
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     q = csub.add_parser("ls", help="list cache entries with their sizes")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=_ls)
-    q = csub.add_parser("clear", help="delete cache entries: a KEY, a KIND, or --all",
-                        description=f"Delete entries. TARGET is an entry key (from `kdkit cache ls`) "
-                        f"or a kind: {', '.join(KINDS)}.")  # fmt: skip
+    q = csub.add_parser(
+        "clear",
+        help="delete cache entries: a KEY, a KIND, or --all",
+        description=f"Delete entries. TARGET is an entry key (from `kdkit cache ls`) "
+        f"or a kind: {', '.join(KINDS)}.",
+    )
     q.add_argument("targets", nargs="*", metavar="TARGET")
     q.add_argument("--all", action="store_true", help="delete the whole cache")
     q.set_defaults(func=_clear)
@@ -62,9 +68,13 @@ def _entries(root: Path) -> list[dict]:
             if kind == "teacher-outputs" and meta.is_file():
                 try:
                     m = json.loads(meta.read_text(encoding="utf-8"))
-                    entry.update(teacher=m.get("teacher"), split=m.get("split"), rows=m.get("rows"),
-                                 teacher_fingerprint=m.get("teacher_fingerprint"),
-                                 data_fingerprint=m.get("data_fingerprint"))  # fmt: skip
+                    entry.update(
+                        teacher=m.get("teacher"),
+                        split=m.get("split"),
+                        rows=m.get("rows"),
+                        teacher_fingerprint=m.get("teacher_fingerprint"),
+                        data_fingerprint=m.get("data_fingerprint"),
+                    )
                 except json.JSONDecodeError:
                     entry["damaged"] = True
             spec = d / "spec.json"
@@ -93,9 +103,12 @@ def _ls(args: argparse.Namespace) -> int:
 def _clear(args: argparse.Namespace) -> int:
     root = _root(args)
     if not args.targets and not args.all:
-        raise KdkitError("say what to delete", where="kdkit cache clear",
-                         fix=f"name entry keys (see `kdkit cache ls`), a kind ({', '.join(KINDS)}), "
-                         "or pass --all")  # fmt: skip
+        raise KdkitError(
+            "say what to delete",
+            where="kdkit cache clear",
+            fix=f"name entry keys (see `kdkit cache ls`), a kind ({', '.join(KINDS)}), "
+            "or pass --all",
+        )
     victims: list[Path] = []
     if args.all:
         victims = [root / k for k in KINDS if (root / k).exists()]
@@ -106,8 +119,9 @@ def _clear(args: argparse.Namespace) -> int:
             continue
         found = [Path(e["path"]) for e in _entries(root) if e["key"] == t]
         if not found:
-            raise KdkitError(f"no cache entry '{t}'", where=str(root),
-                             fix="copy a key from `kdkit cache ls`")  # fmt: skip
+            raise KdkitError(
+                f"no cache entry '{t}'", where=str(root), fix="copy a key from `kdkit cache ls`"
+            )
         victims += found
     for v in victims:
         shutil.rmtree(v)

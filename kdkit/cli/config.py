@@ -10,9 +10,12 @@ from kdkit.discovery import load_plugins
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="validate, show or describe run files",
-                       description="Validate a run file, print it fully resolved, or print the "
-                       "JSON Schema of run files for the plugins installed now.")  # fmt: skip
+    p = sub.add_parser(
+        "config",
+        help="validate, show or describe run files",
+        description="Validate a run file, print it fully resolved, or print the "
+        "JSON Schema of run files for the plugins installed now.",
+    )
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     for name, text in [
         ("validate", "check a run file; print every problem with file:line and a fix (exit 2)"),
@@ -20,11 +23,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ]:
         q = csub.add_parser(name, help=text, description=text)
         q.add_argument("file", nargs="?" if name == "show" else None, help="run file (YAML)")
-        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set method.temperature=4 (repeatable)")  # fmt: skip
+        q.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a setting, e.g. --set method.temperature=4 (repeatable)",
+        )
         q.set_defaults(func=_validate if name == "validate" else _show)
-    q = csub.add_parser("schema", help="print the JSON Schema of run files",
-                        description="JSON Schema of run files for the components installed now.")  # fmt: skip
+    q = csub.add_parser(
+        "schema",
+        help="print the JSON Schema of run files",
+        description="JSON Schema of run files for the components installed now.",
+    )
     q.set_defaults(func=_schema)
 
 

@@ -30,9 +30,12 @@ COMMAND_FLAGS = ("--out", "--json", "--quiet")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build offline datasets from real code; inspect them",
-                       description="Offline datasets in the public formats, built from Python "
-                       "source on this machine (see docs/tasks.md).")  # fmt: skip
+    p = sub.add_parser(
+        "data",
+        help="build offline datasets from real code; inspect them",
+        description="Offline datasets in the public formats, built from Python "
+        "source on this machine (see docs/tasks.md).",
+    )
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     actions = p.add_subparsers(dest="data_command", metavar="ACTION")
 
@@ -99,8 +102,12 @@ def _help_of(info: FieldInfo) -> str:
 def add_option_flags(parser: argparse.ArgumentParser, model: type[Options]) -> None:
     """One flag per field of ``model``; a flag left out keeps the model's default."""
     for name, info in model.model_fields.items():
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
-                                  "help": _help_of(info), **_flag_shape(info.annotation)}  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": _help_of(info),
+            **_flag_shape(info.annotation),
+        }
         if "action" not in kwargs:
             metavars: dict[Any, str] = {int: "N", float: "X"}
             kind = metavars.get(kwargs.get("type"), name.upper())
@@ -162,10 +169,16 @@ def _unknown_flags(registry: Any, task: str, unknown: list[str]) -> KdkitError:
         if found and flag in {flag_of(n, i) for n, i in found[0].model_fields.items()}:
             takers.append(name)
     if takers:
-        return KdkitError(f"{flag} does not apply to the {task} builder",
-                          where=f"kdkit data build {task}", fix=f"{flag} is for: {', '.join(takers)}")  # fmt: skip
-    return KdkitError(f"unknown argument(s) {' '.join(unknown)}", where=f"kdkit data build {task}",
-                      fix=f"see `kdkit data build {task} --help`")  # fmt: skip
+        return KdkitError(
+            f"{flag} does not apply to the {task} builder",
+            where=f"kdkit data build {task}",
+            fix=f"{flag} is for: {', '.join(takers)}",
+        )
+    return KdkitError(
+        f"unknown argument(s) {' '.join(unknown)}",
+        where=f"kdkit data build {task}",
+        fix=f"see `kdkit data build {task} --help`",
+    )
 
 
 def build(args: argparse.Namespace) -> int:
@@ -175,10 +188,12 @@ def build(args: argparse.Namespace) -> int:
 
     registry = load_plugins().registry
     if args.task is None or args.task.startswith("-"):
-        print("usage: kdkit data build TASK --out DIR [TASK's flags] [--json] [--quiet]\n\n"
-              "Build TASK's dataset in its public format from real code.\n"
-              "`kdkit data build TASK --help` shows TASK's flags. Registered tasks:\n"
-              f"{_task_list(registry)}\n\n{epilog(EXAMPLES['data build'])}")  # fmt: skip
+        print(
+            "usage: kdkit data build TASK --out DIR [TASK's flags] [--json] [--quiet]\n\n"
+            "Build TASK's dataset in its public format from real code.\n"
+            "`kdkit data build TASK --help` shows TASK's flags. Registered tasks:\n"
+            f"{_task_list(registry)}\n\n{epilog(EXAMPLES['data build'])}"
+        )
         return 0 if args.build_help else 2
     component = registry.get("task", args.task)  # unknown: "did you mean", exit 2
     found = _builder(component)
@@ -210,7 +225,10 @@ def info(args: argparse.Namespace) -> int:
     """``kdkit data info``."""
     path = Path(args.dir) / "stats.json"
     if not path.is_file():
-        raise KdkitError(f"no stats.json in {args.dir}", where=str(args.dir),
-                         fix="point at a folder written by `kdkit data build`")  # fmt: skip
+        raise KdkitError(
+            f"no stats.json in {args.dir}",
+            where=str(args.dir),
+            fix="point at a folder written by `kdkit data build`",
+        )
     print(path.read_text(encoding="utf-8"), end="")
     return 0

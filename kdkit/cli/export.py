@@ -22,15 +22,32 @@ from kdkit.errors import KdkitError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a saved model as a Hugging Face folder or ONNX",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory (its best model) or a model directory")
+    p = sub.add_parser(
+        "export",
+        help="export a saved model as a Hugging Face folder or ONNX",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        metavar="RUN_OR_MODEL",
+        help="a run directory (its best model) or a model directory",
+    )
     p.add_argument("--format", choices=("hf", "onnx"), required=True)
-    p.add_argument("--out", "-o", help="folder to write (default: MODEL_DIR-hf / MODEL_DIR-onnx beside the model)")
-    p.add_argument("--max-length", type=int, default=128,
-                   help="truncation of the check/timing examples (the graph takes any length)")  # fmt: skip
-    p.add_argument("--no-timing", action="store_true", help="skip the latency/throughput measurement")
+    p.add_argument(
+        "--out",
+        "-o",
+        help="folder to write (default: MODEL_DIR-hf / MODEL_DIR-onnx beside the model)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="truncation of the check/timing examples (the graph takes any length)",
+    )
+    p.add_argument(
+        "--no-timing", action="store_true", help="skip the latency/throughput measurement"
+    )
     p.set_defaults(func=export)
 
 
@@ -54,13 +71,24 @@ def export(args: argparse.Namespace) -> int:
 
     require_onnx()
     if args.max_length < 8:
-        raise KdkitError("--max-length must be at least 8", where="--max-length", fix="e.g. --max-length 128")
+        raise KdkitError(
+            "--max-length must be at least 8", where="--max-length", fix="e.g. --max-length 128"
+        )
     student = load_student(directory, load_plugins().registry)
     labels = read_model_meta(directory).get("labels")
-    result = export_onnx(student, out, max_length=args.max_length, model_dir=directory,
-                         labels=labels, time_it=not args.no_timing)  # fmt: skip
+    result = export_onnx(
+        student,
+        out,
+        max_length=args.max_length,
+        model_dir=directory,
+        labels=labels,
+        time_it=not args.no_timing,
+    )
     print(json.dumps({"format": "onnx", "out": str(out), **result.as_dict()}, indent=2))
     for name, t in result.timings.items():
-        print(f"{name:12s} latency {t['latency_ms']:8.2f} ms (batch 1)   throughput "
-              f"{t['throughput']:8.1f} examples/s (batch {t['throughput_batch']})", file=sys.stderr)  # fmt: skip
+        print(
+            f"{name:12s} latency {t['latency_ms']:8.2f} ms (batch 1)   throughput "
+            f"{t['throughput']:8.1f} examples/s (batch {t['throughput_batch']})",
+            file=sys.stderr,
+        )
     return 0

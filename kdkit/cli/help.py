@@ -17,33 +17,52 @@ from typing import cast
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "run": [
         ("the offline default job: teacher, FT and KD students, comparison", "kdkit run"),
-        ("the default job comparing FT with DIST instead of KD", "kdkit run --set method.name=dist"),
-        ("one run from a run file, two epochs",
-         "kdkit run configs/exception-kd-gru.yaml --set training.epochs=2"),
-        ("the summary as JSON for a script (everything else on stderr)",
-         "kdkit run configs/exception-kd-gru.yaml --json > summary.json"),
+        (
+            "the default job comparing FT with DIST instead of KD",
+            "kdkit run --set method.name=dist",
+        ),
+        (
+            "one run from a run file, two epochs",
+            "kdkit run configs/exception-kd-gru.yaml --set training.epochs=2",
+        ),
+        (
+            "the summary as JSON for a script (everything else on stderr)",
+            "kdkit run configs/exception-kd-gru.yaml --json > summary.json",
+        ),
         ("continue an interrupted run", "kdkit run --resume runs/exception-kd-gru-seed0"),
     ],
     "teach": [
-        ("fine-tune the run file's teacher (MiniLM) on its task into a folder; a run then uses "
-         "it as teacher: {name: hf, path: teachers/exc-minilm}",
-         "kdkit teach configs/exception-minilm.yaml --output teachers/exc-minilm --epochs 3"),
+        (
+            "fine-tune the run file's teacher (MiniLM) on its task into a folder; a run then uses "
+            "it as teacher: {name: hf, path: teachers/exc-minilm}",
+            "kdkit teach configs/exception-minilm.yaml --output teachers/exc-minilm --epochs 3",
+        ),
         ("the default run's code teacher, quietly", "kdkit teach --output teachers/exc --quiet"),
     ],
     "predict": [
         ("classify a file with a run's best student", "kdkit predict runs/my-run --file code.py"),
-        ("rows of a JSONL file, the 3 most likely labels each",
-         "kdkit predict runs/my-run/best/model --jsonl rows.jsonl --top-k 3"),
+        (
+            "rows of a JSONL file, the 3 most likely labels each",
+            "kdkit predict runs/my-run/best/model --jsonl rows.jsonl --top-k 3",
+        ),
         ("code on standard input", "cat code.py | kdkit predict runs/my-run"),
     ],
     "data": [
-        ("build the exception dataset from the standard library", "kdkit data build exception --out data/exc"),
+        (
+            "build the exception dataset from the standard library",
+            "kdkit data build exception --out data/exc",
+        ),
         ("what a built dataset holds", "kdkit data info data/exc"),
     ],
     "data build": [
-        ("the exception dataset from the standard library", "kdkit data build exception --out data/exc"),
-        ("a small, fast build from two files, CuBERT's 20 labels",
-         "kdkit data build exception --out /tmp/exc --files a.py b.py --labels cubert --min-examples 10"),
+        (
+            "the exception dataset from the standard library",
+            "kdkit data build exception --out data/exc",
+        ),
+        (
+            "a small, fast build from two files, CuBERT's 20 labels",
+            "kdkit data build exception --out /tmp/exc --files a.py b.py --labels cubert --min-examples 10",
+        ),
         ("a task's own flags", "kdkit data build clone --help"),
     ],
     "data info": [("counts per split and label of a built dataset", "kdkit data info data/exc")],
@@ -61,29 +80,47 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "config show": [
         ("the embedded default run, fully resolved", "kdkit config show"),
-        ("a run file with an override, resolved",
-         "kdkit config show configs/exception-kd-gru.yaml --set training.epochs=2"),
+        (
+            "a run file with an override, resolved",
+            "kdkit config show configs/exception-kd-gru.yaml --set training.epochs=2",
+        ),
     ],
-    "config schema": [("the JSON schema of run files (for editors)", "kdkit config schema > run.schema.json")],
+    "config schema": [
+        ("the JSON schema of run files (for editors)", "kdkit config schema > run.schema.json")
+    ],
     "cache": [
         ("what the cache holds and its size", "kdkit cache ls"),
         ("drop the cached teacher outputs", "kdkit cache clear teacher-outputs"),
     ],
     "cache ls": [("the cache's parts and sizes, as JSON", "kdkit cache ls --json")],
     "cache clear": [
-        ("drop cached teacher outputs and tokenizers", "kdkit cache clear teacher-outputs tokenizers"),
+        (
+            "drop cached teacher outputs and tokenizers",
+            "kdkit cache clear teacher-outputs tokenizers",
+        ),
         ("delete the whole cache", "kdkit cache clear --all"),
     ],
     "bench": [
         ("a quick CPU smoke run of every fused loss", "kdkit bench --quick"),
-        ("the KD loss on the GPU, bf16, forward and backward",
-         "kdkit bench --device cuda --ops kd_loss --dtypes bf16 --modes fwd+bwd"),
+        (
+            "the KD loss on the GPU, bf16, forward and backward",
+            "kdkit bench --device cuda --ops kd_loss --dtypes bf16 --modes fwd+bwd",
+        ),
         ("the ops and providers", "kdkit bench --list"),
     ],
     "study": [
-        ("what a grid would run, and its estimated cost", "kdkit study configs/study/offline.yaml --dry-run"),
-        ("run it (complete runs are skipped, interrupted ones resume)", "kdkit study configs/study/offline.yaml"),
-        ("two shards at once on this machine", "kdkit study configs/study/offline.yaml --workers 2"),
+        (
+            "what a grid would run, and its estimated cost",
+            "kdkit study configs/study/offline.yaml --dry-run",
+        ),
+        (
+            "run it (complete runs are skipped, interrupted ones resume)",
+            "kdkit study configs/study/offline.yaml",
+        ),
+        (
+            "two shards at once on this machine",
+            "kdkit study configs/study/offline.yaml --workers 2",
+        ),
     ],
     "report": [
         ("the Markdown and HTML report of a study", "kdkit report runs/study/offline"),
@@ -109,8 +146,9 @@ def epilog(examples: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def commands(parser: argparse.ArgumentParser,
-             path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.ArgumentParser]]:  # fmt: skip
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     """Every sub-command parser under ``parser``, as ``("config validate", parser)``."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -128,10 +166,16 @@ def examples_formatter(base: type[argparse.HelpFormatter]) -> type[argparse.Help
 
 def task_examples(task: str) -> list[tuple[str, str]]:
     """The examples of ``kdkit data build TASK --help`` (a parser made per task)."""
-    return [(f"build the {task} dataset from the standard library",
-             f"kdkit data build {task} --out data/{task}"),
-            ("from the installed packages too, its counts as JSON",
-             f"kdkit data build {task} --out data/{task} --from stdlib site-packages --json")]  # fmt: skip
+    return [
+        (
+            f"build the {task} dataset from the standard library",
+            f"kdkit data build {task} --out data/{task}",
+        ),
+        (
+            "from the installed packages too, its counts as JSON",
+            f"kdkit data build {task} --out data/{task} --from stdlib site-packages --json",
+        ),
+    ]
 
 
 def add_examples(parser: argparse.ArgumentParser) -> None:
@@ -141,4 +185,6 @@ def add_examples(parser: argparse.ArgumentParser) -> None:
         if not examples:
             continue
         sub.epilog = epilog(examples)
-        sub.formatter_class = examples_formatter(cast("type[argparse.HelpFormatter]", sub.formatter_class))
+        sub.formatter_class = examples_formatter(
+            cast("type[argparse.HelpFormatter]", sub.formatter_class)
+        )

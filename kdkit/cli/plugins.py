@@ -24,8 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(collisions), and every plugin that failed to load, with its error and a fix.",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--kind", choices=[*KINDS, "command"],
-                   help="only components (or plugin commands) of this kind")  # fmt: skip
+    p.add_argument(
+        "--kind",
+        choices=[*KINDS, "command"],
+        help="only components (or plugin commands) of this kind",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,18 +67,32 @@ def plugins_report(plugins: Plugins, kind: str | None = None) -> dict[str, Any]:
         if name in added and kind in (None, "command")
     ]
     collisions = [
-        {"kind": c.kind, "name": c.name, "registrants": [_origin(o) for o in c.origins],
-         "error": c.what(), "fix": c.fix()}
+        {
+            "kind": c.kind,
+            "name": c.name,
+            "registrants": [_origin(o) for o in c.origins],
+            "error": c.what(),
+            "fix": c.fix(),
+        }
         for c in plugins.registry.collisions
         if kind is None or c.kind == kind
-    ]  # fmt: skip
+    ]
     failed = [
-        {"plugin": f.plugin, "distribution": f.distribution, "version": f.version,
-         "error": f.error, "fix": f.fix}
+        {
+            "plugin": f.plugin,
+            "distribution": f.distribution,
+            "version": f.version,
+            "error": f.error,
+            "fix": f.fix,
+        }
         for f in plugins.failures
-    ]  # fmt: skip
-    return {"components": components, "commands": commands, "collisions": collisions,
-            "failed": failed}  # fmt: skip
+    ]
+    return {
+        "components": components,
+        "commands": commands,
+        "collisions": collisions,
+        "failed": failed,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,11 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify code with a trained student",
-                       description="Classify code with a saved model: a run directory (its best "
-                       "student) or a model directory. Input: --file (repeatable), --jsonl "
-                       "(rows with 'text' and, for pairs, 'text_pair'), or standard input. Output: "
-                       "one JSON line per input with the label and its probability.")  # fmt: skip
+    p = sub.add_parser(
+        "predict",
+        help="classify code with a trained student",
+        description="Classify code with a saved model: a run directory (its best "
+        "student) or a model directory. Input: --file (repeatable), --jsonl "
+        "(rows with 'text' and, for pairs, 'text_pair'), or standard input. Output: "
+        "one JSON line per input with the label and its probability.",
+    )
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL_DIR")
     p.add_argument("--file", action="append", default=[], help="a code file (repeatable)")
     p.add_argument("--jsonl", help="a JSONL file of rows {text, text_pair?}")
@@ -53,18 +56,22 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Example]]:
                 row = json.loads(line)
                 ex = (row["text"], row["text_pair"]) if "text_pair" in row else row["text"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise KdkitError("each line must be a JSON object with 'text'",
-                                 where=f"{args.jsonl}:{n}", fix='write {"text": "..."} per line') from None  # fmt: skip
+                raise KdkitError(
+                    "each line must be a JSON object with 'text'",
+                    where=f"{args.jsonl}:{n}",
+                    fix='write {"text": "..."} per line',
+                ) from None
             items.append((f"{args.jsonl}:{n}", ex))
     if not items:
         if sys.stdin.isatty():
             raise KdkitError("nothing to classify", fix="pass --file, --jsonl, or pipe code in")
         text = sys.stdin.read()
         if not text.strip():  # `kdkit predict </dev/null`: classifying "" would be a made-up answer
-            raise KdkitError("standard input is empty: there is no code to classify",
-                             where="<stdin>",
-                             fix="pipe code in (kdkit predict RUN_DIR < file.py), or pass --file "
-                             "or --jsonl")  # fmt: skip
+            raise KdkitError(
+                "standard input is empty: there is no code to classify",
+                where="<stdin>",
+                fix="pipe code in (kdkit predict RUN_DIR < file.py), or pass --file or --jsonl",
+            )
         items.append(("<stdin>", text))
     return items
 

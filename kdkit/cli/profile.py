@@ -24,19 +24,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fused op ran, and peak memory. Nothing is written into the run's output_dir.",
     )
     p.add_argument("file", nargs="?", help="run file (YAML); default: the embedded default run")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, as for `kdkit run` (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, as for `kdkit run` (repeatable)",
+    )
     p.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up steps before them (default 3)")
-    p.add_argument("--compare-impl", metavar="IMPL,IMPL",
-                   help="profile the same steps with each kernel implementation (e.g. "
-                   "reference,triton) in this process and report the ratios")  # fmt: skip
-    p.add_argument("--out", metavar="DIR", help="where the profile goes (default: a fresh "
-                   "profiles/<task>-<method>-<student>)")  # fmt: skip
-    p.add_argument("--capture-step", action="store_true",
-                   help="CUDA: bracket one step after the warm-up with cudaProfilerStart/Stop "
-                   "(for nsys --capture-range=cudaProfilerApi or ncu --profile-from-start off); "
-                   "torch.profiler is off in this mode")  # fmt: skip
+    p.add_argument(
+        "--compare-impl",
+        metavar="IMPL,IMPL",
+        help="profile the same steps with each kernel implementation (e.g. "
+        "reference,triton) in this process and report the ratios",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the profile goes (default: a fresh profiles/<task>-<method>-<student>)",
+    )
+    p.add_argument(
+        "--capture-step",
+        action="store_true",
+        help="CUDA: bracket one step after the warm-up with cudaProfilerStart/Stop "
+        "(for nsys --capture-range=cudaProfilerApi or ncu --profile-from-start off); "
+        "torch.profiler is off in this mode",
+    )
     p.add_argument("--top", type=int, default=12, help="operators listed (default 12)")
     p.add_argument("--quiet", action="store_true", help="no progress bars while building")
     p.set_defaults(func=profile)
@@ -50,13 +65,17 @@ def profile(args: argparse.Namespace) -> int:
     from kdkit.profiling.report import render
 
     impls = parse_impls(args.compare_impl) if args.compare_impl else None
-    options = ProfileOptions(steps=args.steps, warmup=args.warmup, impls=impls,
-                             out=Path(args.out) if args.out else None,
-                             capture_step=args.capture_step, top=args.top)  # fmt: skip
+    options = ProfileOptions(
+        steps=args.steps,
+        warmup=args.warmup,
+        impls=impls,
+        out=Path(args.out) if args.out else None,
+        capture_step=args.capture_step,
+        top=args.top,
+    )
     check_counts(options)  # before the (slower) plugin loading; the device checks come later
     plugins = load_plugins()
     resolved = load_config(args.file, plugins.registry, args.overrides)
     summary = profile_run(resolved, plugins, options, progress=not args.quiet)
     print(render(summary))
     return 0
-

@@ -23,15 +23,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "other shards' or machines' copies) into the study's tables (Markdown, HTML, CSV, JSON) "
         "and figures.",
     )
-    p.add_argument("study_dir", nargs="+",
-                   help="study directory (or runs/ folders to merge), or a report's results.json "
-                   "(write the report again from it)")  # fmt: skip
-    p.add_argument("--out", metavar="DIR", help="where to write (default: STUDY_DIR/report; "
-                   "for a results.json: its folder)")  # fmt: skip
-    p.add_argument("--grid", metavar="GRID.yaml",
-                   help="compute the baselines of the grid's tasks on the runs' splits (cached "
-                   "with the data) into STUDY_DIR/baselines.json first: for runs made before "
-                   "summaries stored them")  # fmt: skip
+    p.add_argument(
+        "study_dir",
+        nargs="+",
+        help="study directory (or runs/ folders to merge), or a report's results.json "
+        "(write the report again from it)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write (default: STUDY_DIR/report; for a results.json: its folder)",
+    )
+    p.add_argument(
+        "--grid",
+        metavar="GRID.yaml",
+        help="compute the baselines of the grid's tasks on the runs' splits (cached "
+        "with the data) into STUDY_DIR/baselines.json first: for runs made before "
+        "summaries stored them",
+    )
     p.add_argument("--quiet", action="store_true", help="do not list skipped run directories")
     p.set_defaults(func=run)
 
@@ -43,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     dirs = [Path(d) for d in args.study_dir]
     for d in dirs:
         if not d.is_dir() and not (d.is_file() and d.name.endswith(".json")):
-            raise KdkitError(f"not a directory: {d}", where="kdkit report",
-                             fix="pass the study's output_dir (it holds runs/), or a report's "
-                             "results.json")  # fmt: skip
+            raise KdkitError(
+                f"not a directory: {d}",
+                where="kdkit report",
+                fix="pass the study's output_dir (it holds runs/), or a report's results.json",
+            )
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     if args.grid:
         from kdkit.study.baselines import grid_baselines, write_baselines_file
@@ -61,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
             "runs/ (each run with a summary.json)",
         )
     out = write_report(*dirs, out_dir=args.out, log=log)
-    for name in ("report.md", "report.html", "results.csv", "runs.csv", "baselines.csv",
-                 "results.json"):  # fmt: skip
+    for name in (
+        "report.md",
+        "report.html",
+        "results.csv",
+        "runs.csv",
+        "baselines.csv",
+        "results.json",
+    ):
         print(out / name)
     for fig in sorted((out / "figures").glob("*.png")):
         print(fig)

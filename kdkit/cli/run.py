@@ -34,16 +34,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "a fresh machine; --set method.name=X compares FT with method X instead of KD.",
     )
     p.add_argument("file", nargs="?", help="run file (YAML); default: the embedded default job")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set training.epochs=2 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set training.epochs=2 (repeatable)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved run")
-    p.add_argument("--output", metavar="DIR", help="default job only: where its runs go "
-                   "(default runs/default; --set output_dir=DIR does the same)")  # fmt: skip
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="default job only: where its runs go "
+        "(default runs/default; --set output_dir=DIR does the same)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout "
-                   "(the default job: its comparison; --dry-run: the resolved run); everything "
-                   "else goes to stderr")  # fmt: skip
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON on stdout "
+        "(the default job: its comparison; --dry-run: the resolved run); everything "
+        "else goes to stderr",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,8 +66,11 @@ def default_job_root(output: str | None, overrides: list[str], output_dir: str) 
     its ``{method}``-style fields filled in), else ``None`` (the job's ``runs/default``)."""
     set_dir = any(item.split("=", 1)[0].strip() == "output_dir" for item in overrides)
     if output and set_dir and output != output_dir:
-        raise KdkitError(f"--output {output} and --set output_dir={output_dir} disagree",
-                         where="kdkit run", fix="give one of them")  # fmt: skip
+        raise KdkitError(
+            f"--output {output} and --set output_dir={output_dir} disagree",
+            where="kdkit run",
+            fix="give one of them",
+        )
     return output or (output_dir if set_dir else None)
 
 
@@ -77,8 +94,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume and not file:
         stored = Path(args.resume) / "config.yaml"
         if not stored.is_file():
-            raise KdkitError("not a kdkit run directory (no config.yaml)", where=args.resume,
-                             fix="pass the output_dir of a run started with `kdkit run FILE`")  # fmt: skip
+            raise KdkitError(
+                "not a kdkit run directory (no config.yaml)",
+                where=args.resume,
+                fix="pass the output_dir of a run started with `kdkit run FILE`",
+            )
         file = str(stored)
     resolved = load_config(file, plugins.registry, args.overrides)
     if args.dry_run:

@@ -23,8 +23,19 @@ def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(1, args.workers + 1):
-        cmd = [sys.executable, "-m", "kdkit", "study", args.grid, "--shard", f"{i}/{args.workers}",
-               "--output-dir", str(output_dir), "--no-measure", "--no-report"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "kdkit",
+            "study",
+            args.grid,
+            "--shard",
+            f"{i}/{args.workers}",
+            "--output-dir",
+            str(output_dir),
+            "--no-measure",
+            "--no-report",
+        ]
         for item in args.overrides:
             cmd += ["--set", item]
         for flag in ("fail_fast", "isolate"):
@@ -46,8 +57,10 @@ def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
         raise
     bad = [i + 1 for i, c in enumerate(codes) if c != 0]
     if bad:
-        print(f"workers {bad} reported failed runs (see their logs); re-run to retry them",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"workers {bad} reported failed runs (see their logs); re-run to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -105,8 +118,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not make the efficiency measurements when the study completes",
     )
-    p.add_argument("--no-report", action="store_true",
-                   help="do not write the report when the study completes")  # fmt: skip
+    p.add_argument(
+        "--no-report", action="store_true", help="do not write the report when the study completes"
+    )
     p.set_defaults(func=run)
 
 
@@ -124,20 +138,32 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is None:
         args.workers = 1 if args.shard else grid.workers
     elif args.workers < 1:
-        raise KdkitError(f"--workers {args.workers}: need at least 1", where="kdkit study",
-                         fix="e.g. --workers 2 on a two-core machine")  # fmt: skip
+        raise KdkitError(
+            f"--workers {args.workers}: need at least 1",
+            where="kdkit study",
+            fix="e.g. --workers 2 on a two-core machine",
+        )
     runs = plan(grid, plugins.registry, args.overrides)
     if args.dry_run:
         mine = select(runs, shard, key=lambda r: r.run_id)
-        header = (f"study {grid.name}: {len(runs)} runs in {grid.output_dir}"
-                  + ("" if shard.is_whole else f"; shard {shard}: {len(mine)} of them"))  # fmt: skip
-        print(render_dry_run(estimate(mine, measured_rates(grid.output_dir, runs)), header,
-                           workers=args.workers if shard.is_whole else 1))  # fmt: skip
+        header = f"study {grid.name}: {len(runs)} runs in {grid.output_dir}" + (
+            "" if shard.is_whole else f"; shard {shard}: {len(mine)} of them"
+        )
+        print(
+            render_dry_run(
+                estimate(mine, measured_rates(grid.output_dir, runs)),
+                header,
+                workers=args.workers if shard.is_whole else 1,
+            )
+        )
         return 0
     if args.workers > 1 and not args.measure:
         if not shard.is_whole:
-            raise KdkitError("--workers and --shard cannot be combined", where="kdkit study",
-                             fix="use --workers N on one machine, or --shard I/N per worker")  # fmt: skip
+            raise KdkitError(
+                "--workers and --shard cannot be combined",
+                where="kdkit study",
+                fix="use --workers N on one machine, or --shard I/N per worker",
+            )
         rc = run_workers(args, grid.output_dir)
         if rc != 0:
             return rc
@@ -145,13 +171,21 @@ def run(args: argparse.Namespace) -> int:
         from kdkit.study.teachers import prepare_teachers
 
         execute = subprocess_executor() if args.isolate else engine_executor(plugins)
-        outcome = run_study(grid, runs, execute, shard=shard, max_runs=args.max_runs,
-                            fail_fast=args.fail_fast,
-                            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k),
-                            progress=True)  # fmt: skip
-        print(f"{len(outcome.ran)} ran, {len(outcome.resumed)} resumed, "
-              f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed "
-              f"({outcome.seconds:.0f}s)")  # fmt: skip
+        outcome = run_study(
+            grid,
+            runs,
+            execute,
+            shard=shard,
+            max_runs=args.max_runs,
+            fail_fast=args.fail_fast,
+            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k),
+            progress=True,
+        )
+        print(
+            f"{len(outcome.ran)} ran, {len(outcome.resumed)} resumed, "
+            f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed "
+            f"({outcome.seconds:.0f}s)"
+        )
         for run_id, message in outcome.failed.items():
             print(f"  failed: {run_id}: {message.splitlines()[0]}", file=sys.stderr)
         if not outcome.ok:
@@ -169,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
         from kdkit.study.efficiency import measure_study
 
         path = measure_study(
-            grid.output_dir, [r for r in runs if run_status(r.run_dir) == "complete"],
+            grid.output_dir,
+            [r for r in runs if run_status(r.run_dir) == "complete"],
             registry=plugins.registry,
         )
         print(f"efficiency: {path}")

@@ -24,8 +24,11 @@ from kdkit.errors import KdkitError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("teach", help="fine-tune a teacher on a task",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)  # fmt: skip
+    p = sub.add_parser(
+        "teach",
+        help="fine-tune a teacher on a task",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
     p.add_argument(
         "file", nargs="?", help="run file with task and teacher (default: the default run)"
     )
@@ -58,34 +61,56 @@ def teach(args: argparse.Namespace) -> int:
     resolved = validate(doc, plugins.registry)
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
-        raise KdkitError("the output directory is not empty", where=str(out),
-                         fix="choose a new --output directory (kdkit never overwrites)")  # fmt: skip
+        raise KdkitError(
+            "the output directory is not empty",
+            where=str(out),
+            fix="choose a new --output directory (kdkit never overwrites)",
+        )
     if "teacher" not in resolved.components:
-        raise KdkitError("the run file has no teacher section", where=args.file or "<default run>",
-                         fix="add e.g. `teacher: {name: hf, path: DIR}` or `teacher: code-teacher`")  # fmt: skip
+        raise KdkitError(
+            "the run file has no teacher section",
+            where=args.file or "<default run>",
+            fix="add e.g. `teacher: {name: hf, path: DIR}` or `teacher: code-teacher`",
+        )
     run = resolved.run
     if run.training.num_threads:
         torch.set_num_threads(run.training.num_threads)
     device = resolve_device(run.training.device)
-    ctx = BuildContext(device=device, seed=run.seed, cache_dir=str(default_cache_dir(run.cache.dir)),
-                       max_length=run.training.max_length,
-                       extra={"progress": not args.quiet})  # fmt: skip
+    ctx = BuildContext(
+        device=device,
+        seed=run.seed,
+        cache_dir=str(default_cache_dir(run.cache.dir)),
+        max_length=run.training.max_length,
+        extra={"progress": not args.quiet},
+    )
     tcomp = resolved.components["task"]
     task = tcomp.component.build(tcomp.options, ctx)
     ctx.task, ctx.splits = task, task.load()
     teacher = resolved.components["teacher"]
     if teacher.component.trainable is not None:  # the plugin gives the model to fine-tune
         model = teacher.component.build_trainable(teacher.options, ctx)
-        cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             warmup_ratio=args.warmup_ratio, max_length=run.training.max_length,
-                             device=run.training.device)  # fmt: skip
+        cfg = TrainingConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_ratio=args.warmup_ratio,
+            max_length=run.training.max_length,
+            device=run.training.device,
+        )
         work = out.with_name(f".{out.name}.work")
         shutil.rmtree(work, ignore_errors=True)
         torch.manual_seed(run.seed)
-        job = FineTuneJob(task=task, splits=ctx.splits, training=cfg, work_dir=work, seed=run.seed,
-                          device=device, progress=not args.quiet,
-                          log=lambda m: print(m, file=sys.stderr),
-                          registry=plugins.registry)  # fmt: skip
+        job = FineTuneJob(
+            task=task,
+            splits=ctx.splits,
+            training=cfg,
+            work_dir=work,
+            seed=run.seed,
+            device=device,
+            progress=not args.quiet,
+            log=lambda m: print(m, file=sys.stderr),
+            registry=plugins.registry,
+        )
         result = fine_tune(model, job)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
@@ -109,8 +134,16 @@ def teach(args: argparse.Namespace) -> int:
         spec = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else {}
         result = spec.get("result", {})
     head = task.headline_metric
-    print(json.dumps({"teacher": str(out), "parameters": result.get("parameters"),
-                      f"validation_{head}": result.get("validation", {}).get(head),
-                      f"test_{head}": result.get("test", {}).get(head)}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "teacher": str(out),
+                "parameters": result.get("parameters"),
+                f"validation_{head}": result.get("validation", {}).get(head),
+                f"test_{head}": result.get("test", {}).get(head),
+            },
+            indent=2,
+        )
+    )
     print(f"use it with:  teacher: {{name: hf, path: {out}}}", file=sys.stderr)
     return 0

@@ -82,13 +82,16 @@ class SourceBuildOptions(Options):
         100, ge=0, description="fewer examples in total (or an empty split) is an error"
     )
     eval_share: float = Field(
-        0.1, gt=0, le=0.4, description="share of the examples in validation and in test, each "
-        "(the rest is train)"
-    )  # fmt: skip
+        0.1,
+        gt=0,
+        le=0.4,
+        description="share of the examples in validation and in test, each (the rest is train)",
+    )
     stratify: bool = Field(
-        False, description="assign files to splits so that each split's label mix is close to "
-        "the whole build's (instead of by size only)"
-    )  # fmt: skip
+        False,
+        description="assign files to splits so that each split's label mix is close to "
+        "the whole build's (instead of by size only)",
+    )
 
     @property
     def fractions(self) -> tuple[float, float, float]:
@@ -112,9 +115,11 @@ def validate_options(model: type[Options], values: Mapping[str, Any], where: str
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
         )
-        raise KdkitError(f"invalid builder options: {problems}", where=where,
-                         fix=f"see the options of {model.__name__} (kdkit data build TASK --help)"
-                         ) from exc  # fmt: skip
+        raise KdkitError(
+            f"invalid builder options: {problems}",
+            where=where,
+            fix=f"see the options of {model.__name__} (kdkit data build TASK --help)",
+        ) from exc
 
 
 @dataclass
@@ -200,7 +205,8 @@ def _stratified_assign(
         costs = {}
         for k, s in enumerate(SPLITS):
             change = sum(
-                weight[lab] * (abs(have[s][lab] + n - target[s][lab]) - abs(have[s][lab] - target[s][lab]))
+                weight[lab]
+                * (abs(have[s][lab] + n - target[s][lab]) - abs(have[s][lab] - target[s][lab]))
                 for lab, n in counts.items()
             )
             # The same for the split's size, so shares are kept as well as label mixes.
@@ -219,14 +225,20 @@ def label_mix(counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
     shares = {}
     for split, c in counts.items():
         n = sum(c.values()) or 1
-        shares[split] = {lab: round(k / n, 4) for lab, k in sorted(c.items(), key=lambda kv: -kv[1])}
+        shares[split] = {
+            lab: round(k / n, 4) for lab, k in sorted(c.items(), key=lambda kv: -kv[1])
+        }
 
     def tv(a: str, b: str) -> float:
         labels = set(shares.get(a, {})) | set(shares.get(b, {}))
         return round(0.5 * sum(abs(shares[a].get(x, 0) - shares[b].get(x, 0)) for x in labels), 4)
 
-    return {"shares": shares, "tv_validation_test": tv("validation", "test"),
-            "tv_train_validation": tv("train", "validation"), "tv_train_test": tv("train", "test")}  # fmt: skip
+    return {
+        "shares": shares,
+        "tv_validation_test": tv("validation", "test"),
+        "tv_train_validation": tv("train", "validation"),
+        "tv_train_test": tv("train", "test"),
+    }
 
 
 @dataclass
@@ -301,7 +313,9 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def check_size(task: str, sizes: dict[str, int], min_examples: int, hint: str = MORE_SOURCES) -> None:
+def check_size(
+    task: str, sizes: dict[str, int], min_examples: int, hint: str = MORE_SOURCES
+) -> None:
     """Fail clearly (instead of writing empty files) when a build is empty or too small."""
     total = sum(sizes.values())
     empty = [s for s, n in sizes.items() if n == 0]

@@ -103,11 +103,28 @@ def size_filter(min_lines: int, max_lines: int, max_chars: int) -> Callable[[PyF
 #: Standard-library modules (not tests) rich in functions and ``except`` clauses: a small, real
 #: corpus for fast builds in tests (about 450 exception examples, a few thousand functions).
 STDLIB_SAMPLE = (
-    "shutil.py", "pdb.py", "pathlib.py", "inspect.py", "importlib/_bootstrap.py", "mailbox.py",
-    "tarfile.py", "platform.py", "importlib/_bootstrap_external.py", "pydoc.py",
-    "tomllib/_parser.py", "urllib/request.py", "unittest/mock.py", "os.py", "xml/dom/minidom.py",
-    "zipimport.py", "ntpath.py", "_pyio.py", "subprocess.py", "unittest/case.py", "enum.py",
-)  # fmt: skip
+    "shutil.py",
+    "pdb.py",
+    "pathlib.py",
+    "inspect.py",
+    "importlib/_bootstrap.py",
+    "mailbox.py",
+    "tarfile.py",
+    "platform.py",
+    "importlib/_bootstrap_external.py",
+    "pydoc.py",
+    "tomllib/_parser.py",
+    "urllib/request.py",
+    "unittest/mock.py",
+    "os.py",
+    "xml/dom/minidom.py",
+    "zipimport.py",
+    "ntpath.py",
+    "_pyio.py",
+    "subprocess.py",
+    "unittest/case.py",
+    "enum.py",
+)
 
 
 def stdlib_sample(names: Sequence[str] = STDLIB_SAMPLE) -> list[Path]:

@@ -37,8 +37,11 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
-        raise KdkitError(f"cannot read {path}: {exc.strerror}", where=str(path),
-                         fix="check the path and its permissions") from exc  # fmt: skip
+        raise KdkitError(
+            f"cannot read {path}: {exc.strerror}",
+            where=str(path),
+            fix="check the path and its permissions",
+        ) from exc
     with handle:
         for n, line in enumerate(handle, 1):
             if not line.strip():
@@ -46,11 +49,17 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise KdkitError(f"not valid JSON: {exc.msg}", where=f"{path}:{n}",
-                                 fix="each line must be one JSON object (JSON Lines)") from exc  # fmt: skip
+                raise KdkitError(
+                    f"not valid JSON: {exc.msg}",
+                    where=f"{path}:{n}",
+                    fix="each line must be one JSON object (JSON Lines)",
+                ) from exc
             if not isinstance(obj, dict):
-                raise KdkitError("a JSON line is not an object", where=f"{path}:{n}",
-                                 fix="each line must be one JSON object (JSON Lines)")  # fmt: skip
+                raise KdkitError(
+                    "a JSON line is not an object",
+                    where=f"{path}:{n}",
+                    fix="each line must be one JSON object (JSON Lines)",
+                )
             yield n, obj
 
 
@@ -59,8 +68,11 @@ def field(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> Any:
     for name in names:
         if name in obj:
             return obj[name]
-    raise KdkitError(f"missing field {' or '.join(map(repr, names))} (has: {sorted(obj)})",
-                     where=where, fix="check that the file is in the expected public format")  # fmt: skip
+    raise KdkitError(
+        f"missing field {' or '.join(map(repr, names))} (has: {sorted(obj)})",
+        where=where,
+        fix="check that the file is in the expected public format",
+    )
 
 
 def find_split_files(
@@ -71,12 +83,18 @@ def find_split_files(
         path = Path(explicit).expanduser()
         path = path if path.is_absolute() else data_dir / path
         if not path.is_file():
-            raise KdkitError(f"{split} file not found: {path}", where=str(path),
-                             fix="fix the path of the split file in the task options")  # fmt: skip
+            raise KdkitError(
+                f"{split} file not found: {path}",
+                where=str(path),
+                fix="fix the path of the split file in the task options",
+            )
         return [path]
     if not data_dir.is_dir():
-        raise KdkitError(f"data folder not found: {data_dir}", where=str(data_dir),
-                         fix=f"point data_dir at a folder in the public format, or {build_hint}")  # fmt: skip
+        raise KdkitError(
+            f"data folder not found: {data_dir}",
+            where=str(data_dir),
+            fix=f"point data_dir at a folder in the public format, or {build_hint}",
+        )
     for stem in SPLIT_STEMS[split]:
         for suffix in suffixes:
             exact = data_dir / f"{stem}{suffix}"
@@ -117,13 +135,22 @@ def as_binary(value: Any, where: str) -> int:
         return int(value)
     if value in (0, 1, "0", "1"):
         return int(value)
-    raise KdkitError(f"label {value!r} is not 0/1", where=where,
-                     fix="binary tasks need labels 0 or 1 (or true/false)")  # fmt: skip
+    raise KdkitError(
+        f"label {value!r} is not 0/1",
+        where=where,
+        fix="binary tasks need labels 0 or 1 (or true/false)",
+    )
 
 
 #: Hub split names -> kdkit split names.
-HUB_SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
-              "test": "test", "eval": "test"}  # fmt: skip
+HUB_SPLITS = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "test": "test",
+    "eval": "test",
+}
 
 
 def dataset_splits(loaded: Mapping[str, Any], origin: str, where: str) -> dict[str, Any]:
@@ -133,9 +160,12 @@ def dataset_splits(loaded: Mapping[str, Any], origin: str, where: str) -> dict[s
     out = {HUB_SPLITS[name]: split for name, split in loaded.items() if name in HUB_SPLITS}
     missing = [s for s in SPLITS if s not in out]
     if missing:
-        raise KdkitError(f"{origin} has no {missing} split(s) (has {list(loaded)})", where=where,
-                         fix="give train, validation and test splits (validation may be named "
-                         "valid or dev, test eval)")  # fmt: skip
+        raise KdkitError(
+            f"{origin} has no {missing} split(s) (has {list(loaded)})",
+            where=where,
+            fix="give train, validation and test splits (validation may be named "
+            "valid or dev, test eval)",
+        )
     return out
 
 
@@ -172,8 +202,9 @@ def rows_from_datasets(
     for target, split in dataset_splits(loaded, origin, where).items():
         split = rename_columns(split, columns or {}, f"{origin}[{target}]", where)
         try:
-            rows[target] = [convert(dict(obj), f"{origin}[{target}][{i}]")
-                            for i, obj in enumerate(split)]  # fmt: skip
+            rows[target] = [
+                convert(dict(obj), f"{origin}[{target}][{i}]") for i, obj in enumerate(split)
+            ]
         except KdkitError as exc:
             if not exc.what.startswith("missing field"):
                 raise
@@ -182,7 +213,7 @@ def rows_from_datasets(
                 f"{', '.join(split.column_names)})",
                 where=f"{where}.columns",
                 fix="map your column names to the task's public field names with columns:, "
-                "e.g. columns: {code: func, y: target} (docs/tasks.md, \"datasets inputs\")",
+                'e.g. columns: {code: func, y: target} (docs/tasks.md, "datasets inputs")',
             ) from exc
     return rows
 
@@ -209,15 +240,23 @@ def read_hub(
             where="task.hub",
             fix="check the id and the network, or download the files and use data_dir instead",
         ) from exc
-    rows = rows_from_datasets(loaded, convert, f"hub dataset {hub_id!r}", columns=columns,
-                              where="task.hub")  # fmt: skip
+    rows = rows_from_datasets(
+        loaded, convert, f"hub dataset {hub_id!r}", columns=columns, where="task.hub"
+    )
     fp = "-".join(loaded[k]._fingerprint for k in sorted(loaded))
     return rows, fp
 
 
 #: ``datasets.load_dataset`` builder for each data-file suffix.
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".jsontxt": "json", ".csv": "csv",
-                 ".parquet": "parquet", ".pq": "parquet", ".tsv": "csv"}  # fmt: skip
+FILE_BUILDERS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".jsontxt": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".tsv": "csv",
+}
 
 
 def load_data_files(data_files: Mapping[str, list[Path]], builder: str | None) -> Any:
@@ -244,7 +283,9 @@ def load_data_files(data_files: Mapping[str, list[Path]], builder: str | None) -
             builder, data_files={k: [str(f) for f in v] for k, v in data_files.items()}, **kwargs
         )
     except Exception as exc:  # a parse error of any of the three formats
-        raise KdkitError(f"could not read the data files as {builder}: {type(exc).__name__}: "
-                         f"{exc}", where="task.data_files",
-                         fix="check the files' format (JSON lines, CSV with a header row, or "
-                         "Parquet) and task.data_format") from exc  # fmt: skip
+        raise KdkitError(
+            f"could not read the data files as {builder}: {type(exc).__name__}: {exc}",
+            where="task.data_files",
+            fix="check the files' format (JSON lines, CSV with a header row, or "
+            "Parquet) and task.data_format",
+        ) from exc

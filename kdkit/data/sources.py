@@ -28,9 +28,22 @@ from kdkit.errors import KdkitError
 
 #: Directory names never descended into (caches, VCS, virtualenvs, nested site-packages).
 SKIP_DIRS = frozenset(
-    {"site-packages", "dist-packages", "__pycache__", ".git", ".hg", ".tox", ".venv", "venv",
-     "node_modules", ".mypy_cache", ".pytest_cache", "build", "dist"}
-)  # fmt: skip
+    {
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".tox",
+        ".venv",
+        "venv",
+        "node_modules",
+        ".mypy_cache",
+        ".pytest_cache",
+        "build",
+        "dist",
+    }
+)
 #: Files larger than this are skipped (generated tables, vendored blobs).
 MAX_FILE_BYTES = 1_000_000
 
@@ -81,9 +94,11 @@ def kdkit_requirements() -> list[str]:
     try:
         requires = metadata.requires("kdkit") or []
     except metadata.PackageNotFoundError as exc:
-        raise KdkitError("kdkit's own distribution metadata is not installed", where="--from deps",
-                         fix="install kdkit (pip install -e .), or name the sources "
-                         "(dist:NAME, directories)") from exc  # fmt: skip
+        raise KdkitError(
+            "kdkit's own distribution metadata is not installed",
+            where="--from deps",
+            fix="install kdkit (pip install -e .), or name the sources (dist:NAME, directories)",
+        ) from exc
     names = []
     for req in requires:
         marker = req.split(";", 1)[1] if ";" in req else ""
@@ -99,20 +114,36 @@ def distribution_roots(name: str) -> list[SourceRoot]:
     try:
         dist = metadata.distribution(name)
     except metadata.PackageNotFoundError as exc:
-        raise KdkitError(f"distribution {name!r} is not installed", where=f"--from dist:{name}",
-                         fix=f"pip install {name}, or leave it out of the sources") from exc  # fmt: skip
+        raise KdkitError(
+            f"distribution {name!r} is not installed",
+            where=f"--from dist:{name}",
+            fix=f"pip install {name}, or leave it out of the sources",
+        ) from exc
     canonical, version = dist.metadata["Name"] or name, dist.version
-    tops = sorted({f.parts[0] for f in dist.files or [] if f.suffix == ".py"
-                   and f.parts[0] != ".." and not f.parts[0].endswith((".dist-info", ".egg-info"))})  # fmt: skip
+    tops = sorted(
+        {
+            f.parts[0]
+            for f in dist.files or []
+            if f.suffix == ".py"
+            and f.parts[0] != ".."
+            and not f.parts[0].endswith((".dist-info", ".egg-info"))
+        }
+    )
     roots = []
     for top in tops:
         path = Path(str(dist.locate_file(top))).resolve()
         if path.exists():
-            roots.append(SourceRoot(f"{canonical}=={version}:{top.removesuffix('.py')}", path,
-                                    canonical, version))  # fmt: skip
+            roots.append(
+                SourceRoot(
+                    f"{canonical}=={version}:{top.removesuffix('.py')}", path, canonical, version
+                )
+            )
     if not roots:
-        raise KdkitError(f"distribution {name!r} installs no Python files", where=f"--from dist:{name}",
-                         fix="leave it out of the sources")  # fmt: skip
+        raise KdkitError(
+            f"distribution {name!r} installs no Python files",
+            where=f"--from dist:{name}",
+            fix="leave it out of the sources",
+        )
     return roots
 
 
@@ -120,9 +151,11 @@ def resolve_sources(sources: Sequence[str]) -> list[SourceRoot]:
     """Resolve ``stdlib``, ``site-packages``, ``deps``, ``dist:NAME`` and directory names to
     existing roots."""
     if not sources:
-        raise KdkitError("no sources given", where="--from",
-                         fix="name at least one of: stdlib, site-packages, deps, dist:NAME, "
-                         "a directory")  # fmt: skip
+        raise KdkitError(
+            "no sources given",
+            where="--from",
+            fix="name at least one of: stdlib, site-packages, deps, dist:NAME, a directory",
+        )
     roots: list[SourceRoot] = []
     for name in sources:
         if name == "deps":

@@ -108,10 +108,13 @@ def offline_option(model: type[Options], name: str, *, if_set: bool = False) -> 
     info: Any  # a FieldInfo (pydantic types Field() as its default's type)
     if if_set:
         default = source.get_default(call_default_factory=True)
-        info = Field(None, description=f"{description} (default {default})", json_schema_extra=extra)
+        info = Field(
+            None, description=f"{description} (default {default})", json_schema_extra=extra
+        )
     elif source.default_factory is not None:
-        info = Field(default_factory=source.default_factory, description=description,
-                     json_schema_extra=extra)  # fmt: skip
+        info = Field(
+            default_factory=source.default_factory, description=description, json_schema_extra=extra
+        )
     else:
         info = Field(source.default, description=description, json_schema_extra=extra)
     info.metadata = list(source.metadata)  # the builder's constraints (ge, le, ...)
@@ -179,13 +182,17 @@ def _as_splits(dataset: Any, seed: int, origin: str) -> dict[str, Any]:
     if isinstance(dataset, Mapping):
         return dict(dataset)
     if not isinstance(dataset, datasets.Dataset):
-        raise KdkitError(f"{origin} is a {type(dataset).__name__}, not a datasets.Dataset or "
-                         "DatasetDict", where="task dataset",
-                         fix="pass a datasets.Dataset, a DatasetDict or {split: Dataset}")  # fmt: skip
+        raise KdkitError(
+            f"{origin} is a {type(dataset).__name__}, not a datasets.Dataset or DatasetDict",
+            where="task dataset",
+            fix="pass a datasets.Dataset, a DatasetDict or {split: Dataset}",
+        )
     if len(dataset) < 10:
-        raise KdkitError(f"{origin} has {len(dataset)} rows: too few to split 80/10/10",
-                         where="task dataset",
-                         fix="give a DatasetDict with train/validation/test splits")  # fmt: skip
+        raise KdkitError(
+            f"{origin} has {len(dataset)} rows: too few to split 80/10/10",
+            where="task dataset",
+            fix="give a DatasetDict with train/validation/test splits",
+        )
     first = dataset.train_test_split(test_size=0.2, seed=seed)
     rest = first["test"].train_test_split(test_size=0.5, seed=seed)
     return {"train": first["train"], "validation": rest["train"], "test": rest["test"]}
@@ -197,10 +204,12 @@ def use_dataset(task: Any, dataset: Any) -> Any:
     support it (every :class:`CodeTask` does); the Python API's entry point."""
     attach = getattr(task, "use_dataset", None)
     if attach is None:
-        raise KdkitError(f"the task {getattr(task, 'name', task)!r} cannot read an in-memory "
-                         "dataset", where="task",
-                         fix="use a task derived from kdkit.data.task.CodeTask, or save the "
-                         "data to files and set data_files/data_dir")  # fmt: skip
+        raise KdkitError(
+            f"the task {getattr(task, 'name', task)!r} cannot read an in-memory dataset",
+            where="task",
+            fix="use a task derived from kdkit.data.task.CodeTask, or save the "
+            "data to files and set data_files/data_dir",
+        )
     return attach(dataset)
 
 
@@ -285,10 +294,14 @@ class CodeTask:
     def finish_rows(self, rows: Rows) -> Rows:
         """Map raw labels to ids, filter, subsample (rows of all splits at once)."""
         return {
-            "train": subsample(rows["train"], self.options.max_train, 1.0, self.options.sample_seed),
-            "validation": subsample(rows["validation"], self.options.max_eval, 1.0, self.options.sample_seed),
+            "train": subsample(
+                rows["train"], self.options.max_train, 1.0, self.options.sample_seed
+            ),
+            "validation": subsample(
+                rows["validation"], self.options.max_eval, 1.0, self.options.sample_seed
+            ),
             "test": subsample(rows["test"], self.options.max_eval, 1.0, self.options.sample_seed),
-        }  # fmt: skip
+        }
 
     def load_options(self) -> dict[str, Any]:
         """Options that change the rows (part of the fingerprint)."""
@@ -313,18 +326,31 @@ class CodeTask:
                 fix=f"set task.data_dir to a folder in its public format ({self.format_name}), "
                 "or task.hub",
             )
-        values = {"sources": list(self.options.source), "seed": self.options.build_seed,
-                  **self.offline_overrides()}  # fmt: skip
+        values = {
+            "sources": list(self.options.source),
+            "seed": self.options.build_seed,
+            **self.offline_overrides(),
+        }
         return validate_options(self.builder_options, values, where="task options")
 
     def built_dir(self) -> Path:
         """Where the offline build for ``source`` lives in the cache (built on first use)."""
         roots = resolve_sources(self.options.source)
-        sig = [[r.label, str(r.path)] + (_dir_signature(r.path) if r.label not in
-               ("stdlib", "site-packages") else []) for r in roots]  # fmt: skip
-        key = hash_json({"task": self.name, "sources": sig, "python": sys.version,
-                         "seed": self.options.build_seed, "opts": self.offline_overrides(),
-                         "format": FORMAT_VERSION})  # fmt: skip
+        sig = [
+            [r.label, str(r.path)]
+            + (_dir_signature(r.path) if r.label not in ("stdlib", "site-packages") else [])
+            for r in roots
+        ]
+        key = hash_json(
+            {
+                "task": self.name,
+                "sources": sig,
+                "python": sys.version,
+                "seed": self.options.build_seed,
+                "opts": self.offline_overrides(),
+                "format": FORMAT_VERSION,
+            }
+        )
         return self.cache / "built" / f"{self.name}-{key}"
 
     def _ensure_built(self) -> Path:
@@ -337,8 +363,11 @@ class CodeTask:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             assert self.build_offline is not None  # checked by offline_build_options
-            print(f"kdkit: building the offline {self.name} dataset from "
-                  f"{', '.join(self.options.source)} into {target} (once)", file=sys.stderr)  # fmt: skip
+            print(
+                f"kdkit: building the offline {self.name} dataset from "
+                f"{', '.join(self.options.source)} into {target} (once)",
+                file=sys.stderr,
+            )
             self.build_offline(tmp, options, quiet=True)
             try:
                 os.replace(tmp, target)
@@ -360,9 +389,13 @@ class CodeTask:
         return self
 
     def _from_datasets(self, loaded: Any, origin: str, where: str) -> Rows:
-        return rows_from_datasets(_as_splits(loaded, self.options.build_seed, origin),
-                                  self.convert_hub_row, origin, columns=self.options.columns,
-                                  where=where)  # fmt: skip
+        return rows_from_datasets(
+            _as_splits(loaded, self.options.build_seed, origin),
+            self.convert_hub_row,
+            origin,
+            columns=self.options.columns,
+            where=where,
+        )
 
     def _data_files(self) -> dict[str, list[Path]]:
         base = Path(self.options.data_dir).expanduser() if self.options.data_dir else Path(".")
@@ -372,10 +405,12 @@ class CodeTask:
             paths = [p if p.is_absolute() else base / p for p in paths]
             for p in paths:
                 if not p.is_file():
-                    raise KdkitError(f"{split} data file not found: {p}",
-                                     where=f"task.data_files.{split}",
-                                     fix="fix the path (relative paths are inside data_dir when "
-                                     "it is set, else the working directory)")  # fmt: skip
+                    raise KdkitError(
+                        f"{split} data file not found: {p}",
+                        where=f"task.data_files.{split}",
+                        fix="fix the path (relative paths are inside data_dir when "
+                        "it is set, else the working directory)",
+                    )
             out[split] = paths
         return out
 
@@ -435,14 +470,25 @@ class CodeTask:
             raise KdkitError(
                 f"the {self.name} task has no rows in split(s) {empty} "
                 f"(dropped while loading: {self.dropped or 'none'})",
-                where=("the in-memory dataset" if self._dataset is not None else
-                       "task.data_files" if self.options.data_files else
-                       self.options.data_dir or self.options.hub or "task.source"),  # fmt: skip
+                where=(
+                    "the in-memory dataset"
+                    if self._dataset is not None
+                    else "task.data_files"
+                    if self.options.data_files
+                    else self.options.data_dir or self.options.hub or "task.source"
+                ),
                 fix="check the files and the label set (a label list that no row of a split "
                 "uses empties it)",
             )
-        self._fingerprint = hash_json({"task": self.name, "data": data_fp, "labels": self.labels,
-                                       "load": self.load_options(), "format": FORMAT_VERSION})  # fmt: skip
+        self._fingerprint = hash_json(
+            {
+                "task": self.name,
+                "data": data_fp,
+                "labels": self.labels,
+                "load": self.load_options(),
+                "format": FORMAT_VERSION,
+            }
+        )
         arrow = self.cache / "datasets" / f"{self.name}-{self._fingerprint}"
         if (arrow / "dataset_dict.json").is_file():
             self._splits = datasets.load_from_disk(str(arrow))

@@ -50,12 +50,16 @@ def encode_with_offsets(tokenizer: Any, examples: Sequence[Example], max_length:
             "character offsets need a Rust-backed tokenizer",
         )
     if not examples:
-        raise KdkitError("no examples to encode", where="encode_with_offsets",
-                         fix="pass at least one example")  # fmt: skip
+        raise KdkitError(
+            "no examples to encode", where="encode_with_offsets", fix="pass at least one example"
+        )
     is_pair = [not isinstance(e, str) for e in examples]
     if any(is_pair) and not all(is_pair):
-        raise KdkitError("a batch mixes single texts and pairs", where="encode_with_offsets",
-                         fix="encode single-text and pair examples in separate batches")  # fmt: skip
+        raise KdkitError(
+            "a batch mixes single texts and pairs",
+            where="encode_with_offsets",
+            fix="encode single-text and pair examples in separate batches",
+        )
     firsts = [e[0] if p else e for e, p in zip(examples, is_pair)]
     seconds = [e[1] for e in examples] if all(is_pair) else None
     enc = tokenizer(

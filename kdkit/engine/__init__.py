@@ -14,8 +14,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from kdkit.discovery import Plugins
 
 
-def run(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None,
-        **kwargs: Any) -> int:  # fmt: skip
+def run(
+    resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, **kwargs: Any
+) -> int:
     """Run one resolved configuration (see :func:`kdkit.engine.runner.run`)."""
     from kdkit.engine.runner import run as _run
 

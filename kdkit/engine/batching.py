@@ -136,8 +136,14 @@ def pad_id(model: object) -> int:
     return int(pad) if pad is not None else 0
 
 
-def make_split(name: str, split: datasets.Dataset, is_pair: bool, max_length: int,
-               student: Encoder, teacher: Encoder | None = None) -> SplitData:  # fmt: skip
+def make_split(
+    name: str,
+    split: datasets.Dataset,
+    is_pair: bool,
+    max_length: int,
+    student: Encoder,
+    teacher: Encoder | None = None,
+) -> SplitData:
     """Tokenise a ``datasets`` split for the student (and the teacher, when it runs live or its
     outputs must be cached)."""
     examples = split_examples(split, is_pair)

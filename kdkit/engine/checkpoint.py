@@ -36,11 +36,17 @@ def flatten(value: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> 
         tensors[key] = value.detach().cpu().contiguous()
         return {_TENSOR: key}
     if isinstance(value, dict):
-        return {"__dict__": [[flatten(k, tensors, prefix), flatten(v, tensors, prefix)]
-                             for k, v in value.items()]}  # fmt: skip
+        return {
+            "__dict__": [
+                [flatten(k, tensors, prefix), flatten(v, tensors, prefix)] for k, v in value.items()
+            ]
+        }
     if isinstance(value, (list, tuple)):
-        return {"__list__" if isinstance(value, list) else "__tuple__":
-                [flatten(v, tensors, prefix) for v in value]}  # fmt: skip
+        return {
+            "__list__" if isinstance(value, list) else "__tuple__": [
+                flatten(v, tensors, prefix) for v in value
+            ]
+        }
     return value
 
 

@@ -34,8 +34,13 @@ from kdkit.engine.summary import comparison_table, write_json
 from kdkit.errors import KdkitError
 
 
-def _variant(resolved: ResolvedConfig, plugins: Plugins, root: Path, name: str,
-             method: dict[str, Any] | None = None) -> ResolvedConfig:  # fmt: skip
+def _variant(
+    resolved: ResolvedConfig,
+    plugins: Plugins,
+    root: Path,
+    name: str,
+    method: dict[str, Any] | None = None,
+) -> ResolvedConfig:
     """The default run with its output_dir under ``root/name`` (and another method)."""
     data = resolved.as_dict()
     data["output_dir"] = str(root / name)
@@ -57,9 +62,15 @@ def new_root(base: str | Path) -> Path:
 
 
 @torch.no_grad()
-def measure_inference(model: Student | Teacher, examples: list[Example], max_length: int, *,
-                      latency_rows: int = 32, batch_size: int = 64,
-                      device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
+def measure_inference(
+    model: Student | Teacher,
+    examples: list[Example],
+    max_length: int,
+    *,
+    latency_rows: int = 32,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """Median batch-1 latency (ms) and batched throughput (examples/s) of the forward pass.
 
     Timed with :class:`torch.utils.benchmark.Timer` (what ``kdkit bench`` uses on CPU): it waits
@@ -84,8 +95,10 @@ def measure_inference(model: Student | Teacher, examples: list[Example], max_len
     # one timing per row (rows differ in length): the median is a typical single request
     times = [seconds(lambda enc=enc: call(enc, Needs())) for enc in singles]
     ordered = sorted(examples, key=len)  # batches of similar length, as a server would form
-    batches = [model.encode(ordered[i : i + batch_size], max_length).to(device)
-               for i in range(0, len(ordered), batch_size)]  # fmt: skip
+    batches = [
+        model.encode(ordered[i : i + batch_size], max_length).to(device)
+        for i in range(0, len(ordered), batch_size)
+    ]
     total = seconds(lambda: [call(enc, Needs()) for enc in batches])
     return {"latency_ms": 1000 * statistics.median(times), "throughput": len(ordered) / total}
 
@@ -103,15 +116,22 @@ def verdict_line(method: str, gain: float, head: str) -> str:
     return f"{method} is {abs(points):.1f} points {side} FT on test {head}"
 
 
-def baseline_table_rows(baselines: Baselines | None, head: str,
-                        teacher_score: float) -> list[dict[str, Any]]:  # fmt: skip
+def baseline_table_rows(
+    baselines: Baselines | None, head: str, teacher_score: float
+) -> list[dict[str, Any]]:
     """The comparison table's baseline rows (test split, same metric): majority class,
     stratified random, the lexical baselines; ``kept`` is their score as % of the teacher's."""
     if baselines is None or "test" not in baselines.splits:
         return []
-    return [{"model": f"baseline: {name}", head: score, "ci": list(ci),
-             "kept": 100 * score / teacher_score if teacher_score else None}
-            for name, score, ci in baselines.table("test")]  # fmt: skip
+    return [
+        {
+            "model": f"baseline: {name}",
+            head: score,
+            "ci": list(ci),
+            "kept": 100 * score / teacher_score if teacher_score else None,
+        }
+        for name, score, ci in baselines.table("test")
+    ]
 
 
 def baselines_note(entry: Any) -> str | None:
@@ -121,8 +141,9 @@ def baselines_note(entry: Any) -> str | None:
     return None
 
 
-def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str | None = None,
-                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def run_default_job(
+    resolved: ResolvedConfig, plugins: Plugins, *, output: str | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run the default job and return the comparison (also in ``ROOT/comparison.json``).
 
     The run file's method (``kd``, or whatever ``--set method.name=X`` chose) is trained beside
@@ -132,10 +153,13 @@ def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str |
     """
     method = resolved.components["method"].component.name
     if method == "ft":
-        raise KdkitError("the default job compares FT with a distillation method; method.name=ft "
-                         "leaves nothing to compare", where="--set method.name",
-                         fix="choose a KD method (see `kdkit plugins`), or run FT alone with "
-                         "`kdkit run FILE` and method: ft in FILE")  # fmt: skip
+        raise KdkitError(
+            "the default job compares FT with a distillation method; method.name=ft "
+            "leaves nothing to compare",
+            where="--set method.name",
+            fix="choose a KD method (see `kdkit plugins`), or run FT alone with "
+            "`kdkit run FILE` and method: ft in FILE",
+        )
     label = method.upper()
     t_start = time.perf_counter()
     root = new_root(output or "runs/default")
@@ -147,14 +171,19 @@ def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str |
     ft = run_once(ft_cfg, plugins, progress=progress)
     say(f"kdkit: [2/3] {label} student")
     kd = run_once(kd_cfg, plugins, progress=progress)
-    say("kdkit: [3/3] inference speed (teacher vs student, this process, CPU threads: "
-        f"{torch.get_num_threads()})")  # fmt: skip
+    say(
+        "kdkit: [3/3] inference speed (teacher vs student, this process, CPU threads: "
+        f"{torch.get_num_threads()})"
+    )
     device = resolve_device(resolved.run.training.device)
     comps = build_components(kd_cfg, device, root / method)  # cached: task, tokenizer, teacher
     if comps.teacher is None:
-        raise KdkitError(f"method '{method}' ran without a teacher: the default job needs one to "
-                         "compare against", where="teacher",
-                         fix="keep the default run's teacher section")  # fmt: skip
+        raise KdkitError(
+            f"method '{method}' ran without a teacher: the default job needs one to "
+            "compare against",
+            where="teacher",
+            fix="keep the default run's teacher section",
+        )
     examples = split_examples(comps.splits["test"], comps.task.is_pair)
     max_len = resolved.run.training.max_length
     t_speed = measure_inference(comps.teacher, examples, max_len, device=device)
@@ -163,35 +192,65 @@ def run_default_job(resolved: ResolvedConfig, plugins: Plugins, *, output: str |
     head = kd["headline_metric"]
     teacher_score = kd["teacher"]["test"][head]
     rows = [
-        {"model": f"teacher ({kd['teacher']['name']})", "parameters": kd["teacher"]["parameters"],
-         head: teacher_score, "kept": 100.0, **t_speed, "speedup": 1.0},
-        {"model": f"FT student ({ft['student']['name']})", "parameters": ft["student"]["parameters"],
-         head: ft["test"][head], "kept": 100 * ft["test"][head] / teacher_score, **s_speed,
-         "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
-        {"model": f"{label} student ({kd['student']['name']})", "parameters": kd["student"]["parameters"],
-         head: kd["test"][head], "kept": 100 * kd["test"][head] / teacher_score, **s_speed,
-         "speedup": t_speed["latency_ms"] / s_speed["latency_ms"]},
-    ]  # fmt: skip
+        {
+            "model": f"teacher ({kd['teacher']['name']})",
+            "parameters": kd["teacher"]["parameters"],
+            head: teacher_score,
+            "kept": 100.0,
+            **t_speed,
+            "speedup": 1.0,
+        },
+        {
+            "model": f"FT student ({ft['student']['name']})",
+            "parameters": ft["student"]["parameters"],
+            head: ft["test"][head],
+            "kept": 100 * ft["test"][head] / teacher_score,
+            **s_speed,
+            "speedup": t_speed["latency_ms"] / s_speed["latency_ms"],
+        },
+        {
+            "model": f"{label} student ({kd['student']['name']})",
+            "parameters": kd["student"]["parameters"],
+            head: kd["test"][head],
+            "kept": 100 * kd["test"][head] / teacher_score,
+            **s_speed,
+            "speedup": t_speed["latency_ms"] / s_speed["latency_ms"],
+        },
+    ]
     baselines = from_summary(kd.get("baselines")) or from_summary(ft.get("baselines"))
     rows += baseline_table_rows(baselines, head, teacher_score)
     table = comparison_table(rows, head)
     gain = kd["test"][head] - ft["test"][head]
-    verdict = (f"{verdict_line(label, gain, head)}; the student is {rows[2]['speedup']:.1f}x "
-               f"faster at batch 1 and {s_speed['throughput'] / t_speed['throughput']:.1f}x in "
-               f"throughput, with {100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % "
-               "of the teacher's parameters.")  # fmt: skip
-    warnings = flags(baselines, teacher_score, {"FT student": ft["test"][head],
-                                                f"{label} student": kd["test"][head]})  # fmt: skip
+    verdict = (
+        f"{verdict_line(label, gain, head)}; the student is {rows[2]['speedup']:.1f}x "
+        f"faster at batch 1 and {s_speed['throughput'] / t_speed['throughput']:.1f}x in "
+        f"throughput, with {100 * rows[2]['parameters'] / rows[0]['parameters']:.1f} % "
+        "of the teacher's parameters."
+    )
+    warnings = flags(
+        baselines,
+        teacher_score,
+        {"FT student": ft["test"][head], f"{label} student": kd["test"][head]},
+    )
     note = baselines_note(kd.get("baselines"))
     if note:
         warnings.append(note)
-    result = {"rows": rows, "headline_metric": head, "method": method, "kd_minus_ft": gain,
-              "verdict": verdict, "flags": warnings, "seconds": time.perf_counter() - t_start,
-              "baselines": kd.get("baselines"),
-              "baselines_seconds": {"ft": (ft.get("baselines") or {}).get("lookup_seconds"),
-                                    method: (kd.get("baselines") or {}).get("lookup_seconds")},
-              "runs": {"ft": ft["run_dir"], method: kd["run_dir"]},
-              "threads": torch.get_num_threads()}  # fmt: skip
+    result = {
+        "rows": rows,
+        "headline_metric": head,
+        "method": method,
+        "kd_minus_ft": gain,
+        "verdict": verdict,
+        "flags": warnings,
+        "seconds": time.perf_counter() - t_start,
+        "baselines": kd.get("baselines"),
+        "baselines_seconds": {
+            "ft": (ft.get("baselines") or {}).get("lookup_seconds"),
+            method: (kd.get("baselines") or {}).get("lookup_seconds"),
+        },
+        "runs": {"ft": ft["run_dir"], method: kd["run_dir"]},
+        "threads": torch.get_num_threads(),
+    }
     write_json(root / "comparison.json", result)
     text = "\n".join([table, "", verdict, *warnings])
     (root / "comparison.txt").write_text(text + "\n", encoding="utf-8")

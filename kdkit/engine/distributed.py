@@ -66,7 +66,9 @@ class Dist:
     local_rank: int = 0
     backend: str | None = None
     owns_group: bool = False  # we initialised the process group, so we destroy it
-    wait_group: tdist.ProcessGroup | None = None  # a gloo group with a long timeout, for waits on rank 0's builds
+    wait_group: tdist.ProcessGroup | None = (
+        None  # a gloo group with a long timeout, for waits on rank 0's builds
+    )
 
     @property
     def enabled(self) -> bool:
@@ -137,8 +139,11 @@ class Dist:
     # ------------------------------------------------------------------ reductions
     def _comm_device(self) -> torch.device:
         # nccl moves CUDA tensors only; gloo CPU tensors
-        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else (
-            torch.device("cpu"))  # fmt: skip
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if self.backend == "nccl"
+            else (torch.device("cpu"))
+        )
 
     def weighted_mean(self, values: dict[str, float], count: int) -> dict[str, float]:
         """``sum_r count_r * values_r / sum_r count_r`` per key: the global mean of per-row means.
@@ -220,8 +225,11 @@ def launcher_env() -> tuple[int, int, int] | None:
         rank = int(os.environ["RANK"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
-        raise KdkitError("RANK/WORLD_SIZE/LOCAL_RANK are not integers", where="environment",
-                         fix="launch with `torchrun --nproc_per_node N -m kdkit run FILE`") from None  # fmt: skip
+        raise KdkitError(
+            "RANK/WORLD_SIZE/LOCAL_RANK are not integers",
+            where="environment",
+            fix="launch with `torchrun --nproc_per_node N -m kdkit run FILE`",
+        ) from None
     return rank, world, local
 
 
@@ -238,8 +246,11 @@ def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
     env = launcher_env()
     if env is None or env[1] <= 1:
         if mode in ("ddp", "fsdp") and env is None:
-            print(f"kdkit: training.distributed is {mode} but the run was not started by a "
-                  "launcher (torchrun): running on one process", file=sys.stderr)  # fmt: skip
+            print(
+                f"kdkit: training.distributed is {mode} but the run was not started by a "
+                "launcher (torchrun): running on one process",
+                file=sys.stderr,
+            )
         return Dist(), device
     rank, world, local = env
     if mode == "none":
@@ -251,8 +262,11 @@ def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
-            raise KdkitError("training.device asks for CUDA but no GPU is visible",
-                             where="training.device", fix="set training.device: cpu (or auto)")  # fmt: skip
+            raise KdkitError(
+                "training.device asks for CUDA but no GPU is visible",
+                where="training.device",
+                fix="set training.device: cpu (or auto)",
+            )
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     else:
@@ -260,8 +274,9 @@ def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
     backend = "nccl" if use_cuda else "gloo"
     owns = False
     if not tdist.is_initialized():
-        timeout = datetime.timedelta(seconds=int(os.environ.get("KDKIT_DIST_TIMEOUT",
-                                                                DEFAULT_TIMEOUT_S)))  # fmt: skip
+        timeout = datetime.timedelta(
+            seconds=int(os.environ.get("KDKIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        )
         tdist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         owns = True
     else:
@@ -357,8 +372,9 @@ class TrainModule(torch.nn.Module):
         self.student = student
         self.method = method
 
-    def forward(self, inputs: Encoded, needs: Needs, teacher_out: ModelOutput | None,
-                batch: Batch) -> LossTerms:  # fmt: skip
+    def forward(
+        self, inputs: Encoded, needs: Needs, teacher_out: ModelOutput | None, batch: Batch
+    ) -> LossTerms:
         """The method's loss terms for one (per-rank) batch (in the profiler's named regions)."""
         with region("student_forward"):
             out = self.student(inputs, needs)
@@ -396,8 +412,9 @@ def import_full(module: torch.nn.Module, shadow: torch.nn.Module) -> None:
     set_model_state_dict(module, shadow.state_dict(), options=_full())
 
 
-def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    dist: Dist) -> dict[str, Any]:  # fmt: skip
+def optimizer_state(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, dist: Dist
+) -> dict[str, Any]:
     """The optimiser's state; under FSDP gathered whole and keyed by parameter name (collective)."""
     if dist.mode != "fsdp" or not dist.enabled:
         return optimizer.state_dict()
@@ -406,8 +423,9 @@ def optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return get_optimizer_state_dict(module, optimizer, options=_full())
 
 
-def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                         state: dict[str, Any], dist: Dist) -> None:  # fmt: skip
+def load_optimizer_state(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], dist: Dist
+) -> None:
     """Inverse of :func:`optimizer_state`."""
     if dist.mode != "fsdp" or not dist.enabled:
         optimizer.load_state_dict(state)

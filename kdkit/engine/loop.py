@@ -75,9 +75,14 @@ def precision_context(device: torch.device, precision: str) -> tuple[AutocastFac
 
 
 @torch.no_grad()
-def predict_logits(model: Student, split: SplitData, batch_size: int, device: torch.device,
-                   autocast: AutocastFactory = contextlib.nullcontext,
-                   dist: Dist | None = None) -> torch.Tensor:  # fmt: skip
+def predict_logits(
+    model: Student,
+    split: SplitData,
+    batch_size: int,
+    device: torch.device,
+    autocast: AutocastFactory = contextlib.nullcontext,
+    dist: Dist | None = None,
+) -> torch.Tensor:
     """``[N, C]`` logits of a student over a split, in row order (rows sorted by length inside).
 
     Each rank predicts its whole batches of one batch plan (:func:`rank_batches`: on one process
@@ -196,10 +201,12 @@ class Trainer:
         """
         optimizer = optimizer_state(self.train_module, self.optimizer, self.dist)
         state: dict[str, Any] = {
-            "trainer": asdict(self.state), "optimizer": optimizer,
-            "schedule": self.schedule.state_dict(), "rng": rng_state(),
+            "trainer": asdict(self.state),
+            "optimizer": optimizer,
+            "schedule": self.schedule.state_dict(),
+            "rng": rng_state(),
             "method_extra": self.method.extra_state(),
-        }  # fmt: skip
+        }
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
         return state
@@ -314,8 +321,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation metrics; saves the best student and counts evaluations without gain."""
         bs = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
-        logits = predict_logits(self.student, self.validation, bs, self.device, self.autocast,
-                                dist=self.dist)  # fmt: skip
+        logits = predict_logits(
+            self.student, self.validation, bs, self.device, self.autocast, dist=self.dist
+        )
         metrics = self.task.evaluate(logits, self.validation.labels)
         head = float(metrics[self.task.headline_metric])
         st = self.state
@@ -337,9 +345,14 @@ class Trainer:
         """Train until the epochs or ``max_steps`` are done, or early stopping says stop."""
         cfg, st = self.cfg, self.state
         n = len(self.train_data)
-        bar = progress_bar(total=self.total_steps, initial=st.step, desc="train", unit="step",
-                   disable=not self.setup.progress or not self.dist.is_main,
-                   dynamic_ncols=True)  # fmt: skip
+        bar = progress_bar(
+            total=self.total_steps,
+            initial=st.step,
+            desc="train",
+            unit="step",
+            disable=not self.setup.progress or not self.dist.is_main,
+            dynamic_ncols=True,
+        )
         try:
             while st.epoch < cfg.epochs and st.step < self.total_steps and not st.stopped_early:
                 all_batches = list(batches_of(epoch_order(n, self.seed, st.epoch), cfg.batch_size))
@@ -356,8 +369,9 @@ class Trainer:
                     if self.dist.is_main:
                         self.on_event("step", step=st.step, record=record)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                    ex_s=f"{record['examples_per_s']:.0f}")  # fmt: skip
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.0f}"
+                    )
                     if cfg.eval_every and st.step % cfg.eval_every == 0:
                         self.evaluate()
                         self.save_checkpoint()

@@ -30,8 +30,10 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainingConfig) -> to
     """AdamW with the run's lr, eps and weight decay (no decay on biases and norms)."""
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps)
 
 
@@ -67,7 +69,8 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float | None)
     if not grads:
         return 0.0
     if max_norm is None:
-        norms = torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in grads
-                             if p.grad is not None])  # (always: grads holds those; for mypy)
+        norms = torch.stack(
+            [torch.linalg.vector_norm(p.grad.detach()) for p in grads if p.grad is not None]
+        )  # (always: grads holds those; for mypy)
         return float(torch.linalg.vector_norm(norms))
     return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))

@@ -100,9 +100,12 @@ def model_component(directory: str | Path, registry: Registry) -> Component:
             where=where,
             fix=f"install the distribution that provides the {ref} (pip install ...), then check "
             "that `kdkit plugins` lists it"
-            + (f"; these plugins failed to load: {', '.join(f.plugin for f in registry.failures)}"
-               if registry.failures else ""),
-        )  # fmt: skip
+            + (
+                f"; these plugins failed to load: {', '.join(f.plugin for f in registry.failures)}"
+                if registry.failures
+                else ""
+            ),
+        )
     return found
 
 

@@ -52,11 +52,15 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise KdkitError(f"unknown device {name!r}", where="training.device",
-                         fix="use auto, cpu, cuda or cuda:N") from None  # fmt: skip
+        raise KdkitError(
+            f"unknown device {name!r}", where="training.device", fix="use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise KdkitError("training.device asks for CUDA but no GPU is visible",
-                         where="training.device", fix="set training.device: cpu (or auto)")  # fmt: skip
+        raise KdkitError(
+            "training.device asks for CUDA but no GPU is visible",
+            where="training.device",
+            fix="set training.device: cpu (or auto)",
+        )
     return device
 
 
@@ -72,14 +76,21 @@ class Components:
     context: BuildContext
 
 
-def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Path,
-                     progress: bool = True) -> Components:  # fmt: skip
+def build_components(
+    resolved: ResolvedConfig, device: torch.device, run_dir: Path, progress: bool = True
+) -> Components:
     """Build task (and load its data), student, teacher and method, in that order."""
     run = resolved.run
     cache_dir = str(default_cache_dir(run.cache.dir))
-    ctx = BuildContext(device=device, seed=run.seed, cache_dir=cache_dir, run_dir=str(run_dir),
-                       kernel_impl=run.kernels.impl, max_length=run.training.max_length,
-                       extra={"progress": progress})  # fmt: skip
+    ctx = BuildContext(
+        device=device,
+        seed=run.seed,
+        cache_dir=cache_dir,
+        run_dir=str(run_dir),
+        kernel_impl=run.kernels.impl,
+        max_length=run.training.max_length,
+        extra={"progress": progress},
+    )
     # the engine alone sets the kernel choice, from the context every component is built with
     kernels.set_default_impl(ctx.kernel_impl)
     kernels.reset_last_impls()
@@ -102,9 +113,11 @@ def build_components(resolved: ResolvedConfig, device: torch.device, run_dir: Pa
     method = method_comp.component.build(method_comp.options, ctx)
     method.to(device)
     if method.requires_teacher and teacher is None:
-        raise KdkitError(f"method '{method_comp.component.name}' needs a teacher",
-                         where="teacher", fix="add a teacher section (e.g. `teacher: code-teacher`) "
-                         "or use method: ft")  # fmt: skip
+        raise KdkitError(
+            f"method '{method_comp.component.name}' needs a teacher",
+            where="teacher",
+            fix="add a teacher section (e.g. `teacher: code-teacher`) or use method: ft",
+        )
     return Components(task, splits, student, teacher, method, ctx)
 
 
@@ -127,8 +140,11 @@ def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
-            raise KdkitError("not a kdkit run directory (no config.yaml)", where=str(run_dir),
-                             fix="pass the output_dir of a run started with `kdkit run`")  # fmt: skip
+            raise KdkitError(
+                "not a kdkit run directory (no config.yaml)",
+                where=str(run_dir),
+                fix="pass the output_dir of a run started with `kdkit run`",
+            )
         return run_dir
     run_dir = resolved.output_dir()
     if (run_dir / "config.yaml").exists() and holds_progress(run_dir):
@@ -142,15 +158,17 @@ def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
     return run_dir
 
 
-def run(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *,
-        progress: bool = True) -> int:  # fmt: skip
+def run(
+    resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *, progress: bool = True
+) -> int:
     """Run one configuration; returns the exit status (0). See :func:`run_once` for the summary."""
     run_once(resolved, plugins, resume=resume, progress=progress)
     return 0
 
 
-def run_once(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *,
-             progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def run_once(
+    resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *, progress: bool = True
+) -> dict[str, Any]:
     """Run one configuration and return its summary (also written to ``summary.json``).
 
     Started by ``torchrun`` (``WORLD_SIZE > 1``), it runs data-parallel across the processes
@@ -160,8 +178,9 @@ def run_once(resolved: ResolvedConfig, plugins: Plugins, resume: str | None = No
     dist, device_name = setup(resolved.run.training.distributed, resolved.run.training.device)
     try:
         run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
-        env = RunEnv(resolved, run_dir, resolve_device(device_name), dist,
-                     progress and dist.is_main)  # fmt: skip
+        env = RunEnv(
+            resolved, run_dir, resolve_device(device_name), dist, progress and dist.is_main
+        )
         return _run_once(env, plugins, resume)
     finally:
         dist.close()
@@ -227,12 +246,19 @@ def signal_kind(needs: Needs | None, cache: CacheConfig) -> str | None:
 def tokenise(c: Components, env: RunEnv, name: str, with_teacher: bool = False) -> SplitData:
     """Split ``name`` tokenised for the student (and the teacher when ``with_teacher``)."""
     teacher = Encoder.of_teacher(c.teacher) if with_teacher and c.teacher is not None else None
-    return make_split(name, c.splits[name], bool(getattr(c.task, "is_pair", False)),
-                      env.training.max_length, Encoder.of_student(c.student), teacher)  # fmt: skip
+    return make_split(
+        name,
+        c.splits[name],
+        bool(getattr(c.task, "is_pair", False)),
+        env.training.max_length,
+        Encoder.of_student(c.student),
+        teacher,
+    )
 
 
-def teacher_signal(c: Components, env: RunEnv, train: SplitData,
-                   kind: str | None) -> TeacherSignal | None:  # fmt: skip
+def teacher_signal(
+    c: Components, env: RunEnv, train: SplitData, kind: str | None
+) -> TeacherSignal | None:
     """The training teacher signal of ``kind`` (:func:`signal_kind`); a cached one is read from
     (or built into) the teacher cache, after which the train split's teacher tokenisation is
     dropped (nothing needs it any more)."""
@@ -244,10 +270,16 @@ def teacher_signal(c: Components, env: RunEnv, train: SplitData,
     if train.teacher is None:
         raise ValueError("the train split was tokenised without the teacher")
     cache = env.resolved.run.cache
-    job = TeacherPass(c.teacher, needs, train.teacher, env.device, env.eval_batch_size,
-                      env.progress, env.dist)  # fmt: skip
-    slot = CacheSlot("train", c.task.fingerprint(), env.training.max_length, env.cache_root,
-                     cache.teacher_outputs)  # fmt: skip
+    job = TeacherPass(
+        c.teacher, needs, train.teacher, env.device, env.eval_batch_size, env.progress, env.dist
+    )
+    slot = CacheSlot(
+        "train",
+        c.task.fingerprint(),
+        env.training.max_length,
+        env.cache_root,
+        cache.teacher_outputs,
+    )
     signal = load_or_build(job, slot)
     train.teacher = None  # not needed any more: free the teacher tokenisation
     return signal
@@ -278,15 +310,28 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
     names = {s: r.component.name for s, r in resolved.components.items()}
     info = RunInfo(str(run_dir), resolved.as_dict(), 0, names)
     # rank 0 reports; the other ranks' events would repeat its numbers
-    reporters = [r.component.build(r.options, c.context) for r in resolved.reporters
-                 if dist.is_main]  # fmt: skip
+    reporters = [
+        r.component.build(r.options, c.context) for r in resolved.reporters if dist.is_main
+    ]
     events = RunEvents(info, reporters, plugins, dist.is_main)
-    trainer = Trainer(TrainSetup(student=c.student, method=c.method, task=c.task,
-                                 train=prep.train, validation=prep.validation, cfg=cfg,
-                                 seed=resolved.run.seed, device=env.device, run_dir=run_dir,
-                                 teacher_signal=prep.signal, on_event=events.on_event,
-                                 progress=env.progress, save_every=cfg.save_every,
-                                 dist=dist))  # fmt: skip
+    trainer = Trainer(
+        TrainSetup(
+            student=c.student,
+            method=c.method,
+            task=c.task,
+            train=prep.train,
+            validation=prep.validation,
+            cfg=cfg,
+            seed=resolved.run.seed,
+            device=env.device,
+            run_dir=run_dir,
+            teacher_signal=prep.signal,
+            on_event=events.on_event,
+            progress=env.progress,
+            save_every=cfg.save_every,
+            dist=dist,
+        )
+    )
     info.total_steps = trainer.total_steps
     if resume:
         trainer.restore(read_checkpoint(run_dir, *trainer.load_targets()))
@@ -312,8 +357,9 @@ class RunEvents:
     #: Trainer event kind -> the lifecycle hook that observes it.
     HOOKS = {"step": "on_step_end", "evaluation": "on_eval_end"}
 
-    def __init__(self, info: RunInfo, reporters: list[Reporter], plugins: Plugins,
-                 active: bool) -> None:  # fmt: skip
+    def __init__(
+        self, info: RunInfo, reporters: list[Reporter], plugins: Plugins, active: bool
+    ) -> None:
         self.info, self.reporters, self.plugins, self.active = info, reporters, plugins, active
 
     def start(self) -> None:
@@ -345,22 +391,33 @@ def teacher_test_metrics(c: Components, env: RunEnv, test: SplitData) -> dict[st
     """The teacher's test metrics (its logits cached like the training signal)."""
     if c.teacher is None:
         raise ValueError("the run has no teacher")
-    rows = EncodedRows.build(c.teacher.encode, split_examples(c.splits["test"], c.task.is_pair),
-                             env.training.max_length, Encoder.of_teacher(c.teacher).pad_id)  # fmt: skip
-    job = TeacherPass(c.teacher, Needs(), rows, env.device, env.eval_batch_size, env.progress,
-                      env.dist)  # fmt: skip
+    rows = EncodedRows.build(
+        c.teacher.encode,
+        split_examples(c.splits["test"], c.task.is_pair),
+        env.training.max_length,
+        Encoder.of_teacher(c.teacher).pad_id,
+    )
+    job = TeacherPass(
+        c.teacher, Needs(), rows, env.device, env.eval_batch_size, env.progress, env.dist
+    )
     cache = env.resolved.run.cache
     if cache.enabled:
-        slot = CacheSlot("test", c.task.fingerprint(), env.training.max_length, env.cache_root,
-                         cache.teacher_outputs)  # fmt: skip
+        slot = CacheSlot(
+            "test",
+            c.task.fingerprint(),
+            env.training.max_length,
+            env.cache_root,
+            cache.teacher_outputs,
+        )
         logits = load_or_build(job, slot).logits.cpu()
     else:
         logits = compute_outputs(job)["logits"]
     return c.task.evaluate(logits, test.labels)
 
 
-def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
-               registry: Registry) -> dict[str, Any]:  # fmt: skip
+def finish_run(
+    c: Components, trainer: Trainer, env: RunEnv, prep: Prepared, registry: Registry
+) -> dict[str, Any]:
     """Evaluate the best student, save it with its predictions, write the summary.
 
     ``registry`` (the run's) reloads the best student, so in-process plugins are found too.
@@ -386,18 +443,26 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
     test_metrics = c.task.evaluate(test_logits, test.labels)
     probs = torch.softmax(test_logits, -1)
     labels = list(c.task.labels)
-    lines = [json.dumps({"row": i, "label": labels[int(p.argmax())],
-                         "probability": round(float(p.max()), 6)}) for i, p in enumerate(probs)]  # fmt: skip
+    lines = [
+        json.dumps(
+            {"row": i, "label": labels[int(p.argmax())], "probability": round(float(p.max()), 6)}
+        )
+        for i, p in enumerate(probs)
+    ]
     if dist.is_main:
         atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
     teacher_summary: dict[str, Any] | None = None
     if c.teacher is not None:
-        teacher_summary = {"name": c.teacher.info.name, "parameters": c.teacher.info.num_parameters,
-                           "fingerprint": c.teacher.fingerprint(),
-                           "test": teacher_test_metrics(c, env, test)}  # fmt: skip
+        teacher_summary = {
+            "name": c.teacher.info.name,
+            "parameters": c.teacher.info.num_parameters,
+            "fingerprint": c.teacher.fingerprint(),
+            "test": teacher_test_metrics(c, env, test),
+        }
     # the task's baselines, beside the scores (cached with the data; rank 0 computes them)
-    baselines = dist.on_main(lambda: run_baselines(c.task, str(env.cache_root),
-                                                   enabled=env.training.baselines))  # fmt: skip
+    baselines = dist.on_main(
+        lambda: run_baselines(c.task, str(env.cache_root), enabled=env.training.baselines)
+    )
     kept = None
     if teacher_summary and teacher_summary["test"].get(head):
         kept = 100.0 * test_metrics[head] / teacher_summary["test"][head]
@@ -406,12 +471,17 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
         write_json(run_dir / "kernels.json", {"requested": resolved.run.kernels.impl, "ran": impls})
     summary: dict[str, Any] = {
         "status": "finished",
-        "task": c.task.name if hasattr(c.task, "name") else resolved.components["task"].component.name,
+        "task": c.task.name
+        if hasattr(c.task, "name")
+        else resolved.components["task"].component.name,
         "method": resolved.components["method"].component.name,
         "seed": resolved.run.seed,
         "headline_metric": head,
-        "student": {"name": c.student.info.name, "family": c.student.info.family,
-                    "parameters": c.student.info.num_parameters},
+        "student": {
+            "name": c.student.info.name,
+            "family": c.student.info.family,
+            "parameters": c.student.info.num_parameters,
+        },
         "teacher": teacher_summary,
         "best_step": state.best_step,
         "best_validation": val_metrics,
@@ -430,10 +500,12 @@ def finish_run(c: Components, trainer: Trainer, env: RunEnv, prep: Prepared,
         "run_dir": str(run_dir),
         "history": state.history,
         "baselines": baselines.summary_entry(),
-    }  # fmt: skip
-    student_flags = flags(from_summary(summary["baselines"]),
-                          teacher_summary["test"].get(head) if teacher_summary else None,
-                          {"student": test_metrics[head]})  # fmt: skip
+    }
+    student_flags = flags(
+        from_summary(summary["baselines"]),
+        teacher_summary["test"].get(head) if teacher_summary else None,
+        {"student": test_metrics[head]},
+    )
     summary["flags"] = student_flags + ([baselines.note] if baselines.note else [])
     if dist.enabled:
         summary["distributed"] = dist.describe()

@@ -16,8 +16,18 @@ from kdkit.engine.persist import atomic_write_text
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from kdkit.discovery import Plugins
 
-LIBRARIES = ("kdkit", "torch", "transformers", "tokenizers", "datasets", "safetensors", "pluggy",
-             "pydantic", "numpy", "triton")  # fmt: skip
+LIBRARIES = (
+    "kdkit",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "safetensors",
+    "pluggy",
+    "pydantic",
+    "numpy",
+    "triton",
+)
 
 
 def versions(plugins: Plugins | None = None) -> dict[str, Any]:
@@ -28,11 +38,16 @@ def versions(plugins: Plugins | None = None) -> dict[str, Any]:
             libs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             libs[name] = None
-    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                           "libraries": libs}  # fmt: skip
+    out: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "libraries": libs,
+    }
     if plugins is not None:
-        out["plugins"] = {n: {"distribution": o.distribution, "version": o.version}
-                          for n, o in sorted(plugins.origins.items())}  # fmt: skip
+        out["plugins"] = {
+            n: {"distribution": o.distribution, "version": o.version}
+            for n, o in sorted(plugins.origins.items())
+        }
     return out
 
 
@@ -46,22 +61,36 @@ def fmt_params(n: int | None) -> str:
 def run_table(summary: Mapping[str, Any]) -> str:
     """A readable table of one run's summary."""
     head = summary["headline_metric"]
-    rows = [("task", summary["task"]), ("method", summary["method"]),
-            ("student", f"{summary['student']['name']}  {fmt_params(summary['student']['parameters'])}")]  # fmt: skip
+    rows = [
+        ("task", summary["task"]),
+        ("method", summary["method"]),
+        (
+            "student",
+            f"{summary['student']['name']}  {fmt_params(summary['student']['parameters'])}",
+        ),
+    ]
     if summary.get("teacher"):
         t = summary["teacher"]
         rows.append(("teacher", f"{t['name']}  {fmt_params(t.get('parameters'))}"))
         if t.get("test"):
             rows.append((f"teacher test {head}", f"{t['test'][head]:.4f}"))
-    rows.append((f"best validation {head}", f"{summary['best_validation'][head]:.4f} "
-                 f"(step {summary['best_step']})"))  # fmt: skip
+    rows.append(
+        (
+            f"best validation {head}",
+            f"{summary['best_validation'][head]:.4f} (step {summary['best_step']})",
+        )
+    )
     rows.append((f"test {head}", f"{summary['test'][head]:.4f}"))
     rows.extend(baseline_rows(summary.get("baselines")))
     if summary.get("kept_percent") is not None:
         rows.append(("% of teacher kept", f"{summary['kept_percent']:.1f} %"))
     rows.append(("steps / epochs", f"{summary['steps']} / {summary['epochs_done']}"))
-    rows.append(("train time", f"{summary['train_seconds']:.1f} s "
-                 f"({summary['train_examples_per_s']:.0f} examples/s)"))  # fmt: skip
+    rows.append(
+        (
+            "train time",
+            f"{summary['train_seconds']:.1f} s ({summary['train_examples_per_s']:.0f} examples/s)",
+        )
+    )
     rows.append(("teacher signal", str(summary.get("teacher_signal"))))
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
@@ -85,8 +114,7 @@ def baseline_rows(entry: Any, split: str = "test") -> list[tuple[str, str]]:
     for key, name in BASELINE_NAMES.items():
         if key in scores["scores"]:
             lo, hi = scores["ci"][key]
-            out.append((f"{name} ({split})",
-                        f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))  # fmt: skip
+            out.append((f"{name} ({split})", f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))
     return out
 
 
@@ -94,18 +122,28 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], head: str) -> str:
     """The default job's comparison: model, params, headline metric, % kept, speed-up.
 
     Rows with a ``ci`` (the baselines) show their 95 % interval after the score."""
-    cols = ["model", "parameters", f"test {head}", "% of teacher", "latency b=1", "throughput",
-            "speed-up"]  # fmt: skip
+    cols = [
+        "model",
+        "parameters",
+        f"test {head}",
+        "% of teacher",
+        "latency b=1",
+        "throughput",
+        "speed-up",
+    ]
     body = []
     for r in rows:
-        body.append([
-            r["model"], fmt_params(r.get("parameters")),
-            f"{r[head]:.4f}" + (f" ({r['ci'][0]:.3f}-{r['ci'][1]:.3f})" if r.get("ci") else ""),
-            "-" if r.get("kept") is None else f"{r['kept']:.1f} %",
-            "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f} ms",
-            "-" if r.get("throughput") is None else f"{r['throughput']:.0f} ex/s",
-            "-" if r.get("speedup") is None else f"{r['speedup']:.1f}x",
-        ])  # fmt: skip
+        body.append(
+            [
+                r["model"],
+                fmt_params(r.get("parameters")),
+                f"{r[head]:.4f}" + (f" ({r['ci'][0]:.3f}-{r['ci'][1]:.3f})" if r.get("ci") else ""),
+                "-" if r.get("kept") is None else f"{r['kept']:.1f} %",
+                "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f} ms",
+                "-" if r.get("throughput") is None else f"{r['throughput']:.0f} ex/s",
+                "-" if r.get("speedup") is None else f"{r['speedup']:.1f}x",
+            ]
+        )
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(b) for b in body)])

@@ -83,8 +83,10 @@ def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
     is_pair = bool(getattr(job.task, "is_pair", False))
     pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
     enc = Encoder(model.encode, pad)
-    train, val, test = (make_split(name, job.splits[name], is_pair, cfg.max_length, enc)
-                        for name in ("train", "validation", "test"))  # fmt: skip
+    train, val, test = (
+        make_split(name, job.splits[name], is_pair, cfg.max_length, enc)
+        for name in ("train", "validation", "test")
+    )
     seed_everything(job.seed)
 
     def on_event(kind: str, **kw: Any) -> None:
@@ -92,9 +94,21 @@ def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
             head = job.task.headline_metric
             job.log(f"  teacher step {kw['step']}: validation {head}={kw['metrics'][head]:.4f}")
 
-    trainer = Trainer(TrainSetup(student=model, method=CrossEntropy(), task=job.task, train=train,
-                                 validation=val, cfg=cfg, seed=job.seed, device=device,
-                                 run_dir=job.work_dir, on_event=on_event, progress=job.progress))  # fmt: skip
+    trainer = Trainer(
+        TrainSetup(
+            student=model,
+            method=CrossEntropy(),
+            task=job.task,
+            train=train,
+            validation=val,
+            cfg=cfg,
+            seed=job.seed,
+            device=device,
+            run_dir=job.work_dir,
+            on_event=on_event,
+            progress=job.progress,
+        )
+    )
     trainer.fit()
     best = load_student(job.work_dir / "best" / "model", job.registry).to(device)
     bs = cfg.eval_batch_size or 2 * cfg.batch_size
@@ -115,9 +129,13 @@ def teacher_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_teacher_dir(cache_root: Path, spec: dict[str, Any], make: Callable[[], Student],
-                       train: Callable[[Student, Path], dict[str, Any]],
-                       log: Callable[[str], None] = print) -> Path:  # fmt: skip
+def cached_teacher_dir(
+    cache_root: Path,
+    spec: dict[str, Any],
+    make: Callable[[], Student],
+    train: Callable[[Student, Path], dict[str, Any]],
+    log: Callable[[str], None] = print,
+) -> Path:
     """The directory of a trained teacher; trains it (``make`` then ``train``) when missing.
 
     Training happens in a private folder that is renamed into place at the end, so a killed
@@ -134,8 +152,9 @@ def cached_teacher_dir(cache_root: Path, spec: dict[str, Any], make: Callable[[]
     log(f"kdkit: training the teacher {spec.get('preset', '')} (cached in {target} afterwards)")
     result = train(make(), work)
     model_dir = work / "best" / "model"
-    atomic_write_text(model_dir / "spec.json", json.dumps({**spec, "result": result}, indent=2,
-                                                          default=str))  # fmt: skip
+    atomic_write_text(
+        model_dir / "spec.json", json.dumps({**spec, "result": result}, indent=2, default=str)
+    )
     if not target.exists():
         os.replace(model_dir, target)
     shutil.rmtree(work, ignore_errors=True)

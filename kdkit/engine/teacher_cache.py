@@ -47,8 +47,14 @@ def cacheable(needs: Needs) -> bool:
 
 def cache_key(teacher_fp: str, data_fp: str, split: str, needs: Needs, max_length: int) -> str:
     """The directory name of one cache entry."""
-    what = {"teacher": teacher_fp, "data": data_fp, "split": split, "needs": _needs_json(needs),
-            "max_length": max_length, "version": CACHE_VERSION}  # fmt: skip
+    what = {
+        "teacher": teacher_fp,
+        "data": data_fp,
+        "split": split,
+        "needs": _needs_json(needs),
+        "max_length": max_length,
+        "version": CACHE_VERSION,
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -80,8 +86,9 @@ class CachedTeacher:
 
     kind = "cache"
 
-    def __init__(self, tensors: dict[str, torch.Tensor], needs: Needs, device: torch.device,
-                 directory: Path) -> None:  # fmt: skip
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], needs: Needs, device: torch.device, directory: Path
+    ) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.needs = needs
         self.directory = directory
@@ -94,11 +101,13 @@ class CachedTeacher:
     def __call__(self, batch: Batch) -> ModelOutput:
         """The cached outputs of ``batch.index`` rows."""
         idx = batch.index.to(self.logits.device)
-        pooled = {int(k.split(".")[1]): v[idx] for k, v in self.tensors.items()
-                  if k.startswith("pooled.")}  # fmt: skip
+        pooled = {
+            int(k.split(".")[1]): v[idx] for k, v in self.tensors.items() if k.startswith("pooled.")
+        }
         emb = self.tensors.get("embedding")
-        return ModelOutput(logits=self.logits[idx], pooled=pooled,
-                           embedding=None if emb is None else emb[idx])  # fmt: skip
+        return ModelOutput(
+            logits=self.logits[idx], pooled=pooled, embedding=None if emb is None else emb[idx]
+        )
 
 
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
@@ -168,9 +177,13 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
     teacher, needs, dist = job.teacher, job.needs, job.dist
     num_rows = len(job.rows)
     teacher_fp = teacher.fingerprint()
-    expect = {"teacher_fingerprint": teacher_fp, "data_fingerprint": slot.data_fp,
-              "split": slot.split, "max_length": slot.max_length,
-              "needs": _needs_json(needs)}  # fmt: skip
+    expect = {
+        "teacher_fingerprint": teacher_fp,
+        "data_fingerprint": slot.data_fp,
+        "split": slot.split,
+        "max_length": slot.max_length,
+        "needs": _needs_json(needs),
+    }
     key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length)
     directory = (
         Path(slot.explicit_dir) / slot.split
@@ -180,26 +193,39 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
     meta_path = directory / "meta.json"
     exists = dist.on_main(meta_path.is_file)
     if exists and not meta_path.is_file():  # only possible over several ranks
-        raise KdkitError("rank 0 sees a teacher cache this rank does not", where=str(directory),
-                         fix="put cache.dir (or KDKIT_CACHE) on storage every node shares, as "
-                         "docs/distributed.md says")  # fmt: skip
+        raise KdkitError(
+            "rank 0 sees a teacher cache this rank does not",
+            where=str(directory),
+            fix="put cache.dir (or KDKIT_CACHE) on storage every node shares, as "
+            "docs/distributed.md says",
+        )
     if exists:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
-            raise KdkitError("the teacher cache's meta.json is damaged", where=str(meta_path),
-                             fix=f"delete it with `kdkit cache clear {directory.name}`; it is "
-                             "rebuilt on the next run") from None  # fmt: skip
+            raise KdkitError(
+                "the teacher cache's meta.json is damaged",
+                where=str(meta_path),
+                fix=f"delete it with `kdkit cache clear {directory.name}`; it is "
+                "rebuilt on the next run",
+            ) from None
         _check_meta(meta, expect, directory)
         if meta.get("rows") != num_rows:
-            raise KdkitError(f"the teacher cache has {meta.get('rows')} rows, the split {num_rows}",
-                             where=str(directory),
-                             fix=f"delete it with `kdkit cache clear {directory.name}`")  # fmt: skip
+            raise KdkitError(
+                f"the teacher cache has {meta.get('rows')} rows, the split {num_rows}",
+                where=str(directory),
+                fix=f"delete it with `kdkit cache clear {directory.name}`",
+            )
         tensors = _read_shards(directory, meta)
         return CachedTeacher(tensors, needs, job.device, directory)
     tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
-    meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name,
-            "created": dist.on_main(time.time)}  # one value for the whole job  # fmt: skip
+    meta = {
+        **expect,
+        "rows": num_rows,
+        "key": key,
+        "teacher": teacher.info.name,
+        "created": dist.on_main(time.time),
+    }  # one value for the whole job
     _write_entry(directory, tensors, meta, dist)
     return CachedTeacher(tensors, needs, job.device, directory)
 
@@ -245,13 +271,15 @@ def _write_shard(tmp: Path, tensors: dict[str, torch.Tensor], i: int) -> str:
     """Write shard ``i`` (rows ``i*SHARD_ROWS ..``) into ``tmp``; returns its file name."""
     name = f"shard-{i:05d}.safetensors"
     start = i * SHARD_ROWS
-    save_file({k: v[start : start + SHARD_ROWS].contiguous() for k, v in tensors.items()},
-              str(tmp / name))  # fmt: skip
+    save_file(
+        {k: v[start : start + SHARD_ROWS].contiguous() for k, v in tensors.items()}, str(tmp / name)
+    )
     return name
 
 
-def _write_entry(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                 dist: Dist) -> None:  # fmt: skip
+def _write_entry(
+    directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], dist: Dist
+) -> None:
     """Write a cache entry from every rank: the same files as one process would write.
 
     Every rank holds all tensors (after :func:`compute_outputs`). Rank ``r`` writes shard files
@@ -283,8 +311,13 @@ def _write_entry(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[s
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish_entry(directory: Path, tmp: Path, tensors: dict[str, torch.Tensor],
-                  meta: dict[str, Any], shards: list[str]) -> None:  # fmt: skip
+def _finish_entry(
+    directory: Path,
+    tmp: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    shards: list[str],
+) -> None:
     """Write ``meta.json`` (the index) into ``tmp`` and move ``tmp`` to ``directory``."""
     meta = {**meta, "shards": shards, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -302,10 +335,12 @@ def _read_shards(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
             for k, v in load_file(str(directory / name)).items():
                 parts.setdefault(k, []).append(v)
     except (OSError, KeyError, Exception) as exc:  # safetensors raises its own error types
-        raise KdkitError(f"the teacher cache is damaged: {type(exc).__name__}: {exc}",
-                         where=str(directory),
-                         fix=f"delete it with `kdkit cache clear {directory.name}`; it is rebuilt "
-                         "on the next run") from None  # fmt: skip
+        raise KdkitError(
+            f"the teacher cache is damaged: {type(exc).__name__}: {exc}",
+            where=str(directory),
+            fix=f"delete it with `kdkit cache clear {directory.name}`; it is rebuilt "
+            "on the next run",
+        ) from None
     return {k: torch.cat(v) for k, v in parts.items()}
 
 

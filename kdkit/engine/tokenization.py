@@ -28,8 +28,9 @@ def default_cache_dir(configured: str | None = None) -> Path:
     return Path(cache_root(configured))
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | Path,
-                        key: str) -> PreTrainedTokenizerFast:  # fmt: skip
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, cache_dir: str | Path, key: str
+) -> PreTrainedTokenizerFast:
     """Train (or load from cache) a byte-level BPE tokenizer; returns a HF fast tokenizer.
 
     Args:
@@ -41,8 +42,12 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | 
     return train_student_tokenizer(list(texts), vocab_size, cache_dir, key)
 
 
-def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example], max_length: int,
-                    prefix_tokens: Sequence[int] = ()) -> Encoded:  # fmt: skip
+def encode_examples(
+    tokenizer: PreTrainedTokenizerFast,
+    examples: Sequence[Example],
+    max_length: int,
+    prefix_tokens: Sequence[int] = (),
+) -> Encoded:
     """Tokenise examples with a HF fast tokenizer into an :class:`Encoded` with offsets.
 
     ``prefix_tokens`` are inserted after the first token (UniXcoder's encoder-only input

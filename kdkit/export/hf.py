@@ -34,8 +34,11 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
             fix=f"export it as ONNX instead: kdkit export {model_dir} --format onnx",
         )
     if out.exists() and any(out.iterdir()):
-        raise KdkitError("the output directory is not empty", where=str(out),
-                         fix="choose a new --out directory (kdkit never overwrites)")  # fmt: skip
+        raise KdkitError(
+            "the output directory is not empty",
+            where=str(out),
+            fix="choose a new --out directory (kdkit never overwrites)",
+        )
     shutil.copytree(model_dir, out, dirs_exist_ok=True)
     labels = read_model_meta(model_dir).get("labels")
     num_labels = len(config.get("id2label") or {}) or int(config.get("num_labels") or 0)

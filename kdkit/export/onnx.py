@@ -54,14 +54,18 @@ def onnx_available() -> bool:
     """Whether onnx, onnxscript (the exporter) and onnxruntime (parity, timings) are installed."""
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+    return all(
+        importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime")
+    )
 
 
 def require_onnx() -> None:
     """Raise a :class:`KdkitError` naming the extra when the ONNX packages are missing."""
     if not onnx_available():
-        raise KdkitError("ONNX export needs onnx, onnxscript and onnxruntime, which are not installed",
-                         fix=_EXTRA_HINT)  # fmt: skip
+        raise KdkitError(
+            "ONNX export needs onnx, onnxscript and onnxruntime, which are not installed",
+            fix=_EXTRA_HINT,
+        )
 
 
 @dataclass
@@ -94,12 +98,17 @@ class OnnxExport:
 
 def _inputs(encoded: Encoded, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
     """The tensors of ``encoded`` in the order of ``names`` (int64)."""
-    table = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask, **encoded.extra}
+    table = {
+        "input_ids": encoded.input_ids,
+        "attention_mask": encoded.attention_mask,
+        **encoded.extra,
+    }
     missing = [n for n in names if n not in table]
     if missing:
-        raise KdkitError(f"the model's export graph takes {missing}, which its encoding lacks",
-                         fix="the student's export_module().input_names must name inputs its "
-                         "encode() gives")  # fmt: skip
+        raise KdkitError(
+            f"the model's export graph takes {missing}, which its encoding lacks",
+            fix="the student's export_module().input_names must name inputs its encode() gives",
+        )
     return tuple(table[n].to(torch.long) for n in names)
 
 
@@ -107,23 +116,34 @@ def export_module_of(student: Any) -> torch.nn.Module:
     """The student's ``export_module()``, with a clear error for a kind that has none."""
     make = getattr(student, "export_module", None)
     if make is None:
-        raise KdkitError(f"the model {student.info.name} ({type(student).__name__}) cannot be "
-                         "exported: it has no export_module()",
-                         fix="its plugin must give the student an export_module() returning an "
-                         "nn.Module (input_names -> logits); see docs/export.md")  # fmt: skip
+        raise KdkitError(
+            f"the model {student.info.name} ({type(student).__name__}) cannot be "
+            "exported: it has no export_module()",
+            fix="its plugin must give the student an export_module() returning an "
+            "nn.Module (input_names -> logits); see docs/export.md",
+        )
     # a private copy: the exporter leaves state on the modules it traces (a second export of
     # the same modules in one process came out with a fixed sequence length)
     module = copy.deepcopy(make()).eval()
     if not getattr(module, "input_names", None):
-        raise KdkitError(f"the export module of {student.info.name} names no inputs",
-                         fix="set input_names on the module export_module() returns")  # fmt: skip
+        raise KdkitError(
+            f"the export module of {student.info.name} names no inputs",
+            fix="set input_names on the module export_module() returns",
+        )
     return module
 
 
-def export_onnx(student: Any, out: str | Path, *, examples: Sequence[Example] = SAMPLE_CODE,
-                max_length: int = 128, model_dir: str | Path | None = None,
-                labels: Sequence[str] | None = None, time_it: bool = True,
-                throughput_batch: int = 32) -> OnnxExport:  # fmt: skip
+def export_onnx(
+    student: Any,
+    out: str | Path,
+    *,
+    examples: Sequence[Example] = SAMPLE_CODE,
+    max_length: int = 128,
+    model_dir: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    time_it: bool = True,
+    throughput_batch: int = 32,
+) -> OnnxExport:
     """Export ``student`` to ``out/model.onnx``, check it against PyTorch, and time both.
 
     Args:
@@ -139,8 +159,11 @@ def export_onnx(student: Any, out: str | Path, *, examples: Sequence[Example] = 
     require_onnx()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise KdkitError("the output directory is not empty", where=str(out),
-                         fix="choose a new --out directory (kdkit never overwrites)")  # fmt: skip
+        raise KdkitError(
+            "the output directory is not empty",
+            where=str(out),
+            fix="choose a new --out directory (kdkit never overwrites)",
+        )
     out.mkdir(parents=True, exist_ok=True)
     student = student.to("cpu").eval()
     module = export_module_of(student)
@@ -151,35 +174,60 @@ def export_onnx(student: Any, out: str | Path, *, examples: Sequence[Example] = 
     exporter = getattr(module, "onnx_exporter", "dynamo")
     with torch.no_grad():
         if exporter == "torchscript":  # the module says the tracing exporter is exact for it
-            torch.onnx.export(module, sample, str(path), input_names=list(names),
-                              output_names=["logits"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})  # fmt: skip
+            torch.onnx.export(
+                module,
+                sample,
+                str(path),
+                input_names=list(names),
+                output_names=["logits"],
+                opset_version=OPSET,
+                dynamo=False,
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+            )
         else:
             batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-            torch.onnx.export(module, sample, str(path), input_names=list(names),
-                              output_names=["logits"], opset_version=OPSET, dynamo=True,
-                              dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
-                              verbose=False)  # fmt: skip
+            torch.onnx.export(
+                module,
+                sample,
+                str(path),
+                input_names=list(names),
+                output_names=["logits"],
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
+                verbose=False,
+            )
     fixed = fixed_axes(path)
     if fixed:  # never hand out a graph that only takes the traced shape
-        raise KdkitError(f"the exported graph has fixed axes {fixed} instead of dynamic ones",
-                         where=str(path), fix="export in a fresh process (kdkit export ...); "
-                         "if it persists, report it with the model kind")  # fmt: skip
+        raise KdkitError(
+            f"the exported graph has fixed axes {fixed} instead of dynamic ones",
+            where=str(path),
+            fix="export in a fresh process (kdkit export ...); "
+            "if it persists, report it with the model kind",
+        )
     session = ort_session(path)
     diff, agree = parity(module, session, names, encoded)
     result = OnnxExport(path, names, OPSET, diff, agree)
     if time_it:
-        result.timings = compare_timings(student, session, names, list(examples), max_length,
-                                         batch=throughput_batch)  # fmt: skip
+        result.timings = compare_timings(
+            student, session, names, list(examples), max_length, batch=throughput_batch
+        )
     tokenizer = getattr(student, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     if model_dir is not None and (Path(model_dir) / "config.json").is_file():
         shutil.copy2(Path(model_dir) / "config.json", out / "config.json")
-    meta = {"format": "onnx", "opset": OPSET, "inputs": list(names), "outputs": ["logits"],
-            "dynamic_axes": {n: {"0": "batch", "1": "sequence"} for n in names},
-            "labels": list(labels) if labels else None, "model": student.info.name,
-            "parity": {"max_abs_diff": diff, "argmax_agreement": agree}, "timings": result.timings}  # fmt: skip
+    meta = {
+        "format": "onnx",
+        "opset": OPSET,
+        "inputs": list(names),
+        "outputs": ["logits"],
+        "dynamic_axes": {n: {"0": "batch", "1": "sequence"} for n in names},
+        "labels": list(labels) if labels else None,
+        "model": student.info.name,
+        "parity": {"max_abs_diff": diff, "argmax_agreement": agree},
+        "timings": result.timings,
+    }
     (out / "onnx.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -212,8 +260,9 @@ def run_session(session: Any, names: Sequence[str], encoded: Encoded) -> torch.T
     return torch.from_numpy(session.run(["logits"], feeds)[0])
 
 
-def parity(module: torch.nn.Module, session: Any, names: Sequence[str],
-           encoded: Encoded) -> tuple[float, float]:  # fmt: skip
+def parity(
+    module: torch.nn.Module, session: Any, names: Sequence[str], encoded: Encoded
+) -> tuple[float, float]:
     """(max |ONNX - PyTorch| over the logits, fraction of equal argmaxes) on ``encoded``."""
     with torch.no_grad():
         ref = module(*_inputs(encoded, names)).float()
@@ -235,8 +284,16 @@ def _median_seconds(fn: Callable[[], Any], *, repeats: int) -> float:
     return statistics.median(times)
 
 
-def compare_timings(student: Any, session: Any, names: Sequence[str], examples: Sequence[Example],
-                    max_length: int, *, batch: int = 32, repeats: int = 10) -> dict[str, dict[str, float]]:  # fmt: skip
+def compare_timings(
+    student: Any,
+    session: Any,
+    names: Sequence[str],
+    examples: Sequence[Example],
+    max_length: int,
+    *,
+    batch: int = 32,
+    repeats: int = 10,
+) -> dict[str, dict[str, float]]:
     """Latency (batch 1, median ms) and throughput (examples/s at ``batch``): PyTorch vs ORT.
 
     Both run the same tokenised inputs on the CPU in this process, one after the other, so their
@@ -255,6 +312,9 @@ def compare_timings(student: Any, session: Any, names: Sequence[str], examples: 
         for name, run in runners.items():
             latency = _median_seconds(partial(run, one), repeats=repeats)
             per_batch = _median_seconds(partial(run, many), repeats=max(3, repeats // 3))
-            out[name] = {"latency_ms": round(1000 * latency, 3),
-                         "throughput": round(len(big) / per_batch, 1), "throughput_batch": len(big)}  # fmt: skip
+            out[name] = {
+                "latency_ms": round(1000 * latency, 3),
+                "throughput": round(len(big) / per_batch, 1),
+                "throughput_batch": len(big),
+            }
     return out

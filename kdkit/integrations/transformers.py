@@ -55,9 +55,12 @@ def model_info(model: nn.Module, name: str) -> ModelInfo:
     """kdkit's :class:`~kdkit.api.ModelInfo` of an HF model (from its ``config``)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "num_hidden_layers"):
-        raise KdkitError(f"the {name} has no transformers config with num_hidden_layers",
-                         where=name, fix="pass a transformers PreTrainedModel (e.g. "
-                         "AutoModelForSequenceClassification.from_pretrained(...))")  # fmt: skip
+        raise KdkitError(
+            f"the {name} has no transformers config with num_hidden_layers",
+            where=name,
+            fix="pass a transformers PreTrainedModel (e.g. "
+            "AutoModelForSequenceClassification.from_pretrained(...))",
+        )
     return ModelInfo(
         name=getattr(config, "_name_or_path", "") or type(model).__name__,
         family=getattr(config, "model_type", "") or "hf",
@@ -80,12 +83,14 @@ def build_method(
         opts = component.config(**dict(options or {}))
     except ValidationError as exc:
         accepted = ", ".join(component.config.model_fields) or "no options"
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}"
-                             for e in exc.errors())  # fmt: skip
-        raise KdkitError(f"invalid options of method '{method}': {problems}",
-                         where="method_options",
-                         fix=f"'{method}' accepts: {accepted} (kdkit plugins --kind kd_method "
-                         "shows them)") from exc  # fmt: skip
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise KdkitError(
+            f"invalid options of method '{method}': {problems}",
+            where="method_options",
+            fix=f"'{method}' accepts: {accepted} (kdkit plugins --kind kd_method shows them)",
+        ) from exc
     return component.build(opts, context)
 
 
@@ -94,8 +99,11 @@ def hf_output(outputs: Any, needs: Needs, attention_mask: torch.Tensor) -> Model
     states = outputs.hidden_states  # tuple of num_layers + 1 tensors [B, L, H]; 0 = embeddings
     wanted = set(needs.hidden_layers) | set(needs.pooled_layers)
     if (wanted or needs.embedding) and states is None:
-        raise KdkitError("the model returned no hidden states", where="DistillationTrainer",
-                         fix="use a transformers model that supports output_hidden_states")  # fmt: skip
+        raise KdkitError(
+            "the model returned no hidden states",
+            where="DistillationTrainer",
+            fix="use a transformers model that supports output_hidden_states",
+        )
     B, L = attention_mask.shape
     pos = torch.arange(L, device=attention_mask.device)
     offsets = torch.stack([pos, pos + 1], -1).expand(B, L, 2)  # token i spans [i, i+1)
@@ -125,20 +133,30 @@ class DistillationTrainer(Trainer):
     are logged beside ``loss`` as ``kd/<term>`` at every logging step.
     """
 
-    def __init__(self, *args: Any, teacher: PreTrainedModel | None = None, method: str = "kd",
-                 method_options: Mapping[str, Any] | None = None, plugins: Any = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *args: Any,
+        teacher: PreTrainedModel | None = None,
+        method: str = "kd",
+        method_options: Mapping[str, Any] | None = None,
+        plugins: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         assert isinstance(self.model, torch.nn.Module)  # Trainer requires a model here
         student_info = model_info(self.model, "student")
         teacher_info = model_info(teacher, "teacher") if teacher is not None else None
-        context = BuildContext(device=self.args.device, seed=self.args.seed,
-                               teacher=teacher_info, student=student_info)  # fmt: skip
+        context = BuildContext(
+            device=self.args.device, seed=self.args.seed, teacher=teacher_info, student=student_info
+        )
         self.kd_method = build_method(method, method_options, context, plugins)
         self.method_name = method
         if self.kd_method.requires_teacher and teacher is None:
-            raise KdkitError(f"method '{method}' needs a teacher", where="DistillationTrainer",
-                             fix="pass teacher=..., or use method='ft'")  # fmt: skip
+            raise KdkitError(
+                f"method '{method}' needs a teacher",
+                where="DistillationTrainer",
+                fix="pass teacher=..., or use method='ft'",
+            )
         self.kd_method.to(self.args.device)
         self.teacher = teacher
         if teacher is not None:
@@ -161,8 +179,13 @@ class DistillationTrainer(Trainer):
 
     # -- the loss -------------------------------------------------------------------------------
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:  # fmt: skip
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         """The sum of the KD method's loss terms on this batch (student and teacher outputs)."""
         labels = next((inputs[k] for k in _NOT_INPUTS if k in inputs), None)
         features = {k: v for k, v in inputs.items() if k not in _NOT_INPUTS}
@@ -186,19 +209,28 @@ class DistillationTrainer(Trainer):
                 hidden_states={k: v.detach() for k, v in teacher.hidden_states.items()},
                 pooled={k: v.detach() for k, v in teacher.pooled.items()},
                 embedding=None if teacher.embedding is None else teacher.embedding.detach(),
-                attention_mask=mask, offsets=teacher.offsets,
-            )  # fmt: skip
+                attention_mask=mask,
+                offsets=teacher.offsets,
+            )
         B = input_ids.shape[0]
         if labels is None:
             labels = torch.full((B,), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
         # offsets may be None (no CKD-style alignment needed); Encoded carries it through as is
         encoded = Encoded(input_ids, mask, cast(torch.Tensor, student.offsets))
         state = self.state
-        batch = Batch(texts=[""] * B, labels=labels.long(), index=torch.arange(B),
-                      student=encoded, teacher=encoded,
-                      split="train" if model.training else "validation",
-                      progress=Progress(step=state.global_step, total_steps=state.max_steps,
-                                        epoch=int(state.epoch or 0)) if model.training else None)  # fmt: skip
+        batch = Batch(
+            texts=[""] * B,
+            labels=labels.long(),
+            index=torch.arange(B),
+            student=encoded,
+            teacher=encoded,
+            split="train" if model.training else "validation",
+            progress=Progress(
+                step=state.global_step, total_steps=state.max_steps, epoch=int(state.epoch or 0)
+            )
+            if model.training
+            else None,
+        )
         terms = self.kd_method(student, teacher, batch)
         loss = sum(terms.values())
         if model.training:
@@ -211,8 +243,7 @@ class DistillationTrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """The Trainer's logs, with ``kd/<term>`` means since the last training log."""
         if "loss" in logs and self._term_count:
-            logs = {**logs, **{f"kd/{k}": v / self._term_count
-                               for k, v in self._term_sums.items()}}  # fmt: skip
+            logs = {**logs, **{f"kd/{k}": v / self._term_count for k, v in self._term_sums.items()}}
             self._term_sums, self._term_count = {}, 0
         super().log(logs, *args, **kwargs)
 

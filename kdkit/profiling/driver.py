@@ -74,48 +74,66 @@ def parse_impls(text: str) -> list[str]:
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     bad = [n for n in names if n not in kernels.IMPLS]
     if not names or bad:
-        raise KdkitError(f"--compare-impl {text!r}: unknown implementation(s) {bad or '(none)'}",
-                         where="--compare-impl",
-                         fix=f"a comma-separated list of: {', '.join(kernels.IMPLS)}")  # fmt: skip
+        raise KdkitError(
+            f"--compare-impl {text!r}: unknown implementation(s) {bad or '(none)'}",
+            where="--compare-impl",
+            fix=f"a comma-separated list of: {', '.join(kernels.IMPLS)}",
+        )
     if len(set(names)) != len(names):
-        raise KdkitError(f"--compare-impl {text!r} names an implementation twice",
-                         where="--compare-impl", fix="name each implementation once")  # fmt: skip
+        raise KdkitError(
+            f"--compare-impl {text!r} names an implementation twice",
+            where="--compare-impl",
+            fix="name each implementation once",
+        )
     return names
 
 
 def check_counts(options: ProfileOptions) -> None:
     """Refuse step counts that cannot give a profile (exit 2)."""
     if options.steps <= 0:
-        raise KdkitError(f"--steps must be at least 1 (got {options.steps})", where="--steps",
-                         fix="e.g. --steps 10")  # fmt: skip
+        raise KdkitError(
+            f"--steps must be at least 1 (got {options.steps})",
+            where="--steps",
+            fix="e.g. --steps 10",
+        )
     if options.warmup < 0:
-        raise KdkitError(f"--warmup cannot be negative (got {options.warmup})",
-                         where="--warmup", fix="e.g. --warmup 3 (0: no warm-up)")  # fmt: skip
+        raise KdkitError(
+            f"--warmup cannot be negative (got {options.warmup})",
+            where="--warmup",
+            fix="e.g. --warmup 3 (0: no warm-up)",
+        )
 
 
 def check_options(options: ProfileOptions, device: torch.device) -> None:
     """Refuse options that cannot give a profile on ``device`` (exit 2), before anything is built."""
     check_counts(options)
     if options.capture_step and device.type != "cuda":
-        raise KdkitError("--capture-step brackets a step with the CUDA profiler API, but the run "
-                         f"computes on {device}", where="--capture-step",
-                         fix="run on a GPU (training.device: cuda), or drop --capture-step")  # fmt: skip
+        raise KdkitError(
+            "--capture-step brackets a step with the CUDA profiler API, but the run "
+            f"computes on {device}",
+            where="--capture-step",
+            fix="run on a GPU (training.device: cuda), or drop --capture-step",
+        )
     env = os.environ.get(dispatch.ENV_VAR, "").strip()
     if options.impls and env:
-        raise KdkitError(f"{dispatch.ENV_VAR}={env} overrides every implementation --compare-impl "
-                         "asks for", where=dispatch.ENV_VAR,
-                         fix=f"unset {dispatch.ENV_VAR} for the comparison")  # fmt: skip
+        raise KdkitError(
+            f"{dispatch.ENV_VAR}={env} overrides every implementation --compare-impl asks for",
+            where=dispatch.ENV_VAR,
+            fix=f"unset {dispatch.ENV_VAR} for the comparison",
+        )
     for impl in options.impls or []:
         if impl != "triton":
             continue
         blocker = dispatch.triton_blocker([torch.empty(1, device=device)], None)
         if blocker is not None:
-            raise KdkitError(f"the Triton implementation cannot run on {device}: {blocker}",
-                             where="--compare-impl",
-                             fix="profile on a CUDA device with Triton installed, set "
-                             "TRITON_INTERPRET=1 for a functional (not a timing) comparison on "
-                             "CPU, or compare only implementations that run here "
-                             "(--compare-impl reference)")  # fmt: skip
+            raise KdkitError(
+                f"the Triton implementation cannot run on {device}: {blocker}",
+                where="--compare-impl",
+                fix="profile on a CUDA device with Triton installed, set "
+                "TRITON_INTERPRET=1 for a functional (not a timing) comparison on "
+                "CPU, or compare only implementations that run here "
+                "(--compare-impl reference)",
+            )
 
 
 def profile_dir(resolved: ResolvedConfig, out: Path | None) -> Path:
@@ -135,17 +153,23 @@ def profile_dir(resolved: ResolvedConfig, out: Path | None) -> Path:
             out = base.with_name(f"{base.name}-{n}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise KdkitError("the profile output is a file", where=str(out),
-                         fix="choose a directory with --out DIR")  # fmt: skip
+        raise KdkitError(
+            "the profile output is a file", where=str(out), fix="choose a directory with --out DIR"
+        )
     if out.is_dir():
         if (out / "config.yaml").exists() or holds_progress(out):
-            raise KdkitError("--out is a run directory: a profile never writes into a run's "
-                             "results", where=str(out),
-                             fix="choose another directory with --out DIR (default: a fresh "
-                             "profiles/<task>-<method>-<student>)")  # fmt: skip
+            raise KdkitError(
+                "--out is a run directory: a profile never writes into a run's results",
+                where=str(out),
+                fix="choose another directory with --out DIR (default: a fresh "
+                "profiles/<task>-<method>-<student>)",
+            )
         if any(out.iterdir()) and not (out / SUMMARY).exists():
-            raise KdkitError("--out exists and is neither empty nor an earlier profile",
-                             where=str(out), fix="choose a new or empty directory with --out DIR")  # fmt: skip
+            raise KdkitError(
+                "--out exists and is neither empty nor an earlier profile",
+                where=str(out),
+                fix="choose a new or empty directory with --out DIR",
+            )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -178,9 +202,14 @@ def top_operators(prof: Any, n: int, steps: int, cuda: bool) -> list[dict[str, A
     for evt in prof.key_averages():
         if evt.key.startswith(PREFIX) or evt.key.startswith("ProfilerStep"):
             continue
-        rows.append({"name": evt.key, "calls_per_step": evt.count / steps,
-                     "self_ms_per_step": _self_time_us(evt, cuda) / 1000.0 / steps,
-                     "self_cpu_ms_per_step": float(evt.self_cpu_time_total) / 1000.0 / steps})  # fmt: skip
+        rows.append(
+            {
+                "name": evt.key,
+                "calls_per_step": evt.count / steps,
+                "self_ms_per_step": _self_time_us(evt, cuda) / 1000.0 / steps,
+                "self_cpu_ms_per_step": float(evt.self_cpu_time_total) / 1000.0 / steps,
+            }
+        )
     rows.sort(key=lambda r: r["self_ms_per_step"], reverse=True)
     total = sum(r["self_ms_per_step"] for r in rows) or 1.0
     for r in rows:
@@ -216,11 +245,21 @@ class _Session:
         _restore(self.c.student, self.student0)
         _restore(self.c.method, self.method0)
         seed_everything(self.resolved.run.seed)
-        return Trainer(TrainSetup(student=self.c.student, method=self.c.method, task=self.c.task,
-                                  train=self.prep.train, validation=self.prep.validation,
-                                  cfg=self.resolved.run.training, seed=self.resolved.run.seed,
-                                  device=self.device, run_dir=self.out,
-                                  teacher_signal=self.prep.signal, progress=False))  # fmt: skip
+        return Trainer(
+            TrainSetup(
+                student=self.c.student,
+                method=self.c.method,
+                task=self.c.task,
+                train=self.prep.train,
+                validation=self.prep.validation,
+                cfg=self.resolved.run.training,
+                seed=self.resolved.run.seed,
+                device=self.device,
+                run_dir=self.out,
+                teacher_signal=self.prep.signal,
+                progress=False,
+            )
+        )
 
 
 def _step(trainer: Trainer, rows: list[int]) -> dict[str, float]:
@@ -250,8 +289,11 @@ def _memory_step(trainer: Trainer, rows: list[int], device: torch.device) -> dic
     maxrss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if maxrss_end > maxrss_start:  # the all-time peak rose during the step: it is the step's
         peak = max(peak, maxrss_end * 1024)
-    memory: dict[str, Any] = {"rss_start_bytes": rss_start, "rss_peak_bytes": peak,
-                              "rss_rise_bytes": max(0, peak - rss_start)}  # fmt: skip
+    memory: dict[str, Any] = {
+        "rss_start_bytes": rss_start,
+        "rss_peak_bytes": peak,
+        "rss_rise_bytes": max(0, peak - rss_start),
+    }
     if cuda:
         memory["cuda_start_allocated_bytes"] = cuda_start
         memory["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -289,15 +331,17 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
     losses: list[float] = []  # the same batches and weights for every impl: these must agree
     prof = None
     with recording(recorder):
-        ctx = (torch.profiler.profile(activities=activities) if not options.capture_step
-               else None)  # fmt: skip
+        ctx = torch.profiler.profile(activities=activities) if not options.capture_step else None
         if ctx is not None:
             prof = ctx.__enter__()
         try:
             for _ in range(options.steps):
                 rows = next(batches)
                 if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start, end = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
                     start.record()
                     losses.append(_step(trainer, rows)["loss"])
                     end.record()
@@ -330,8 +374,12 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
         "impl": label,
         "dispatch": ran,
         "timing": "cuda-events" if cuda else "host-clock",
-        "step_ms": {"mean": step_ms, "median": 1000.0 * statistics.median(step_s),
-                    "min": 1000.0 * min(step_s), "all": [1000.0 * s for s in step_s]},
+        "step_ms": {
+            "mean": step_ms,
+            "median": 1000.0 * statistics.median(step_s),
+            "min": 1000.0 * min(step_s),
+            "all": [1000.0 * s for s in step_s],
+        },
         "regions": regions,
         "unattributed_ms_per_step": step_ms - attributed,
         "coverage": attributed / step_ms if step_ms else math.nan,
@@ -345,8 +393,9 @@ def profile_impl(session: _Session, impl: str | None, options: ProfileOptions) -
     }
 
 
-def profile_run(resolved: ResolvedConfig, plugins: Plugins, options: ProfileOptions, *,
-                progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def profile_run(
+    resolved: ResolvedConfig, plugins: Plugins, options: ProfileOptions, *, progress: bool = False
+) -> dict[str, Any]:
     """Profile ``resolved``'s training steps; writes ``profile.json``, the traces and the plot.
 
     Returns the summary (the content of ``profile.json``).
@@ -363,9 +412,13 @@ def profile_run(resolved: ResolvedConfig, plugins: Plugins, options: ProfileOpti
     results = [profile_impl(session, impl, options) for impl in impls]
     names = {s: r.component.name for s, r in resolved.components.items()}
     summary: dict[str, Any] = {
-        "run": {"source": resolved.source or "<embedded default run>", **names,
-                "seed": resolved.run.seed, "batch_size": resolved.run.training.batch_size,
-                "max_length": resolved.run.training.max_length},
+        "run": {
+            "source": resolved.source or "<embedded default run>",
+            **names,
+            "seed": resolved.run.seed,
+            "batch_size": resolved.run.training.batch_size,
+            "max_length": resolved.run.training.max_length,
+        },
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -400,9 +453,15 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in results[1:]:
         b_mem, r_mem = base["memory"][key], r["memory"][key]
-        out.append({"impl": r["impl"], "over": base["impl"],
-                    "step_time": r["step_ms"]["mean"] / base["step_ms"]["mean"],
-                    "memory": (r_mem / b_mem) if b_mem else None, "memory_measure": key})  # fmt: skip
+        out.append(
+            {
+                "impl": r["impl"],
+                "over": base["impl"],
+                "step_time": r["step_ms"]["mean"] / base["step_ms"]["mean"],
+                "memory": (r_mem / b_mem) if b_mem else None,
+                "memory_measure": key,
+            }
+        )
     return out
 
 
@@ -410,18 +469,23 @@ def notes(results: list[dict[str, Any]], device: torch.device) -> list[str]:
     """What the reader must know before reading the numbers."""
     out = []
     if any(r["interpreted"] for r in results):
-        out.append("the Triton kernels ran in the CPU interpreter (TRITON_INTERPRET=1): their "
-                   "CPU timings mean nothing; this comparison is functional only")  # fmt: skip
+        out.append(
+            "the Triton kernels ran in the CPU interpreter (TRITON_INTERPRET=1): their "
+            "CPU timings mean nothing; this comparison is functional only"
+        )
     if any(not r["dispatch"] for r in results):
-        out.append("the method called no fused kernel op: every implementation runs the same "
-                   "code")  # fmt: skip
+        out.append("the method called no fused kernel op: every implementation runs the same code")
     if device.type == "cpu":
-        out.append("CPU: regions timed with the host clock under torch.profiler (which adds "
-                   "per-operator overhead); memory is the resident set's rise, sampled at the "
-                   "region edges")  # fmt: skip
+        out.append(
+            "CPU: regions timed with the host clock under torch.profiler (which adds "
+            "per-operator overhead); memory is the resident set's rise, sampled at the "
+            "region edges"
+        )
         if len(results) > 1:
-            out.append("CPU memory of later implementations is measured after the earlier ones "
-                       "in the same process (the allocator keeps what it freed)")  # fmt: skip
+            out.append(
+                "CPU memory of later implementations is measured after the earlier ones "
+                "in the same process (the allocator keeps what it freed)"
+            )
     return out
 
 

@@ -143,8 +143,12 @@ class _Range:
             self._rf.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._rf is not None:
             self._rf.__exit__(exc_type, exc, tb)
         rec = self._rec

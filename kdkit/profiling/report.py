@@ -20,15 +20,23 @@ def _mb(n: int | None) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(  # noqa: E731
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths))
     )
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
 def operator_table(result: dict[str, Any]) -> str:
     """The top operators by self time of one implementation's measured steps."""
-    rows = [[op["name"][:60], f"{op['calls_per_step']:.0f}", f"{op['self_ms_per_step']:.3f}",
-             f"{100 * op['share_of_op_time']:.1f} %"] for op in result["top_operators"]]  # fmt: skip
+    rows = [
+        [
+            op["name"][:60],
+            f"{op['calls_per_step']:.0f}",
+            f"{op['self_ms_per_step']:.3f}",
+            f"{100 * op['share_of_op_time']:.1f} %",
+        ]
+        for op in result["top_operators"]
+    ]
     return _table(["operator", "calls/step", "self ms/step", "of op time"], rows)
 
 
@@ -46,11 +54,15 @@ def memory_lines(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         m = r["memory"]
-        text = (f"  {r['impl']}: CPU RSS rise {_mb(m['rss_rise_bytes'])} (peak "
-                f"{_mb(m['rss_peak_bytes'])})")  # fmt: skip
+        text = (
+            f"  {r['impl']}: CPU RSS rise {_mb(m['rss_rise_bytes'])} (peak "
+            f"{_mb(m['rss_peak_bytes'])})"
+        )
         if "cuda_max_allocated_bytes" in m:
-            text += (f"; CUDA max allocated {_mb(m['cuda_max_allocated_bytes'])} "
-                     f"({_mb(m['cuda_rise_bytes'])} above the step's start)")  # fmt: skip
+            text += (
+                f"; CUDA max allocated {_mb(m['cuda_max_allocated_bytes'])} "
+                f"({_mb(m['cuda_rise_bytes'])} above the step's start)"
+            )
         lines.append(text)
     return "\n".join(lines)
 
@@ -69,15 +81,18 @@ def region_table(summary: dict[str, Any]) -> str:
         row = [teacher_label if name == "teacher" else name]
         for r in results:
             reg = r["regions"].get(name)
-            row += ([f"{reg['ms_per_step']:.3f}", f"{100 * reg['share']:.1f} %"] if reg
-                    else ["-", "-"])  # fmt: skip
+            row += (
+                [f"{reg['ms_per_step']:.3f}", f"{100 * reg['share']:.1f} %"] if reg else ["-", "-"]
+            )
         rows.append(row)
     un = ["(outside the regions)"]
     step = ["step (measured)"]
     for r in results:
         mean = r["step_ms"]["mean"]
-        un += [f"{r['unattributed_ms_per_step']:.3f}",
-               f"{100 * r['unattributed_ms_per_step'] / mean:.1f} %"]  # fmt: skip
+        un += [
+            f"{r['unattributed_ms_per_step']:.3f}",
+            f"{100 * r['unattributed_ms_per_step'] / mean:.1f} %",
+        ]
         step += [f"{mean:.3f}", "100.0 %"]
     return _table(header, [*rows, un, step])
 
@@ -96,19 +111,28 @@ def render(summary: dict[str, Any]) -> str:
         if r["top_operators"]:
             parts += ["", f"top operators by self time ({r['impl']}):", operator_table(r)]
     parts += ["", "fused ops (dispatch record):", dispatch_lines(results)]
-    parts += ["", "peak memory (one step after the warm-up, outside the profiler):",
-              memory_lines(results)]  # fmt: skip
+    parts += [
+        "",
+        "peak memory (one step after the warm-up, outside the profiler):",
+        memory_lines(results),
+    ]
     for r in summary["ratios"]:
         mem = "-" if r["memory"] is None else f"{r['memory']:.2f}x"
-        parts.append(f"  {r['impl']} / {r['over']}: step time {r['step_time']:.2f}x, "
-                     f"memory ({r['memory_measure']}) {mem}")  # fmt: skip
+        parts.append(
+            f"  {r['impl']} / {r['over']}: step time {r['step_time']:.2f}x, "
+            f"memory ({r['memory_measure']}) {mem}"
+        )
     for note in summary["notes"]:
         parts.append(f"note: {note}")
     cov = ", ".join(f"{r['impl']} {100 * r['coverage']:.1f} %" for r in results)
     loss = ", ".join(f"{r['impl']} {100 * r['loss_share']:.1f} %" for r in results)
-    parts += ["", f"written: {summary['out']}/profile.json, traces, {PLOT}",
-              f"the regions cover {cov} of the measured step; the loss forward takes {loss}",
-              "", region_table(summary)]  # fmt: skip
+    parts += [
+        "",
+        f"written: {summary['out']}/profile.json, traces, {PLOT}",
+        f"the regions cover {cov} of the measured step; the loss forward takes {loss}",
+        "",
+        region_table(summary),
+    ]
     return "\n".join(parts)
 
 
@@ -127,22 +151,39 @@ def plot_shares(summary: dict[str, Any], path: Path) -> Path:
         left = 0.0
         mean = r["step_ms"]["mean"]
         for k, name in enumerate(names):
-            share = (r["unattributed_ms_per_step"] / mean if name == "outside the regions"
-                     else r["regions"].get(name, {}).get("share", 0.0))  # fmt: skip
+            share = (
+                r["unattributed_ms_per_step"] / mean
+                if name == "outside the regions"
+                else r["regions"].get(name, {}).get("share", 0.0)
+            )
             share = max(share, 0.0)
-            ax.barh(i, share, left=left, color=colors[k % 10], edgecolor="white",
-                    label=name if i == 0 else None)  # fmt: skip
+            ax.barh(
+                i,
+                share,
+                left=left,
+                color=colors[k % 10],
+                edgecolor="white",
+                label=name if i == 0 else None,
+            )
             if share >= 0.06:
-                ax.text(left + share / 2, i, f"{100 * share:.0f}%", ha="center", va="center",
-                        fontsize=8, color="white")  # fmt: skip
+                ax.text(
+                    left + share / 2,
+                    i,
+                    f"{100 * share:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white",
+                )
             left += share
     ax.set_yticks(range(len(results)))
     ax.set_yticklabels([f"{r['impl']}\n{r['step_ms']['mean']:.2f} ms/step" for r in results])
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the measured step")
     run = summary["run"]
-    ax.set_title(f"{run['task']} / {run['method']} / {run['student']} on {summary['device']}",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{run['task']} / {run['method']} / {run['student']} on {summary['device']}", fontsize=10
+    )
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

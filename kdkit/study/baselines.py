@@ -44,8 +44,9 @@ def read_baselines_file(paths: Sequence[Path]) -> tuple[dict[str, Baselines], di
     return {}, {}
 
 
-def grid_baselines(grid_path: str | Path, *, log: Callable[[str], None] = print,
-                   cache_dir: str | None = None) -> dict[str, RunBaselines]:  # fmt: skip
+def grid_baselines(
+    grid_path: str | Path, *, log: Callable[[str], None] = print, cache_dir: str | None = None
+) -> dict[str, RunBaselines]:
     """Task label -> baselines of each task of the grid, on the splits its runs use.
 
     Each task is built through the registry with the options of its grid entry (the grid's base
@@ -70,9 +71,13 @@ def grid_baselines(grid_path: str | Path, *, log: Callable[[str], None] = print,
         resolved = planned.resolved
         run = resolved.run
         cache = cache_dir or str(default_cache_dir(run.cache.dir))
-        ctx = BuildContext(device=torch.device("cpu"), seed=run.seed, cache_dir=cache,
-                           max_length=run.training.max_length,
-                           extra={"progress": False})  # fmt: skip
+        ctx = BuildContext(
+            device=torch.device("cpu"),
+            seed=run.seed,
+            cache_dir=cache,
+            max_length=run.training.max_length,
+            extra={"progress": False},
+        )
         comp = resolved.components["task"]
         log(f"kdkit: baselines of task {label} ...")
         task = comp.component.build(comp.options, ctx)
@@ -91,12 +96,15 @@ def _one_line(b: Baselines, split: str = "test") -> str:
     return f"{b.headline_metric} on {split}: " + ", ".join(parts)
 
 
-def write_baselines_file(study_dir: str | Path, found: Mapping[str, RunBaselines],
-                         source: str | None = None) -> Path:  # fmt: skip
+def write_baselines_file(
+    study_dir: str | Path, found: Mapping[str, RunBaselines], source: str | None = None
+) -> Path:
     """Write ``STUDY_DIR/baselines.json`` (task label -> the summary entry of its baselines)."""
     path = Path(study_dir) / BASELINES_FILE
-    payload: dict[str, Any] = {"source": source,
-                               "tasks": {k: v.summary_entry() for k, v in found.items()}}  # fmt: skip
+    payload: dict[str, Any] = {
+        "source": source,
+        "tasks": {k: v.summary_entry() for k, v in found.items()},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
@@ -105,8 +113,9 @@ def write_baselines_file(study_dir: str | Path, found: Mapping[str, RunBaselines
 # ----------------------------------------------------------------------------- in the report
 
 
-def collect_baselines(records: Sequence[Any], paths: Sequence[Path]
-                      ) -> tuple[dict[str, Baselines], dict[str, str]]:  # fmt: skip
+def collect_baselines(
+    records: Sequence[Any], paths: Sequence[Path]
+) -> tuple[dict[str, Baselines], dict[str, str]]:
     """Task label -> baselines (and -> note where unavailable) of a study's runs.
 
     The runs' own summaries first (every run of a task stores the same baselines: they are keyed
@@ -140,7 +149,9 @@ def at_majority(mean: float, b: Baselines | None, split: str = "test") -> bool:
     predicts the prior and has learnt nothing from its inputs."""
     from kdkit.baselines.runs import STUDENT_MARGIN
 
-    return b is not None and split in b.splits and mean <= b.score("majority", split) + STUDENT_MARGIN
+    return (
+        b is not None and split in b.splits and mean <= b.score("majority", split) + STUDENT_MARGIN
+    )
 
 
 def _score_ci(b: Baselines, name: str, split: str = "test") -> str:
@@ -151,8 +162,16 @@ def _score_ci(b: Baselines, name: str, split: str = "test") -> str:
     return f"{100 * s.scores[name]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-BASELINE_COLUMNS = ["task", "metric", "test rows", "majority (label)", "stratified",
-                    "TF-IDF + LR [95 % CI]", "token Jaccard [95 % CI]", "lexical chosen on validation"]  # fmt: skip
+BASELINE_COLUMNS = [
+    "task",
+    "metric",
+    "test rows",
+    "majority (label)",
+    "stratified",
+    "TF-IDF + LR [95 % CI]",
+    "token Jaccard [95 % CI]",
+    "lexical chosen on validation",
+]
 
 
 def baseline_table_rows(found: Mapping[str, Baselines], split: str = "test") -> list[list[str]]:
@@ -163,17 +182,27 @@ def baseline_table_rows(found: Mapping[str, Baselines], split: str = "test") -> 
             continue
         s = b.splits[split]
         tuned = b.tuned.get(b.best_lexical, {})
-        chosen = ", ".join(f"{k}={v}" for k, v in tuned.items()
-                           if k not in ("val_score", "tried", "train_rows"))  # fmt: skip
-        rows.append([task, b.headline_metric, str(s.rows),
-                     f"{100 * s.majority:.1f} ({b.majority_label})", f"{100 * s.stratified:.1f}",
-                     _score_ci(b, "tfidf_lr", split), _score_ci(b, "jaccard", split),
-                     f"{b.best_lexical}: {chosen}"])  # fmt: skip
+        chosen = ", ".join(
+            f"{k}={v}" for k, v in tuned.items() if k not in ("val_score", "tried", "train_rows")
+        )
+        rows.append(
+            [
+                task,
+                b.headline_metric,
+                str(s.rows),
+                f"{100 * s.majority:.1f} ({b.majority_label})",
+                f"{100 * s.stratified:.1f}",
+                _score_ci(b, "tfidf_lr", split),
+                _score_ci(b, "jaccard", split),
+                f"{b.best_lexical}: {chosen}",
+            ]
+        )
     return rows
 
 
-def margin_lines(found: Mapping[str, Baselines], teachers: Mapping[tuple[str, str], Any],
-                 split: str = "test") -> list[str]:  # fmt: skip
+def margin_lines(
+    found: Mapping[str, Baselines], teachers: Mapping[tuple[str, str], Any], split: str = "test"
+) -> list[str]:
     """Per (task, teacher): its score against the best lexical baseline, flagged in words when
     it is not above it."""
     from kdkit.baselines import NAMES, verdict
@@ -184,9 +213,11 @@ def margin_lines(found: Mapping[str, Baselines], teachers: Mapping[tuple[str, st
         if b is None or split not in b.splits:
             continue
         lexical = b.lexical_score(split)
-        line = (f"{task} / {teacher}: teacher {100 * ts.score:.1f} vs {NAMES[b.best_lexical]} "
-                f"{100 * lexical:.1f} ({100 * (ts.score - lexical):+.1f} points) and majority "
-                f"class {100 * b.score('majority', split):.1f}")  # fmt: skip
+        line = (
+            f"{task} / {teacher}: teacher {100 * ts.score:.1f} vs {NAMES[b.best_lexical]} "
+            f"{100 * lexical:.1f} ({100 * (ts.score - lexical):+.1f} points) and majority "
+            f"class {100 * b.score('majority', split):.1f}"
+        )
         flag = verdict(ts.score, b, role="teacher", split=split)
         out.append(line + (f" — {flag.split(' (')[0]}." if flag else "."))
     return out
@@ -202,10 +233,16 @@ def majority_lines(cells: Sequence[Any], found: Mapping[str, Baselines]) -> list
             continue
         stuck = [c for c in mine if at_majority(c.mean, b)]
         if stuck:
-            every = " — every cell: nothing here shows a method's effect" if len(stuck) == len(mine) else ""
-            out.append(f"{task}: {len(stuck)} of {len(mine)} cells at or below the majority "
-                       f"class ({100 * b.score('majority'):.1f}, '{b.majority_label}'; within 1 "
-                       f"point: '= majority' in the tables, lower: '< majority'){every}.")  # fmt: skip
+            every = (
+                " — every cell: nothing here shows a method's effect"
+                if len(stuck) == len(mine)
+                else ""
+            )
+            out.append(
+                f"{task}: {len(stuck)} of {len(mine)} cells at or below the majority "
+                f"class ({100 * b.score('majority'):.1f}, '{b.majority_label}'; within 1 "
+                f"point: '= majority' in the tables, lower: '< majority'){every}."
+            )
     return out
 
 
@@ -216,13 +253,35 @@ def baselines_csv(found: Mapping[str, Baselines]) -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["task", "split", "baseline", "metric", "score", "ci_low", "ci_high", "rows",
-                     "chosen_on_validation"])  # fmt: skip
+    writer.writerow(
+        [
+            "task",
+            "split",
+            "baseline",
+            "metric",
+            "score",
+            "ci_low",
+            "ci_high",
+            "rows",
+            "chosen_on_validation",
+        ]
+    )
     for task, b in found.items():
         for split, s in b.splits.items():
             for name, score in s.scores.items():
                 lo, hi = s.ci.get(name, (None, None))
                 tuned = {k: v for k, v in b.tuned.get(name, {}).items() if k != "tried"}
-                writer.writerow([task, split, name, b.headline_metric, score, lo, hi, s.rows,
-                                 json.dumps(tuned, sort_keys=True) if tuned else ""])  # fmt: skip
+                writer.writerow(
+                    [
+                        task,
+                        split,
+                        name,
+                        b.headline_metric,
+                        score,
+                        lo,
+                        hi,
+                        s.rows,
+                        json.dumps(tuned, sort_keys=True) if tuned else "",
+                    ]
+                )
     return buf.getvalue()

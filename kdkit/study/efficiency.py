@@ -73,9 +73,16 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure_model(forward: Callable[..., Any], encode: Callable[[list, int], Any], examples: list,
-                  max_length: int, device: torch.device, *, repeats: int = 20,
-                  batch: int = 32) -> dict[str, Any]:  # fmt: skip
+def measure_model(
+    forward: Callable[..., Any],
+    encode: Callable[[list, int], Any],
+    examples: list,
+    max_length: int,
+    device: torch.device,
+    *,
+    repeats: int = 20,
+    batch: int = 32,
+) -> dict[str, Any]:
     """Parameters aside, every inference number of one model (see the module docstring)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -116,13 +123,19 @@ def measure_model(forward: Callable[..., Any], encode: Callable[[list, int], Any
         else:
             after = _vm_hwm_kb()
             peak = (after - base) / 1024 if base is not None and after is not None else None
-    return {"seq_len": round(seq_len, 1), "flops_per_example": flops,
-            "latency_ms": 1000 * statistics.median(times), "throughput": len(big) / statistics.median(runs),
-            "throughput_batch": len(big), "peak_memory_mb": peak}  # fmt: skip
+    return {
+        "seq_len": round(seq_len, 1),
+        "flops_per_example": flops,
+        "latency_ms": 1000 * statistics.median(times),
+        "throughput": len(big) / statistics.median(runs),
+        "throughput_batch": len(big),
+        "peak_memory_mb": peak,
+    }
 
 
-def measure_onnx(model: Any, examples: list, max_length: int, *, repeats: int = 20,
-                 batch: int = 32) -> dict[str, Any]:  # fmt: skip
+def measure_onnx(
+    model: Any, examples: list, max_length: int, *, repeats: int = 20, batch: int = 32
+) -> dict[str, Any]:
     """ONNX Runtime latency (batch 1, median ms) and throughput of ``model``'s exported graph.
 
     Empty when the ``onnx`` extra is missing or the model kind has no export; the model ends on
@@ -139,8 +152,9 @@ def measure_onnx(model: Any, examples: list, max_length: int, *, repeats: int = 
     big = examples[:batch]
     with tempfile.TemporaryDirectory(prefix="kdkit-onnx-") as tmp:
         try:
-            result = export_onnx(model, Path(tmp) / "onnx", examples=big, max_length=max_length,
-                                 time_it=False)  # fmt: skip
+            result = export_onnx(
+                model, Path(tmp) / "onnx", examples=big, max_length=max_length, time_it=False
+            )
         except (KdkitError, RuntimeError, ValueError) as exc:  # reported, never fatal to a study
             return {"onnx_error": f"{type(exc).__name__}: {exc}"[:300]}
         session = ort_session(result.path)
@@ -160,9 +174,11 @@ def measure_onnx(model: Any, examples: list, max_length: int, *, repeats: int = 
             t0 = time.perf_counter()
             run_session(session, names, enc)
             runs.append(time.perf_counter() - t0)
-    return {"onnxruntime_latency_ms": 1000 * statistics.median(times),
-            "onnxruntime_throughput": len(big) / statistics.median(runs),
-            "onnx_max_abs_diff": result.max_abs_diff}  # fmt: skip
+    return {
+        "onnxruntime_latency_ms": 1000 * statistics.median(times),
+        "onnxruntime_throughput": len(big) / statistics.median(runs),
+        "onnx_max_abs_diff": result.max_abs_diff,
+    }
 
 
 def _examples(task: Any, splits: Any, n: int) -> list:
@@ -173,18 +189,21 @@ def _examples(task: Any, splits: Any, n: int) -> list:
     return list(test["text"][:n])
 
 
-def _first_finished(
-    runs: Sequence[PlannedRun], pick: Callable[..., bool]
-) -> PlannedRun | None:
+def _first_finished(runs: Sequence[PlannedRun], pick: Callable[..., bool]) -> PlannedRun | None:
     for run in sorted(runs, key=lambda r: (r.point.labels()["method"] != "ft", r.run_id)):
         if pick(run) and run_status(run.run_dir) == "complete":
             return run
     return None
 
 
-def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: int = 32,
-                      log: Callable[[str], None] = print,
-                      registry: Registry | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def measure_inference(
+    runs: Sequence[PlannedRun],
+    *,
+    repeats: int = 20,
+    batch: int = 32,
+    log: Callable[[str], None] = print,
+    registry: Registry | None = None,
+) -> list[dict[str, Any]]:
     """Inference numbers of every teacher and student of the study's finished runs (students are
     reloaded through ``registry``, default: the installed plugins)."""
     from kdkit.engine.runner import resolve_device
@@ -198,17 +217,39 @@ def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: i
         device = resolve_device(cfg.training.device)
         max_len = cfg.training.max_length
         for teacher_label in dict.fromkeys(r.point.labels()["teacher"] for r in mine):
-            trun = next((r for r in mine if r.point.labels()["teacher"] == teacher_label
-                         and "teacher" in r.resolved.components), None)  # fmt: skip
+            trun = next(
+                (
+                    r
+                    for r in mine
+                    if r.point.labels()["teacher"] == teacher_label
+                    and "teacher" in r.resolved.components
+                ),
+                None,
+            )
             if trun is None:
                 continue
             task, splits, teacher = build_task_and_teacher(trun)
             examples = _examples(task, splits, max(batch, repeats))
             log(f"efficiency: teacher {teacher_label} on {task_label}")
-            m = measure_model(lambda e, t=teacher: t(e, Needs()), teacher.encode, examples,
-                              max_len, device, repeats=repeats, batch=batch)  # fmt: skip
-            out.append({"task": task_label, "label": teacher_label, "kind": "teacher",
-                        "family": teacher.info.family, "parameters": teacher.info.num_parameters, **m})  # fmt: skip
+            m = measure_model(
+                lambda e, t=teacher: t(e, Needs()),
+                teacher.encode,
+                examples,
+                max_len,
+                device,
+                repeats=repeats,
+                batch=batch,
+            )
+            out.append(
+                {
+                    "task": task_label,
+                    "label": teacher_label,
+                    "kind": "teacher",
+                    "family": teacher.info.family,
+                    "parameters": teacher.info.num_parameters,
+                    **m,
+                }
+            )
         for student_label in dict.fromkeys(r.point.labels()["student"] for r in mine):
             srun = _first_finished(
                 mine, lambda r, s=student_label: r.point.labels()["student"] == s
@@ -217,16 +258,36 @@ def measure_inference(runs: Sequence[PlannedRun], *, repeats: int = 20, batch: i
                 continue
             model = load_student(srun.run_dir / "best" / "model", registry).to(device).eval()
             log(f"efficiency: student {student_label} on {task_label} (from {srun.run_id})")
-            m = measure_model(lambda e, s=model: s(e, Needs()), model.encode, examples, max_len,
-                              device, repeats=repeats, batch=batch)  # fmt: skip
+            m = measure_model(
+                lambda e, s=model: s(e, Needs()),
+                model.encode,
+                examples,
+                max_len,
+                device,
+                repeats=repeats,
+                batch=batch,
+            )
             m.update(measure_onnx(model, examples, max_len, repeats=repeats, batch=batch))
-            out.append({"task": task_label, "label": student_label, "kind": "student",
-                        "family": model.info.family, "parameters": model.info.num_parameters, **m})  # fmt: skip
+            out.append(
+                {
+                    "task": task_label,
+                    "label": student_label,
+                    "kind": "student",
+                    "family": model.info.family,
+                    "parameters": model.info.num_parameters,
+                    **m,
+                }
+            )
     return out
 
 
-def measure_training(runs: Sequence[PlannedRun], *, steps: int = 4, students_per_task: int = 1,
-                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
+def measure_training(
+    runs: Sequence[PlannedRun],
+    *,
+    steps: int = 4,
+    students_per_task: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Seconds per training step (and per epoch, extrapolated) of every method, cache and live."""
     from kdkit.study.training_time import time_steps
 
@@ -237,8 +298,12 @@ def measure_training(runs: Sequence[PlannedRun], *, steps: int = 4, students_per
             :students_per_task
         ]
         for student_label in students:
-            cell = [r for r in mine if r.point.labels()["student"] == student_label
-                    and r.point.labels()["seed"] == mine[0].point.labels()["seed"]]  # fmt: skip
+            cell = [
+                r
+                for r in mine
+                if r.point.labels()["student"] == student_label
+                and r.point.labels()["seed"] == mine[0].point.labels()["seed"]
+            ]
             ft = None
             rows = []
             for run in sorted(cell, key=lambda r: r.point.labels()["method"] != "ft"):
@@ -246,8 +311,10 @@ def measure_training(runs: Sequence[PlannedRun], *, steps: int = 4, students_per
                     row = time_steps(run, signal, steps)
                     if row is None:
                         continue
-                    log(f"efficiency: training {task_label} {student_label} "
-                        f"{row['method']} ({row['signal']}): {row['seconds_per_step']:.3f} s/step")  # fmt: skip
+                    log(
+                        f"efficiency: training {task_label} {student_label} "
+                        f"{row['method']} ({row['signal']}): {row['seconds_per_step']:.3f} s/step"
+                    )
                     if row["signal"] == "none":
                         ft = ft or row["seconds_per_step"]
                     rows.append(row)
@@ -259,9 +326,16 @@ def measure_training(runs: Sequence[PlannedRun], *, steps: int = 4, students_per
     return out
 
 
-def measure_study(study_dir: Path, runs: Sequence[PlannedRun], *, repeats: int = 20, batch: int = 32,
-                  train_steps: int = 4, log: Callable[[str], None] = print,
-                  registry: Registry | None = None) -> Path:  # fmt: skip
+def measure_study(
+    study_dir: Path,
+    runs: Sequence[PlannedRun],
+    *,
+    repeats: int = 20,
+    batch: int = 32,
+    train_steps: int = 4,
+    log: Callable[[str], None] = print,
+    registry: Registry | None = None,
+) -> Path:
     """Measure inference and training time of the study's models; write ``efficiency.json``.
     ``registry`` (the study's) reloads the students; default: the installed plugins."""
     if not runs:
@@ -285,9 +359,16 @@ def measure_study(study_dir: Path, runs: Sequence[PlannedRun], *, repeats: int =
         "extrapolated to steps per epoch; 'cache' reads teacher outputs from the teacher cache, "
         "'live' runs the teacher on each batch.",
     ]
-    payload = {"device": str(device), "hardware": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "notes": notes, "models": models, "training": training}  # fmt: skip
+    payload = {
+        "device": str(device),
+        "hardware": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "notes": notes,
+        "models": models,
+        "training": training,
+    }
     path = Path(study_dir) / EFFICIENCY_FILE
     write_json(path, payload)
     return path

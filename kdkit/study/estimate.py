@@ -118,9 +118,11 @@ def render_dry_run(estimates: Sequence[RunEstimate], header: str, workers: int =
             total = sum(known)
             wall = f", about {_fmt_seconds(total / workers)} on {workers} workers"
             wall = wall if workers > 1 else ""
-            lines.append(f"estimated time of the remaining runs: {_fmt_seconds(total)}{wall} "
-                         "(from the measured speed of runs of the same student and method; "
-                         "teachers still to train are not counted)")  # fmt: skip
+            lines.append(
+                f"estimated time of the remaining runs: {_fmt_seconds(total)}{wall} "
+                "(from the measured speed of runs of the same student and method; "
+                "teachers still to train are not counted)"
+            )
         else:
             lines.append(
                 f"estimated time: {_fmt_seconds(sum(known)) if known else '?'} for the "

@@ -79,8 +79,18 @@ def _params_axis(ax: Any, sizes: list[int]) -> None:
 
 
 def _colors(methods: Sequence[str]) -> dict[str, str]:
-    palette = ["#444444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-               "#e377c2", "#17becf", "#bcbd22"]  # fmt: skip
+    palette = [
+        "#444444",
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#17becf",
+        "#bcbd22",
+    ]
     ordered = sorted(set(methods), key=lambda m: (m != "ft", methods.index(m)))
     return {m: palette[i % len(palette)] for i, m in enumerate(ordered)}
 
@@ -89,11 +99,21 @@ def _reference_lines(ax: Any, b: Baselines | None) -> None:
     """The task's majority-class and best lexical baselines (test) as labelled lines."""
     if b is None or "test" not in b.splits:
         return
-    ax.axhline(100 * b.score("majority"), color="#888888", linestyle=":", linewidth=1.3,
-               label="majority class")  # fmt: skip
+    ax.axhline(
+        100 * b.score("majority"),
+        color="#888888",
+        linestyle=":",
+        linewidth=1.3,
+        label="majority class",
+    )
     lexical = b.lexical_score("test")
-    ax.axhline(100 * lexical, color="#2e8b57", linestyle="-.", linewidth=1.3,
-               label=f"lexical: {_SHORT_BASELINE[b.best_lexical]}")  # fmt: skip
+    ax.axhline(
+        100 * lexical,
+        color="#2e8b57",
+        linestyle="-.",
+        linewidth=1.3,
+        label=f"lexical: {_SHORT_BASELINE[b.best_lexical]}",
+    )
 
 
 _SHORT_BASELINE = {**NAMES, "tfidf_lr": "TF-IDF + LR", "jaccard": "token Jaccard"}
@@ -116,12 +136,22 @@ def _legend_outside(fig: Any, axes: Any) -> Any:
             seen.setdefault(label, handle)
     if not seen:
         return None
-    return fig.legend(list(seen.values()), list(seen), loc="center left",
-                      bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # fmt: skip
+    return fig.legend(
+        list(seen.values()),
+        list(seen),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
 
 
-def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], TeacherScore],
-                  path: Path, baselines: dict[str, Baselines] | None = None) -> Path | None:  # fmt: skip
+def score_vs_size(
+    cells: Sequence[Cell],
+    teachers: dict[tuple[str, str], TeacherScore],
+    path: Path,
+    baselines: dict[str, Baselines] | None = None,
+) -> Path | None:
     """Write ``score_vs_size.png``; ``None`` when there is nothing to plot."""
     baselines = baselines or {}
     cells = [c for c in cells if c.student_params]
@@ -134,8 +164,9 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
     colors = _colors(methods)
     table_teachers = list(dict.fromkeys(c.teacher for c in cells))
     style = {t: _STYLES[i % len(_STYLES)] for i, t in enumerate(table_teachers)}
-    fig, axes = plt.subplots(len(tasks), len(families), squeeze=False,
-                             figsize=(4.6 * len(families), 3.6 * len(tasks)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks), len(families), squeeze=False, figsize=(4.6 * len(families), 3.6 * len(tasks))
+    )
     for i, task in enumerate(tasks):
         for j, family in enumerate(families):
             ax = axes[i][j]
@@ -143,8 +174,10 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
             drawn: set[tuple[str, str]] = set()
             for teacher in table_teachers:
                 for method in methods:
-                    pts = sorted((c for c in mine if c.teacher == teacher and c.method == method),
-                                 key=lambda c: c.student_params or 0)  # fmt: skip
+                    pts = sorted(
+                        (c for c in mine if c.teacher == teacher and c.method == method),
+                        key=lambda c: c.student_params or 0,
+                    )
                     if not pts or (pts[0].baseline and (method, "none") in drawn):
                         continue  # FT appears in every teacher's table: draw it once
                     drawn.add((method, "none" if pts[0].baseline else teacher))
@@ -153,15 +186,29 @@ def score_vs_size(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teacher
                         if len(table_teachers) == 1 or pts[0].baseline
                         else f"{method} ({short(teacher)})"
                     )
-                    ax.errorbar([c.student_params for c in pts], [100 * c.mean for c in pts],
-                                yerr=[100 * (c.std or 0) for c in pts], marker=_MARKERS[methods.index(method) % len(_MARKERS)],
-                                color=colors[method], capsize=3, label=label, linewidth=1.4,
-                                linestyle="-" if len(table_teachers) == 1 or pts[0].baseline else style[teacher])  # fmt: skip
+                    ax.errorbar(
+                        [c.student_params for c in pts],
+                        [100 * c.mean for c in pts],
+                        yerr=[100 * (c.std or 0) for c in pts],
+                        marker=_MARKERS[methods.index(method) % len(_MARKERS)],
+                        color=colors[method],
+                        capsize=3,
+                        label=label,
+                        linewidth=1.4,
+                        linestyle="-"
+                        if len(table_teachers) == 1 or pts[0].baseline
+                        else style[teacher],
+                    )
             for teacher in table_teachers:
                 ts = teachers.get((task, teacher))
                 if ts is not None:
-                    ax.axhline(100 * ts.score, color="black", linestyle=style[teacher], linewidth=1,
-                               label=f"teacher {short(teacher)}")  # fmt: skip
+                    ax.axhline(
+                        100 * ts.score,
+                        color="black",
+                        linestyle=style[teacher],
+                        linewidth=1,
+                        label=f"teacher {short(teacher)}",
+                    )
             _reference_lines(ax, baselines.get(task))
             ax.set_xscale("log")
             _params_axis(ax, sorted({c.student_params for c in mine if c.student_params}))
@@ -186,8 +233,12 @@ def _save(plt: Any, fig: Any, path: Path, legend: Any = None) -> Path:
     return path
 
 
-def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], TeacherScore],
-                     path: Path, baselines: dict[str, Baselines] | None = None) -> Path | None:  # fmt: skip
+def score_vs_speedup(
+    cells: Sequence[Cell],
+    teachers: dict[tuple[str, str], TeacherScore],
+    path: Path,
+    baselines: dict[str, Baselines] | None = None,
+) -> Path | None:
     """Write ``score_vs_speedup.png``; ``None`` when no cell has a measured speed-up."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -212,12 +263,27 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
             seen.add(c.method)
             # methods of one student share a speed-up: spread them a little so all stay visible
             nudge = 1 + 0.025 * (methods.index(c.method) - (len(methods) - 1) / 2)
-            ax.errorbar([c.speedup * nudge], [100 * c.mean], yerr=[100 * (c.std or 0)], marker=marker,
-                        color=colors[c.method], linestyle="none", capsize=2, label=label)  # fmt: skip
+            ax.errorbar(
+                [c.speedup * nudge],
+                [100 * c.mean],
+                yerr=[100 * (c.std or 0)],
+                marker=marker,
+                color=colors[c.method],
+                linestyle="none",
+                capsize=2,
+                label=label,
+            )
         for (t_task, teacher), ts in teachers.items():
             if t_task == task:
-                ax.plot([1.0], [100 * ts.score], marker="*", markersize=13, color="black",
-                        linestyle="none", label=f"teacher {short(teacher)}")  # fmt: skip
+                ax.plot(
+                    [1.0],
+                    [100 * ts.score],
+                    marker="*",
+                    markersize=13,
+                    color="black",
+                    linestyle="none",
+                    label=f"teacher {short(teacher)}",
+                )
         _reference_lines(ax, baselines.get(task))
         ax.set_xscale("log")
         ax.set_xticks(spaced_ticks([c.speedup for c in mine if c.speedup is not None]))
@@ -226,8 +292,9 @@ def score_vs_speedup(cells: Sequence[Cell], teachers: dict[tuple[str, str], Teac
         ax.set_xlabel("inference speed-up over the teacher (batch 1)")
         ax.set_ylabel(f"test {mine[0].metric} (%)")
         shapes = ", ".join(f"{_MARKERS[k % len(_MARKERS)]}={f}" for k, f in enumerate(families))
-        ax.set_title(_degenerate(ax, mine, baselines.get(task), f"{task} (markers: {shapes})"),
-                     fontsize=10)  # fmt: skip
+        ax.set_title(
+            _degenerate(ax, mine, baselines.get(task), f"{task} (markers: {shapes})"), fontsize=10
+        )
         ax.grid(True, alpha=0.3)
     legend = _legend_outside(fig, axes.flat)
     return _save(plt, fig, path, legend)

@@ -109,9 +109,14 @@ class RunPoint:
         """``task__teacher__student__method__seedN`` from the axis labels."""
         v = self.values
         return "__".join(
-            [v["task"].label, v["teacher"].label, v["student"].label, v["method"].label,
-             f"seed{v['seed'].seed}"]
-        )  # fmt: skip
+            [
+                v["task"].label,
+                v["teacher"].label,
+                v["student"].label,
+                v["method"].label,
+                f"seed{v['seed'].seed}",
+            ]
+        )
 
     def labels(self) -> dict[str, str]:
         """Axis -> label (the seed as text)."""
@@ -148,8 +153,10 @@ class Grid:
 
 
 #: The fix every grid problem report ends with.
-GRID_FIX = ("edit the grid file (or its base run file) as suggested; `kdkit config schema` "
-            "lists every option of every component")  # fmt: skip
+GRID_FIX = (
+    "edit the grid file (or its base run file) as suggested; `kdkit config schema` "
+    "lists every option of every component"
+)
 
 
 def grid_error(problems: list[Problem], filename: str | None) -> ConfigError:
@@ -187,16 +194,22 @@ def parse_grid(doc: Document, output_dir: str | Path | None = None) -> Grid:
     out = output_dir or data.get("output_dir") or f"studies/{safe_label(name)}"
     workers = data.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        bad(("workers",), f"workers must be a whole number >= 1, not {workers!r}",
-            "e.g. workers: 2 (one run per CPU core, with training.num_threads: 1)")  # fmt: skip
+        bad(
+            ("workers",),
+            f"workers must be a whole number >= 1, not {workers!r}",
+            "e.g. workers: 2 (one run per CPU core, with training.num_threads: 1)",
+        )
         workers = 1
 
     base, base_doc, prefix = _load_base(doc, bad)
     grid = data.get("grid")
     axes: dict[str, list[AxisValue]] = {}
     if not isinstance(grid, dict):
-        bad(("grid",), "the grid must be a mapping of axes",
-            f"give some of: {', '.join(AXES)}, each a list")  # fmt: skip
+        bad(
+            ("grid",),
+            "the grid must be a mapping of axes",
+            f"give some of: {', '.join(AXES)}, each a list",
+        )
         grid = {}
     for key in grid:
         if key not in AXES:
@@ -233,8 +246,11 @@ def _load_base(doc: Document, bad: Callable[..., None]) -> tuple[dict, Document,
         anchor = Path(doc.filename).parent if doc.filename else Path.cwd()
         target = Path(raw) if Path(raw).is_absolute() else anchor / raw
         if not target.is_file():
-            bad(("base",), f"base run file not found: {target}",
-                "give a path relative to the grid file, or an inline mapping")  # fmt: skip
+            bad(
+                ("base",),
+                f"base run file not found: {target}",
+                "give a path relative to the grid file, or an inline mapping",
+            )
             return {}, parse_yaml("{}", None), ()
         base_doc = load_document(target)
         return copy.deepcopy(base_doc.data), base_doc, ()
@@ -279,8 +295,11 @@ def _axis_value(
     if isinstance(item, str):
         return AxisValue(axis, safe_label(item), {"name": item}, where=where)
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        bad(where, f"a {axis} must be a name or a mapping with 'name' and options",
-            "e.g. {name: ..., label: ...}")  # fmt: skip
+        bad(
+            where,
+            f"a {axis} must be a name or a mapping with 'name' and options",
+            "e.g. {name: ..., label: ...}",
+        )
         return None
     training = item.get("training", {})
     if not isinstance(training, dict):
@@ -308,8 +327,11 @@ def _check_labels(values: Sequence[AxisValue], bad: Callable[..., None]) -> None
     for v in values:
         key = str(v.seed) if v.axis == "seed" else v.label
         if key in seen and (seen[key].section != v.section or seen[key].training != v.training):
-            bad(v.where, f"two {v.axis} values are both labelled '{key}'",
-                "give each a distinct 'label:'")  # fmt: skip
+            bad(
+                v.where,
+                f"two {v.axis} values are both labelled '{key}'",
+                "give each a distinct 'label:'",
+            )
         elif key in seen:
             bad(v.where, f"{v.axis} '{key}' is listed twice", "remove the duplicate")
         seen[key] = v
@@ -379,16 +401,25 @@ def expand(
         point = RunPoint(values)
         old = points.get(point.run_id)
         if old is not None and _content(old) != _content(point):
-            raise grid_error([Problem(
-                ".".join(map(str, point.values["method"].where)),
-                f"two different runs would both be called '{point.run_id}'",
-                grid.doc.line(point.values["method"].where), "give the values distinct labels",
-                grid.filename)], grid.filename)  # fmt: skip
+            raise grid_error(
+                [
+                    Problem(
+                        ".".join(map(str, point.values["method"].where)),
+                        f"two different runs would both be called '{point.run_id}'",
+                        grid.doc.line(point.values["method"].where),
+                        "give the values distinct labels",
+                        grid.filename,
+                    )
+                ],
+                grid.filename,
+            )
         points[point.run_id] = point
 
     for combo in itertools.product(*(grid.axes[a] for a in AXES)):
-        if any(all(matches(v, entry[a]) for a, v in zip(AXES, combo) if a in entry)
-               for entry in grid.exclude):  # fmt: skip
+        if any(
+            all(matches(v, entry[a]) for a, v in zip(AXES, combo) if a in entry)
+            for entry in grid.exclude
+        ):
             continue
         add(combo)
     for i, entry in enumerate(grid.include):
@@ -432,8 +463,11 @@ def execution_order(points: Sequence[RunPoint], grid: Grid) -> list[RunPoint]:
 
     def key(p: RunPoint) -> tuple:
         lab = p.labels()
-        return (seed_rank.get(p.values["seed"].seed, len(seed_rank)), p.values["seed"].seed,
-                *(rank[a].get(lab[a], -1) for a in ("task", "student", "method", "teacher")),
-                p.run_id)  # fmt: skip
+        return (
+            seed_rank.get(p.values["seed"].seed, len(seed_rank)),
+            p.values["seed"].seed,
+            *(rank[a].get(lab[a], -1) for a in ("task", "student", "method", "teacher")),
+            p.run_id,
+        )
 
     return sorted(points, key=key)

@@ -25,8 +25,9 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -39,8 +40,9 @@ def _section(section: Section) -> str:
     parts = [f"<h2>{html.escape(section.title)}</h2>"] if section.title is not None else []
     if section.bullets:
         cls = " class='note'" if section.note else ""
-        parts.append(f"<ul{cls}>" + "".join(f"<li>{html.escape(b)}</li>"
-                                            for b in section.bullets) + "</ul>")  # fmt: skip
+        parts.append(
+            f"<ul{cls}>" + "".join(f"<li>{html.escape(b)}</li>" for b in section.bullets) + "</ul>"
+        )
     parts += [_table(t.header, t.rows) for t in section.tables]
     parts += [_image(f.path, f.name) for f in section.figures]
     return "".join(parts)
@@ -48,9 +50,14 @@ def _section(section: Section) -> str:
 
 def render_html(report: Report) -> str:
     """``report.html``: the sections in the model's order, the figures embedded (data URIs)."""
-    parts = [f"<h1>{html.escape(report.title)}</h1>",
-             f"<p class='note'>{html.escape(report.intro)}</p>"]  # fmt: skip
+    parts = [
+        f"<h1>{html.escape(report.title)}</h1>",
+        f"<p class='note'>{html.escape(report.intro)}</p>",
+    ]
     parts += [_section(s) for s in report.sections]
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{html.escape(report.title)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(report.title)}</title><style>{_STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )

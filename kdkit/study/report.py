@@ -33,8 +33,14 @@ from kdkit.study.report_model import (
 from kdkit.study.results import collect, from_results_json, read_json, run_dirs, run_status
 from kdkit.study.tables import build_cells, cell_dicts, cells_csv, runs_csv
 
-__all__ = ["build_report", "efficiency_notes", "efficiency_tables", "shapes", "teacher_margins",
-           "write_report"]  # fmt: skip
+__all__ = [
+    "build_report",
+    "efficiency_notes",
+    "efficiency_tables",
+    "shapes",
+    "teacher_margins",
+    "write_report",
+]
 
 EFFICIENCY_FILE = "efficiency.json"
 
@@ -79,20 +85,29 @@ def build_report(
     present = {r.run_id for r in records}
     missing = sorted(expected - present)
     return StudyData(
-        name=manifest.get("name") or study_dir.name, paths=shown,
-        records=records, cells=cells, teachers=teachers, efficiency=eff, figures=figures,
+        name=manifest.get("name") or study_dir.name,
+        paths=shown,
+        records=records,
+        cells=cells,
+        teachers=teachers,
+        efficiency=eff,
+        figures=figures,
         missing=missing,
         incomplete={d.name: run_status(d) for d in run_dirs(paths) if d.name in missing},
         unfinished=[r for r in records if r.status != "finished"],
-        baselines=baselines, baseline_notes=notes,
-    )  # fmt: skip
+        baselines=baselines,
+        baseline_notes=notes,
+    )
 
 
-def write_report(*paths: str | Path, out_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> Path:  # fmt: skip
+def write_report(
+    *paths: str | Path, out_dir: str | Path | None = None, log: Callable[[str], None] = print
+) -> Path:
     """Write the report of the study (merging every given study/run directory); returns ``OUT``."""
     dirs = [Path(p) for p in paths]
-    out = Path(out_dir) if out_dir else (dirs[0].parent if dirs[0].is_file() else dirs[0] / "report")
+    out = (
+        Path(out_dir) if out_dir else (dirs[0].parent if dirs[0].is_file() else dirs[0] / "report")
+    )
     out.mkdir(parents=True, exist_ok=True)
     data = build_report(dirs, out, log)
     model = build_model(data)  # built once; both pages render it
@@ -107,8 +122,10 @@ def write_report(*paths: str | Path, out_dir: str | Path | None = None,
         "teachers": [vars(t) for t in data.teachers.values()],
         "baselines": {task: b.to_dict() for task, b in data.baselines.items()},
         "baseline_notes": data.baseline_notes,
-        "runs": [{**{k: v for k, v in vars(r).items() if k != "baselines"},
-                  "run_dir": str(r.run_dir)} for r in data.records],  # fmt: skip
+        "runs": [
+            {**{k: v for k, v in vars(r).items() if k != "baselines"}, "run_dir": str(r.run_dir)}
+            for r in data.records
+        ],
         "efficiency": data.efficiency,
         "shapes": shapes(data.cells),
         "missing": data.missing,

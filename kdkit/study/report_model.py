@@ -123,20 +123,26 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
     kd = [c for c in cells if not c.baseline and c.gain_over_ft is not None]
     if kd:
         above = sum(c.gain_over_ft > 0 for c in kd)  # type: ignore[operator]
-        out.append(f"KD above FT: {above} of {len(kd)} (task, teacher, student, method) cells "
-                   f"(mean gain {statistics.fmean(c.gain_over_ft for c in kd):+.1f} points).")  # type: ignore[misc]  # fmt: skip
+        out.append(
+            f"KD above FT: {above} of {len(kd)} (task, teacher, student, method) cells "
+            f"(mean gain {statistics.fmean(c.gain_over_ft for c in kd):+.1f} points)."
+        )  # type: ignore[misc]
         grows = total = 0
         for _key, group in groups(kd):
             for family in {c.student_family for c in group}:
                 for method in {c.method for c in group}:
-                    pts = sorted((c for c in group if c.student_family == family and c.method == method),
-                                 key=lambda c: c.student_params or 0)  # fmt: skip
+                    pts = sorted(
+                        (c for c in group if c.student_family == family and c.method == method),
+                        key=lambda c: c.student_params or 0,
+                    )
                     if len(pts) >= 2:
                         total += 1
                         grows += pts[0].gain_over_ft > pts[-1].gain_over_ft  # type: ignore[operator]
         if total:
-            out.append(f"Gain larger for the smallest student than for the largest: {grows} of "
-                       f"{total} (task, teacher, family, method) series.")  # fmt: skip
+            out.append(
+                f"Gain larger for the smallest student than for the largest: {grows} of "
+                f"{total} (task, teacher, family, method) series."
+            )
         for (task, teacher), group in groups(kd):
             wins: dict[str, int] = {}
             for student in dict.fromkeys(c.student for c in group):
@@ -149,17 +155,26 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
     margins = teacher_margins(cells, kd)
     for (task, teacher), (score, margin) in margins.items():
         note = "" if margin > 0 else " — no margin over its students: nothing for KD to pass on"
-        out.append(f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
-                   f"the best FT student{note}.")  # fmt: skip
+        out.append(
+            f"{task} / {teacher}: teacher {100 * score:.1f}, {margin:+.1f} points over "
+            f"the best FT student{note}."
+        )
     # retention of a teacher no better than its FT students says nothing about distillation
     # (the ignore below: mypy does not carry this "is not None" filter into the key)
-    kept = [c for c in cells if c.retention is not None and c.params_pct is not None
-            and margins.get((c.task, c.teacher), (0.0, 0.0))[1] > 0]  # fmt: skip
+    kept = [
+        c
+        for c in cells
+        if c.retention is not None
+        and c.params_pct is not None
+        and margins.get((c.task, c.teacher), (0.0, 0.0))[1] > 0
+    ]
     if kept:
         best = max(kept, key=lambda c: c.retention / max(c.params_pct, 1e-9))  # type: ignore[operator,type-var]
-        out.append(f"Best retention per parameter: {best.student} with {best.method} on {best.task} "
-                   f"keeps {best.retention:.1f} % of the teacher with {best.params_pct:.1f} % of its "
-                   "parameters.")  # fmt: skip
+        out.append(
+            f"Best retention per parameter: {best.student} with {best.method} on {best.task} "
+            f"keeps {best.retention:.1f} % of the teacher with {best.params_pct:.1f} % of its "
+            "parameters."
+        )
     return out
 
 
@@ -197,33 +212,86 @@ def efficiency_tables(eff: Mapping[str, Any]) -> list[tuple[str, list[str], list
         for m in models:
             t = teacher_lat.get(m["task"])
             speed = t / m["latency_ms"] if t and m.get("latency_ms") else None
-            rows.append([m["task"], m["kind"], m["label"], fmt_params(m.get("parameters")),
-                         str(m.get("seq_len", "–")), fmt((m.get("flops_per_example") or 0) / 1e9 or None, ".2f"),
-                         fmt(m.get("latency_ms"), ".2f"), fmt(m.get("throughput"), ".0f"),
-                         _memory(m.get("peak_memory_mb")), fmt(speed, ".1f", "x")])  # fmt: skip
-        header = ["task", "kind", "model", "params", "seq len", "GFLOPs/example", "latency b=1 (ms)",
-                  f"throughput b={models[0].get('throughput_batch', '?')} (ex/s)",
-                  "peak memory (MB)", "speed-up"]  # fmt: skip
+            rows.append(
+                [
+                    m["task"],
+                    m["kind"],
+                    m["label"],
+                    fmt_params(m.get("parameters")),
+                    str(m.get("seq_len", "–")),
+                    fmt((m.get("flops_per_example") or 0) / 1e9 or None, ".2f"),
+                    fmt(m.get("latency_ms"), ".2f"),
+                    fmt(m.get("throughput"), ".0f"),
+                    _memory(m.get("peak_memory_mb")),
+                    fmt(speed, ".1f", "x"),
+                ]
+            )
+        header = [
+            "task",
+            "kind",
+            "model",
+            "params",
+            "seq len",
+            "GFLOPs/example",
+            "latency b=1 (ms)",
+            f"throughput b={models[0].get('throughput_batch', '?')} (ex/s)",
+            "peak memory (MB)",
+            "speed-up",
+        ]
         tables.append(("Inference (one process, same inputs)", header, rows))
         onnx = [m for m in models if m.get("onnxruntime_latency_ms") or m.get("onnx_error")]
         if onnx:  # efficiency.measure_onnx: the students' exported graphs (the onnx extra)
-            rows = [[m["task"], m["label"], fmt(m.get("latency_ms"), ".2f"),
-                     fmt(m.get("onnxruntime_latency_ms"), ".2f"), fmt(m.get("throughput"), ".0f"),
-                     fmt(m.get("onnxruntime_throughput"), ".0f"),
-                     fmt(m.get("onnx_max_abs_diff"), ".1e") if not m.get("onnx_error") else "export failed"]
-                    for m in onnx]  # fmt: skip
-            header = ["task", "student", "PyTorch latency b=1 (ms)", "ONNX Runtime latency b=1 (ms)",
-                      "PyTorch throughput (ex/s)", "ONNX Runtime throughput (ex/s)",
-                      "max |logit diff|"]  # fmt: skip
+            rows = [
+                [
+                    m["task"],
+                    m["label"],
+                    fmt(m.get("latency_ms"), ".2f"),
+                    fmt(m.get("onnxruntime_latency_ms"), ".2f"),
+                    fmt(m.get("throughput"), ".0f"),
+                    fmt(m.get("onnxruntime_throughput"), ".0f"),
+                    fmt(m.get("onnx_max_abs_diff"), ".1e")
+                    if not m.get("onnx_error")
+                    else "export failed",
+                ]
+                for m in onnx
+            ]
+            header = [
+                "task",
+                "student",
+                "PyTorch latency b=1 (ms)",
+                "ONNX Runtime latency b=1 (ms)",
+                "PyTorch throughput (ex/s)",
+                "ONNX Runtime throughput (ex/s)",
+                "max |logit diff|",
+            ]
             tables.append(("ONNX Runtime beside PyTorch (CPU, same inputs)", header, rows))
     training = eff.get("training") or []
     if training:
-        rows = [[t["task"], t["student"], t["method"], t["signal"], str(t.get("steps_timed", "–")),
-                 fmt(t.get("seconds_per_step"), ".3f"), str(t.get("steps_per_epoch", "–")),
-                 fmt(t.get("seconds_per_epoch"), ".1f"), fmt(t.get("ratio_to_ft"), ".2f", "x")]
-                for t in training]  # fmt: skip
-        header = ["task", "student", "method", "teacher signal", "steps timed", "s/step",
-                  "steps/epoch", "s/epoch (extrapolated)", "vs FT"]  # fmt: skip
+        rows = [
+            [
+                t["task"],
+                t["student"],
+                t["method"],
+                t["signal"],
+                str(t.get("steps_timed", "–")),
+                fmt(t.get("seconds_per_step"), ".3f"),
+                str(t.get("steps_per_epoch", "–")),
+                fmt(t.get("seconds_per_epoch"), ".1f"),
+                fmt(t.get("ratio_to_ft"), ".2f", "x"),
+            ]
+            for t in training
+        ]
+        header = [
+            "task",
+            "student",
+            "method",
+            "teacher signal",
+            "steps timed",
+            "s/step",
+            "steps/epoch",
+            "s/epoch (extrapolated)",
+            "vs FT",
+        ]
         tables.append(("Training time per epoch", header, rows))
     return tables
 
@@ -232,26 +300,34 @@ def efficiency_notes(eff: Mapping[str, Any]) -> list[str]:
     """The efficiency measurements' notes, the machine they were measured on first."""
     notes = list(eff.get("notes") or [])
     if eff.get("device"):
-        notes.insert(0, f"Measured on {eff['device']} ({eff.get('hardware', '')}), torch "
-                        f"{eff.get('torch', '?')}, {eff.get('threads', '?')} threads.")  # fmt: skip
+        notes.insert(
+            0,
+            f"Measured on {eff['device']} ({eff.get('hardware', '')}), torch "
+            f"{eff.get('torch', '?')}, {eff.get('threads', '?')} threads.",
+        )
     return notes
 
 
 def _intro(data: StudyData) -> str:
     seeds = sorted({r.seed for r in data.records if r.status == "finished"})
     n_done = sum(r.status == "finished" for r in data.records)
-    return (f"{n_done} finished runs read from {', '.join(data.paths)}; seeds {seeds}. "
-            "Scores: the headline test metric of the best-on-validation student, in %, mean ± "
-            "sample standard deviation over seeds. Retention: % of the teacher's own test score. "
-            "Gain: points over FT with the same student. Speed-up: teacher latency / student "
-            "latency at batch 1, measured in one process.")  # fmt: skip
+    return (
+        f"{n_done} finished runs read from {', '.join(data.paths)}; seeds {seeds}. "
+        "Scores: the headline test metric of the best-on-validation student, in %, mean ± "
+        "sample standard deviation over seeds. Retention: % of the teacher's own test score. "
+        "Gain: points over FT with the same student. Speed-up: teacher latency / student "
+        "latency at batch 1, measured in one process."
+    )
 
 
 def _group_title(task: str, teacher: str, ts: TeacherScore | None) -> str:
     title = f"{task} — teacher {teacher}"
     if ts is not None:
-        title += (f" (test {ts.metric} {100 * ts.score:.1f}, {fmt_params(ts.parameters)} params"
-                  + (f"; spread over runs {100 * ts.spread:.2f}" if ts.spread else "") + ")")  # fmt: skip
+        title += (
+            f" (test {ts.metric} {100 * ts.score:.1f}, {fmt_params(ts.parameters)} params"
+            + (f"; spread over runs {100 * ts.spread:.2f}" if ts.spread else "")
+            + ")"
+        )
     return title
 
 
@@ -276,16 +352,23 @@ def build_model(data: StudyData) -> Report:
     if found:
         sections.append(Section("Shapes", bullets=found))
     base_rows = baseline_table_rows(data.baselines)
-    bullets = margin_lines(data.baselines, data.teachers) + majority_lines(data.cells, data.baselines)
+    bullets = margin_lines(data.baselines, data.teachers) + majority_lines(
+        data.cells, data.baselines
+    )
     bullets += [f"{task}: {note}" for task, note in data.baseline_notes.items()]
     if base_rows or bullets:
-        sections.append(Section("Baselines (test split, same metric; chosen on validation)",
-                                bullets=bullets,
-                                tables=[Table(BASELINE_COLUMNS, base_rows)] if base_rows else []))  # fmt: skip
+        sections.append(
+            Section(
+                "Baselines (test split, same metric; chosen on validation)",
+                bullets=bullets,
+                tables=[Table(BASELINE_COLUMNS, base_rows)] if base_rows else [],
+            )
+        )
     best = best_method_rows(data.cells)
     if best:
-        sections.append(Section("FT and the best KD method per student",
-                                tables=[Table(BEST_COLUMNS, best)]))  # fmt: skip
+        sections.append(
+            Section("FT and the best KD method per student", tables=[Table(BEST_COLUMNS, best)])
+        )
     for (task, teacher), group in groups(data.cells):
         title = _group_title(task, teacher, data.teachers.get((task, teacher)))
         rows = _group_rows(group, data.baselines.get(task))

@@ -192,15 +192,22 @@ def plan(grid: Grid, registry: Registry, overrides: Iterable[str] = ()) -> list[
 
 
 def _check_teacher(
-    point: RunPoint, resolved: ResolvedConfig, needs_teacher: Callable[[AxisValue], bool],
-    found: dict, grid: Grid
+    point: RunPoint,
+    resolved: ResolvedConfig,
+    needs_teacher: Callable[[AxisValue], bool],
+    found: dict,
+    grid: Grid,
 ) -> None:
     """A run whose method needs a teacher must have one."""
     method = point.values["method"]
     if "teacher" not in resolved.components and needs_teacher(method):
-        key = (grid.filename, grid.doc.line(method.where), "teacher",
-               f"method '{method.label}' needs a teacher but the run has none\x00add a "
-               "teacher to the grid's teacher axis or to the base run file")  # fmt: skip
+        key = (
+            grid.filename,
+            grid.doc.line(method.where),
+            "teacher",
+            f"method '{method.label}' needs a teacher but the run has none\x00add a "
+            "teacher to the grid's teacher axis or to the base run file",
+        )
         found.setdefault(key, []).append(point.run_id)
 
 

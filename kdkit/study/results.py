@@ -73,14 +73,20 @@ def measured_seconds_per_example(run_dir: Path) -> float | None:
     """
     summary = read_json(run_dir / SUMMARY_FILE)
     if isinstance(summary, dict):
-        train = cast("dict[str, Any]",
-                     summary.get("train") if isinstance(summary.get("train"), dict) else summary)
+        train = cast(
+            "dict[str, Any]",
+            summary.get("train") if isinstance(summary.get("train"), dict) else summary,
+        )
         secs, seen = train.get("train_seconds"), train.get("examples_seen")
         if isinstance(secs, (int, float)) and isinstance(seen, (int, float)) and seen > 0:
             return float(secs) / float(seen)
-    rates = [r["examples_per_s"] for r in read_steps(run_dir)
-             if isinstance(r.get("examples_per_s"), (int, float))
-             and math.isfinite(r["examples_per_s"]) and r["examples_per_s"] > 0]  # fmt: skip
+    rates = [
+        r["examples_per_s"]
+        for r in read_steps(run_dir)
+        if isinstance(r.get("examples_per_s"), (int, float))
+        and math.isfinite(r["examples_per_s"])
+        and r["examples_per_s"] > 0
+    ]
     if len(rates) > 1:
         rates = rates[1:]
     if not rates:
@@ -134,8 +140,9 @@ def _record(run_dir: Path, summary: dict[str, Any], point: dict[str, Any] | None
     student = summary.get("student") or {}
     teacher = summary.get("teacher") or {}
     metric = str(summary.get("headline_metric") or "accuracy")
-    test = {k: float(v) for k, v in (summary.get("test") or {}).items()
-            if isinstance(v, (int, float))}  # fmt: skip
+    test = {
+        k: float(v) for k, v in (summary.get("test") or {}).items() if isinstance(v, (int, float))
+    }
     t_test = teacher.get("test") or {}
     return RunRecord(
         run_id=(point or {}).get("run_id") or run_dir.name,
@@ -169,8 +176,9 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
             continue
         base = path / "runs" if (path / "runs").is_dir() else path
         if base.is_dir():
-            found.extend(sorted(d for d in base.iterdir()
-                                if d.is_dir() and not d.name.startswith(".")))  # fmt: skip
+            found.extend(
+                sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+            )
     return found
 
 
@@ -191,8 +199,10 @@ def collect(paths: Sequence[Path], log: Callable[[str], None] | None = None) -> 
         rec = _record(run_dir, summary, point if isinstance(point, dict) else None)
         if rec.run_id in records:
             if log:
-                log(f"skipped {run_dir}: run {rec.run_id} already read from "
-                    f"{records[rec.run_id].run_dir}")  # fmt: skip
+                log(
+                    f"skipped {run_dir}: run {rec.run_id} already read from "
+                    f"{records[rec.run_id].run_dir}"
+                )
             continue
         records[rec.run_id] = rec
     return [records[k] for k in sorted(records)]
@@ -206,9 +216,11 @@ def from_results_json(path: Path) -> tuple[list[RunRecord], dict[str, Any]]:
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         from kdkit.errors import KdkitError
 
-        raise KdkitError("not a kdkit report's results.json (no 'runs' list)", where=str(path),
-                         fix="pass the results.json that `kdkit report` wrote, or a study "
-                         "directory")  # fmt: skip
+        raise KdkitError(
+            "not a kdkit report's results.json (no 'runs' list)",
+            where=str(path),
+            fix="pass the results.json that `kdkit report` wrote, or a study directory",
+        )
     fields = set(RunRecord.__dataclass_fields__)
     records = []
     for run in data["runs"]:
@@ -216,8 +228,14 @@ def from_results_json(path: Path) -> tuple[list[RunRecord], dict[str, Any]]:
         values["run_dir"] = Path(values["run_dir"])
         records.append(RunRecord(**values))
     cells = data.get("cells") or []
-    axes = {axis: list(dict.fromkeys(c[axis] for c in cells if axis in c))
-            for axis in ("task", "teacher", "student", "method")}  # fmt: skip
-    extra = {"name": data.get("name"), "axes": axes, "efficiency": data.get("efficiency") or {},
-             "baselines": data.get("baselines") or {}}  # fmt: skip
+    axes = {
+        axis: list(dict.fromkeys(c[axis] for c in cells if axis in c))
+        for axis in ("task", "teacher", "student", "method")
+    }
+    extra = {
+        "name": data.get("name"),
+        "axes": axes,
+        "efficiency": data.get("efficiency") or {},
+        "baselines": data.get("baselines") or {},
+    }
     return records, extra

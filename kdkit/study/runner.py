@@ -69,7 +69,7 @@ def point_record(run: PlannedRun) -> dict[str, Any]:
             a: (dict(v.section) if v.section is not None else None)
             for a, v in values.items()
             if a != "seed"
-        },  # fmt: skip
+        },
         "seed": values["seed"].seed,
         "config": run.resolved.as_dict(),
     }
@@ -89,7 +89,7 @@ def write_manifest(grid: Grid, runs: Sequence[PlannedRun]) -> Path:
         "grid_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "axes": {
             a: [v.label if a != "seed" else v.seed for v in vals] for a, vals in grid.axes.items()
-        },  # fmt: skip
+        },
         "runs": sorted(r.run_id for r in runs),
     }
     atomic_write_text(out / "grid.yaml", text)
@@ -103,8 +103,9 @@ def engine_executor(plugins: Any, progress: bool = True) -> Executor:
     def execute(run: PlannedRun, resume: bool) -> None:
         from kdkit import engine
 
-        rc = engine.run(run.resolved, plugins, resume=str(run.run_dir) if resume else None,
-                        progress=progress)  # fmt: skip
+        rc = engine.run(
+            run.resolved, plugins, resume=str(run.run_dir) if resume else None, progress=progress
+        )
         if rc not in (0, None):
             raise KdkitError(f"the run exited with status {rc}", where=str(run.run_dir))
 
@@ -161,8 +162,14 @@ def run_study(
         prepare([r for r in todo if run_status(r.run_dir) != "complete"], shard.index - 1)
     planned = n_todo if max_runs is None else min(n_todo, max_runs)
     # interval 0: in a log file, one line after every run (a run takes minutes, not milliseconds)
-    bar = progress_bar(total=planned, desc=f"study {grid.name}", unit="run", smoothing=0,
-                       disable=not progress or planned == 0, interval=0.0)  # fmt: skip
+    bar = progress_bar(
+        total=planned,
+        desc=f"study {grid.name}",
+        unit="run",
+        smoothing=0,
+        disable=not progress or planned == 0,
+        interval=0.0,
+    )
     if progress and log is print and not isinstance(bar, PlainProgress):
         log = bar.write  # a print() would break the redrawn bar
     try:
@@ -173,9 +180,16 @@ def run_study(
     return outcome
 
 
-def _run_all(todo: Sequence[PlannedRun], n_todo: int, execute: Executor, outcome: StudyOutcome,
-             bar: Any, log: Callable[[str], None], max_runs: int | None,
-             fail_fast: bool) -> None:  # fmt: skip
+def _run_all(
+    todo: Sequence[PlannedRun],
+    n_todo: int,
+    execute: Executor,
+    outcome: StudyOutcome,
+    bar: Any,
+    log: Callable[[str], None],
+    max_runs: int | None,
+    fail_fast: bool,
+) -> None:
     """The loop of :func:`run_study`: each incomplete run in ``todo`` (``n_todo`` of them),
     recorded in ``outcome``; ``bar`` counts the runs done."""
     done = 0
@@ -203,8 +217,10 @@ def _run_all(todo: Sequence[PlannedRun], n_todo: int, execute: Executor, outcome
             message = (
                 exc.render() if isinstance(exc, KdkitError) else f"{type(exc).__name__}: {exc}"
             )
-            atomic_write_text(run.run_dir / ERROR_FILE, json.dumps(
-                {"error": message, "traceback": traceback.format_exc()}, indent=2))  # fmt: skip
+            atomic_write_text(
+                run.run_dir / ERROR_FILE,
+                json.dumps({"error": message, "traceback": traceback.format_exc()}, indent=2),
+            )
             outcome.failed[run.run_id] = message
             log(f"  failed: {message.splitlines()[0]}")
             if fail_fast:

@@ -80,9 +80,15 @@ def teacher_scores(records: Sequence[RunRecord]) -> dict[tuple[str, str], Teache
     out = {}
     for (task, teacher), recs in acc.items():
         scores = [r.teacher_score for r in recs if r.teacher_score is not None]
-        out[(task, teacher)] = TeacherScore(task, teacher, recs[0].metric, statistics.fmean(scores),
-                                            max(scores) - min(scores), recs[0].teacher_params,
-                                            len(recs))  # fmt: skip
+        out[(task, teacher)] = TeacherScore(
+            task,
+            teacher,
+            recs[0].metric,
+            statistics.fmean(scores),
+            max(scores) - min(scores),
+            recs[0].teacher_params,
+            len(recs),
+        )
     return out
 
 
@@ -117,8 +123,9 @@ def build_cells(
     cells = []
     tasks = _order([c[0] for c in by_cell], [str(v) for v in axes.get("task", [])])
     for task in tasks:
-        task_teachers = _order([t for (k, t) in teachers if k == task],
-                               [str(v) for v in axes.get("teacher", [])])  # fmt: skip
+        task_teachers = _order(
+            [t for (k, t) in teachers if k == task], [str(v) for v in axes.get("teacher", [])]
+        )
         for table_teacher in task_teachers or [NO_TEACHER]:
             keys = [k for k in by_cell if k[0] == task and k[1] in (table_teacher, NO_TEACHER)]
             students = _order([k[2] for k in keys], [str(v) for v in axes.get("student", [])])
@@ -132,15 +139,26 @@ def build_cells(
     return cells, teachers
 
 
-def _cell(recs: list[RunRecord], table_teacher: str, teachers: Mapping, ft_means: Mapping,
-          speed: Mapping) -> Cell:  # fmt: skip
+def _cell(
+    recs: list[RunRecord], table_teacher: str, teachers: Mapping, ft_means: Mapping, speed: Mapping
+) -> Cell:
     recs = sorted(recs, key=lambda r: r.seed)
     first = recs[0]
     scores = [float(r.score) for r in recs]  # type: ignore[arg-type]  # finished: score set
     mean, std = mean_std(scores)
-    cell = Cell(first.task, table_teacher, first.student, first.method, first.metric,
-                [r.seed for r in recs], scores, first.student_family, first.student_params,
-                mean, std)  # fmt: skip
+    cell = Cell(
+        first.task,
+        table_teacher,
+        first.student,
+        first.method,
+        first.metric,
+        [r.seed for r in recs],
+        scores,
+        first.student_family,
+        first.student_params,
+        mean,
+        std,
+    )
     ts = teachers.get((first.task, table_teacher))
     if ts is not None:
         cell.teacher_score, cell.teacher_params = ts.score, ts.parameters
@@ -209,8 +227,17 @@ def score_text(cell: Cell) -> str:
     return f"{pct(cell.mean)} ± {pct(cell.std)}"
 
 
-TABLE_COLUMNS = ["student", "params", "% teacher params", "method", "seeds", "score",
-                 "retention %", "gain vs FT", "speed-up"]  # fmt: skip
+TABLE_COLUMNS = [
+    "student",
+    "params",
+    "% teacher params",
+    "method",
+    "seeds",
+    "score",
+    "retention %",
+    "gain vs FT",
+    "speed-up",
+]
 
 
 def table_rows(cells: Sequence[Cell]) -> list[list[str]]:
@@ -218,9 +245,19 @@ def table_rows(cells: Sequence[Cell]) -> list[list[str]]:
     rows = []
     for c in cells:
         gain = "–" if c.gain_over_ft is None else f"{c.gain_over_ft:+.1f}"
-        rows.append([c.student, fmt_params(c.student_params), fmt(c.params_pct, ".1f"), c.method,
-                     str(len(c.seeds)), score_text(c), fmt(c.retention, ".1f"), gain,
-                     fmt(c.speedup, ".1f", "x")])  # fmt: skip
+        rows.append(
+            [
+                c.student,
+                fmt_params(c.student_params),
+                fmt(c.params_pct, ".1f"),
+                c.method,
+                str(len(c.seeds)),
+                score_text(c),
+                fmt(c.retention, ".1f"),
+                gain,
+                fmt(c.speedup, ".1f", "x"),
+            ]
+        )
     return rows
 
 
@@ -252,32 +289,83 @@ def best_method_rows(cells: Sequence[Cell]) -> list[list[str]]:
                 continue
             best = max(kd, key=lambda c: c.mean)
             beats = sum(1 for c in kd if ft is not None and c.mean > ft.mean)
-            rows.append([task, teacher, student, fmt_params(best.student_params),
-                         "–" if ft is None else score_text(ft), f"{score_text(best)} ({best.method})",
-                         "–" if best.gain_over_ft is None else f"{best.gain_over_ft:+.1f}",
-                         "–" if ft is None else f"{beats}/{len(kd)}"])  # fmt: skip
+            rows.append(
+                [
+                    task,
+                    teacher,
+                    student,
+                    fmt_params(best.student_params),
+                    "–" if ft is None else score_text(ft),
+                    f"{score_text(best)} ({best.method})",
+                    "–" if best.gain_over_ft is None else f"{best.gain_over_ft:+.1f}",
+                    "–" if ft is None else f"{beats}/{len(kd)}",
+                ]
+            )
     return rows
 
 
-BEST_COLUMNS = ["task", "teacher", "student", "params", "FT", "best KD (method)", "gain",
-                "methods above FT"]  # fmt: skip
+BEST_COLUMNS = [
+    "task",
+    "teacher",
+    "student",
+    "params",
+    "FT",
+    "best KD (method)",
+    "gain",
+    "methods above FT",
+]
 
 
 def cells_csv(cells: Sequence[Cell]) -> str:
     """One CSV row per cell, plain numbers (scores as fractions)."""
     buf = io.StringIO()
-    cols = ["task", "teacher", "student", "method", "metric", "n_seeds", "mean", "std",
-            "teacher_score", "retention_pct", "student_params", "teacher_params", "params_pct",
-            "gain_over_ft_points", "speedup_latency_b1", "throughput_ratio", "train_seconds",
-            "seeds", "scores"]  # fmt: skip
+    cols = [
+        "task",
+        "teacher",
+        "student",
+        "method",
+        "metric",
+        "n_seeds",
+        "mean",
+        "std",
+        "teacher_score",
+        "retention_pct",
+        "student_params",
+        "teacher_params",
+        "params_pct",
+        "gain_over_ft_points",
+        "speedup_latency_b1",
+        "throughput_ratio",
+        "train_seconds",
+        "seeds",
+        "scores",
+    ]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for c in cells:
-        writer.writerow([c.task, c.teacher, c.student, c.method, c.metric, len(c.seeds), c.mean,
-                         c.std, c.teacher_score, c.retention, c.student_params, c.teacher_params,
-                         c.params_pct, c.gain_over_ft, c.speedup, c.throughput_ratio,
-                         c.train_seconds, " ".join(map(str, c.seeds)),
-                         " ".join(f"{s:.6f}" for s in c.scores)])  # fmt: skip
+        writer.writerow(
+            [
+                c.task,
+                c.teacher,
+                c.student,
+                c.method,
+                c.metric,
+                len(c.seeds),
+                c.mean,
+                c.std,
+                c.teacher_score,
+                c.retention,
+                c.student_params,
+                c.teacher_params,
+                c.params_pct,
+                c.gain_over_ft,
+                c.speedup,
+                c.throughput_ratio,
+                c.train_seconds,
+                " ".join(map(str, c.seeds)),
+                " ".join(f"{s:.6f}" for s in c.scores),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -285,13 +373,42 @@ def runs_csv(records: Sequence[RunRecord]) -> str:
     """One CSV row per run."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    cols = ["run_id", "task", "teacher", "student", "method", "seed", "status", "metric", "score",
-            "teacher_score", "student_params", "train_seconds", "steps", "teacher_signal"]  # fmt: skip
+    cols = [
+        "run_id",
+        "task",
+        "teacher",
+        "student",
+        "method",
+        "seed",
+        "status",
+        "metric",
+        "score",
+        "teacher_score",
+        "student_params",
+        "train_seconds",
+        "steps",
+        "teacher_signal",
+    ]
     writer.writerow(cols)
     for r in records:
-        writer.writerow([r.run_id, r.task, r.teacher, r.student, r.method, r.seed, r.status,
-                         r.metric, r.score, r.teacher_score, r.student_params, r.train_seconds,
-                         r.steps, r.teacher_signal])  # fmt: skip
+        writer.writerow(
+            [
+                r.run_id,
+                r.task,
+                r.teacher,
+                r.student,
+                r.method,
+                r.seed,
+                r.status,
+                r.metric,
+                r.score,
+                r.teacher_score,
+                r.student_params,
+                r.train_seconds,
+                r.steps,
+                r.teacher_signal,
+            ]
+        )
     return buf.getvalue()
 
 

@@ -39,8 +39,12 @@ def teacher_key(run: PlannedRun) -> str | None:
     comps = run.resolved.components
     if "teacher" not in comps:
         return None
-    what = [comps["task"].as_dict(), comps["teacher"].as_dict(), run.resolved.run.cache.dir,
-            run.resolved.run.training.max_length]  # fmt: skip
+    what = [
+        comps["task"].as_dict(),
+        comps["teacher"].as_dict(),
+        run.resolved.run.cache.dir,
+        run.resolved.run.training.max_length,
+    ]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -55,9 +59,13 @@ def build_task_and_teacher(run: PlannedRun) -> tuple[Any, Any, Any]:
     cfg = run.resolved.run
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
-    ctx = BuildContext(device=resolve_device(cfg.training.device), seed=cfg.seed,
-                       cache_dir=str(default_cache_dir(cfg.cache.dir)),
-                       max_length=cfg.training.max_length, kernel_impl=cfg.kernels.impl)  # fmt: skip
+    ctx = BuildContext(
+        device=resolve_device(cfg.training.device),
+        seed=cfg.seed,
+        cache_dir=str(default_cache_dir(cfg.cache.dir)),
+        max_length=cfg.training.max_length,
+        kernel_impl=cfg.kernels.impl,
+    )
     comps = run.resolved.components
     task = comps["task"].component.build(comps["task"].options, ctx)
     ctx.task, ctx.splits = task, task.load()

@@ -36,10 +36,21 @@ def time_steps(run: PlannedRun, signal: str, steps: int) -> dict[str, Any] | Non
             return None
         prep = prepare(c, env, None if needs is None else signal, test=False)
         train = prep.train
-        trainer = Trainer(TrainSetup(student=c.student, method=c.method, task=c.task, train=train,
-                                     validation=train, cfg=cfg, seed=rc.seed, device=env.device,
-                                     run_dir=scratch, teacher_signal=prep.signal,
-                                     progress=False))  # fmt: skip
+        trainer = Trainer(
+            TrainSetup(
+                student=c.student,
+                method=c.method,
+                task=c.task,
+                train=train,
+                validation=train,
+                cfg=cfg,
+                seed=rc.seed,
+                device=env.device,
+                run_dir=scratch,
+                teacher_signal=prep.signal,
+                progress=False,
+            )
+        )
         batches = list(batches_of(epoch_order(len(train), rc.seed, 0), cfg.batch_size))
         todo = (batches * (1 + (steps + 1) // max(len(batches), 1)))[: steps + 1]
         trainer.train_step(todo[0])  # warm-up
@@ -48,10 +59,16 @@ def time_steps(run: PlannedRun, signal: str, steps: int) -> dict[str, Any] | Non
             trainer.train_step(rows)
         per_step = (time.perf_counter() - t0) / max(len(todo) - 1, 1)
         n_steps = steps_per_epoch(len(train), cfg.batch_size)
-        return {"task": run.point.labels()["task"], "student": run.point.labels()["student"],
-                "method": run.point.labels()["method"],
-                "signal": "none" if needs is None else signal, "steps_timed": len(todo) - 1,
-                "seconds_per_step": per_step, "steps_per_epoch": n_steps,
-                "seconds_per_epoch": per_step * n_steps, "batch_size": cfg.batch_size}  # fmt: skip
+        return {
+            "task": run.point.labels()["task"],
+            "student": run.point.labels()["student"],
+            "method": run.point.labels()["method"],
+            "signal": "none" if needs is None else signal,
+            "steps_timed": len(todo) - 1,
+            "seconds_per_step": per_step,
+            "steps_per_epoch": n_steps,
+            "seconds_per_epoch": per_step * n_steps,
+            "batch_size": cfg.batch_size,
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

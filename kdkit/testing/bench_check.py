@@ -48,9 +48,10 @@ def _as_op(op: BenchOp | str | Callable[..., Any]) -> BenchOp:
 def _float64(inputs: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v.detach().double().requires_grad_(v.requires_grad)
-        if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+        else v
         for k, v in inputs.items()
-    }  # fmt: skip
+    }
 
 
 def check_bench_op(op: BenchOp | str | Callable[..., Any]) -> BenchOpReport:
@@ -71,7 +72,9 @@ def check_bench_op(op: BenchOp | str | Callable[..., Any]) -> BenchOpReport:
 
     op = _as_op(op)
     names = [p.name for p in op.providers]
-    assert names and len(set(names)) == len(names), f"{op.name}: provider names {names} must be unique"
+    assert names and len(set(names)) == len(names), (
+        f"{op.name}: provider names {names} must be unique"
+    )
     quick = op.shapes.get("quick")
     assert quick, f"{op.name}: shapes must include a non-empty 'quick' list (CPU and CI runs)"
     for params in (p for shapes in op.shapes.values() for p in shapes):

@@ -105,9 +105,12 @@ def check_hookimpls(module: ModuleType) -> list[str]:
 
 def _method_context(teacher: TinyTeacher, student: Student, seed: int) -> BuildContext:
     return BuildContext(
-        task=TinyTask(), teacher=teacher.info, student=student.info, seed=seed,
+        task=TinyTask(),
+        teacher=teacher.info,
+        student=student.info,
+        seed=seed,
         kernel_impl="reference",
-    )  # fmt: skip
+    )
 
 
 def _run_method(
@@ -131,7 +134,7 @@ def _run_method(
         for layer in (*needs.hidden_layers, *needs.pooled_layers):
             assert 0 <= layer <= info.num_layers, (
                 f"method asks the {side} for layer {layer}, but it has layers 0..{info.num_layers}"
-            )  # fmt: skip
+            )
     batch = tiny_batch(n, teacher=teacher, student=student)
     method.train()
     student.train()
@@ -262,7 +265,7 @@ def _check_output(out: ModelOutput, enc: Encoded, needs: Needs, num_labels: int,
         assert out.embedding is not None and out.embedding.shape[0] == b, f"{who} embedding"
     assert out.offsets is not None and out.attention_mask is not None, (
         f"{who} must return attention_mask and offsets (methods align tokens with them)"
-    )  # fmt: skip
+    )
 
 
 def _all_needs(num_layers: int) -> Needs:

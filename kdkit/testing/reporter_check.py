@@ -44,16 +44,29 @@ def check_reporter(
     run_dir = Path(run_dir)
     outside = run_dir.parent
     before = set(outside.iterdir())
-    info = RunInfo(str(run_dir), MappingProxyType({"seed": 0}), 2,
-                   MappingProxyType({"method": "kd", "task": "tiny"}))  # fmt: skip
+    info = RunInfo(
+        str(run_dir),
+        MappingProxyType({"seed": 0}),
+        2,
+        MappingProxyType({"method": "kd", "task": "tiny"}),
+    )
     frozen = MappingProxyType
     reporter.start(info)
     for step in (1, 2):
         reporter.step(info, step, frozen({"loss": 1.0 / step, "ce": 0.5 / step, "lr": 1e-3}))
     reporter.evaluation(info, 2, "validation", frozen({"accuracy": 0.5, "f1": 0.25}))
     reporter.evaluation(info, 2, "test", frozen({"accuracy": 0.75, "f1": 0.5}))
-    reporter.finish(info, frozen({"status": "finished", "steps": 2, "test": {"accuracy": 0.75},
-                                  "table": "| a |\n|---|\n| 1 |"}))  # fmt: skip
+    reporter.finish(
+        info,
+        frozen(
+            {
+                "status": "finished",
+                "steps": 2,
+                "test": {"accuracy": 0.75},
+                "table": "| a |\n|---|\n| 1 |",
+            }
+        ),
+    )
     strays = set(outside.iterdir()) - before - {run_dir}
     assert not strays, f"the reporter wrote outside the run directory: {sorted(map(str, strays))}"
     return reporter

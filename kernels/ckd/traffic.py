@@ -48,13 +48,38 @@ def static_specs(level: str = "priority") -> list:
     specs = []
     for dtype in ("bf16",) if level == "test" else ("bf16", "fp32"):
         p = f"*{dtype}"
-        args = [("s_ptr", p), ("t_ptr", p), ("m_ptr", "*i32"), ("inv_ptr", "*fp32"),
-                ("loss_ptr", "*fp32"), ("g_ptr", "*fp32"), ("K", "i32"), ("T", "i32"),
-                ("Hs", "i32"), ("Ht", "i32"), ("eps", "fp32"), ("W", "constexpr"),
-                ("BW", "constexpr"), ("BH", "constexpr"), ("WRITE_GRAD", "constexpr")]  # fmt: skip
+        args = [
+            ("s_ptr", p),
+            ("t_ptr", p),
+            ("m_ptr", "*i32"),
+            ("inv_ptr", "*fp32"),
+            ("loss_ptr", "*fp32"),
+            ("g_ptr", "*fp32"),
+            ("K", "i32"),
+            ("T", "i32"),
+            ("Hs", "i32"),
+            ("Ht", "i32"),
+            ("eps", "fp32"),
+            ("W", "constexpr"),
+            ("BW", "constexpr"),
+            ("BH", "constexpr"),
+            ("WRITE_GRAD", "constexpr"),
+        ]
         aligned = {a for a, t in args if t.startswith("*")} | {"T", "Hs", "Ht"}
         bh, warps = GPU_CONFIG
         consts = {"W": params["w"], "BW": 32, "BH": bh, "WRITE_GRAD": True}
-        specs.append(StaticSpec("ckd_loss", _ckd_word_kernel, args, consts, aligned, warps, 3,
-                                f"B=16 K=7 T=512 W=10 {dtype} BH{bh} w{warps}", params, dtype))  # fmt: skip
+        specs.append(
+            StaticSpec(
+                "ckd_loss",
+                _ckd_word_kernel,
+                args,
+                consts,
+                aligned,
+                warps,
+                3,
+                f"B=16 K=7 T=512 W=10 {dtype} BH{bh} w{warps}",
+                params,
+                dtype,
+            )
+        )
     return specs

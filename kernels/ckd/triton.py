@@ -62,9 +62,16 @@ def _ckd_word_kernel(
     inv_ptr,  # [2] fp32: 1 / n_distances, 1 / n_angles
     loss_ptr,  # [B * K * T] out: this program's share of the loss
     g_ptr,  # [B, K, T, Hs] fp32 out (zeroed): dloss/dstudent, by atomics
-    K, T, Hs, Ht, eps,
-    W: tl.constexpr, BW: tl.constexpr, BH: tl.constexpr, WRITE_GRAD: tl.constexpr,
-):  # fmt: skip
+    K,
+    T,
+    Hs,
+    Ht,
+    eps,
+    W: tl.constexpr,
+    BW: tl.constexpr,
+    BH: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+):
     pid = tl.program_id(0)
     i = pid % T
     bk = pid // T
@@ -145,9 +152,23 @@ class _WordRelation(torch.autograd.Function):
         bw = max(16, triton.next_power_of_2(2 * window + 1))
         bh, warps = (32, 1) if interpreting() else GPU_CONFIG
         _ckd_word_kernel[(b * k * t,)](
-            hs_c, ht_c, m, inv, part, grad, k, t, h_s, h_t, EPS,
-            W=window, BW=bw, BH=bh, WRITE_GRAD=need, num_warps=warps,
-        )  # fmt: skip
+            hs_c,
+            ht_c,
+            m,
+            inv,
+            part,
+            grad,
+            k,
+            t,
+            h_s,
+            h_t,
+            EPS,
+            W=window,
+            BW=bw,
+            BH=bh,
+            WRITE_GRAD=need,
+            num_warps=warps,
+        )
         ctx.save_for_backward(grad)
         ctx.dtype = hs.dtype
         return part.sum()

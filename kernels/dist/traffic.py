@@ -53,13 +53,13 @@ def static_specs(level: str = "priority") -> list:
             aligned_int = {"N", "C", "stride_s", "stride_t", "stride_g"} if c % 16 == 0 else {"N"}
             rows = [("s_ptr", p), ("t_ptr", p), ("lse_ptr", "*fp32"), ("stats_ptr", "*fp32"),
                     ("N", "i32"), ("C", "i32"), ("stride_s", "i32"), ("stride_t", "i32"),
-                    ("scale", "fp32"), ("inv_c", "fp32"), ("BLOCK", "constexpr")]  # fmt: skip
+                    ("scale", "fp32"), ("inv_c", "fp32"), ("BLOCK", "constexpr")]
             cols = rows[:9] + [("inv_n", "fp32"), ("BR", "constexpr"), ("BC", "constexpr")]
             grad = [("s_ptr", p), ("t_ptr", p), ("g_ptr", p), ("lse_ptr", "*fp32"),
                     ("rowc_ptr", "*fp32"), ("colc_ptr", "*fp32"), ("go_ptr", "*fp32"),
                     ("N", "i32"), ("C", "i32"), ("stride_s", "i32"), ("stride_t", "i32"),
                     ("stride_g", "i32"), ("scale", "fp32"), ("inv_t", "fp32"), ("inv_c", "fp32"),
-                    ("BLOCK", "constexpr")]  # fmt: skip
+                    ("BLOCK", "constexpr")]
             for kernel, args, consts in (
                 (_dist_rows, rows, {"BLOCK": block}),
                 (_dist_cols, cols, {"BR": br, "BC": bc}),
@@ -69,5 +69,5 @@ def static_specs(level: str = "priority") -> list:
                     aligned_int & {a for a, _ in args}
                 )
                 specs.append(StaticSpec("dist_loss", kernel, args, consts, aligned, warps, 3,
-                                        label, {"n": n, "c": c}, dtype))  # fmt: skip
+                                        label, {"n": n, "c": c}, dtype))
     return specs

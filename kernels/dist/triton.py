@@ -28,7 +28,7 @@ MAX_BLOCK = 4096
 
 @triton.jit
 def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale, inv_c,
-               BLOCK: tl.constexpr):  # fmt: skip
+               BLOCK: tl.constexpr):
     """lse_ptr [4, N] (raw row max M_s, log2 sum L_s, M_t, L_t: p = exp2((z - M) scale - L));
     stats_ptr [3, N] (S_st, S_ss, S_tt)."""
     row = tl.program_id(0).to(tl.int64)
@@ -84,7 +84,7 @@ def _dist_rows(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
 
 @triton.jit
 def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale, inv_n,
-               BR: tl.constexpr, BC: tl.constexpr):  # fmt: skip
+               BR: tl.constexpr, BC: tl.constexpr):
     """stats_ptr [5, C]: mu_s, mu_t, S_st, S_ss, S_tt of the columns of p_s, p_t.
 
     One sweep over the column strip: each tile of BR rows gives its own column means and
@@ -138,7 +138,7 @@ def _dist_cols(s_ptr, t_ptr, lse_ptr, stats_ptr, N, C, stride_s, stride_t, scale
 
 @triton.jit
 def _dist_grad(s_ptr, t_ptr, g_ptr, lse_ptr, rowc_ptr, colc_ptr, go_ptr, N, C,
-               stride_s, stride_t, stride_g, scale, inv_t, inv_c, BLOCK: tl.constexpr):  # fmt: skip
+               stride_s, stride_t, stride_g, scale, inv_t, inv_c, BLOCK: tl.constexpr):
     """g[row] = grad_output * dloss/dz_s[row]; rowc_ptr [2, N] = (u, v); colc_ptr [4, C] = (U, V, mu_t, mu_s)."""
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * stride_s
@@ -267,7 +267,7 @@ class _DIST(torch.autograd.Function):
         _dist_grad[(n,)](
             zs, zt, g, lse, rowc, colc, go, n, c, zs.stride(0), zt.stride(0), g.stride(0),
             LOG2E / temperature, 1.0 / temperature, 1.0 / c, BLOCK=block, num_warps=warps,
-        )  # fmt: skip
+        )
         return g, None, None, None, None, None
 
 

@@ -44,21 +44,54 @@ def _spec(kernel, b, d, dtype, cfg, backward, label):
     lowp = {"fp32": 0, "bf16": 1, "fp16": 2}[dtype]
     bm, bn, bd, warps, stages = cfg
     if backward:
-        args = [("x_ptr", p), ("y_ptr", p), ("stats_ptr", "*fp32"), ("out_ptr", "*fp32"),
-                ("B", "i32"), ("D", "i32"), ("stride_x", "i32"), ("stride_y", "i32"),
-                ("stride_o", "i32"), ("scale", "fp32"), ("LSE_ON_OTHER", "constexpr"),
-                ("BM", "constexpr"), ("BN", "constexpr"), ("BD", "constexpr"),
-                ("LOWP", "constexpr")]  # fmt: skip
+        args = [
+            ("x_ptr", p),
+            ("y_ptr", p),
+            ("stats_ptr", "*fp32"),
+            ("out_ptr", "*fp32"),
+            ("B", "i32"),
+            ("D", "i32"),
+            ("stride_x", "i32"),
+            ("stride_y", "i32"),
+            ("stride_o", "i32"),
+            ("scale", "fp32"),
+            ("LSE_ON_OTHER", "constexpr"),
+            ("BM", "constexpr"),
+            ("BN", "constexpr"),
+            ("BD", "constexpr"),
+            ("LOWP", "constexpr"),
+        ]
         consts = dict(LSE_ON_OTHER=False, BM=bm, BN=bn, BD=bd, LOWP=lowp)
     else:
-        args = [("s_ptr", p), ("t_ptr", p), ("stats_ptr", "*fp32"), ("loss_ptr", "*fp32"),
-                ("B", "i32"), ("D", "i32"), ("stride_s", "i32"), ("stride_t", "i32"),
-                ("scale", "fp32"), ("BM", "constexpr"), ("BN", "constexpr"), ("BD", "constexpr"),
-                ("LOWP", "constexpr")]  # fmt: skip
+        args = [
+            ("s_ptr", p),
+            ("t_ptr", p),
+            ("stats_ptr", "*fp32"),
+            ("loss_ptr", "*fp32"),
+            ("B", "i32"),
+            ("D", "i32"),
+            ("stride_s", "i32"),
+            ("stride_t", "i32"),
+            ("scale", "fp32"),
+            ("BM", "constexpr"),
+            ("BN", "constexpr"),
+            ("BD", "constexpr"),
+            ("LOWP", "constexpr"),
+        ]
         consts = dict(BM=bm, BN=bn, BD=bd, LOWP=lowp)
     aligned = {a for a, t in args if t.startswith("*") or t == "i32"}
-    return StaticSpec("infonce_loss", kernel, args, consts, aligned, warps, stages,
-                      f"B={b} d={d} {dtype} {label}", {"b": b, "d": d}, dtype)  # fmt: skip
+    return StaticSpec(
+        "infonce_loss",
+        kernel,
+        args,
+        consts,
+        aligned,
+        warps,
+        stages,
+        f"B={b} d={d} {dtype} {label}",
+        {"b": b, "d": d},
+        dtype,
+    )
 
 
 def static_specs(level: str = "priority") -> list:

@@ -23,8 +23,21 @@ LN2 = 0.6931471805599453
 
 
 @triton.jit
-def _sim_tile(x_ptr, y_ptr, rows, cols, rmask, cmask, D, stride_x, stride_y,
-              BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOWP: tl.constexpr):  # fmt: skip
+def _sim_tile(
+    x_ptr,
+    y_ptr,
+    rows,
+    cols,
+    rmask,
+    cmask,
+    D,
+    stride_x,
+    stride_y,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
+    LOWP: tl.constexpr,
+):
     """``x[rows] . y[cols]^T`` as a [BM, BN] fp32 tile, reduced over D in chunks of BD."""
     acc = tl.zeros([BM, BN], tl.float32)
     for d0 in range(0, D, BD):
@@ -59,8 +72,21 @@ def _log1p(x):
 
 
 @triton.jit
-def _infonce_fwd_kernel(s_ptr, t_ptr, stats_ptr, loss_ptr, B, D, stride_s, stride_t, scale,
-                        BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOWP: tl.constexpr):  # fmt: skip
+def _infonce_fwd_kernel(
+    s_ptr,
+    t_ptr,
+    stats_ptr,
+    loss_ptr,
+    B,
+    D,
+    stride_s,
+    stride_t,
+    scale,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
+    LOWP: tl.constexpr,
+):
     """Per student row i (a block of BM): ``loss_i = lse_j(x_ij / tau) - x_ii / tau``, x = s.t.
 
     Online over blocks of teacher rows with the *raw* running max ``m`` subtracted before the
@@ -100,9 +126,23 @@ def _infonce_fwd_kernel(s_ptr, t_ptr, stats_ptr, loss_ptr, B, D, stride_s, strid
 
 
 @triton.jit
-def _infonce_bwd_kernel(x_ptr, y_ptr, stats_ptr, out_ptr, B, D, stride_x, stride_y, stride_o,
-                        scale, LSE_ON_OTHER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                        BD: tl.constexpr, LOWP: tl.constexpr):  # fmt: skip
+def _infonce_bwd_kernel(
+    x_ptr,
+    y_ptr,
+    stats_ptr,
+    out_ptr,
+    B,
+    D,
+    stride_x,
+    stride_y,
+    stride_o,
+    scale,
+    LSE_ON_OTHER: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
+    LOWP: tl.constexpr,
+):
     """out[own] = sum_other (P - I)[own, other] y[other] with P recomputed tile by tile.
 
     Student side (``LSE_ON_OTHER=False``): x = s, y = t, P_ij = exp2((x_ij - m_i) scale - L_i).
@@ -187,9 +227,22 @@ class _InfoNCECore(torch.autograd.Function):
         rows = torch.empty(b, device=s.device, dtype=torch.float32)
         scale = LOG2E / temperature
         _infonce_fwd_kernel[(triton.cdiv(b, bm),)](
-            s, t, stats, rows, b, d, s.stride(0), t.stride(0), scale,
-            BM=bm, BN=bn, BD=bd, LOWP=lowp, num_warps=warps, num_stages=stages,
-        )  # fmt: skip
+            s,
+            t,
+            stats,
+            rows,
+            b,
+            d,
+            s.stride(0),
+            t.stride(0),
+            scale,
+            BM=bm,
+            BN=bn,
+            BD=bd,
+            LOWP=lowp,
+            num_warps=warps,
+            num_stages=stages,
+        )
         ctx.save_for_backward(s, t, stats)
         ctx.temperature, ctx.lowp = temperature, lowp
         return rows.mean()
@@ -206,18 +259,46 @@ class _InfoNCECore(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             acc = torch.zeros(b, d, device=s.device, dtype=torch.float32)
             _infonce_bwd_kernel[grid](
-                s, t, stats, acc, b, d, s.stride(0), t.stride(0), acc.stride(0), scale,
-                LSE_ON_OTHER=False, BM=bm, BN=bn, BD=bd, LOWP=ctx.lowp, num_warps=warps,
+                s,
+                t,
+                stats,
+                acc,
+                b,
+                d,
+                s.stride(0),
+                t.stride(0),
+                acc.stride(0),
+                scale,
+                LSE_ON_OTHER=False,
+                BM=bm,
+                BN=bn,
+                BD=bd,
+                LOWP=ctx.lowp,
+                num_warps=warps,
                 num_stages=stages,
-            )  # fmt: skip
+            )
             ds = (acc * coef).to(s.dtype)  # dL/ds_i = sum_j (P - I)_ij t_j / (tau B)
         if ctx.needs_input_grad[1]:
             acc = torch.zeros(b, d, device=s.device, dtype=torch.float32)
             _infonce_bwd_kernel[grid](
-                t, s, stats, acc, b, d, t.stride(0), s.stride(0), acc.stride(0), scale,
-                LSE_ON_OTHER=True, BM=bm, BN=bn, BD=bd, LOWP=ctx.lowp, num_warps=warps,
+                t,
+                s,
+                stats,
+                acc,
+                b,
+                d,
+                t.stride(0),
+                s.stride(0),
+                acc.stride(0),
+                scale,
+                LSE_ON_OTHER=True,
+                BM=bm,
+                BN=bn,
+                BD=bd,
+                LOWP=ctx.lowp,
+                num_warps=warps,
                 num_stages=stages,
-            )  # fmt: skip
+            )
             dt = (acc * coef).to(t.dtype)  # dL/dt_j = sum_i (P - I)_ij s_i / (tau B)
         return ds, dt, None, None
 

@@ -77,17 +77,27 @@ def fused_linear_kd(
     materialises the logits.
     """
     if alpha != 1.0 and labels is None:
-        check_kd_args(student_hidden.new_empty(0, 0, device="meta"),
-                      student_hidden.new_empty(0, 0, device="meta"), labels, alpha, soft,
-                      temperature)  # fmt: skip
+        check_kd_args(
+            student_hidden.new_empty(0, 0, device="meta"),
+            student_hidden.new_empty(0, 0, device="meta"),
+            labels,
+            alpha,
+            soft,
+            temperature,
+        )
     which = dispatch.choose(
         "fused_linear_kd", impl, (student_hidden, student_weight, teacher_hidden, teacher_weight)
     )
     kwargs = dict(
-        student_bias=student_bias, teacher_bias=teacher_bias, temperature=temperature,
-        alpha=alpha, soft=soft, t2_scaling=t2_scaling, ignore_index=ignore_index,
+        student_bias=student_bias,
+        teacher_bias=teacher_bias,
+        temperature=temperature,
+        alpha=alpha,
+        soft=soft,
+        t2_scaling=t2_scaling,
+        ignore_index=ignore_index,
         row_mask=row_mask,
-    )  # fmt: skip
+    )
     args = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
     if which == "triton":
         return fused_linear_kd_chunked(*args, chunk_rows=chunk_rows, use_triton=True, **kwargs)

@@ -104,8 +104,25 @@ def _rows_torch(zs, zt, w_soft, w_hard, labels, temperature, soft, has_soft, has
 
 class _FusedLinearKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hs, ws, bs, ht, wt, bt, w_soft, w_hard, labels, temperature, soft,
-                has_soft, has_hard, chunk, use_triton, ignore_index):  # fmt: skip
+    def forward(
+        ctx,
+        hs,
+        ws,
+        bs,
+        ht,
+        wt,
+        bt,
+        w_soft,
+        w_hard,
+        labels,
+        temperature,
+        soft,
+        has_soft,
+        has_hard,
+        chunk,
+        use_triton,
+        ignore_index,
+    ):
         n, c = hs.shape[0], ws.shape[0]
         need_h, need_w, need_b = (
             ctx.needs_input_grad[0],
@@ -130,11 +147,32 @@ class _FusedLinearKD(torch.autograd.Function):
             if use_triton:
                 from kdkit.kernels.kd.triton import kd_rows
 
-                rows, dz, _ = kd_rows(zs, zt, w_soft[sl], w_hard[sl], labels[sl], temperature,
-                                      soft, has_soft, has_hard, want, flag=flag)  # fmt: skip
+                rows, dz, _ = kd_rows(
+                    zs,
+                    zt,
+                    w_soft[sl],
+                    w_hard[sl],
+                    labels[sl],
+                    temperature,
+                    soft,
+                    has_soft,
+                    has_hard,
+                    want,
+                    flag=flag,
+                )
             else:
-                rows, dz = _rows_torch(zs, zt, w_soft[sl], w_hard[sl], labels[sl], temperature, soft,
-                                       has_soft, has_hard, want)  # fmt: skip
+                rows, dz = _rows_torch(
+                    zs,
+                    zt,
+                    w_soft[sl],
+                    w_hard[sl],
+                    labels[sl],
+                    temperature,
+                    soft,
+                    has_soft,
+                    has_hard,
+                    want,
+                )
             loss += rows.sum()
             if g_h is not None:
                 g_h[sl] = gemm_f32(dz.to(ws.dtype), ws)  # [chunk, Hs]
@@ -186,14 +224,31 @@ def fused_linear_kd_chunked(
     if alpha != 1.0 and not use_triton:
         check_labels_in_range(labels, c, ignore_index, row_mask, "fused_linear_kd(labels=...)")
     w_soft, w_hard, safe = row_weights(
-        n, labels, row_mask, alpha=alpha, temperature=temperature, t2_scaling=t2_scaling,
-        ignore_index=ignore_index, device=student_hidden.device,
-    )  # fmt: skip
+        n,
+        labels,
+        row_mask,
+        alpha=alpha,
+        temperature=temperature,
+        t2_scaling=t2_scaling,
+        ignore_index=ignore_index,
+        device=student_hidden.device,
+    )
     chunk = chunk_rows or chunk_rows_for(n, c)
     return _FusedLinearKD.apply(
-        student_hidden, student_weight, student_bias,
-        teacher_hidden.detach(), teacher_weight.detach(),
+        student_hidden,
+        student_weight,
+        student_bias,
+        teacher_hidden.detach(),
+        teacher_weight.detach(),
         teacher_bias.detach() if teacher_bias is not None else None,
-        w_soft, w_hard, safe.contiguous(), float(temperature), soft, alpha != 0.0, alpha != 1.0,
-        int(chunk), use_triton, ignore_index,
-    )  # fmt: skip
+        w_soft,
+        w_hard,
+        safe.contiguous(),
+        float(temperature),
+        soft,
+        alpha != 0.0,
+        alpha != 1.0,
+        int(chunk),
+        use_triton,
+        ignore_index,
+    )

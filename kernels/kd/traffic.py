@@ -64,19 +64,53 @@ def _fwd_spec(n, c, dtype, block, warps, stages, label, write_grad=True):
     from kdkit.kernels.kd.triton import _kd_fwd_kernel
 
     p = f"*{dtype}"
-    args = [("s_ptr", p), ("t_ptr", p), ("g_ptr", p), ("loss_ptr", "*fp32"),
-            ("stats_ptr", "*fp32"), ("ws_ptr", "*fp32"), ("wh_ptr", "*fp32"), ("y_ptr", "*i64"),
-            ("flag_ptr", "*i32"), ("N", "i32"), ("C", "i32"), ("stride_s", "i32"),
-            ("stride_t", "i32"), ("stride_g", "i32"), ("scale", "fp32"), ("inv_t", "fp32"),
-            ("SOFT_KL", "constexpr"), ("HAS_SOFT", "constexpr"), ("HAS_HARD", "constexpr"),
-            ("WRITE_GRAD", "constexpr"), ("BLOCK", "constexpr"), ("VEC", "constexpr")]  # fmt: skip
+    args = [
+        ("s_ptr", p),
+        ("t_ptr", p),
+        ("g_ptr", p),
+        ("loss_ptr", "*fp32"),
+        ("stats_ptr", "*fp32"),
+        ("ws_ptr", "*fp32"),
+        ("wh_ptr", "*fp32"),
+        ("y_ptr", "*i64"),
+        ("flag_ptr", "*i32"),
+        ("N", "i32"),
+        ("C", "i32"),
+        ("stride_s", "i32"),
+        ("stride_t", "i32"),
+        ("stride_g", "i32"),
+        ("scale", "fp32"),
+        ("inv_t", "fp32"),
+        ("SOFT_KL", "constexpr"),
+        ("HAS_SOFT", "constexpr"),
+        ("HAS_HARD", "constexpr"),
+        ("WRITE_GRAD", "constexpr"),
+        ("BLOCK", "constexpr"),
+        ("VEC", "constexpr"),
+    ]
     aligned = {a for a, t in args if t.startswith("*")} | {"N"}
     if c % 16 == 0:
         aligned |= {"C", "stride_s", "stride_t", "stride_g"}
-    consts = dict(SOFT_KL=True, HAS_SOFT=True, HAS_HARD=True, WRITE_GRAD=write_grad,
-                  BLOCK=block, VEC=16 // BYTES[dtype])  # fmt: skip
-    return StaticSpec("kd_loss", _kd_fwd_kernel, args, consts, aligned, warps, stages,
-                      f"N={n} C={c} {dtype} {label}", {"n": n, "c": c}, dtype)  # fmt: skip
+    consts = dict(
+        SOFT_KL=True,
+        HAS_SOFT=True,
+        HAS_HARD=True,
+        WRITE_GRAD=write_grad,
+        BLOCK=block,
+        VEC=16 // BYTES[dtype],
+    )
+    return StaticSpec(
+        "kd_loss",
+        _kd_fwd_kernel,
+        args,
+        consts,
+        aligned,
+        warps,
+        stages,
+        f"N={n} C={c} {dtype} {label}",
+        {"n": n, "c": c},
+        dtype,
+    )
 
 
 def _bwd_spec(n, c, dtype, block, warps, stages, label):
@@ -84,19 +118,46 @@ def _bwd_spec(n, c, dtype, block, warps, stages, label):
     from kdkit.kernels.kd.triton import _kd_bwd_kernel
 
     p = f"*{dtype}"
-    args = [("s_ptr", p), ("t_ptr", p), ("g_ptr", p), ("stats_ptr", "*fp32"), ("ws_ptr", "*fp32"),
-            ("wh_ptr", "*fp32"), ("y_ptr", "*i64"), ("go_ptr", "*fp32"), ("N", "i32"),
-            ("C", "i32"), ("stride_s", "i32"), ("stride_t", "i32"), ("stride_g", "i32"),
-            ("scale", "fp32"), ("inv_t", "fp32"), ("RECOMPUTE", "constexpr"),
-            ("HAS_SOFT", "constexpr"), ("HAS_HARD", "constexpr"), ("BLOCK", "constexpr"),
-            ("VEC", "constexpr")]  # fmt: skip
+    args = [
+        ("s_ptr", p),
+        ("t_ptr", p),
+        ("g_ptr", p),
+        ("stats_ptr", "*fp32"),
+        ("ws_ptr", "*fp32"),
+        ("wh_ptr", "*fp32"),
+        ("y_ptr", "*i64"),
+        ("go_ptr", "*fp32"),
+        ("N", "i32"),
+        ("C", "i32"),
+        ("stride_s", "i32"),
+        ("stride_t", "i32"),
+        ("stride_g", "i32"),
+        ("scale", "fp32"),
+        ("inv_t", "fp32"),
+        ("RECOMPUTE", "constexpr"),
+        ("HAS_SOFT", "constexpr"),
+        ("HAS_HARD", "constexpr"),
+        ("BLOCK", "constexpr"),
+        ("VEC", "constexpr"),
+    ]
     aligned = {a for a, t in args if t.startswith("*")} | {"N"}
     if c % 16 == 0:
         aligned |= {"C", "stride_s", "stride_t", "stride_g"}
-    consts = dict(RECOMPUTE=dtype != "fp32", HAS_SOFT=True, HAS_HARD=True, BLOCK=block,
-                  VEC=16 // BYTES[dtype])  # fmt: skip
-    return StaticSpec("kd_loss", _kd_bwd_kernel, args, consts, aligned, warps, stages,
-                      f"N={n} C={c} {dtype} {label}", {"n": n, "c": c}, dtype)  # fmt: skip
+    consts = dict(
+        RECOMPUTE=dtype != "fp32", HAS_SOFT=True, HAS_HARD=True, BLOCK=block, VEC=16 // BYTES[dtype]
+    )
+    return StaticSpec(
+        "kd_loss",
+        _kd_bwd_kernel,
+        args,
+        consts,
+        aligned,
+        warps,
+        stages,
+        f"N={n} C={c} {dtype} {label}",
+        {"n": n, "c": c},
+        dtype,
+    )
 
 
 def static_specs(level: str = "priority") -> list:
@@ -113,10 +174,12 @@ def static_specs(level: str = "priority") -> list:
     for c in (32000, 128256, 50257):
         for dtype in ("bf16", "fp32"):
             for block, warps, stages in AUTOTUNE_CONFIGS:
-                specs.append(_fwd_spec(8192, c, dtype, block, warps, stages,
-                                       f"B{block} w{warps} s{stages}"))  # fmt: skip
+                specs.append(
+                    _fwd_spec(8192, c, dtype, block, warps, stages, f"B{block} w{warps} s{stages}")
+                )
         block, warps, stages = BWD_CONFIG
         for dtype in ("bf16", "fp32"):
-            specs.append(_bwd_spec(8192, c, dtype, block, warps, stages,
-                                   f"B{block} w{warps} s{stages}"))  # fmt: skip
+            specs.append(
+                _bwd_spec(8192, c, dtype, block, warps, stages, f"B{block} w{warps} s{stages}")
+            )
     return specs

@@ -43,8 +43,24 @@ DEFAULT_BLOCK = 4096
 
 
 @triton.jit
-def _grad_block(zs, zt, cols, ms, mt, ls, lt, l1, ws, wh, y, scale, inv_t, factor,
-                HAS_SOFT: tl.constexpr, HAS_HARD: tl.constexpr):  # fmt: skip
+def _grad_block(
+    zs,
+    zt,
+    cols,
+    ms,
+    mt,
+    ls,
+    lt,
+    l1,
+    ws,
+    wh,
+    y,
+    scale,
+    inv_t,
+    factor,
+    HAS_SOFT: tl.constexpr,
+    HAS_HARD: tl.constexpr,
+):
     """``factor * dloss/dz_s`` for one block of a row (fp32); ``ms``/``mt`` are finite maxes."""
     g = tl.zeros_like(zs)
     if HAS_SOFT:
@@ -73,8 +89,9 @@ def _round(g, g_ptr):
 
 
 @triton.jit
-def _store_row_block(g_base, offs, g, ok, lim_full, lead, start, end, BLOCK: tl.constexpr,
-                     VEC: tl.constexpr):  # fmt: skip
+def _store_row_block(
+    g_base, offs, g, ok, lim_full, lead, start, end, BLOCK: tl.constexpr, VEC: tl.constexpr
+):
     """Store one block of a gradient row: whole vectors with a vector-granular mask, the partial
     vectors at the row's two ends element by element (only in the blocks that hold them)."""
     first_full = tl.where(lead == 0, 0, VEC)
@@ -95,12 +112,20 @@ def _kd_fwd_kernel(
     wh_ptr,  # [N] weight of the hard term ((1 - alpha) / n_labelled, 0 for unlabelled rows)
     y_ptr,  # [N] int64 labels (any value where wh == 0)
     flag_ptr,  # [1] int32 out: set to 1 when a weighted row's label is outside [0, C)
-    N, C, stride_s, stride_t, stride_g,
+    N,
+    C,
+    stride_s,
+    stride_t,
+    stride_g,
     scale,  # log2(e) / T
     inv_t,  # 1 / T
-    SOFT_KL: tl.constexpr, HAS_SOFT: tl.constexpr, HAS_HARD: tl.constexpr,
-    WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr,
-):  # fmt: skip
+    SOFT_KL: tl.constexpr,
+    HAS_SOFT: tl.constexpr,
+    HAS_HARD: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+):
     pid = tl.program_id(0)
     zero = tl.sum(tl.zeros([BLOCK], tl.float32), 0)
     zero64 = pid.to(tl.int64) * 0  # int64 row index (the loop variable is an int32 or an int)
@@ -188,21 +213,53 @@ def _kd_fwd_kernel(
                 zt = zs
                 if HAS_SOFT:
                     zt = tl.load(t_base + offs, mask=offs < lim, other=0.0).to(tl.float32)
-                g = _grad_block(zs, zt, offs - lead, ms_f, mt_f, lg_s, lg_t, lg_1, ws, wh, y,
-                                scale, inv_t, 1.0, HAS_SOFT, HAS_HARD)  # fmt: skip
-                _store_row_block(g_base, offs, _round(g, g_ptr), ok, lim_full, lead,
-                                 start, end, BLOCK, VEC)  # fmt: skip
+                g = _grad_block(
+                    zs,
+                    zt,
+                    offs - lead,
+                    ms_f,
+                    mt_f,
+                    lg_s,
+                    lg_t,
+                    lg_1,
+                    ws,
+                    wh,
+                    y,
+                    scale,
+                    inv_t,
+                    1.0,
+                    HAS_SOFT,
+                    HAS_HARD,
+                )
+                _store_row_block(
+                    g_base, offs, _round(g, g_ptr), ok, lim_full, lead, start, end, BLOCK, VEC
+                )
     tl.store(loss_ptr + pid, total)
 
 
 @triton.jit
 def _kd_bwd_kernel(
-    s_ptr, t_ptr, g_ptr, stats_ptr, ws_ptr, wh_ptr, y_ptr,
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    stats_ptr,
+    ws_ptr,
+    wh_ptr,
+    y_ptr,
     go_ptr,  # [1] fp32 grad_output, read on the device
-    N, C, stride_s, stride_t, stride_g, scale, inv_t,
-    RECOMPUTE: tl.constexpr, HAS_SOFT: tl.constexpr, HAS_HARD: tl.constexpr,
-    BLOCK: tl.constexpr, VEC: tl.constexpr,
-):  # fmt: skip
+    N,
+    C,
+    stride_s,
+    stride_t,
+    stride_g,
+    scale,
+    inv_t,
+    RECOMPUTE: tl.constexpr,
+    HAS_SOFT: tl.constexpr,
+    HAS_HARD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+):
     """``g *= grad_output`` (fp32 storage) or ``g = grad_output * dloss/dz_s`` recomputed
     (bf16/fp16 storage); nothing at all when ``grad_output == 1``."""
     go = tl.load(go_ptr)
@@ -235,12 +292,29 @@ def _kd_bwd_kernel(
                     zt = zs
                     if HAS_SOFT:
                         zt = tl.load(t_base + offs, mask=offs < lim, other=0.0).to(tl.float32)
-                    g = _grad_block(zs, zt, offs - lead, ms, mt, ls, lt, l1, ws, wh, y, scale,
-                                    inv_t, go, HAS_SOFT, HAS_HARD)  # fmt: skip
+                    g = _grad_block(
+                        zs,
+                        zt,
+                        offs - lead,
+                        ms,
+                        mt,
+                        ls,
+                        lt,
+                        l1,
+                        ws,
+                        wh,
+                        y,
+                        scale,
+                        inv_t,
+                        go,
+                        HAS_SOFT,
+                        HAS_HARD,
+                    )
                 else:
                     g = tl.load(g_base + offs, mask=offs < lim, other=0.0).to(tl.float32) * go
-                _store_row_block(g_base, offs, _round(g, g_ptr), ok, lim_full, lead,
-                                 start, end, BLOCK, VEC)  # fmt: skip
+                _store_row_block(
+                    g_base, offs, _round(g, g_ptr), ok, lim_full, lead, start, end, BLOCK, VEC
+                )
 
 
 #: Autotuning choices of the forward on a GPU (the interpreter uses ``DEFAULT_BLOCK`` and one
@@ -335,17 +409,45 @@ def kd_rows(
     vec = vector_width(zs, zt, grad) if write_grad else vector_width(zs, zt)
     g = grid_size(n, c, c * (zs.element_size() + zt.element_size()), zs.device)
     partial = torch.empty(g, device=zs.device, dtype=torch.float32)
-    args = (zs, zt, grad, partial, stats, w_soft, w_hard, labels, flag, n, c, zs.stride(0),
-            zt.stride(0), grad.stride(0) if write_grad else zs.stride(0), LOG2E / temperature,
-            1.0 / temperature)  # fmt: skip
-    consts = dict(SOFT_KL=soft == "kl", HAS_SOFT=has_soft, HAS_HARD=has_hard,
-                  WRITE_GRAD=write_grad, VEC=vec)  # fmt: skip
+    args = (
+        zs,
+        zt,
+        grad,
+        partial,
+        stats,
+        w_soft,
+        w_hard,
+        labels,
+        flag,
+        n,
+        c,
+        zs.stride(0),
+        zt.stride(0),
+        grad.stride(0) if write_grad else zs.stride(0),
+        LOG2E / temperature,
+        1.0 / temperature,
+    )
+    consts = dict(
+        SOFT_KL=soft == "kl", HAS_SOFT=has_soft, HAS_HARD=has_hard, WRITE_GRAD=write_grad, VEC=vec
+    )
     _launch("fwd", (g,), args, consts, block_size)
     return partial, (grad if write_grad else None), stats
 
 
-def kd_backward(zs, zt, grad, stats, w_soft, w_hard, labels, grad_out, temperature,
-                has_soft, has_hard, block_size=None) -> torch.Tensor:  # fmt: skip
+def kd_backward(
+    zs,
+    zt,
+    grad,
+    stats,
+    w_soft,
+    w_hard,
+    labels,
+    grad_out,
+    temperature,
+    has_soft,
+    has_hard,
+    block_size=None,
+) -> torch.Tensor:
     """``grad_output * dloss/dz_s`` in ``grad`` (in place); a no-op kernel when it is 1."""
     n, c = grad.shape
     go = grad_out.reshape(1).to(torch.float32).contiguous()
@@ -354,8 +456,23 @@ def kd_backward(zs, zt, grad, stats, w_soft, w_hard, labels, grad_out, temperatu
     recompute = grad.dtype != torch.float32
     vec = vector_width(zs, zt, grad) if recompute else vector_width(grad)
     g = grid_size(n, c, c * (zs.element_size() + zt.element_size()), grad.device)
-    args = (zs, zt, grad, stats, w_soft, w_hard, labels, go, n, c, zs.stride(0), zt.stride(0),
-            grad.stride(0), LOG2E / temperature, 1.0 / temperature)  # fmt: skip
+    args = (
+        zs,
+        zt,
+        grad,
+        stats,
+        w_soft,
+        w_hard,
+        labels,
+        go,
+        n,
+        c,
+        zs.stride(0),
+        zt.stride(0),
+        grad.stride(0),
+        LOG2E / temperature,
+        1.0 / temperature,
+    )
     consts = dict(RECOMPUTE=recompute, HAS_SOFT=has_soft, HAS_HARD=has_hard, VEC=vec)
     _launch("bwd", (g,), args, consts, block_size)
     return grad
@@ -363,13 +480,35 @@ def kd_backward(zs, zt, grad, stats, w_soft, w_hard, labels, grad_out, temperatu
 
 class _KDLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, zs, zt, w_soft, w_hard, labels, temperature, soft, has_soft, has_hard,
-                block_size, ignore_index):  # fmt: skip
+    def forward(
+        ctx,
+        zs,
+        zt,
+        w_soft,
+        w_hard,
+        labels,
+        temperature,
+        soft,
+        has_soft,
+        has_hard,
+        block_size,
+        ignore_index,
+    ):
         flag = torch.zeros(1, device=zs.device, dtype=torch.int32)
         partial, grad, stats = kd_rows(
-            zs, zt, w_soft, w_hard, labels, temperature, soft, has_soft, has_hard,
-            ctx.needs_input_grad[0], block_size, flag,
-        )  # fmt: skip
+            zs,
+            zt,
+            w_soft,
+            w_hard,
+            labels,
+            temperature,
+            soft,
+            has_soft,
+            has_hard,
+            ctx.needs_input_grad[0],
+            block_size,
+            flag,
+        )
         if has_hard:
             raise_if_bad_labels(flag, zs.shape[1], ignore_index, "kd_loss(labels=...)")
         ctx.save_for_backward(zs, zt, grad, stats, w_soft, w_hard, labels)
@@ -386,8 +525,20 @@ class _KDLoss(torch.autograd.Function):
         ctx.used = True
         zs, zt, grad, stats, w_soft, w_hard, labels = ctx.saved_tensors
         temperature, has_soft, has_hard, block_size = ctx.cfg
-        kd_backward(zs, zt, grad, stats, w_soft, w_hard, labels, grad_out, temperature,
-                    has_soft, has_hard, block_size)  # fmt: skip
+        kd_backward(
+            zs,
+            zt,
+            grad,
+            stats,
+            w_soft,
+            w_hard,
+            labels,
+            grad_out,
+            temperature,
+            has_soft,
+            has_hard,
+            block_size,
+        )
         return grad, *([None] * 10)
 
 
@@ -413,10 +564,25 @@ def kd_loss_triton(
             fix="pass labels [N] (int64, ignore_index for unlabelled rows) or use alpha=1",
         )
     w_soft, w_hard, safe = row_weights(
-        n, labels, row_mask, alpha=alpha, temperature=temperature, t2_scaling=t2_scaling,
-        ignore_index=ignore_index, device=student_logits.device,
-    )  # fmt: skip
+        n,
+        labels,
+        row_mask,
+        alpha=alpha,
+        temperature=temperature,
+        t2_scaling=t2_scaling,
+        ignore_index=ignore_index,
+        device=student_logits.device,
+    )
     return _KDLoss.apply(
-        student_logits, teacher_logits.detach(), w_soft, w_hard, safe.contiguous(),
-        float(temperature), soft, alpha != 0.0, alpha != 1.0, block_size, ignore_index,
-    )  # fmt: skip
+        student_logits,
+        teacher_logits.detach(),
+        w_soft,
+        w_hard,
+        safe.contiguous(),
+        float(temperature),
+        soft,
+        alpha != 0.0,
+        alpha != 1.0,
+        block_size,
+        ignore_index,
+    )

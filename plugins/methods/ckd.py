@@ -49,14 +49,19 @@ def _with_encoding(out: ModelOutput, batch: Batch, side: str) -> ModelOutput:
     """Fill in offsets/mask from the batch's tokenisation when the output lacks them."""
     enc = getattr(batch, side)
     if (out.offsets is None or out.attention_mask is None) and enc is not None:
-        return ModelOutput(out.logits, out.hidden_states, out.pooled, out.embedding,
-                           enc.attention_mask, enc.offsets)  # fmt: skip
+        return ModelOutput(
+            out.logits,
+            out.hidden_states,
+            out.pooled,
+            out.embedding,
+            enc.attention_mask,
+            enc.offsets,
+        )
     return out
 
 
 class CKD(KDMethod):
     """Contextual KD; terms ``"kd"``, ``"ce"`` (if alpha < 1), ``"wr"`` and ``"ltr"``."""
-
 
     def __init__(self, options: CKDOptions, context: BuildContext) -> None:
         super().__init__()
@@ -97,5 +102,9 @@ class CKD(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``ckd``."""
-    register("ckd", CKD, config=CKDOptions,
-             description="contextual KD: word and layer relations over character-aligned spans (Park et al. 2021)")  # fmt: skip
+    register(
+        "ckd",
+        CKD,
+        config=CKDOptions,
+        description="contextual KD: word and layer relations over character-aligned spans (Park et al. 2021)",
+    )

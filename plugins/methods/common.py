@@ -52,8 +52,14 @@ def logit_terms(
                 fix="configure a teacher, or set alpha: 0",
             )
         zt = teacher.logits.to(zs.dtype)  # cached teachers may be fp16
-        soft = kd_loss(zs, zt, temperature=options.temperature, alpha=1.0, soft=options.soft,
-                       t2_scaling=options.t2_scaling)  # fmt: skip
+        soft = kd_loss(
+            zs,
+            zt,
+            temperature=options.temperature,
+            alpha=1.0,
+            soft=options.soft,
+            t2_scaling=options.t2_scaling,
+        )
         terms["kd"] = options.alpha * soft
     if options.alpha < 1:
         terms["ce"] = (1.0 - options.alpha) * cross_entropy(zs, batch.labels)
@@ -86,10 +92,14 @@ def require_infos(context: BuildContext, method: str) -> tuple[ModelInfo, ModelI
 def layer_pairs(options: LayerOptions, context: BuildContext, method: str) -> list[tuple[int, int]]:
     """The matched ``(student_layer, teacher_layer)`` pairs for ``options`` and the two models."""
     student, teacher = require_infos(context, method)
-    return map_layers(student.num_layers, teacher.num_layers, options.layers,
-                      exclude_last=options.exclude_last,
-                      include_embeddings=options.include_embeddings,
-                      where=f"method ({method}).layers")  # fmt: skip
+    return map_layers(
+        student.num_layers,
+        teacher.num_layers,
+        options.layers,
+        exclude_last=options.exclude_last,
+        include_embeddings=options.include_embeddings,
+        where=f"method ({method}).layers",
+    )
 
 
 def output_feature(out: ModelOutput, side: str, method: str) -> torch.Tensor:

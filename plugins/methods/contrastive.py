@@ -44,7 +44,6 @@ class ContrastiveOptions(LogitOptions):
 class Contrastive(KDMethod):
     """InfoNCE between projected embeddings; terms ``"nce"``, ``"ce"``, ``"kd"`` (if alpha > 0)."""
 
-
     def __init__(self, options: ContrastiveOptions, context: BuildContext) -> None:
         super().__init__()
         student, teacher = require_infos(context, "contrastive")
@@ -89,5 +88,9 @@ class Contrastive(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``contrastive``."""
-    register("contrastive", Contrastive, config=ContrastiveOptions,
-             description="CRD-style InfoNCE between projected embeddings, in-batch (+ bounded queue) negatives (Tian et al. 2020)")  # fmt: skip
+    register(
+        "contrastive",
+        Contrastive,
+        config=ContrastiveOptions,
+        description="CRD-style InfoNCE between projected embeddings, in-batch (+ bounded queue) negatives (Tian et al. 2020)",
+    )

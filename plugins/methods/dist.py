@@ -49,7 +49,6 @@ class DISTOptions(Options):
 class DIST(KDMethod):
     """Pearson-correlation relations of the class probabilities; terms ``"dist"`` and ``"ce"``."""
 
-
     def __init__(self, options: DISTOptions, context: BuildContext) -> None:
         super().__init__()
         self.options = options
@@ -80,5 +79,9 @@ class DIST(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``dist``."""
-    register("dist", DIST, config=DISTOptions,
-             description="DIST: Pearson inter-/intra-class relations of probabilities (Huang et al. 2022)")  # fmt: skip
+    register(
+        "dist",
+        DIST,
+        config=DISTOptions,
+        description="DIST: Pearson inter-/intra-class relations of probabilities (Huang et al. 2022)",
+    )

@@ -39,7 +39,6 @@ class FitNetsOptions(LogitOptions, LayerOptions):
 class FitNets(KDMethod):
     """Hint MSE through regressors; terms ``"hint"``, ``"ce"`` and ``"kd"`` (if alpha > 0)."""
 
-
     def __init__(self, options: FitNetsOptions, context: BuildContext) -> None:
         super().__init__()
         self.options = options
@@ -78,5 +77,9 @@ class FitNets(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``fitnets``."""
-    register("fitnets", FitNets, config=FitNetsOptions,
-             description="FitNets: MSE between regressed student and teacher features (Romero et al. 2015)")  # fmt: skip
+    register(
+        "fitnets",
+        FitNets,
+        config=FitNetsOptions,
+        description="FitNets: MSE between regressed student and teacher features (Romero et al. 2015)",
+    )

@@ -46,5 +46,9 @@ class FineTune(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``ft``."""
-    register("ft", FineTune, config=FTOptions,
-             description="fine-tuning on labels only (the baseline; no teacher)")  # fmt: skip
+    register(
+        "ft",
+        FineTune,
+        config=FTOptions,
+        description="fine-tuning on labels only (the baseline; no teacher)",
+    )

@@ -50,7 +50,6 @@ class KDStudyOptions(LogitOptions):
 class KD(KDMethod):
     """Logit distillation: returns ``"kd"`` (alpha-weighted soft term) and ``"ce"`` (if alpha < 1)."""
 
-
     def __init__(self, options: LogitOptions, context: BuildContext) -> None:
         super().__init__()
         self.options = options
@@ -64,7 +63,15 @@ class KD(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``kd`` and its study preset ``kd-study``."""
-    register("kd", KD, config=KDOptions,
-             description="Hinton KD: alpha*T^2*KL(p_t^T||p_s^T) + (1-alpha)*CE (Hinton et al. 2015)")  # fmt: skip
-    register("kd-study", KD, config=KDStudyOptions,
-             description="the study's KD preset: CE(z_s/T, p_t^T), T=10, no label term, no T^2")  # fmt: skip
+    register(
+        "kd",
+        KD,
+        config=KDOptions,
+        description="Hinton KD: alpha*T^2*KL(p_t^T||p_s^T) + (1-alpha)*CE (Hinton et al. 2015)",
+    )
+    register(
+        "kd-study",
+        KD,
+        config=KDStudyOptions,
+        description="the study's KD preset: CE(z_s/T, p_t^T), T=10, no label term, no T^2",
+    )

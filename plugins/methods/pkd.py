@@ -54,7 +54,6 @@ class PKDOptions(LogitOptions, LayerOptions):
 class PKD(KDMethod):
     """Patient KD; terms ``"kd"``, ``"ce"`` (if alpha < 1) and ``"pkd"``."""
 
-
     def __init__(self, options: PKDOptions, context: BuildContext) -> None:
         super().__init__()
         self.options = options
@@ -66,8 +65,11 @@ class PKD(KDMethod):
                 where="method (pkd).project",
                 fix="use project: teacher or project: student",
             )
-        make = {"teacher": lambda: nn.Linear(ht, hs), "student": lambda: nn.Linear(hs, ht),
-                "none": nn.Identity}[options.project]  # fmt: skip
+        make = {
+            "teacher": lambda: nn.Linear(ht, hs),
+            "student": lambda: nn.Linear(hs, ht),
+            "none": nn.Identity,
+        }[options.project]
         self.projections = nn.ModuleList(make() for _ in self.pairs)
         self.requirements = Requirements(
             student=Needs(pooled_layers=tuple(sorted({s for s, _ in self.pairs}))),
@@ -93,5 +95,9 @@ class PKD(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``pkd``."""
-    register("pkd", PKD, config=PKDOptions,
-             description="patient KD: normalised MSE of pooled features of matched layers + KD (Sun et al. 2019)")  # fmt: skip
+    register(
+        "pkd",
+        PKD,
+        config=PKDOptions,
+        description="patient KD: normalised MSE of pooled features of matched layers + KD (Sun et al. 2019)",
+    )

@@ -33,7 +33,6 @@ class RKDOptions(LogitOptions):
 class RKD(KDMethod):
     """Distance and angle relations between examples; terms ``"rkd_d"``, ``"rkd_a"``, ``"ce"``, ``"kd"``."""
 
-
     def __init__(self, options: RKDOptions, context: BuildContext) -> None:
         super().__init__()
         require_infos(context, "rkd")
@@ -55,5 +54,9 @@ class RKD(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     """Register ``rkd``."""
-    register("rkd", RKD, config=RKDOptions,
-             description="RKD: distance and angle relations between examples (Park et al. 2019)")  # fmt: skip
+    register(
+        "rkd",
+        RKD,
+        config=RKDOptions,
+        description="RKD: distance and angle relations between examples (Park et al. 2019)",
+    )

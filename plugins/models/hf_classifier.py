@@ -51,8 +51,16 @@ class HFClassifier(Student):
             recorded in :class:`ModelInfo` (default: the config's ``model_type``).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str, component: ComponentRef,
-                 prefix_tokens: Sequence[int] = (), meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        component: ComponentRef,
+        prefix_tokens: Sequence[int] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if not getattr(tokenizer, "is_fast", False):
             raise KdkitError(
@@ -97,8 +105,12 @@ class HFClassifier(Student):
         """Run the classifier; hidden states are requested only when ``needs`` asks for them."""
         want_states = bool(needs.hidden_layers or needs.pooled_layers)
         self._captured = None
-        out = self.model(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
-                         output_hidden_states=want_states, **encoded.extra)  # fmt: skip
+        out = self.model(
+            input_ids=encoded.input_ids,
+            attention_mask=encoded.attention_mask,
+            output_hidden_states=want_states,
+            **encoded.extra,
+        )
         states = getattr(out, "hidden_states", None) or getattr(out, "encoder_hidden_states", None)
         hidden = {i: states[i] for i in needs.hidden_layers} if want_states else {}
         # pooled feature of a layer: its first (<s>/[CLS]) token state [B, H]
@@ -130,9 +142,16 @@ class HFClassifier(Student):
         apply_label_names(self.model.config, self.meta.get("labels"))
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
-        write_model_meta(directory, self.component, {
-            "name": self.info.name, "family": self.info.family,
-            "prefix_tokens": list(self.prefix_tokens), **self.meta})  # fmt: skip
+        write_model_meta(
+            directory,
+            self.component,
+            {
+                "name": self.info.name,
+                "family": self.info.family,
+                "prefix_tokens": list(self.prefix_tokens),
+                **self.meta,
+            },
+        )
 
 
 class LogitsOnly(torch.nn.Module):
@@ -143,8 +162,12 @@ class LogitsOnly(torch.nn.Module):
         self.model = model
         self.input_names = input_names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``[B, L]`` int64 inputs (``input_names``' order) -> ``[B, C]`` logits."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
@@ -161,8 +184,14 @@ def apply_label_names(config: Any, labels: Sequence[str] | None) -> None:
         config.label2id = maps["label2id"]
 
 
-def load_hf_classifier(directory: str, component: ComponentRef, *, num_labels: int | None = None,
-                       name: str | None = None, local_files_only: bool = True) -> HFClassifier:  # fmt: skip
+def load_hf_classifier(
+    directory: str,
+    component: ComponentRef,
+    *,
+    num_labels: int | None = None,
+    name: str | None = None,
+    local_files_only: bool = True,
+) -> HFClassifier:
     """Load a classifier (a directory, or a hub id when ``local_files_only`` is False).
 
     Args:
@@ -185,11 +214,17 @@ def load_hf_classifier(directory: str, component: ComponentRef, *, num_labels: i
         directory, output_loading_info=True, **kwargs
     )
     extra = model_fields(meta, "name", "prefix_tokens")
-    clf = HFClassifier(model, tokenizer, name=name or meta.get("name") or str(directory),
-                       component=saved_component(meta) or component,
-                       prefix_tokens=meta.get("prefix_tokens", ()), meta=extra)  # fmt: skip
-    clf.not_loaded = tuple(sorted({*info.get("missing_keys", ()),
-                                   *(_key(k) for k in info.get("mismatched_keys", ()))}))  # fmt: skip
+    clf = HFClassifier(
+        model,
+        tokenizer,
+        name=name or meta.get("name") or str(directory),
+        component=saved_component(meta) or component,
+        prefix_tokens=meta.get("prefix_tokens", ()),
+        meta=extra,
+    )
+    clf.not_loaded = tuple(
+        sorted({*info.get("missing_keys", ()), *(_key(k) for k in info.get("mismatched_keys", ()))})
+    )
     return clf
 
 
@@ -214,11 +249,18 @@ def build_roberta(tokenizer: Any, num_labels: int, shape: RobertaShape, max_leng
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
     config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-        hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.dropout,
-        max_position_embeddings=max(514, max_length + 2), type_vocab_size=1,
-        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        hidden_dropout_prob=shape.dropout,
+        attention_probs_dropout_prob=shape.dropout,
+        max_position_embeddings=max(514, max_length + 2),
+        type_vocab_size=1,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return RobertaForSequenceClassification(config)

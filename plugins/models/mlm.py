@@ -31,8 +31,9 @@ class MLMSettings:
     log: Callable[[str], None] = print
 
 
-def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int,
-                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def mask_tokens(
+    ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RoBERTa masking of ``[B, L]`` ids; returns (inputs, labels with -100 where not chosen)."""
     chosen = (torch.rand(ids.shape, generator=gen) < 0.15) & ~special
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
@@ -74,10 +75,14 @@ def pretrain_mlm(
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = torch.tensor(r)
             attn = (ids != tok.pad_token_id).long()
-            inputs, labels = mask_tokens(ids, torch.isin(ids, special_ids), tok.mask_token_id,
-                                         len(tok), gen)  # fmt: skip
-            out = mlm(input_ids=inputs.to(device), attention_mask=attn.to(device),
-                      labels=labels.to(device))  # fmt: skip
+            inputs, labels = mask_tokens(
+                ids, torch.isin(ids, special_ids), tok.mask_token_id, len(tok), gen
+            )
+            out = mlm(
+                input_ids=inputs.to(device),
+                attention_mask=attn.to(device),
+                labels=labels.to(device),
+            )
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             clip_gradients(params, 1.0)

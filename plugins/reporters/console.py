@@ -44,5 +44,9 @@ class ConsoleReporter(Reporter):
 
 @hookimpl
 def register_reporters(register):
-    register("console", ConsoleReporter, config=ConsoleOptions,
-             description="evaluations and the summary table on the terminal")  # fmt: skip
+    register(
+        "console",
+        ConsoleReporter,
+        config=ConsoleOptions,
+        description="evaluations and the summary table on the terminal",
+    )

@@ -53,5 +53,9 @@ class JsonlReporter(Reporter):
 
 @hookimpl
 def register_reporters(register):
-    register("jsonl", JsonlReporter, config=JsonlOptions,
-             description="steps and evaluations as JSON lines in the run directory")  # fmt: skip
+    register(
+        "jsonl",
+        JsonlReporter,
+        config=JsonlOptions,
+        description="steps and evaluations as JSON lines in the run directory",
+    )

@@ -82,6 +82,10 @@ class TensorBoardReporter(Reporter):
 
 @hookimpl
 def register_reporters(register):
-    register("tensorboard", TensorBoardReporter, config=TensorBoardOptions,
-             description="every scalar (loss terms, lr, throughput, metrics) as TensorBoard "
-             "event files in RUN_DIR/tensorboard (extra: kdkit[tensorboard])")  # fmt: skip
+    register(
+        "tensorboard",
+        TensorBoardReporter,
+        config=TensorBoardOptions,
+        description="every scalar (loss terms, lr, throughput, metrics) as TensorBoard "
+        "event files in RUN_DIR/tensorboard (extra: kdkit[tensorboard])",
+    )

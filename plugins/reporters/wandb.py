@@ -63,11 +63,16 @@ class WandbReporter(Reporter):
     def start(self, run: RunInfo) -> None:
         o = self.options
         self.run = self._wandb.init(
-            project=o.project, entity=o.entity, group=o.group, tags=o.tags or None,
+            project=o.project,
+            entity=o.entity,
+            group=o.group,
+            tags=o.tags or None,
             name=o.name or os.path.basename(os.path.normpath(run.run_dir)),
             mode=o.mode,  # None: wandb reads WANDB_MODE itself
-            dir=run.run_dir, config=dict(run.config), reinit="create_new",
-        )  # fmt: skip
+            dir=run.run_dir,
+            config=dict(run.config),
+            reinit="create_new",
+        )
 
     def step(self, run: RunInfo, step: int, record: Mapping[str, float]) -> None:
         if step % self.options.every == 0:
@@ -86,6 +91,10 @@ class WandbReporter(Reporter):
 
 @hookimpl
 def register_reporters(register):
-    register("wandb", WandbReporter, config=WandbOptions,
-             description="every scalar (loss terms, lr, throughput, metrics) to Weights & Biases; "
-             "respects WANDB_MODE (extra: kdkit[wandb])")  # fmt: skip
+    register(
+        "wandb",
+        WandbReporter,
+        config=WandbOptions,
+        description="every scalar (loss terms, lr, throughput, metrics) to Weights & Biases; "
+        "respects WANDB_MODE (extra: kdkit[wandb])",
+    )

@@ -71,11 +71,24 @@ class GRUOptions(Options):
 class BiGRUClassifier(nn.Module):
     """The network: ``[B, L]`` ids -> per-layer ``[B, L, 2H]`` states -> ``[B, C]`` logits."""
 
-    def __init__(self, vocab_size: int, hidden: int, layers: int, num_labels: int,
-                 dropout: float, pad_id: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden: int,
+        layers: int,
+        num_labels: int,
+        dropout: float,
+        pad_id: int,
+    ) -> None:
         super().__init__()
-        self.config = {"vocab_size": vocab_size, "hidden_size": hidden, "num_layers": layers,
-                       "num_labels": num_labels, "dropout": dropout, "pad_id": pad_id}  # fmt: skip
+        self.config = {
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "num_layers": layers,
+            "num_labels": num_labels,
+            "dropout": dropout,
+            "pad_id": pad_id,
+        }
         self.embed = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
         self.layers = nn.ModuleList(
             nn.GRU(hidden if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
@@ -113,8 +126,12 @@ class BiGRUClassifier(nn.Module):
                 x = self.drop(x)
         assert final is not None
         feature = self.drop(torch.tanh(self.dense(self.drop(final))))
-        return ModelOutput(logits=self.out(feature), hidden_states=hidden, pooled=pooled,
-                           embedding=final if needs.embedding else None)  # fmt: skip
+        return ModelOutput(
+            logits=self.out(feature),
+            hidden_states=hidden,
+            pooled=pooled,
+            embedding=final if needs.embedding else None,
+        )
 
 
 class PaddedBiGRU(nn.Module):
@@ -172,15 +189,22 @@ class PaddedBiGRU(nn.Module):
 class GRUStudent(Student):
     """The ``gru`` student: :class:`BiGRUClassifier` plus its BPE tokenizer."""
 
-    def __init__(self, network: BiGRUClassifier, tokenizer: Any, *, name: str,
-                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        network: BiGRUClassifier,
+        tokenizer: Any,
+        *,
+        name: str,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.network = network
         self.tokenizer = tokenizer
         self.meta = dict(meta or {})
         cfg = network.config
-        self.info = ModelInfo(name, "gru", cfg["num_layers"], 2 * cfg["hidden_size"],
-                              count_parameters(network))  # fmt: skip
+        self.info = ModelInfo(
+            name, "gru", cfg["num_layers"], 2 * cfg["hidden_size"], count_parameters(network)
+        )
 
     def encode(self, examples: Sequence[Example], max_length: int) -> Encoded:
         """Tokenise with the student's BPE (offsets into the joined text)."""
@@ -210,7 +234,9 @@ class GRUStudent(Student):
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2)
         self.tokenizer.save_pretrained(directory)
-        write_model_meta(directory, COMPONENT, {"name": self.info.name, "family": "gru", **self.meta})
+        write_model_meta(
+            directory, COMPONENT, {"name": self.info.name, "family": "gru", **self.meta}
+        )
 
 
 def load_gru_student(directory: str) -> GRUStudent:
@@ -221,8 +247,14 @@ def load_gru_student(directory: str) -> GRUStudent:
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as fh:
         cfg = json.load(fh)
     meta = read_model_meta(directory)
-    network = BiGRUClassifier(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"],
-                              cfg["num_labels"], cfg["dropout"], cfg["pad_id"])  # fmt: skip
+    network = BiGRUClassifier(
+        cfg["vocab_size"],
+        cfg["hidden_size"],
+        cfg["num_layers"],
+        cfg["num_labels"],
+        cfg["dropout"],
+        cfg["pad_id"],
+    )
     network.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     extra = model_fields(meta, "name", "family")
@@ -239,31 +271,49 @@ def preset_parameter_count(size: str, num_labels: int = 2) -> int:
 def build_gru_student(options: GRUOptions, context: BuildContext) -> GRUStudent:
     """Train (or load from cache) the BPE tokenizer on the training split; build the network."""
     if options.size not in SIZES:
-        raise KdkitError(f"unknown gru size {options.size!r}", where="student.size",
-                         fix=f"use one of {', '.join(SIZES)} or set the dimensions")  # fmt: skip
+        raise KdkitError(
+            f"unknown gru size {options.size!r}",
+            where="student.size",
+            fix=f"use one of {', '.join(SIZES)} or set the dimensions",
+        )
     if context.splits is None or context.task is None:
-        raise KdkitError("the gru student needs the task's data to train its tokenizer",
-                         fix="build it through a run (the engine loads the task first)")  # fmt: skip
+        raise KdkitError(
+            "the gru student needs the task's data to train its tokenizer",
+            fix="build it through a run (the engine loads the task first)",
+        )
     v, h, n_layers = SIZES[options.size]
     v, h, n_layers = (
         options.vocab_size or v,
         options.hidden_size or h,
         options.num_layers or n_layers,
     )
-    tokenizer = train_bpe_tokenizer(training_texts(context.splits), v,
-                                    default_cache_dir(context.cache_dir), context.task.fingerprint())  # fmt: skip
-    network = BiGRUClassifier(len(tokenizer), h, n_layers, len(context.task.labels), options.dropout,
-                              tokenizer.pad_token_id)  # fmt: skip
+    tokenizer = train_bpe_tokenizer(
+        training_texts(context.splits),
+        v,
+        default_cache_dir(context.cache_dir),
+        context.task.fingerprint(),
+    )
+    network = BiGRUClassifier(
+        len(tokenizer),
+        h,
+        n_layers,
+        len(context.task.labels),
+        options.dropout,
+        tokenizer.pad_token_id,
+    )
     name = f"gru-{options.size}"
     if any(v is not None for v in (options.vocab_size, options.hidden_size, options.num_layers)):
         name = f"gru-{h}x{n_layers}-{count_parameters(network) / 1e6:.2f}M"  # not the preset
-    return GRUStudent(network, tokenizer, name=name,
-                      meta={"labels": list(context.task.labels)})  # fmt: skip
+    return GRUStudent(network, tokenizer, name=name, meta={"labels": list(context.task.labels)})
 
 
 @hookimpl
 def register_students(register: Register) -> None:
     """Register ``gru``."""
-    register("gru", build_gru_student, config=GRUOptions,
-             description="bidirectional GRU on packed sequences with its own BPE (study sizes)",
-             load=load_gru_student)  # fmt: skip
+    register(
+        "gru",
+        build_gru_student,
+        config=GRUOptions,
+        description="bidirectional GRU on packed sequences with its own BPE (study sizes)",
+        load=load_gru_student,
+    )

@@ -55,16 +55,22 @@ class TransformerOptions(Options):
 def resolve_dims(options: TransformerOptions) -> tuple[int, int, int, int, int]:
     """(vocab, hidden, layers, heads, intermediate) after applying overrides to the preset."""
     if options.size not in SIZES:
-        raise KdkitError(f"unknown transformer size {options.size!r}", where="student.size",
-                         fix=f"use one of {', '.join(SIZES)} or set the dimensions")  # fmt: skip
+        raise KdkitError(
+            f"unknown transformer size {options.size!r}",
+            where="student.size",
+            fix=f"use one of {', '.join(SIZES)} or set the dimensions",
+        )
     v, h, n_layers, a = SIZES[options.size]
     v = options.vocab_size or v
     h = options.hidden_size or h
     n_layers = options.num_layers or n_layers
     a = options.num_heads or a
     if h % a:
-        raise KdkitError(f"hidden_size {h} is not divisible by num_heads {a}",
-                         where="student", fix="choose num_heads dividing hidden_size")  # fmt: skip
+        raise KdkitError(
+            f"hidden_size {h} is not divisible by num_heads {a}",
+            where="student",
+            fix="choose num_heads dividing hidden_size",
+        )
     return v, h, n_layers, a, options.intermediate_size or 4 * h
 
 
@@ -74,9 +80,16 @@ def preset_parameter_count(size: str, num_labels: int = 2, max_length: int = 512
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
     v, h, l, a = SIZES[size]  # noqa: E741
-    config = RobertaConfig(vocab_size=v, hidden_size=h, num_hidden_layers=l, num_attention_heads=a,
-                           intermediate_size=4 * h, max_position_embeddings=max(514, max_length + 2),
-                           type_vocab_size=1, num_labels=num_labels)  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=v,
+        hidden_size=h,
+        num_hidden_layers=l,
+        num_attention_heads=a,
+        intermediate_size=4 * h,
+        max_position_embeddings=max(514, max_length + 2),
+        type_vocab_size=1,
+        num_labels=num_labels,
+    )
     with torch.device("meta"):
         return count_parameters(RobertaForSequenceClassification(config))
 
@@ -84,17 +97,27 @@ def preset_parameter_count(size: str, num_labels: int = 2, max_length: int = 512
 def build_transformer_student(options: TransformerOptions, context: BuildContext) -> HFClassifier:
     """Train (or load from cache) the BPE tokenizer on the training split; build the model."""
     if context.splits is None or context.task is None:
-        raise KdkitError("the transformer student needs the task's data to train its tokenizer",
-                         fix="build it through a run (the engine loads the task first)")  # fmt: skip
+        raise KdkitError(
+            "the transformer student needs the task's data to train its tokenizer",
+            fix="build it through a run (the engine loads the task first)",
+        )
     vocab, hidden, layers, heads, inter = resolve_dims(options)
     cache = default_cache_dir(context.cache_dir)
-    tokenizer = train_bpe_tokenizer(training_texts(context.splits), vocab, cache,
-                                    context.task.fingerprint())  # fmt: skip
+    tokenizer = train_bpe_tokenizer(
+        training_texts(context.splits), vocab, cache, context.task.fingerprint()
+    )
     shape = RobertaShape(hidden, layers, heads, inter, options.dropout)
     model = build_roberta(tokenizer, len(context.task.labels), shape, context.max_length)
-    custom = any(v is not None for v in (options.vocab_size, options.hidden_size,
-                                          options.num_layers, options.num_heads,
-                                          options.intermediate_size))  # fmt: skip
+    custom = any(
+        v is not None
+        for v in (
+            options.vocab_size,
+            options.hidden_size,
+            options.num_layers,
+            options.num_heads,
+            options.intermediate_size,
+        )
+    )
     name = f"transformer-{options.size}"
     if custom:  # the preset's name would be a lie: name it by its real size
         name = f"transformer-{hidden}x{layers}-{count_parameters(model) / 1e6:.2f}M"
@@ -110,6 +133,10 @@ def load_transformer_student(directory: str) -> HFClassifier:
 @hookimpl
 def register_students(register: Register) -> None:
     """Register ``transformer``."""
-    register("transformer", build_transformer_student, config=TransformerOptions,
-             description="RoBERTa-style encoder from scratch with its own BPE (study sizes)",
-             load=load_transformer_student)  # fmt: skip
+    register(
+        "transformer",
+        build_transformer_student,
+        config=TransformerOptions,
+        description="RoBERTa-style encoder from scratch with its own BPE (study sizes)",
+        load=load_transformer_student,
+    )

@@ -23,17 +23,30 @@ KINDS = ("variable_misuse", "swapped_operands", "wrong_operator")
 
 #: Operator -> its source symbol and the operators it may be wrongly replaced by.
 BIN_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
-    ast.Add: ("+", ("-",)), ast.Sub: ("-", ("+",)), ast.Mult: ("*", ("/", "+")),
-    ast.Div: ("/", ("*", "//")), ast.FloorDiv: ("//", ("/", "%")), ast.Mod: ("%", ("//",)),
-    ast.LShift: ("<<", (">>",)), ast.RShift: (">>", ("<<",)), ast.BitAnd: ("&", ("|",)),
-    ast.BitOr: ("|", ("&", "^")), ast.BitXor: ("^", ("|",)),
-}  # fmt: skip
+    ast.Add: ("+", ("-",)),
+    ast.Sub: ("-", ("+",)),
+    ast.Mult: ("*", ("/", "+")),
+    ast.Div: ("/", ("*", "//")),
+    ast.FloorDiv: ("//", ("/", "%")),
+    ast.Mod: ("%", ("//",)),
+    ast.LShift: ("<<", (">>",)),
+    ast.RShift: (">>", ("<<",)),
+    ast.BitAnd: ("&", ("|",)),
+    ast.BitOr: ("|", ("&", "^")),
+    ast.BitXor: ("^", ("|",)),
+}
 CMP_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
-    ast.Lt: ("<", ("<=", ">")), ast.LtE: ("<=", ("<", ">=")), ast.Gt: (">", (">=", "<")),
-    ast.GtE: (">=", (">", "<=")), ast.Eq: ("==", ("!=",)), ast.NotEq: ("!=", ("==",)),
-    ast.Is: ("is", ("is not",)), ast.IsNot: ("is not", ("is",)), ast.In: ("in", ("not in",)),
+    ast.Lt: ("<", ("<=", ">")),
+    ast.LtE: ("<=", ("<", ">=")),
+    ast.Gt: (">", (">=", "<")),
+    ast.GtE: (">=", (">", "<=")),
+    ast.Eq: ("==", ("!=",)),
+    ast.NotEq: ("!=", ("==",)),
+    ast.Is: ("is", ("is not",)),
+    ast.IsNot: ("is not", ("is",)),
+    ast.In: ("in", ("not in",)),
     ast.NotIn: ("not in", ("in",)),
-}  # fmt: skip
+}
 BOOL_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
     ast.And: ("and", ("or",)),
     ast.Or: ("or", ("and",)),
@@ -68,8 +81,14 @@ def local_names(fn: PyFunction) -> set[str]:
     return names
 
 
-def _operator_edit(fn: PyFunction, left: ast.AST, right: ast.AST, symbol: str,
-                   wrong: tuple[str, ...], rng: random.Random) -> Edit | None:  # fmt: skip
+def _operator_edit(
+    fn: PyFunction,
+    left: ast.AST,
+    right: ast.AST,
+    symbol: str,
+    wrong: tuple[str, ...],
+    rng: random.Random,
+) -> Edit | None:
     """Replace the operator between ``left`` and ``right`` if the gap holds just that symbol."""
     _, l_end = fn.span(left)
     r_start, _ = fn.span(right)

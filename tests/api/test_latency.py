@@ -29,8 +29,7 @@ class SleepyModel:
 
 def test_latency_and_throughput_come_from_the_timed_forward():
     model = SleepyModel()
-    got = measure_inference(model, [f"x{i}" for i in range(10)], 16, latency_rows=4,
-                            batch_size=5)  # fmt: skip
+    got = measure_inference(model, [f"x{i}" for i in range(10)], 16, latency_rows=4, batch_size=5)
     # batch 1: 21 ms a call (sleep is a lower bound; a loaded machine only adds)
     assert 21.0 <= got["latency_ms"] < 60.0
     # 10 rows in 2 batches of 5: 2 x 25 ms = 50 ms -> at most 200 rows/s

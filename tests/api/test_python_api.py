@@ -20,13 +20,20 @@ def test_the_sections_resolve_exactly_as_the_same_run_file(plugins, tmp_path):
     doc = apply_overrides(parse_yaml(yaml.safe_dump(sections), "run.yaml"), [])
     from_file = validate(doc, plugins.registry)
     assert from_api.as_dict() == from_file.as_dict()
-    assert from_api.as_dict()["method"] == {"name": "kd", "alpha": 0.5, "temperature": 2.0,
-                                            "soft": "kl", "t2_scaling": True}  # fmt: skip
+    assert from_api.as_dict()["method"] == {
+        "name": "kd",
+        "alpha": 0.5,
+        "temperature": 2.0,
+        "soft": "kl",
+        "t2_scaling": True,
+    }
 
 
 def test_typed_options_name_their_component_and_pass_only_what_was_set(plugins):
-    r = kdkit.configure(plugins=plugins, **dict(TINY, method=KDOptions(temperature=3.0),
-                                                training=kdkit.TrainingConfig(epochs=1)))  # fmt: skip
+    r = kdkit.configure(
+        plugins=plugins,
+        **dict(TINY, method=KDOptions(temperature=3.0), training=kdkit.TrainingConfig(epochs=1)),
+    )
     assert r.components["method"].component.name == "kd"
     assert r.components["method"].options.temperature == 3.0
     assert r.components["method"].options.alpha == 0.5  # kd's default, not a re-dumped value
@@ -48,8 +55,13 @@ def test_options_of_no_component_of_that_kind_say_how_to_name_it(plugins):
 
 def test_every_problem_is_reported_at_once_with_the_run_files_messages(plugins):
     with pytest.raises(ConfigError) as info:
-        kdkit.distill(plugins=plugins, task="tiny", method={"name": "kd", "temprature": 2},
-                      training={"epochs": 0}, bogus=1)  # fmt: skip
+        kdkit.distill(
+            plugins=plugins,
+            task="tiny",
+            method={"name": "kd", "temprature": 2},
+            training={"epochs": 0},
+            bogus=1,
+        )
     paths = sorted(p.path for p in info.value.problems)
     assert paths == ["bogus", "method.temprature", "student", "training.epochs"]
     text = info.value.render()
@@ -59,8 +71,14 @@ def test_every_problem_is_reported_at_once_with_the_run_files_messages(plugins):
 
 
 def test_the_result_reads_the_summary():
-    summary = {"run_dir": "runs/x", "test": {"accuracy": 0.5}, "best_validation": {"accuracy": 0.4},
-               "teacher": None, "headline_metric": "accuracy", "table": "the table"}  # fmt: skip
+    summary = {
+        "run_dir": "runs/x",
+        "test": {"accuracy": 0.5},
+        "best_validation": {"accuracy": 0.4},
+        "teacher": None,
+        "headline_metric": "accuracy",
+        "table": "the table",
+    }
     result = DistillResult(summary, config=None)
     assert str(result.model_path) == "runs/x/best/model"
     assert result.metrics == {"accuracy": 0.5} and result.validation_metrics == {"accuracy": 0.4}

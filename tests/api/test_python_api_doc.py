@@ -28,8 +28,9 @@ def test_the_python_api_page_runs_as_written(plugins, tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     for name in ("distill", "configure"):  # the tiny task comes from a test plugin
-        monkeypatch.setattr(python_api, name,
-                            functools.partial(getattr(python_api, name), plugins=plugins))  # fmt: skip
+        monkeypatch.setattr(
+            python_api, name, functools.partial(getattr(python_api, name), plugins=plugins)
+        )
     found = blocks(DOC.read_text(encoding="utf-8"))
     code = [c for lang, c in found if lang == "python"]
     assert len(code) >= 5 and "run = dict(" in code[0]

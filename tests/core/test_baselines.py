@@ -23,11 +23,35 @@ from kdkit.data.metrics import binary_metrics, multiclass_metrics
 from kdkit.errors import KdkitError
 
 #: A small grid keeps each fit well under a second.
-FAST = BaselineOptions(word_ngrams=((1, 1),), char_ngrams=(None,), C=(1.0, 10.0),
-                       class_weight=(None,), bootstrap=100, stratified_draws=100)  # fmt: skip
+FAST = BaselineOptions(
+    word_ngrams=((1, 1),),
+    char_ngrams=(None,),
+    C=(1.0, 10.0),
+    class_weight=(None,),
+    bootstrap=100,
+    stratified_draws=100,
+)
 
-WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "theta", "iota", "kappa", "mu", "nu",
-         "xi", "rho", "tau", "phi", "chi", "psi", "omega"]  # fmt: skip
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "eps",
+    "zeta",
+    "theta",
+    "iota",
+    "kappa",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "tau",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
+]
 KEYWORDS = ["open_file", "parse_int", "lookup_key"]
 
 
@@ -41,7 +65,9 @@ class FakeTask:
 
     def load(self):
         self.loads += 1
-        return datasets.DatasetDict({s: datasets.Dataset.from_dict(r) for s, r in self.rows.items()})
+        return datasets.DatasetDict(
+            {s: datasets.Dataset.from_dict(r) for s, r in self.rows.items()}
+        )
 
     def fingerprint(self):
         return f"{self.name}-{len(self.rows['train']['label'])}"
@@ -69,8 +95,11 @@ def keyword_task(n_train=60, n_eval=30, *, random_labels=False, seed=0) -> FakeT
             labels.append(y)
         return {"text": texts, "label": labels}
 
-    rows = {"train": split(n_train, 0.5), "validation": split(n_eval, 0.4),
-            "test": split(n_eval, 0.4)}  # fmt: skip
+    rows = {
+        "train": split(n_train, 0.5),
+        "validation": split(n_eval, 0.4),
+        "test": split(n_eval, 0.4),
+    }
     return FakeTask("keyword" if not random_labels else "random", ["A", "B", "C"], rows)
 
 
@@ -209,8 +238,12 @@ def test_errors_name_what_where_fix(tmp_path):
         compute_baselines(one_label, cache_dir=tmp_path, options=FAST)
     assert e.value.fix and e.value.where == "task 'keyword'"
 
-    small = _with(base, "validation", text=base.rows["validation"]["text"][:5],
-                  label=base.rows["validation"]["label"][:5])  # fmt: skip
+    small = _with(
+        base,
+        "validation",
+        text=base.rows["validation"]["text"][:5],
+        label=base.rows["validation"]["label"][:5],
+    )
     with pytest.raises(KdkitError, match="5 rows, too few"):
         compute_baselines(small, cache_dir=tmp_path, options=FAST)
 

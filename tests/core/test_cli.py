@@ -12,8 +12,9 @@ from kdkit.cli import build_parser, main
 
 
 def _kdkit(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "kdkit", *args], capture_output=True, text=True,
-                          timeout=180, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "kdkit", *args], capture_output=True, text=True, timeout=180, cwd=cwd
+    )
 
 
 BAD = """\

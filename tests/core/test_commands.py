@@ -163,13 +163,22 @@ def register_commands(add_command):
 
 
 def test_an_installed_distribution_adds_a_command(tmp_path):
-    make_distribution(tmp_path, "kdkit-shout", {"shout": "kdkit_shout"},
-                      {"kdkit_shout": COMMAND_MODULE})  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    make_distribution(
+        tmp_path, "kdkit-shout", {"shout": "kdkit_shout"}, {"kdkit_shout": COMMAND_MODULE}
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def kdkit(*args):
-        return subprocess.run([sys.executable, "-m", "kdkit", *args], capture_output=True,
-                              text=True, env=env, timeout=180)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "kdkit", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
 
     out = kdkit("shout", "hello", "world")
     assert (out.returncode, out.stdout) == (0, "HELLO WORLD\n"), out.stderr
@@ -177,7 +186,13 @@ def test_an_installed_distribution_adds_a_command(tmp_path):
     assert failed.returncode == 2 and "cannot shout 'fail'" in failed.stderr
     listed = json.loads(kdkit("plugins", "--json", "--kind", "command").stdout)
     assert listed["commands"] == [
-        {"name": "shout", "kind": "command", "plugin": "shout", "distribution": "kdkit-shout",
-         "version": "1.0", "description": "Print the words in capitals."}
-    ]  # fmt: skip
+        {
+            "name": "shout",
+            "kind": "command",
+            "plugin": "shout",
+            "distribution": "kdkit-shout",
+            "version": "1.0",
+            "description": "Print the words in capitals.",
+        }
+    ]
     assert listed["components"] == []

@@ -66,7 +66,9 @@ def test_all_problems_reported_together_with_lines_and_suggestions(core_registry
     assert "'two'" in by_path["training.epochs"].message
     assert by_path["training.bach_size"].line == 9
     assert by_path["training.bach_size"].suggestion == "did you mean 'batch_size'?"
-    assert by_path["training.bach_size"].message.startswith("unknown option (training accepts: epochs,")
+    assert by_path["training.bach_size"].message.startswith(
+        "unknown option (training accepts: epochs,"
+    )
     text = err.render()
     assert "run.yaml:6 method.name" in text and "run.yaml:9 training.bach_size" in text
     assert err.exit_code == 2

@@ -20,7 +20,9 @@ OPTIONAL_EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 def _entry_point_values(prefix: str) -> set[str]:
     dist = metadata.distribution("kdkit")
-    return {ep.name for ep in dist.entry_points if ep.group == "kdkit" and ep.value.startswith(prefix)}
+    return {
+        ep.name for ep in dist.entry_points if ep.group == "kdkit" and ep.value.startswith(prefix)
+    }
 
 
 def test_the_parametrization_covers_every_reporter_and_bench_op_plugin():
@@ -47,16 +49,21 @@ def test_jsonl_reporter_writes_every_event(tmp_path):
     check_reporter("jsonl", {"every": 2}, run_dir=tmp_path / "run")
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["event"], r.get("step"), r.get("split")) for r in lines] == [
-        ("step", 2, None), ("eval", 2, "validation"), ("eval", 2, "test"), ("end", None, None)
-    ]  # fmt: skip
+        ("step", 2, None),
+        ("eval", 2, "validation"),
+        ("eval", 2, "test"),
+        ("end", None, None),
+    ]
     assert lines[0]["loss"] == 0.5 and lines[-1]["steps"] == 2 and "table" not in lines[-1]
 
 
 def test_console_reporter_prints_evaluations_and_the_table(tmp_path, capsys):
     check_reporter("console", {"stream": "stdout"}, run_dir=tmp_path / "run")
     out = capsys.readouterr().out.splitlines()
-    assert out[:2] == ["[step 2] validation: accuracy=0.5000  f1=0.2500",
-                       "[step 2] test: accuracy=0.7500  f1=0.5000"]  # fmt: skip
+    assert out[:2] == [
+        "[step 2] validation: accuracy=0.5000  f1=0.2500",
+        "[step 2] test: accuracy=0.7500  f1=0.5000",
+    ]
     assert out[2:] == ["| a |", "|---|", "| 1 |"]
 
 

@@ -55,10 +55,12 @@ def _kdkit(args, env):
 
 @pytest.fixture
 def outsider_dists(tmp_path):
-    make_distribution(tmp_path, "kdkit-outsider", {"outsider": "kdkit_outsider"},
-                      {"kdkit_outsider": GOOD_MODULE})  # fmt: skip
-    make_distribution(tmp_path / "b", "kdkit-broken", {"broken": "kdkit_broken"},
-                      {"kdkit_broken": BROKEN_MODULE})  # fmt: skip
+    make_distribution(
+        tmp_path, "kdkit-outsider", {"outsider": "kdkit_outsider"}, {"kdkit_outsider": GOOD_MODULE}
+    )
+    make_distribution(
+        tmp_path / "b", "kdkit-broken", {"broken": "kdkit_broken"}, {"kdkit_broken": BROKEN_MODULE}
+    )
     return tmp_path
 
 
@@ -223,8 +225,9 @@ def test_trace_shows_registration_and_observer_calls(capsys):
         def on_run_end(self, summary):
             pass
 
-    plugins = load_plugins(allow=[], extra=[("obs", Observer()), ("core-test", CorePlugin())],
-                           trace=True)  # fmt: skip
+    plugins = load_plugins(
+        allow=[], extra=[("obs", Observer()), ("core-test", CorePlugin())], trace=True
+    )
     err = capsys.readouterr().err
     # registration goes through pluggy too: the plugin and each of its register_* hooks show
     assert "kdkit-trace: plugin core-test (<in-process> ) [pluginmanage:register]" in err
@@ -235,8 +238,12 @@ def test_trace_shows_registration_and_observer_calls(capsys):
 
 
 def test_a_plugin_name_taken_by_kdkit_is_not_loaded_and_says_why(tmp_path):
-    make_distribution(tmp_path, "kdkit-same-name", {"console": "kdkit_same_name"},
-                      {"kdkit_same_name": DUPLICATE_MODULE})  # fmt: skip
+    make_distribution(
+        tmp_path,
+        "kdkit-same-name",
+        {"console": "kdkit_same_name"},
+        {"kdkit_same_name": DUPLICATE_MODULE},
+    )
     listed = json.loads(_kdkit(["plugins", "--json"], _env(tmp_path)).stdout)
     (failed,) = [f for f in listed["failed"] if f["distribution"] == "kdkit-same-name"]
     assert failed["error"] == "the plugin name 'console' is already used by kdkit"

@@ -42,9 +42,16 @@ def _square_op(options, context) -> BenchOp:
     def square(x, scale):
         return (scale * x * x).sum()
 
-    return BenchOp(name="square", description="scale * x^2", make_inputs=make_inputs,
-                   grad_inputs=("x",), reference=square, providers=[Provider("reference", square)],
-                   shapes={"quick": [{"n": 8}]}, bytes_min=lambda p, d, m: 4 * p["n"])  # fmt: skip
+    return BenchOp(
+        name="square",
+        description="scale * x^2",
+        make_inputs=make_inputs,
+        grad_inputs=("x",),
+        reference=square,
+        providers=[Provider("reference", square)],
+        shapes={"quick": [{"n": 8}]},
+        bytes_min=lambda p, d, m: 4 * p["n"],
+    )
 
 
 class AllKinds:
@@ -167,13 +174,16 @@ def observed_run(tmp_path_factory):
     from tests.engine.conftest import tiny_config
 
     recorder = Recorder()
-    plugins = load_plugins(distributions={"kdkit"}, extra=[
-        ("tiny-test", tinyplug), ("recorder", recorder), ("faulty", Faulty())])  # fmt: skip
+    plugins = load_plugins(
+        distributions={"kdkit"},
+        extra=[("tiny-test", tinyplug), ("recorder", recorder), ("faulty", Faulty())],
+    )
     run_dir = tmp_path_factory.mktemp("observed") / "run"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        summary = run_once(tiny_config(plugins, run_dir, "training.epochs=1"), plugins,
-                           progress=False)  # fmt: skip
+        summary = run_once(
+            tiny_config(plugins, run_dir, "training.epochs=1"), plugins, progress=False
+        )
     return recorder.events, summary, run_dir, err.getvalue()
 
 
@@ -191,9 +201,12 @@ def test_hook_on_step_end(observed_run):
     assert [s[1] for s in steps] == [1, 2, 3, 4] == list(range(1, summary["steps"] + 1))
     for _, _, record in steps:
         assert math.isfinite(record["loss"]) and record["loss"] == pytest.approx(
-            record["kd"] + record["ce"], rel=1e-5)  # fmt: skip
+            record["kd"] + record["ce"], rel=1e-5
+        )
     # the faulty observer raised at every step: reported each time, and the run went on
-    warnings = [line for line in err.splitlines() if "plugin 'faulty' raised in on_step_end" in line]
+    warnings = [
+        line for line in err.splitlines() if "plugin 'faulty' raised in on_step_end" in line
+    ]
     assert len(warnings) == 4 and warnings[-1].endswith("ValueError: observer bug at step 4")
 
 

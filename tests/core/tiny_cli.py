@@ -46,5 +46,6 @@ def run_file(tmp_path: Path, method: str) -> Path:
 
 def kdkit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m kdkit ARGS`` in ``env``."""
-    return subprocess.run([sys.executable, "-m", "kdkit", *args], capture_output=True, text=True,
-                          env=env, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "kdkit", *args], capture_output=True, text=True, env=env, timeout=600
+    )

@@ -29,8 +29,18 @@ def free_port() -> int:
 
 def torchrun(*args: str, env: dict[str, str], timeout: float = LAUNCH_TIMEOUT_S):
     """``python -m torch.distributed.run --nproc_per_node 2`` on 127.0.0.1 with ``args``."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,8 +59,12 @@ def launched(tmp_path_factory):
     from .worker import RUN_A
 
     out = tmp_path_factory.mktemp("dist")
-    env = {**os.environ, "KDKIT_CACHE": str(out / "kdkit-cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(HERE.parents[1])}  # fmt: skip
+    env = {
+        **os.environ,
+        "KDKIT_CACHE": str(out / "kdkit-cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(HERE.parents[1]),
+    }
     # the CLI part: the documented launch `torchrun ... -m kdkit run FILE` on a run file
     (out / "cli.yaml").write_text(
         "seed: 3\n"
@@ -65,6 +79,8 @@ def launched(tmp_path_factory):
     assert "training.batch_size=5" in RUN_A  # the CLI file is run A's configuration
     proc = torchrun(str(HERE / "worker.py"), str(out), env=env)
     if proc.returncode != 0:
-        pytest.fail(f"the 2-process launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-6000:]}")  # fmt: skip
+        pytest.fail(
+            f"the 2-process launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
     return out, env

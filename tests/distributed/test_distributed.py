@@ -53,7 +53,11 @@ def _steps(run_dir: Path) -> list[dict]:
 
 def test_split_rows_partitions_every_batch_in_rank_order():
     assert [split_rows(list(range(10)), r, 4) for r in range(4)] == [
-        [0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]  # fmt: skip
+        [0, 1, 2],
+        [3, 4, 5],
+        [6, 7],
+        [8, 9],
+    ]
     assert [split_rows([7], r, 2) for r in range(2)] == [[7], []]
     for n in range(0, 12):
         for world in (1, 2, 3, 5):
@@ -130,7 +134,8 @@ def test_sharded_teacher_cache_equals_a_single_process_build(launched, tmp_path,
     rows = EncodedRows.build(teacher.encode, examples, 64, 0)
     one = teacher_cache.load_or_build(
         teacher_cache.TeacherPass(teacher, CACHE_NEEDS, rows, torch.device("cpu"), 5, False),
-        teacher_cache.CacheSlot("train", task.fingerprint(), 64, tmp_path))  # fmt: skip
+        teacher_cache.CacheSlot("train", task.fingerprint(), 64, tmp_path),
+    )
     dist_dir = out / "cache-dist" / "teacher-outputs" / one.directory.name  # the same key
     files = sorted(p.name for p in dist_dir.iterdir())
     assert files == sorted(p.name for p in one.directory.iterdir())
@@ -138,7 +143,8 @@ def test_sharded_teacher_cache_equals_a_single_process_build(launched, tmp_path,
     meta_d = json.loads((dist_dir / "meta.json").read_text())
     meta_1 = json.loads((one.directory / "meta.json").read_text())
     assert {k: v for k, v in meta_d.items() if k != "created"} == {
-        k: v for k, v in meta_1.items() if k != "created"}  # fmt: skip
+        k: v for k, v in meta_1.items() if k != "created"
+    }
     for name in files:
         if name.startswith("shard-"):
             a, b = load_file(str(dist_dir / name)), load_file(str(one.directory / name))
@@ -149,12 +155,14 @@ def test_sharded_teacher_cache_equals_a_single_process_build(launched, tmp_path,
 
 
 @pytest.mark.parametrize("name, overrides", [("run-a", RUN_A), ("run-b", RUN_B)])
-def test_ddp_run_matches_the_single_process_run(launched, dist_plugins, tmp_path, monkeypatch,
-                                                name, overrides):  # fmt: skip
+def test_ddp_run_matches_the_single_process_run(
+    launched, dist_plugins, tmp_path, monkeypatch, name, overrides
+):
     out, env = launched
     monkeypatch.setenv("KDKIT_CACHE", env["KDKIT_CACHE"])
-    one = run_once(tiny_config(dist_plugins, tmp_path / name, *overrides), dist_plugins,
-                   progress=False)  # fmt: skip
+    one = run_once(
+        tiny_config(dist_plugins, tmp_path / name, *overrides), dist_plugins, progress=False
+    )
     two = json.loads((out / name / "summary.json").read_text())
     assert two["distributed"] == {"mode": "ddp", "world_size": 2, "backend": "gloo"}
     assert two["steps"] == one["steps"] and two["best_step"] == one["best_step"]

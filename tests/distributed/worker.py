@@ -76,8 +76,9 @@ def cache_part(out: Path, dist) -> None:
     teacher = TinyTeacher()
     examples = split_examples(task.load()["train"], False)
     rows = EncodedRows.build(teacher.encode, examples, 64, 0)
-    job = teacher_cache.TeacherPass(teacher, CACHE_NEEDS, rows, torch.device("cpu"), 5,
-                                    progress=False, dist=dist)  # fmt: skip
+    job = teacher_cache.TeacherPass(
+        teacher, CACHE_NEEDS, rows, torch.device("cpu"), 5, progress=False, dist=dist
+    )
     slot = teacher_cache.CacheSlot("train", task.fingerprint(), 64, out / "cache-dist")
     built = teacher_cache.load_or_build(job, slot)
     loaded = teacher_cache.load_or_build(job, slot)  # rank 0 sees the entry: every rank reads it
@@ -93,14 +94,18 @@ def runs_part(out: Path, dist, plugins) -> None:
     run_once(tiny_config(plugins, out / "run-b", *RUN_B), plugins, progress=False)
     interrupted_and_resumed(out / "run-c", RUN_A, dist, plugins)
     # a user error found by rank 0 alone (the run directory exists) must reach every rank
-    record_what_stopped(out, "run-a", RUN_A, KdkitError, "run-a-again.json", "errors", dist, plugins)
+    record_what_stopped(
+        out, "run-a", RUN_A, KdkitError, "run-a-again.json", "errors", dist, plugins
+    )
     # a NaN loss term stops every rank at the same step (none is left waiting in a collective)
-    record_what_stopped(out, "run-nan", RUN_NAN, NonFiniteLossError, "run-nan.json", "stopped",
-                        dist, plugins)  # fmt: skip
+    record_what_stopped(
+        out, "run-nan", RUN_NAN, NonFiniteLossError, "run-nan.json", "stopped", dist, plugins
+    )
 
 
-def record_what_stopped(out: Path, run: str, overrides, error: type[KdkitError], file: str,
-                        key: str, dist, plugins) -> None:  # fmt: skip
+def record_what_stopped(
+    out: Path, run: str, overrides, error: type[KdkitError], file: str, key: str, dist, plugins
+) -> None:
     """Run ``run`` on every rank; rank 0 writes each rank's ``error`` message (or null) to ``file``."""
     try:
         run_once(tiny_config(plugins, out / run, *overrides), plugins, progress=False)
@@ -138,8 +143,9 @@ def interrupted_and_resumed(run_dir: Path, overrides, dist, plugins) -> None:
         (run_dir.parent / f"{run_dir.name}-interrupted.json").write_text(
             json.dumps({"summary_exists": (run_dir / "summary.json").exists()})
         )
-    run_once(tiny_config(plugins, run_dir, *overrides), plugins, resume=str(run_dir),
-             progress=False)  # fmt: skip
+    run_once(
+        tiny_config(plugins, run_dir, *overrides), plugins, resume=str(run_dir), progress=False
+    )
 
 
 def cli_part(out: Path, dist, plugins) -> int:

@@ -27,8 +27,9 @@ class CountingTeacher(TinyTeacher):
 
 def _train(tiny_splits, teacher):
     task, splits = tiny_splits
-    return make_split("train", splits["train"], False, 64, Encoder(teacher.encode),
-                      Encoder(teacher.encode))  # fmt: skip
+    return make_split(
+        "train", splits["train"], False, 64, Encoder(teacher.encode), Encoder(teacher.encode)
+    )
 
 
 def test_cache_is_built_once_reused_and_equals_live_outputs(tiny_splits, tmp_path):
@@ -68,9 +69,10 @@ def test_cache_ls_and_clear(tiny_splits, tmp_path, capsys):
     task, _ = tiny_splits
     teacher = TinyTeacher()
     train = _train(tiny_splits, teacher)
-    entry = load_or_build(TeacherPass(teacher, Needs(), train.teacher, torch.device("cpu"), 8,
-                                      progress=False),
-                          CacheSlot("train", task.fingerprint(), 64, tmp_path))  # fmt: skip
+    entry = load_or_build(
+        TeacherPass(teacher, Needs(), train.teacher, torch.device("cpu"), 8, progress=False),
+        CacheSlot("train", task.fingerprint(), 64, tmp_path),
+    )
     assert main(["cache", "--dir", str(tmp_path), "ls", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["entries"]
     assert [(e["kind"], e["key"], e["rows"]) for e in listed] == [

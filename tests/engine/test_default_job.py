@@ -20,15 +20,23 @@ def test_default_job_compares_teacher_ft_and_kd(plugins, tmp_path, monkeypatch, 
     result = run_default_job(resolved, plugins, output=str(tmp_path / "job"), progress=False)
     rows = result["rows"]
     assert [r["model"].split(" (")[0] for r in rows] == [
-        "teacher", "FT student", "KD student", "baseline: majority class",
-        "baseline: stratified random", "baseline: TF-IDF + logistic regression"]  # fmt: skip
+        "teacher",
+        "FT student",
+        "KD student",
+        "baseline: majority class",
+        "baseline: stratified random",
+        "baseline: TF-IDF + logistic regression",
+    ]
     base = result["baselines"]
     assert rows[3]["accuracy"] == base["splits"]["test"]["scores"]["majority"]
     assert rows[5]["ci"] == base["splits"]["test"]["ci"]["tfidf_lr"]
     # computed in the FT run, read from the cache by the KD run
     assert result["baselines_seconds"]["ft"] is not None and base["from_cache"] is True
-    expected_flags = runs.flags(runs.from_summary(base), rows[0]["accuracy"],
-                                {"FT student": rows[1]["accuracy"], "KD student": rows[2]["accuracy"]})
+    expected_flags = runs.flags(
+        runs.from_summary(base),
+        rows[0]["accuracy"],
+        {"FT student": rows[1]["accuracy"], "KD student": rows[2]["accuracy"]},
+    )
     assert result["flags"] == expected_flags
     ft = json.loads((tmp_path / "job" / "ft" / "summary.json").read_text())
     kd = json.loads((tmp_path / "job" / "kd" / "summary.json").read_text())
@@ -45,13 +53,17 @@ def test_default_job_compares_teacher_ft_and_kd(plugins, tmp_path, monkeypatch, 
     assert new_root(tmp_path / "job") == tmp_path / "job-2"
 
 
-def test_default_job_with_another_method_names_everything_after_it(plugins, tmp_path,
-                                                                   monkeypatch, capsys):  # fmt: skip
+def test_default_job_with_another_method_names_everything_after_it(
+    plugins, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     resolved = tiny_config(plugins, tmp_path / "ignored", "method.name=dist")
     result = run_default_job(resolved, plugins, output=str(tmp_path / "job"), progress=False)
     assert [r["model"].split(" (")[0] for r in result["rows"]] == [
-        "teacher", "FT student", "DIST student"]  # fmt: skip
+        "teacher",
+        "FT student",
+        "DIST student",
+    ]
     assert not (tmp_path / "job" / "kd").exists()
     dist = json.loads((tmp_path / "job" / "dist" / "summary.json").read_text())
     ft = json.loads((tmp_path / "job" / "ft" / "summary.json").read_text())
@@ -87,8 +99,12 @@ def test_default_job_refuses_ft_against_ft(plugins, tmp_path):
     from kdkit.errors import KdkitError
 
     with pytest.raises(KdkitError, match="nothing to compare"):
-        run_default_job(tiny_config(plugins, tmp_path / "x", "method=ft"), plugins,
-                        output=str(tmp_path / "job"), progress=False)  # fmt: skip
+        run_default_job(
+            tiny_config(plugins, tmp_path / "x", "method=ft"),
+            plugins,
+            output=str(tmp_path / "job"),
+            progress=False,
+        )
     assert not (tmp_path / "job").exists()
 
 

@@ -81,11 +81,13 @@ def test_saved_student_reloads_with_the_same_test_predictions(plugins, tmp_path,
     )
 
 
-def test_nan_loss_stops_with_the_term_and_step_and_keeps_last_good_checkpoint(plugins, tmp_path,
-                                                                             monkeypatch):  # fmt: skip
+def test_nan_loss_stops_with_the_term_and_step_and_keeps_last_good_checkpoint(
+    plugins, tmp_path, monkeypatch
+):
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(plugins, tmp_path / "n", "method={name: nan-at, step: 6}",
-                      "training.save_every=2")  # fmt: skip
+    cfg = tiny_config(
+        plugins, tmp_path / "n", "method={name: nan-at, step: 6}", "training.save_every=2"
+    )
     with pytest.raises(NonFiniteLossError, match=r"'ce' is nan at step 6") as err:
         run_once(cfg, plugins, progress=False)
     assert "checkpoints/last" in err.value.fix
@@ -101,8 +103,9 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     common = ["training.epochs=3", "training.save_every=2"]
     subprocess.run([sys.executable, script, str(tmp_path / "full"), *common], env=env, check=True)
     victim = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, script, str(victim), *common],
-                            env={**env, "KDKIT_TEST_STEP_SLEEP": "0.4"})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, script, str(victim), *common], env={**env, "KDKIT_TEST_STEP_SLEEP": "0.4"}
+    )
     state = victim / "checkpoints" / "last" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline and not state.exists():
@@ -129,8 +132,14 @@ def test_early_stopping_stops_after_patience_evaluations_without_gain(
 ):
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     # lr so small that validation accuracy never moves: the first evaluation stays the best
-    cfg = tiny_config(plugins, tmp_path / "e", "method=ft", "training.lr=1e-12",
-                      "training.eval_every=1", "training.early_stopping_patience=2")  # fmt: skip
+    cfg = tiny_config(
+        plugins,
+        tmp_path / "e",
+        "method=ft",
+        "training.lr=1e-12",
+        "training.eval_every=1",
+        "training.early_stopping_patience=2",
+    )
     summary = run_once(cfg, plugins, progress=False)
     assert summary["stopped_early"] is True
     assert summary["steps"] == 3 and summary["best_step"] == 1  # evals at 1 (best), 2, 3 -> stop
@@ -142,8 +151,9 @@ def test_resume_of_a_missing_run_dir_is_a_clear_error(tmp_path):
     assert main(["run", "--resume", str(tmp_path / "nope")]) == 2
 
 
-def test_method_sees_progress_and_its_state_survives_stop_and_resume(plugins, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
+def test_method_sees_progress_and_its_state_survives_stop_and_resume(
+    plugins, tmp_path, monkeypatch
+):
     from safetensors.torch import load_file
 
     from kdkit.engine.checkpoint import load_state
@@ -171,8 +181,12 @@ def test_method_sees_progress_and_its_state_survives_stop_and_resume(plugins, tm
         run_once(tiny_config(plugins, tmp_path / "cut", *overrides), plugins, progress=False)
     monkeypatch.setattr(Trainer, "train_step", original)
     StepCounter.PROGRESS.clear()
-    resumed = run_once(tiny_config(plugins, tmp_path / "cut", *overrides), plugins,
-                       resume=str(tmp_path / "cut"), progress=False)  # fmt: skip
+    resumed = run_once(
+        tiny_config(plugins, tmp_path / "cut", *overrides),
+        plugins,
+        resume=str(tmp_path / "cut"),
+        progress=False,
+    )
     assert StepCounter.PROGRESS == [(s, 12, (s - 1) // 4) for s in range(7, 13)]  # continued
     assert resumed["test"] == full["test"] and resumed["steps"] == 12
     last = [tmp_path / run / "checkpoints" / "last" for run in ("full", "cut")]

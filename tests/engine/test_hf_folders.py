@@ -29,11 +29,15 @@ class TwoLabels(TinyTask):
 
 def _transformer(ctx):
     torch.manual_seed(0)
-    opts = TransformerOptions(size="0.6M", vocab_size=400, hidden_size=32, num_layers=2, num_heads=2)
+    opts = TransformerOptions(
+        size="0.6M", vocab_size=400, hidden_size=32, num_layers=2, num_heads=2
+    )
     return build_transformer_student(opts, ctx)
 
 
-def test_saved_transformer_config_carries_real_labels_and_a_pipeline_prints_them(tiny_context, tmp_path):
+def test_saved_transformer_config_carries_real_labels_and_a_pipeline_prints_them(
+    tiny_context, tmp_path
+):
     from transformers import pipeline
 
     student = _transformer(tiny_context)
@@ -119,7 +123,11 @@ def test_quickstart_teach_command_validates_as_written(tiny_context, tmp_path):
     from kdkit.discovery import load_plugins
 
     text = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
-    command = next(line.strip() for line in text.splitlines() if line.strip().startswith("kdkit teach my-run.yaml"))
+    command = next(
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith("kdkit teach my-run.yaml")
+    )
     sets = re.findall(r"--set (\S+)", command)
     assert any(s.startswith("teacher.path=") for s in sets)
     registry = load_plugins(distributions={"kdkit"}).registry

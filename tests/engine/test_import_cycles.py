@@ -14,8 +14,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 #: Import package -> its source folder (pyproject's package-dir mapping).
-ROOTS = {"kdkit": REPO / "kdkit", "kdkit.kernels": REPO / "kernels",
-         "kdkit.plugins": REPO / "plugins"}  # fmt: skip
+ROOTS = {
+    "kdkit": REPO / "kdkit",
+    "kdkit.kernels": REPO / "kernels",
+    "kdkit.plugins": REPO / "plugins",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -39,9 +42,14 @@ def _owner(name: str, known: dict[str, Path]) -> str | None:
 
 def _imported(tree: ast.Module, package: str, known: dict[str, Path]) -> set[str]:
     """The kdkit modules a module's body imports anywhere but under ``if TYPE_CHECKING:``."""
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-               and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-               for n in ast.walk(node)}  # fmt: skip
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
     targets: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:

@@ -22,8 +22,11 @@ def test_an_all_unlabelled_batch_gives_zero_not_nan_in_ft_and_teach():
     batch.labels = torch.full_like(batch.labels, IGNORE_INDEX)
     logits = torch.randn(6, 3, requires_grad=True)
     out = ModelOutput(logits=logits)
-    for loss in (cross_entropy(logits, batch.labels), CrossEntropy()(out, None, batch)["ce"],
-                 _ft()(out, None, batch)["ce"]):  # fmt: skip
+    for loss in (
+        cross_entropy(logits, batch.labels),
+        CrossEntropy()(out, None, batch)["ce"],
+        _ft()(out, None, batch)["ce"],
+    ):
         assert loss.item() == 0.0  # F.cross_entropy(..., ignore_index) gives NaN here
         (grad,) = torch.autograd.grad(loss, logits)
         assert torch.equal(grad, torch.zeros_like(logits))

@@ -41,13 +41,22 @@ def test_tensorboard_event_files_hold_the_scalars_of_metrics_jsonl(plugins, tmp_
 
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "tb"
-    summary = run_once(tiny_config(plugins, run_dir, "reporters=[jsonl, tensorboard]",
-                                   "training.epochs=1"), plugins, progress=False)  # fmt: skip
+    summary = run_once(
+        tiny_config(plugins, run_dir, "reporters=[jsonl, tensorboard]", "training.epochs=1"),
+        plugins,
+        progress=False,
+    )
     records = _jsonl(run_dir)
     expected = _expected(records)
     # every console scalar is there: the loss terms, lr, throughput and validation metrics
-    assert {"train/loss", "train/kd", "train/ce", "train/lr", "train/examples_per_s",
-            "validation/accuracy"} <= set(expected)  # fmt: skip
+    assert {
+        "train/loss",
+        "train/kd",
+        "train/ce",
+        "train/lr",
+        "train/examples_per_s",
+        "validation/accuracy",
+    } <= set(expected)
 
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
@@ -61,7 +70,8 @@ def test_tensorboard_event_files_hold_the_scalars_of_metrics_jsonl(plugins, tmp_
     # the summary's numbers, at the last step
     final = acc.Scalars("summary/test/" + summary["headline_metric"])
     assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in final] == [
-        (summary["steps"], summary["test"][summary["headline_metric"]])]
+        (summary["steps"], summary["test"][summary["headline_metric"]])
+    ]
 
 
 def _wandb_records(path: Path):
@@ -74,8 +84,8 @@ def _wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 2):
             pending = chunk
         elif kind in (3, 4):
@@ -91,8 +101,11 @@ def test_wandb_offline_run_logs_every_scalar_with_its_step(plugins, tmp_path, mo
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")  # respected: the reporter sets no mode
     run_dir = tmp_path / "wb"
-    summary = run_once(tiny_config(plugins, run_dir, "reporters=[jsonl, wandb]",
-                                   "training.epochs=1"), plugins, progress=False)  # fmt: skip
+    summary = run_once(
+        tiny_config(plugins, run_dir, "reporters=[jsonl, wandb]", "training.epochs=1"),
+        plugins,
+        progress=False,
+    )
     runs = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, "WANDB_MODE=offline must give one offline run in RUN_DIR/wandb"
     history: dict[int, dict] = {}  # W&B joins what is logged at one step into one row
@@ -106,13 +119,17 @@ def test_wandb_offline_run_logs_every_scalar_with_its_step(plugins, tmp_path, mo
     for record in _wandb_records(runs[0]):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                   for i in record.history.item}  # fmt: skip
+            row = {
+                i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                for i in record.history.item
+            }
             history.setdefault(row["_step"], {}).update(row)
         elif kind == "summary":
             final.update({i.key: json.loads(i.value_json) for i in record.summary.update if i.key})
     expected = _expected(_jsonl(run_dir))
-    assert {"train/loss", "train/lr", "train/examples_per_s", "validation/accuracy"} <= set(expected)
+    assert {"train/loss", "train/lr", "train/examples_per_s", "validation/accuracy"} <= set(
+        expected
+    )
     for tag, by_step in expected.items():
         for step, value in by_step.items():
             assert history[step][tag] == pytest.approx(value, rel=1e-12), (tag, step)

@@ -17,16 +17,23 @@ from kdkit.engine.summary import baseline_rows
 from .conftest import tiny_config
 
 #: Small enough to tune on the tiny task's 8 validation rows, in well under a second.
-TINY = BaselineOptions(word_ngrams=((1, 1),), char_ngrams=(None,), C=(1.0,),
-                       class_weight=(None,), bootstrap=30, stratified_draws=20,
-                       min_validation=4)  # fmt: skip
+TINY = BaselineOptions(
+    word_ngrams=((1, 1),),
+    char_ngrams=(None,),
+    C=(1.0,),
+    class_weight=(None,),
+    bootstrap=30,
+    stratified_draws=20,
+    min_validation=4,
+)
 
 
 def test_too_small_splits_give_a_note_and_the_run_still_finishes(plugins, tmp_path, monkeypatch):
     # the tiny task's validation split has 8 rows: under the default 20 needed to tune on
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
-    summary = run_once(tiny_config(plugins, tmp_path / "run", "training.epochs=1"), plugins,
-                       progress=False)  # fmt: skip
+    summary = run_once(
+        tiny_config(plugins, tmp_path / "run", "training.epochs=1"), plugins, progress=False
+    )
     assert summary["status"] == "finished"
     note = summary["baselines"]["unavailable"]
     assert note.startswith("baselines unavailable: the validation split has 8 rows, too few")
@@ -41,8 +48,9 @@ def test_too_small_splits_give_a_note_and_the_run_still_finishes(plugins, tmp_pa
 def test_run_stores_baselines_in_summary_and_table(plugins, tmp_path, monkeypatch):
     monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(run_baselines_mod, "RUN_OPTIONS", TINY)
-    summary = run_once(tiny_config(plugins, tmp_path / "run", "training.epochs=1"), plugins,
-                       progress=False)  # fmt: skip
+    summary = run_once(
+        tiny_config(plugins, tmp_path / "run", "training.epochs=1"), plugins, progress=False
+    )
     entry = json.loads((tmp_path / "run" / "summary.json").read_text())["baselines"]
     b = from_summary(entry)
     assert b is not None and b.task == "tiny" and b.headline_metric == "accuracy"
@@ -55,8 +63,9 @@ def test_run_stores_baselines_in_summary_and_table(plugins, tmp_path, monkeypatc
     table = summary["table"]
     assert "majority class (test)" in table and f"{b.score('majority'):.4f}" in table
     # a second run on the same data reads them from the cache
-    again = run_once(tiny_config(plugins, tmp_path / "run2", "training.epochs=1"), plugins,
-                     progress=False)  # fmt: skip
+    again = run_once(
+        tiny_config(plugins, tmp_path / "run2", "training.epochs=1"), plugins, progress=False
+    )
     assert again["baselines"]["from_cache"] is True
     assert from_summary(again["baselines"]) == b
 
@@ -77,7 +86,9 @@ class _Task:
         self.splits = splits
 
     def load(self):
-        return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in self.splits.items()})
+        return datasets.DatasetDict(
+            {k: datasets.Dataset.from_dict(v) for k, v in self.splits.items()}
+        )
 
     def fingerprint(self):
         return "gap-1"
@@ -88,26 +99,42 @@ class _Task:
 
 def test_a_label_missing_from_train_is_a_note_not_a_traceback(tmp_path):
     rows = lambda labels: {"text": [f"x{i} y" for i in range(len(labels))], "label": labels}  # noqa: E731
-    task = _Task({"train": rows([0, 1] * 20), "validation": rows([0, 1, 2] * 10),
-                  "test": rows([0, 1] * 10)})  # fmt: skip
+    task = _Task(
+        {"train": rows([0, 1] * 20), "validation": rows([0, 1, 2] * 10), "test": rows([0, 1] * 10)}
+    )
     got = run_baselines(task, str(tmp_path), options=TINY)
     assert got.baselines is None
-    assert got.note == ("baselines unavailable: the validation split has label(s) that train "
-                        "never shows: 'c' (10 rows); no model trained on train can predict them "
-                        "(task 'gap'); fix: rebuild the splits so train covers every label, or "
-                        "drop those labels from the task's label set")  # fmt: skip
+    assert got.note == (
+        "baselines unavailable: the validation split has label(s) that train "
+        "never shows: 'c' (10 rows); no model trained on train can predict them "
+        "(task 'gap'); fix: rebuild the splits so train covers every label, or "
+        "drop those labels from the task's label set"
+    )
     assert got.summary_entry() == {"unavailable": got.note, "seconds": round(got.seconds, 3)}
     assert baseline_rows(got.summary_entry()) == [("baselines", "unavailable (see the note below)")]
 
 
 def _baselines(majority: float, lexical: float) -> Baselines:
-    split = SplitBaselines(rows=100, label_counts={"a": 60, "b": 40},
-                           scores={"majority": majority, "stratified": 0.5, "tfidf_lr": lexical},
-                           ci={"majority": (0.5, 0.7), "stratified": (0.4, 0.6),
-                               "tfidf_lr": (0.6, 0.8)}, metrics={})  # fmt: skip
-    return Baselines(task="t", fingerprint="f", headline_metric="top1", labels=["a", "b"],
-                     majority_label="a", splits={"test": split}, tuned={}, best_lexical="tfidf_lr",
-                     options={}, seconds=0.0, version=2)  # fmt: skip
+    split = SplitBaselines(
+        rows=100,
+        label_counts={"a": 60, "b": 40},
+        scores={"majority": majority, "stratified": 0.5, "tfidf_lr": lexical},
+        ci={"majority": (0.5, 0.7), "stratified": (0.4, 0.6), "tfidf_lr": (0.6, 0.8)},
+        metrics={},
+    )
+    return Baselines(
+        task="t",
+        fingerprint="f",
+        headline_metric="top1",
+        labels=["a", "b"],
+        majority_label="a",
+        splits={"test": split},
+        tuned={},
+        best_lexical="tfidf_lr",
+        options={},
+        seconds=0.0,
+        version=2,
+    )
 
 
 def test_flags_name_the_teacher_below_lexical_and_students_at_majority():
@@ -123,8 +150,9 @@ def test_flags_name_the_teacher_below_lexical_and_students_at_majority():
     assert flags(None, 0.1, {"s": 0.0}) == []
 
 
-@pytest.mark.parametrize("entry", [None, {}, {"disabled": True}, {"unavailable": "x"},
-                                   {"splits": "bad"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "entry", [None, {}, {"disabled": True}, {"unavailable": "x"}, {"splits": "bad"}]
+)
 def test_from_summary_is_none_when_nothing_usable_is_stored(entry):
     assert from_summary(entry) is None
 

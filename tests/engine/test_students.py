@@ -19,8 +19,13 @@ STUDENTS = BUILTINS.names("student")
 #: its defaults, so it is tested too (and fails here if it cannot be built on the tiny task).
 SMALL: dict[str, dict] = {
     "gru": {"size": "0.6M", "vocab_size": 300, "hidden_size": 16},
-    "transformer": {"size": "0.6M", "vocab_size": 300, "hidden_size": 32, "num_layers": 2,
-                    "num_heads": 2},  # fmt: skip
+    "transformer": {
+        "size": "0.6M",
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+    },
 }
 
 
@@ -53,7 +58,15 @@ def test_gru_preset_counts_match_hand_count_and_study(size):
     v, h, layers = gru.SIZES[size]
     n = gru.preset_parameter_count(size, num_labels=2)
     assert n == _gru_formula(v, h, layers, 2)
-    study = {"0.06M": 0.06e6, "0.25M": 0.25e6, "0.6M": 0.6e6, "1.5M": 1.5e6, "7M": 7.1e6, "30M": 30.5e6, "122M": 122.6e6}[size]
+    study = {
+        "0.06M": 0.06e6,
+        "0.25M": 0.25e6,
+        "0.6M": 0.6e6,
+        "1.5M": 1.5e6,
+        "7M": 7.1e6,
+        "30M": 30.5e6,
+        "122M": 122.6e6,
+    }[size]
     assert abs(n - study) / study < 0.1  # the study rounds; its head is not published
 
 
@@ -63,7 +76,15 @@ def test_transformer_preset_counts_match_hand_count_and_budget(size):
     assert 12 % layers == 0 and h % heads == 0  # layers map evenly onto a 12-layer teacher
     n = transformer.preset_parameter_count(size, num_labels=2)
     assert n == _roberta_formula(v, h, layers, 2)
-    budget = {"0.06M": 0.06e6, "0.25M": 0.25e6, "0.6M": 0.6e6, "1.5M": 1.5e6, "7M": 7.1e6, "30M": 30.5e6, "122M": 122.6e6}[size]
+    budget = {
+        "0.06M": 0.06e6,
+        "0.25M": 0.25e6,
+        "0.6M": 0.6e6,
+        "1.5M": 1.5e6,
+        "7M": 7.1e6,
+        "30M": 30.5e6,
+        "122M": 122.6e6,
+    }[size]
     assert abs(n - budget) / budget < 0.05  # the study's GRU budget for this size
 
 
@@ -96,8 +117,10 @@ def test_every_registered_student_conforms(name, tiny_context):
     assert student.info.num_parameters == sum(p.numel() for p in student.parameters())
     enc = student.encode(["x = 1", "def f(a):\n    return a"], 64)
     layers = student.info.num_layers
-    out = student(enc, Needs(hidden_layers=tuple(range(layers + 1)),
-                             pooled_layers=tuple(range(1, layers + 1))))  # fmt: skip
+    out = student(
+        enc,
+        Needs(hidden_layers=tuple(range(layers + 1)), pooled_layers=tuple(range(1, layers + 1))),
+    )
     assert sorted(out.hidden_states) == list(range(layers + 1))  # layer 0 = embeddings
     for i in range(1, layers + 1):
         assert out.hidden_states[i].shape[:2] == enc.input_ids.shape
@@ -138,12 +161,17 @@ def test_legacy_kdkit_json_without_component_still_loads(name, tiny_context, tmp
     student.save(str(tmp_path / "m"))
     meta_path = tmp_path / "m" / "kdkit.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({"kind": legacy_kind, **{k: v for k, v in meta.items()
-                                                             if k != "component"}}))  # fmt: skip
+    meta_path.write_text(
+        json.dumps({"kind": legacy_kind, **{k: v for k, v in meta.items() if k != "component"}})
+    )
     again = load_student(str(tmp_path / "m"), BUILTINS).eval()
     codes = ["x = 1", "import os"]
-    torch.testing.assert_close(again(again.encode(codes, 64), Needs()).logits,
-                               student(student.encode(codes, 64), Needs()).logits, rtol=0, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        again(again.encode(codes, 64), Needs()).logits,
+        student(student.encode(codes, 64), Needs()).logits,
+        rtol=0,
+        atol=0,
+    )
     assert again.info == student.info
 
 

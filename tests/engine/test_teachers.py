@@ -20,8 +20,13 @@ TEACHERS = BUILTINS.names("teacher")
 #: new built-in without an entry is built with its defaults, so it is tested too.
 SMALL: dict[str, dict] = {
     "hf": {"path": "{saved}"},
-    "code-teacher": {"vocab_size": 300, "hidden_size": 16, "num_layers": 2, "num_heads": 2,
-                     "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},  # fmt: skip
+    "code-teacher": {
+        "vocab_size": 300,
+        "hidden_size": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
+    },
     "minilm": {"training": {"epochs": 1, "batch_size": 16}},
 }
 
@@ -137,8 +142,15 @@ def test_mlm_pretraining_lowers_the_loss_and_updates_the_encoder(tiny_context):
     clf = build_transformer_student(opts, tiny_context)
     before = clf.model.roberta.embeddings.word_embeddings.weight.clone()
     texts = list(tiny_context.splits["train"]["text"])
-    settings = MLMSettings(epochs=4, batch_size=8, lr=3e-3, max_length=64, seed=0,
-                           device=torch.device("cpu"), log=lambda m: None)  # fmt: skip
+    settings = MLMSettings(
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        max_length=64,
+        seed=0,
+        device=torch.device("cpu"),
+        log=lambda m: None,
+    )
     losses = pretrain_mlm(clf, texts, settings)
     assert losses[-1] < losses[0]
     assert not torch.equal(before, clf.model.roberta.embeddings.word_embeddings.weight)
@@ -206,12 +218,30 @@ def test_kdkit_teach_fine_tunes_an_hf_teacher_through_its_trainable(
     plugins = load_plugins(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)])
     monkeypatch.setattr("kdkit.cli.teach.load_plugins", lambda: plugins)
     run = tmp_path / "teach.yaml"
-    run.write_text(f"task: tiny\nteacher: {{name: hf, path: {saved_classifier}}}\n"
-                   "training: {max_length: 64, device: cpu}\n"
-                   f"cache: {{dir: {tmp_path / 'cache'}}}\n")  # fmt: skip
+    run.write_text(
+        f"task: tiny\nteacher: {{name: hf, path: {saved_classifier}}}\n"
+        "training: {max_length: 64, device: cpu}\n"
+        f"cache: {{dir: {tmp_path / 'cache'}}}\n"
+    )
     out = tmp_path / "out"
-    assert main(["teach", str(run), "-o", str(out), "--epochs", "1", "--batch-size", "8",
-                 "--lr", "1e-3", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "teach",
+                str(run),
+                "-o",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--lr",
+                "1e-3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["teacher"] == str(out) and 0 <= printed["test_accuracy"] <= 1
     meta = read_model_meta(out)

@@ -19,8 +19,12 @@ def register_tasks(register):
 
 @hookimpl
 def register_teachers(register):
-    register("tiny-teacher", lambda options, context: TinyTeacher(), config=NoOptions,
-             description="tiny frozen teacher")  # fmt: skip
+    register(
+        "tiny-teacher",
+        lambda options, context: TinyTeacher(),
+        config=NoOptions,
+        description="tiny frozen teacher",
+    )
 
 
 class NaNOptions(Options):
@@ -78,8 +82,12 @@ class StepCounter(KDMethod):
 @hookimpl
 def register_kd_methods(register):
     register("nan-at", NaNAt, config=NaNOptions, description="NaN loss at a given step")
-    register("step-counter", StepCounter, config=NoOptions,
-             description="counts steps in a buffer, warms up by batch.progress")  # fmt: skip
+    register(
+        "step-counter",
+        StepCounter,
+        config=NoOptions,
+        description="counts steps in a buffer, warms up by batch.progress",
+    )
 
 
 @hookimpl

@@ -63,8 +63,15 @@ def exported(request, tiny, tmp_path_factory):
     student.save(str(root / "model"))
     reloaded = load_student(root / "model", BUILTINS).eval()
     texts = list(tiny.splits["train"]["text"][:5])  # batch 5 at trace time
-    result = export_onnx(reloaded, root / "onnx", examples=texts, max_length=48,
-                         model_dir=root / "model", labels=LABELS, throughput_batch=8)  # fmt: skip
+    result = export_onnx(
+        reloaded,
+        root / "onnx",
+        examples=texts,
+        max_length=48,
+        model_dir=root / "model",
+        labels=LABELS,
+        throughput_batch=8,
+    )
     return request.param, reloaded, root / "model", result, root / "onnx"
 
 
@@ -80,7 +87,9 @@ def test_onnx_logits_match_pytorch_on_other_batches_and_lengths(exported, tiny):
             ref = student(enc, Needs()).logits
         got = run_session(session, result.input_names, enc)
         assert got.shape == ref.shape
-        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4, msg=f"{kind} at {tuple(enc.input_ids.shape)}")
+        torch.testing.assert_close(
+            got, ref, atol=1e-4, rtol=1e-4, msg=f"{kind} at {tuple(enc.input_ids.shape)}"
+        )
 
 
 @needs_onnx
@@ -105,8 +114,21 @@ def test_cli_export_onnx_prints_parity_and_both_latencies(exported, tmp_path, ca
     from kdkit.cli import main
 
     kind, _, model_dir, _, _ = exported
-    assert main(["export", str(model_dir), "--format", "onnx", "--out", str(tmp_path / "o"),
-                 "--max-length", "32"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(model_dir),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "o"),
+                "--max-length",
+                "32",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["opset"] == OPSET and report["max_abs_diff"] < 1e-4
@@ -158,6 +180,13 @@ def test_efficiency_reports_onnx_runtime_beside_pytorch(exported, tiny):
     m = measure_onnx(student, examples, 48, repeats=4, batch=8)
     assert m["onnxruntime_latency_ms"] > 0 and m["onnxruntime_throughput"] > 0
     assert m["onnx_max_abs_diff"] < 1e-4
-    row = {"task": "tiny", "label": "gru", "kind": "student", "latency_ms": 1.0, "throughput": 9.0, **m}
+    row = {
+        "task": "tiny",
+        "label": "gru",
+        "kind": "student",
+        "latency_ms": 1.0,
+        "throughput": 9.0,
+        **m,
+    }
     titles = [t for t, _, _ in efficiency_tables({"models": [row]})]
     assert "ONNX Runtime beside PyTorch (CPU, same inputs)" in titles

@@ -33,37 +33,71 @@ VOCAB, LENGTH, ROWS = 64, 12, 16
 
 def student_model(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)  # fmt: skip
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config)
 
 
 def teacher_model(seed: int = 1) -> RobertaForSequenceClassification:
     torch.manual_seed(seed)
-    config = RobertaConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=3,
-                           num_attention_heads=2, intermediate_size=48, max_position_embeddings=40,
-                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                           num_labels=2, pad_token_id=1)  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=24,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+        pad_token_id=1,
+    )
     return RobertaForSequenceClassification(config)
 
 
 def tiny_dataset() -> datasets.Dataset:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, VOCAB, (ROWS, LENGTH), generator=g)
-    return datasets.Dataset.from_dict({
-        "input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
-        "labels": (ids.sum(1) % 2).tolist()})  # fmt: skip
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "attention_mask": torch.ones_like(ids).tolist(),
+            "labels": (ids.sum(1) % 2).tolist(),
+        }
+    )
 
 
 def trainer_for(tmp_path, method: str, options=None, *, teacher=None, plugins=None, steps=3):
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=steps,
-                             per_device_train_batch_size=4, learning_rate=5e-3, report_to=[],
-                             use_cpu=True, save_strategy="no", logging_steps=1, seed=0,
-                             disable_tqdm=True)  # fmt: skip
-    return DistillationTrainer(model=student_model(), teacher=teacher or teacher_model(),
-                               method=method, method_options=options, plugins=plugins,
-                               args=args, train_dataset=tiny_dataset())  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+    )
+    return DistillationTrainer(
+        model=student_model(),
+        teacher=teacher or teacher_model(),
+        method=method,
+        method_options=options,
+        plugins=plugins,
+        args=args,
+        train_dataset=tiny_dataset(),
+    )
 
 
 def one_batch() -> dict[str, torch.Tensor]:
@@ -80,18 +114,26 @@ def test_kd_loss_is_the_method_loss_and_hintons_formula(tmp_path):
     batch = one_batch()
     loss = trainer.compute_loss(trainer.model, batch)
     with torch.no_grad():
-        zs = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        zt = trainer.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        zs = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+        zt = trainer.teacher(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
     # the registered method itself, on the same outputs
     n = len(zs)
     enc = Encoded(batch["input_ids"], batch["attention_mask"], torch.zeros(n, LENGTH, 2))
-    terms = trainer.kd_method(ModelOutput(zs), ModelOutput(zt),
-                              Batch([""] * n, batch["labels"], torch.arange(n), enc, enc))  # fmt: skip
+    terms = trainer.kd_method(
+        ModelOutput(zs),
+        ModelOutput(zt),
+        Batch([""] * n, batch["labels"], torch.arange(n), enc, enc),
+    )
     assert float(loss) == pytest.approx(float(sum(terms.values())), rel=1e-6)
     # and Hinton's form by hand: alpha*T^2*KL(p_t^T || p_s^T) + (1-alpha)*CE
     T, a = 2.0, 0.7
-    kl = F.kl_div(F.log_softmax(zs / T, -1), F.log_softmax(zt / T, -1), log_target=True,
-                  reduction="batchmean")  # fmt: skip
+    kl = F.kl_div(
+        F.log_softmax(zs / T, -1), F.log_softmax(zt / T, -1), log_target=True, reduction="batchmean"
+    )
     by_hand = a * T * T * kl + (1 - a) * F.cross_entropy(zs, batch["labels"])
     assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
 

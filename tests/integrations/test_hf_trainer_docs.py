@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "hf-trainer.md"
 
 def _block(after_heading: str) -> str:
     text = DOC.read_text()
-    section = text[text.index(after_heading):]
+    section = text[text.index(after_heading) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -33,8 +33,11 @@ def test_the_after_script_runs_and_logs_the_kd_terms(tmp_path, monkeypatch, caps
 
 def test_before_and_after_differ_by_a_few_lines():
     before, after = _block("## Before").splitlines(), _block("## After").splitlines()
-    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]  # fmt: skip
+    changed = [
+        line
+        for line in difflib.unified_diff(before, after, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     added = [line for line in changed if line.startswith("+")]
     assert len(added) <= 10, changed
     assert any("DistillationTrainer(model=student, teacher=teacher" in line for line in added)

@@ -27,8 +27,13 @@ def test_builtin_ops_are_registered():
 def test_gate_rejects_a_wrong_provider_and_times_the_right_ones(tmp_path):
     base = load_ops()["kd_loss"]
     wrong = Provider("wrong", lambda **kw: kd_loss_reference(**kw) * 1.01)
-    op = BenchOp(**{**base.__dict__, "providers": [base.providers[0], base.providers[1], wrong],
-                    "shapes": {"quick": [{"n": 16, "c": 20}]}})  # fmt: skip
+    op = BenchOp(
+        **{
+            **base.__dict__,
+            "providers": [base.providers[0], base.providers[1], wrong],
+            "shapes": {"quick": [{"n": 16, "c": 20}]},
+        }
+    )
     env, rows = run_bench([op], torch.device("cpu"), shapes="quick", quick=True, log=lambda m: None)
     by = {(r["provider"], r["mode"]): r for r in rows}
     assert (
@@ -70,8 +75,21 @@ def test_cli_check_only_runs(tmp_path):
     parser = argparse.ArgumentParser(prog="kdkit")
     bench.add_parser(parser.add_subparsers())
     out = os.path.join(tmp_path, "o")
-    args = parser.parse_args(["bench", "--device", "cpu", "--quick", "--check-only", "--ops", "dist_loss",
-                              "--providers", "reference", "--out", out])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "bench",
+            "--device",
+            "cpu",
+            "--quick",
+            "--check-only",
+            "--ops",
+            "dist_loss",
+            "--providers",
+            "reference",
+            "--out",
+            out,
+        ]
+    )
     assert args.func(args) == 0
     rows = json.loads(open(os.path.join(out, "results.json")).read())["rows"]
     assert rows and all(r["status"] == "ok" and r["loss_err"] < 1e-5 for r in rows)

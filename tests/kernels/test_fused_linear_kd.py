@@ -37,8 +37,17 @@ def compare(
     kw = dict(temperature=temperature, alpha=alpha, soft=soft, row_mask=row_mask)
     mine = [t.detach().clone().requires_grad_() for t in (h_s, w_s, b_s)]
     ref = [t.detach().double().requires_grad_() for t in (h_s, w_s, b_s)]
-    got = fused_linear_kd_chunked(mine[0], mine[1], h_t, w_t, y, student_bias=mine[2], chunk_rows=chunk,
-                                  use_triton=use_triton, **kw)  # fmt: skip
+    got = fused_linear_kd_chunked(
+        mine[0],
+        mine[1],
+        h_t,
+        w_t,
+        y,
+        student_bias=mine[2],
+        chunk_rows=chunk,
+        use_triton=use_triton,
+        **kw,
+    )
     want = fused_linear_kd_reference(
         ref[0], ref[1], h_t.double(), w_t.double(), y, student_bias=ref[2], **kw
     )

@@ -35,8 +35,16 @@ def _backward_case(dtype):
     zs = randn(2, n, c, scale=3.0, dtype=dtype)
     zt = randn(3, n, c, scale=3.0, dtype=dtype)
     labels = torch.tensor([1, -100, 36, 0], device=DEVICE)
-    ws, wh, safe = row_weights(n, labels, None, alpha=0.5, temperature=2.0, t2_scaling=True,
-                               ignore_index=-100, device=zs.device)  # fmt: skip
+    ws, wh, safe = row_weights(
+        n,
+        labels,
+        None,
+        alpha=0.5,
+        temperature=2.0,
+        t2_scaling=True,
+        ignore_index=-100,
+        device=zs.device,
+    )
     _, grad, stats = kdt.kd_rows(zs, zt, ws, wh, safe, 2.0, "kl", True, True, True, 16)
     return zs, zt, grad, stats, ws, wh, safe
 

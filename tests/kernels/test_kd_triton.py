@@ -19,8 +19,21 @@ def triton_kd(*args, **kwargs):
     return kd_loss_triton(*args, **kwargs)
 
 
-def run_case(n, c, *, dtype="fp32", block=None, temperature=2.0, alpha=0.3, soft="kl",
-             t2=True, masked=False, ignored=True, go=1.7, seed=0):  # fmt: skip
+def run_case(
+    n,
+    c,
+    *,
+    dtype="fp32",
+    block=None,
+    temperature=2.0,
+    alpha=0.3,
+    soft="kl",
+    t2=True,
+    masked=False,
+    ignored=True,
+    go=1.7,
+    seed=0,
+):
     zs, zs64 = pair(randn(seed, n, c, scale=3.0, dtype=dtype))
     zt = randn(seed + 1, n, c, scale=3.0, dtype=dtype)
     g = torch.Generator().manual_seed(seed)

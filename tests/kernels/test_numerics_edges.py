@@ -83,8 +83,10 @@ def _scaled_grad(impl, dtype, scale, n=16, c=300, seed=3, study=False):
     zt = (torch.randn(n, c, generator=g) * 3).to(dtype)
     labels = torch.randint(0, c, (n,), generator=g)
     # the study's KD (soft CE, T = 10, no T^2) has gradients ~1e-5: fp16-subnormal unscaled
-    kw = dict(temperature=10.0, alpha=1.0, soft="ce", t2_scaling=False) if study else dict(
-        temperature=2.0, alpha=0.5
+    kw = (
+        dict(temperature=10.0, alpha=1.0, soft="ce", t2_scaling=False)
+        if study
+        else dict(temperature=2.0, alpha=0.5)
     )
     x = zs.clone().to(DEVICE).requires_grad_()
     (K.kd_loss(x, zt.to(DEVICE), labels.to(DEVICE), impl=impl, **kw) * scale).backward()
@@ -116,7 +118,9 @@ def _big_logits(n, c, seed, scale=1e4):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(n, c, generator=g, dtype=torch.float64)
     # entries around +-1e4 whose differences are O(1): the regime where z * scale - lse fails
-    return (scale + base).float(), (scale + base + 0.3 * torch.randn(n, c, generator=g, dtype=torch.float64)).float()
+    return (scale + base).float(), (
+        scale + base + 0.3 * torch.randn(n, c, generator=g, dtype=torch.float64)
+    ).float()
 
 
 @pytest.mark.parametrize("impl", PATHS)
@@ -183,8 +187,14 @@ def test_out_of_range_label_on_a_masked_row_is_ignored(impl):
     zs, zt = torch.randn(3, 8), torch.randn(3, 8)
     labels = torch.tensor([1, 99, 2])
     mask = torch.tensor([True, False, True])
-    loss = K.kd_loss(zs.to(DEVICE), zt.to(DEVICE), labels.to(DEVICE), alpha=0.5,
-                     row_mask=mask.to(DEVICE), impl=impl)  # fmt: skip
+    loss = K.kd_loss(
+        zs.to(DEVICE),
+        zt.to(DEVICE),
+        labels.to(DEVICE),
+        alpha=0.5,
+        row_mask=mask.to(DEVICE),
+        impl=impl,
+    )
     want = kd_loss_reference(zs[[0, 2]].double(), zt[[0, 2]].double(), labels[[0, 2]], alpha=0.5)
     assert abs(loss.item() - want.item()) < 1e-5
 
@@ -213,8 +223,9 @@ def test_fused_linear_kd_chunked_torch_path_checks_labels():
     with pytest.raises(KdkitError, match="needs labels"):
         fused_linear_kd_chunked(*_linear_args(), labels=None, alpha=0.5)
     with pytest.raises(KdkitError, match="labels must be class ids"):
-        fused_linear_kd_chunked(*_linear_args(), labels=torch.tensor([0, 1, -3, 2, 4, 5]),
-                                alpha=0.5)  # fmt: skip
+        fused_linear_kd_chunked(
+            *_linear_args(), labels=torch.tensor([0, 1, -3, 2, 4, 5]), alpha=0.5
+        )
 
 
 # ---------------------------------------------------------------- hypothesis: extreme inputs
@@ -243,7 +254,13 @@ def extreme_cases(draw):
     temperature = draw(st.sampled_from([0.5, 1.0, 4.0, 10.0]))
     alpha = draw(st.sampled_from([0.0, 0.5, 1.0]))
     soft = draw(st.sampled_from(["kl", "ce"]))
-    return zs.float(), zt.float(), labels, live, dict(temperature=temperature, alpha=alpha, soft=soft)
+    return (
+        zs.float(),
+        zt.float(),
+        labels,
+        live,
+        dict(temperature=temperature, alpha=alpha, soft=soft),
+    )
 
 
 def _check_extreme(impl, case):

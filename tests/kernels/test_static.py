@@ -41,7 +41,9 @@ def test_kd_persistent_grid_bounds_the_rows_in_flight():
 
 
 def test_every_model_is_within_its_budget():
-    assert dist_traffic.traffic({"n": 8192, "c": 32000}, "bf16")["units"] <= dist_traffic.BUDGET_UNITS
+    assert (
+        dist_traffic.traffic({"n": 8192, "c": 32000}, "bf16")["units"] <= dist_traffic.BUDGET_UNITS
+    )
     inf = infonce_traffic.traffic({"b": 8192, "d": 768}, "bf16")
     assert inf["units"] == pytest.approx(10 / 6) and inf["units"] <= inf["budget"]
     ckd = ckd_traffic.traffic({"b": 16, "k": 7, "t": 512, "hs": 384, "ht": 768, "w": 10}, "bf16")
@@ -63,15 +65,32 @@ def test_static_check_compiles_priority_kernels_without_spills(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "static"
     proc = subprocess.run(
-        [sys.executable, "-m", "kdkit", "bench", "--static", "--quick", "--ops", "kd,infonce",
-         "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kdkit",
+            "bench",
+            "--static",
+            "--quick",
+            "--ops",
+            "kd,infonce",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "0 spill; 0 above their traffic budget; 0 failed to compile" in proc.stdout
     rows = json.loads((out / "static.json").read_text())["rows"]
-    assert {r["kernel"] for r in rows} >= {"_kd_fwd_kernel", "_kd_bwd_kernel",
-                                           "_infonce_fwd_kernel", "_infonce_bwd_kernel"}  # fmt: skip
+    assert {r["kernel"] for r in rows} >= {
+        "_kd_fwd_kernel",
+        "_kd_bwd_kernel",
+        "_infonce_fwd_kernel",
+        "_infonce_bwd_kernel",
+    }
     for r in rows:
         assert r["status"] == "ok" and r["registers"] > 0, r
         assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, r

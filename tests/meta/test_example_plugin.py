@@ -20,8 +20,12 @@ def test_example_plugin_is_installed_and_listed():
     assert [ep.value for ep in dist.entry_points if ep.group == "kdkit"] == [
         "kdkit_logit_mse.plugin"
     ]
-    out = subprocess.run([sys.executable, "-m", "kdkit", "plugins", "--json"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "kdkit", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     rows = [c for c in json.loads(out.stdout)["components"] if c["name"] == "logit-mse"]
     assert len(rows) == 1, f"logit-mse missing from `kdkit plugins`; {FIX}"

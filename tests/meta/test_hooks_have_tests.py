@@ -20,7 +20,8 @@ TESTS = Path(__file__).resolve().parents[1]
 
 def _is_hookimpl(decorator: ast.expr) -> bool:
     return isinstance(decorator, ast.Name | ast.Attribute) and (
-        getattr(decorator, "id", None) == "hookimpl" or getattr(decorator, "attr", None) == "hookimpl"
+        getattr(decorator, "id", None) == "hookimpl"
+        or getattr(decorator, "attr", None) == "hookimpl"
     )
 
 
@@ -30,10 +31,16 @@ def _scan() -> dict[str, list[tuple[str, set[str], bool]]]:
     for path in sorted(TESTS.rglob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         nodes = list(ast.walk(tree))
-        implemented = {n.name for n in nodes if isinstance(n, ast.FunctionDef)
-                       and any(_is_hookimpl(d) for d in n.decorator_list)}  # fmt: skip
-        loads = any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", ""))
-                    == "load_plugins" for n in nodes)  # fmt: skip
+        implemented = {
+            n.name
+            for n in nodes
+            if isinstance(n, ast.FunctionDef) and any(_is_hookimpl(d) for d in n.decorator_list)
+        }
+        loads = any(
+            isinstance(n, ast.Call)
+            and getattr(n.func, "id", getattr(n.func, "attr", "")) == "load_plugins"
+            for n in nodes
+        )
         for n in tree.body:
             if isinstance(n, ast.FunctionDef) and n.name.startswith("test_hook_"):
                 rel = str(path.relative_to(TESTS.parent))
@@ -47,8 +54,10 @@ SCAN = _scan()
 @pytest.mark.parametrize("hook", [f.__name__ for f in plugin_docs.hook_functions()])
 def test_every_hook_has_a_test_through_the_plugin_manager(hook):
     tests = SCAN.get(f"test_hook_{hook}")
-    assert tests, f"no test named test_hook_{hook} under tests/: add one that registers an " \
-                  f"in-test @hookimpl {hook} with load_plugins(extra=...) and checks what it did"  # fmt: skip
+    assert tests, (
+        f"no test named test_hook_{hook} under tests/: add one that registers an "
+        f"in-test @hookimpl {hook} with load_plugins(extra=...) and checks what it did"
+    )
     assert any(hook in implemented and loads for _, implemented, loads in tests), (
         f"test_hook_{hook} ({[t[0] for t in tests]}) must sit in a module that implements "
         f"@hookimpl {hook} and loads it with load_plugins, so pluggy calls it"
@@ -57,6 +66,9 @@ def test_every_hook_has_a_test_through_the_plugin_manager(hook):
 
 def test_no_test_names_a_hook_that_does_not_exist():
     hooks = {f.__name__ for f in plugin_docs.hook_functions()}
-    stray = sorted(name for name in SCAN
-                   if not any(name == f"test_hook_{h}" or name.startswith(f"test_hook_{h}_") for h in hooks))  # fmt: skip
+    stray = sorted(
+        name
+        for name in SCAN
+        if not any(name == f"test_hook_{h}" or name.startswith(f"test_hook_{h}_") for h in hooks)
+    )
     assert not stray, f"tests named after hooks that do not exist: {stray}"

@@ -58,7 +58,9 @@ def test_entry_points_match_plugin_modules():
             f"entry point {name} = {target} names a module that does not exist"
         )
         # a plugin module is a file (methods/kd.py) or a package (tasks/clone/__init__.py)
-        module_file = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+        module_file = (
+            path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+        )
         declared[str(module_file.relative_to(ROOT))] = name
     # every module under plugins/ that implements a hook must be reachable through an entry point
     for path in sorted((ROOT / "plugins").rglob("*.py")):

@@ -55,23 +55,39 @@ def test_a_plugin_registering_kd_collides_only_for_runs_using_kd(tmp_path):
     (src / "kdkit_squatter.py").write_text(textwrap.dedent(MODULE))
     site = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     env = tiny_env(tmp_path, site)
 
     table = kdkit("plugins", env=env)
     assert table.returncode == 0, table.stderr
-    assert ("2 plugins register the kd_method 'kd': 'kd' from kdkit 0.1.0 and 'squatter' from "
-            "kdkit-squatter 0.3.0") in table.stdout  # fmt: skip
+    assert (
+        "2 plugins register the kd_method 'kd': 'kd' from kdkit 0.1.0 and 'squatter' from "
+        "kdkit-squatter 0.3.0"
+    ) in table.stdout
     assert "fix: disable the newcomer with KDKIT_DISABLE_PLUGINS=squatter " in table.stdout
     listed = json.loads(kdkit("plugins", "--json", env=env).stdout)
     (collision,) = listed["collisions"]
     assert (collision["kind"], collision["name"]) == ("kd_method", "kd")
     assert [r["distribution"] for r in collision["registrants"]] == ["kdkit", "kdkit-squatter"]
-    methods = {c["name"]: c["distribution"] for c in listed["components"] if c["kind"] == "kd_method"}
+    methods = {
+        c["name"]: c["distribution"] for c in listed["components"] if c["kind"] == "kd_method"
+    }
     assert methods["squat-zero"] == "kdkit-squatter" and methods["kd-study"] == "kdkit"
     assert "kd" not in methods
 
@@ -89,7 +105,11 @@ def test_a_plugin_registering_kd_collides_only_for_runs_using_kd(tmp_path):
     assert (summary["status"], summary["method"], summary["steps"]) == ("finished", "ft", 4)
 
     # the suggested fix works: kd is kdkit's again
-    fixed = kdkit("run", str(run_file(tmp_path, "kd")), "--dry-run",
-                  env={**env, "KDKIT_DISABLE_PLUGINS": "squatter"})  # fmt: skip
+    fixed = kdkit(
+        "run",
+        str(run_file(tmp_path, "kd")),
+        "--dry-run",
+        env={**env, "KDKIT_DISABLE_PLUGINS": "squatter"},
+    )
     assert fixed.returncode == 0, fixed.stderr
     assert "name: kd\n" in fixed.stdout

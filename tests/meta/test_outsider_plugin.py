@@ -65,17 +65,34 @@ def test_pip_installed_outsider_plugin_appears_and_runs(tmp_path):
     (src / "kdkit_cosine.py").write_text(textwrap.dedent(MODULE))
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
     }
-    listed = subprocess.run([sys.executable, "-m", "kdkit", "plugins", "--json"], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "kdkit", "plugins", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     (row,) = [c for c in json.loads(listed.stdout)["components"] if c["name"] == "cosine"]
     assert (row["distribution"], row["version"], row["plugin"]) == (
@@ -83,8 +100,9 @@ def test_pip_installed_outsider_plugin_appears_and_runs(tmp_path):
         "0.2.0",
         "cosine",
     )
-    ran = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    ran = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode == 0, ran.stderr
     value = float(ran.stdout.strip())
     assert 0 < value < 4  # weight 2 x (1 - cos) with cos of two probability vectors in (0, 1]

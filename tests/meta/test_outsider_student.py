@@ -138,18 +138,34 @@ def test_outsider_student_trains_saves_and_predicts_through_kdkit_commands(tmp_p
     (src / "kdkit_charbag.py").write_text(textwrap.dedent(MODULE))
     site = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), path])}
     run_dir = tmp_path / "run"
     (tmp_path / "run.yaml").write_text(RUN.format(out=run_dir))
-    trained = subprocess.run([sys.executable, "-m", "kdkit", "run", str(tmp_path / "run.yaml"),
-                              "--quiet"], env={**env, "KDKIT_CACHE": str(tmp_path / "cache")},
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    trained = subprocess.run(
+        [sys.executable, "-m", "kdkit", "run", str(tmp_path / "run.yaml"), "--quiet"],
+        env={**env, "KDKIT_CACHE": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr
     model_dir = run_dir / "best" / "model"
     meta = json.loads((model_dir / "kdkit.json").read_text())
@@ -160,18 +176,33 @@ def test_outsider_student_trains_saves_and_predicts_through_kdkit_commands(tmp_p
     texts = TinyTask().load()["test"]["text"]
     inputs.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     predicted = subprocess.run(
-        [sys.executable, "-m", "kdkit", "predict", str(run_dir), "--jsonl", str(inputs),
-         "--max-length", "64", "--top-k", "3"], env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kdkit",
+            "predict",
+            str(run_dir),
+            "--jsonl",
+            str(inputs),
+            "--max-length",
+            "64",
+            "--top-k",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert predicted.returncode == 0, predicted.stderr
     got = [json.loads(line) for line in predicted.stdout.splitlines()]
     # the engine reloaded best/model the same way for the run's own test predictions
     saved = [json.loads(line) for line in (run_dir / "predictions-test.jsonl").open()]
     assert len(got) == len(saved) == len(texts) == 8
     assert [g["label"] for g in got] == [s["label"] for s in saved]
-    assert [g["probability"] for g in got] == pytest.approx([s["probability"] for s in saved],
-                                                            abs=1e-5)  # fmt: skip
+    assert [g["probability"] for g in got] == pytest.approx(
+        [s["probability"] for s in saved], abs=1e-5
+    )
     for row in got:
         assert row["label"] in LABELS and row["top"][0] == [row["label"], row["probability"]]
         assert sum(p for _, p in row["top"]) == pytest.approx(1, abs=1e-5)  # all 3 classes
@@ -179,8 +210,13 @@ def test_outsider_student_trains_saves_and_predicts_through_kdkit_commands(tmp_p
 
     # The same model without the package installed: the component is named, with the fix.
     bare = {**os.environ, "PYTHONPATH": path}
-    missing = subprocess.run([sys.executable, "-m", "kdkit", "predict", str(run_dir), "--jsonl",
-                              str(inputs)], env=bare, capture_output=True, text=True, timeout=120)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, "-m", "kdkit", "predict", str(run_dir), "--jsonl", str(inputs)],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2, missing.stderr
     assert "student 'charbag'" in missing.stderr and "not installed" in missing.stderr
     assert "install the distribution" in missing.stderr

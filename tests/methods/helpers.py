@@ -15,8 +15,12 @@ def info(layers: int = 2, hidden: int = 4, name: str = "m") -> ModelInfo:
 
 def context(student=None, teacher=None, task=None) -> BuildContext:
     """A build context for a method between ``student`` and ``teacher`` infos."""
-    return BuildContext(task=task or TinyTask(), student=student or info(),
-                        teacher=teacher or info(), kernel_impl="reference")  # fmt: skip
+    return BuildContext(
+        task=task or TinyTask(),
+        student=student or info(),
+        teacher=teacher or info(),
+        kernel_impl="reference",
+    )
 
 
 def output(logits, **kw) -> ModelOutput:
@@ -28,6 +32,9 @@ def batch(labels, texts=None) -> Batch:
     """A batch with ``labels``; tokenisations are placeholders the logit methods never read."""
     labels = torch.as_tensor(labels)
     n = len(labels)
-    dummy = Encoded(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long),
-                    torch.zeros(n, 1, 2, dtype=torch.long))  # fmt: skip
+    dummy = Encoded(
+        torch.zeros(n, 1, dtype=torch.long),
+        torch.ones(n, 1, dtype=torch.long),
+        torch.zeros(n, 1, 2, dtype=torch.long),
+    )
     return Batch(texts or [""] * n, labels, torch.arange(n), dummy)

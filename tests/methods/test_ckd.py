@@ -61,8 +61,11 @@ def test_char_student_word_teacher_identical_span_states_give_zero_relations():
     texts = _texts()
     s_enc, t_enc = _encode(texts, r"\S", pad_to=None), _encode(texts, WORD)
     g = torch.Generator().manual_seed(0)
-    per_word = {(i, w): torch.randn(2, 4, generator=g, dtype=torch.float64)
-                for i, t in enumerate(texts) for w in range(len(re.findall(WORD, t)))}  # fmt: skip
+    per_word = {
+        (i, w): torch.randn(2, 4, generator=g, dtype=torch.float64)
+        for i, t in enumerate(texts)
+        for w in range(len(re.findall(WORD, t)))
+    }
     states = {}
     for side, enc in (("s", s_enc), ("t", t_enc)):
         for layer in (1, 2):
@@ -72,10 +75,18 @@ def test_char_student_word_teacher_identical_span_states_give_zero_relations():
     # positions differ completely (chars vs words), so a positional comparison could not be 0
     assert s_enc.attention_mask.shape[1] > 3 * t_enc.attention_mask.shape[1]
     m = _ckd()
-    s = ModelOutput(torch.zeros(2, 3), {1: states["s", 1], 2: states["s", 2]},
-                    attention_mask=s_enc.attention_mask, offsets=s_enc.offsets)  # fmt: skip
-    t = ModelOutput(torch.zeros(2, 3), {1: states["t", 1], 2: states["t", 2]},
-                    attention_mask=t_enc.attention_mask, offsets=t_enc.offsets)  # fmt: skip
+    s = ModelOutput(
+        torch.zeros(2, 3),
+        {1: states["s", 1], 2: states["s", 2]},
+        attention_mask=s_enc.attention_mask,
+        offsets=s_enc.offsets,
+    )
+    t = ModelOutput(
+        torch.zeros(2, 3),
+        {1: states["t", 1], 2: states["t", 2]},
+        attention_mask=t_enc.attention_mask,
+        offsets=t_enc.offsets,
+    )
     b = Batch(texts, torch.tensor([0, 1]), torch.arange(2), s_enc, t_enc)
     terms = m(s, t, b)
     assert terms["wr"].item() == pytest.approx(0.0, abs=1e-10)
@@ -94,9 +105,14 @@ def _reference_pool(hidden, enc: Encoded, texts, spans_per_row):
     out = torch.zeros(b, t, hidden.shape[-1], dtype=hidden.dtype)
     for i, spans in enumerate(spans_per_row):
         for k, (lo, hi) in enumerate(spans):
-            rows = [j for j in range(hidden.shape[1])
-                    if enc.attention_mask[i, j] and enc.offsets[i, j, 1] > enc.offsets[i, j, 0]
-                    and lo <= enc.offsets[i, j, 0] and enc.offsets[i, j, 1] <= hi]  # fmt: skip
+            rows = [
+                j
+                for j in range(hidden.shape[1])
+                if enc.attention_mask[i, j]
+                and enc.offsets[i, j, 1] > enc.offsets[i, j, 0]
+                and lo <= enc.offsets[i, j, 0]
+                and enc.offsets[i, j, 1] <= hi
+            ]
             out[i, k] = hidden[i, rows].mean(0)
     return out
 
@@ -119,10 +135,20 @@ def test_tiny_models_words_vs_pieces_match_a_loop_reference():
     mask = torch.zeros(len(spans), max(map(len, spans)), dtype=torch.bool)
     for i, s in enumerate(spans):
         mask[i, : len(s)] = True
-    hs = torch.stack([_reference_pool(s_out.hidden_states[layer], b.student, b.texts, spans)
-                      for layer in m.student_layers], 1)  # fmt: skip
-    ht = torch.stack([_reference_pool(t_out.hidden_states[layer], b.teacher, b.texts, spans)
-                      for layer in m.teacher_layers], 1)  # fmt: skip
+    hs = torch.stack(
+        [
+            _reference_pool(s_out.hidden_states[layer], b.student, b.texts, spans)
+            for layer in m.student_layers
+        ],
+        1,
+    )
+    ht = torch.stack(
+        [
+            _reference_pool(t_out.hidden_states[layer], b.teacher, b.texts, spans)
+            for layer in m.teacher_layers
+        ],
+        1,
+    )
     ref = ckd_loss(hs, ht, mask, window=4)
     assert terms["wr"].item() == pytest.approx(10 * ref.word_relation.item(), rel=1e-5)
     assert terms["ltr"].item() == pytest.approx(100 * ref.layer_relation.item(), rel=1e-5)
@@ -163,8 +189,11 @@ def test_real_bpe_student_against_word_teacher_with_padding():
 def test_missing_offsets_is_a_clear_error():
     m = _ckd()
     out = ModelOutput(torch.zeros(1, 3), {1: torch.zeros(1, 2, 4), 2: torch.zeros(1, 2, 4)})
-    dummy = Encoded(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
-                    torch.zeros(1, 2, 2, dtype=torch.long))  # fmt: skip
+    dummy = Encoded(
+        torch.zeros(1, 2, dtype=torch.long),
+        torch.ones(1, 2, dtype=torch.long),
+        torch.zeros(1, 2, 2, dtype=torch.long),
+    )
     with pytest.raises(KdkitError, match="offsets") as info_:
         m(out, out, Batch(["ab"], torch.tensor([0]), torch.arange(1), dummy, None))
     assert info_.value.fix

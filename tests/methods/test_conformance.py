@@ -32,11 +32,16 @@ VARIANTS = [
 def test_the_parametrization_covers_every_method_plugin():
     """Every kd_method entry point of kdkit (and the example plugin) is in the parametrization."""
     dist = metadata.distribution("kdkit")
-    method_plugins = {ep.name for ep in dist.entry_points
-                      if ep.group == "kdkit" and ep.value.startswith("kdkit.plugins.methods.")}  # fmt: skip
+    method_plugins = {
+        ep.name
+        for ep in dist.entry_points
+        if ep.group == "kdkit" and ep.value.startswith("kdkit.plugins.methods.")
+    }
     from_registry = {PLUGINS.registry.get("kd_method", n).origin.plugin for n in BUILTINS}
     assert from_registry == method_plugins and len(method_plugins) >= 8
-    assert "logit-mse" in NAMES, "the example plugin is not installed: pip install -e ./docs/examples/kdkit-logit-mse"
+    assert "logit-mse" in NAMES, (
+        "the example plugin is not installed: pip install -e ./docs/examples/kdkit-logit-mse"
+    )
     assert not PLUGINS.failures and not PLUGINS.registry.collisions
 
 
@@ -83,6 +88,16 @@ def test_cli_lists_every_method(capsys):
     listed = {c["name"]: c for c in json.loads(out)["components"]}
     assert set(NAMES) == {n for n, c in listed.items() if c["kind"] == "kd_method"}
     assert listed["ckd"]["options"] == sorted(
-        ["alpha", "temperature", "soft", "t2_scaling", "layers", "exclude_last",
-         "include_embeddings", "beta", "gamma", "window"]
-    )  # fmt: skip
+        [
+            "alpha",
+            "temperature",
+            "soft",
+            "t2_scaling",
+            "layers",
+            "exclude_last",
+            "include_embeddings",
+            "beta",
+            "gamma",
+            "window",
+        ]
+    )

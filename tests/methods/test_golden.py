@@ -31,8 +31,9 @@ def two_steps(name: str, registry) -> list[dict[str, float]]:
     component = registry.get("kd_method", name)
     torch.manual_seed(0)
     teacher, student = TinyTeacher(), TinyStudent()
-    context = BuildContext(task=TinyTask(), teacher=teacher.info, student=student.info,
-                           kernel_impl="reference")  # fmt: skip
+    context = BuildContext(
+        task=TinyTask(), teacher=teacher.info, student=student.info, kernel_impl="reference"
+    )
     method = component.build(component.options({}), context)
     params = [*student.parameters(), *method.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3)

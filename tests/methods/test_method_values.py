@@ -158,8 +158,11 @@ def _identity_contrastive(queue_size: int) -> Contrastive:
 def test_contrastive_in_batch_by_hand():
     e = torch.eye(2)
     m = _identity_contrastive(0)
-    terms = m(ModelOutput(torch.zeros(2, 2), embedding=e), ModelOutput(torch.zeros(2, 2), embedding=e),
-              batch([0, 1]))  # fmt: skip
+    terms = m(
+        ModelOutput(torch.zeros(2, 2), embedding=e),
+        ModelOutput(torch.zeros(2, 2), embedding=e),
+        batch([0, 1]),
+    )
     # each row: logits [1, 0] against its own teacher -> log(1 + e^-1)
     assert terms["nce"].item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
 

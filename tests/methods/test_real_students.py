@@ -18,8 +18,12 @@ def students(tmp_path_factory):
     from kdkit.plugins.students import gru, transformer
 
     task = TinyTask()
-    ctx = BuildContext(task=task, splits=task.load(), max_length=96,
-                       cache_dir=str(tmp_path_factory.mktemp("cache")))  # fmt: skip
+    ctx = BuildContext(
+        task=task,
+        splits=task.load(),
+        max_length=96,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
     torch.manual_seed(0)
     return {
         "gru": gru.build_gru_student(
@@ -30,7 +34,7 @@ def students(tmp_path_factory):
                 size="0.6M", hidden_size=32, num_heads=2, num_layers=4, vocab_size=300
             ),
             ctx,
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -43,7 +47,7 @@ def students(tmp_path_factory):
         ("fitnets", {"features": "tokens"}),
         ("rkd", {}),
         ("contrastive", {}),
-    ],  # fmt: skip
+    ],
 )
 def test_method_trains_a_real_student(students, family, name, options):
     student = students[family]

@@ -210,8 +210,17 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys, monkeypatch):
     assert code == 2 and "temprature" in err and "Traceback" not in err
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.delenv("KDKIT_KERNEL_IMPL", raising=False)
-    code, err = _cli(["profile", "--set", "training.device=cpu", "--compare-impl",
-                      "reference,triton", "--out", str(tmp_path / "q")], capsys)  # fmt: skip
+    code, err = _cli(
+        [
+            "profile",
+            "--set",
+            "training.device=cpu",
+            "--compare-impl",
+            "reference,triton",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+        capsys,
+    )
     assert code == 2 and "Triton implementation cannot run" in err
     assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
-

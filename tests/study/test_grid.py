@@ -57,8 +57,9 @@ def test_axis_values_reach_the_run_config(write_grid, tmp_path, study_plugins):
 
 
 def test_teacherless_method_runs_once_across_teachers(write_grid, tmp_path, study_plugins):
-    body = GRID.replace("teacher: [tiny-teacher]",
-                        "teacher: [tiny-teacher, {{name: tiny-teacher, label: t2}}]")  # fmt: skip
+    body = GRID.replace(
+        "teacher: [tiny-teacher]", "teacher: [tiny-teacher, {{name: tiny-teacher, label: t2}}]"
+    )
     runs = plan(_grid(write_grid, tmp_path, body=body), study_plugins.registry)
     # kd and dist run per teacher (2 x 2 x 2 x 3 = 24); ft once per student and seed (6)
     assert len(runs) == 30
@@ -135,8 +136,15 @@ def test_shape_errors_are_collected(write_grid, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_grid(path)
     paths = sorted(p.path for p in info.value.problems)
-    assert paths == ["exclude.0.flavour", "extras", "grid.colour", "grid.method", "grid.seed.1",
-                     "grid.student.0", "workers"]  # fmt: skip
+    assert paths == [
+        "exclude.0.flavour",
+        "extras",
+        "grid.colour",
+        "grid.method",
+        "grid.seed.1",
+        "grid.student.0",
+        "workers",
+    ]
 
 
 def test_workers_default_from_the_grid(write_grid, tmp_path, monkeypatch, study_plugins):
@@ -200,8 +208,9 @@ def test_expand_without_registry_keeps_teachers(write_grid, tmp_path):
     assert all("__tiny-teacher__" in p.run_id for p in expand(grid))
 
 
-def test_cli_dry_run_lists_runs_and_shards(write_grid, tmp_path, monkeypatch, capsys,
-                                          study_plugins):  # fmt: skip
+def test_cli_dry_run_lists_runs_and_shards(
+    write_grid, tmp_path, monkeypatch, capsys, study_plugins
+):
     import kdkit.cli.study as cli_study
 
     monkeypatch.setattr(cli_study, "load_plugins", lambda: study_plugins)
@@ -217,8 +226,9 @@ def test_cli_dry_run_lists_runs_and_shards(write_grid, tmp_path, monkeypatch, ca
     shards = []
     for i in (1, 2, 3):
         assert main(["study", str(path), "--dry-run", "--shard", f"{i}/3"]) == 0
-        shards.append({ln.split()[-1] for ln in capsys.readouterr().out.splitlines()
-                       if ln.startswith("new ")})  # fmt: skip
+        shards.append(
+            {ln.split()[-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("new ")}
+        )
     assert [len(s) for s in shards] == [6, 6, 6]
     assert set().union(*shards) == {ln.split()[-1] for ln in listed}
 
@@ -264,8 +274,12 @@ def test_needs_a_teacher_is_read_from_declared_requirements_without_building():
         def register_kd_methods(self, register):
             register("unbuildable", Unbuildable, config=NoOptions, description="test")
             register("optional", OptionalTeacher, config=LogitOptions, description="test")
-            register("by-function", lambda o, c: Unbuildable(o, c), config=NoOptions,
-                     description="a factory that is not a class")  # fmt: skip
+            register(
+                "by-function",
+                lambda o, c: Unbuildable(o, c),
+                config=NoOptions,
+                description="a factory that is not a class",
+            )
 
     registry = load_plugins(distributions={"kdkit"}, extra=[("needs-test", Plugin())]).registry
     answer = method_needs_teacher(registry)

@@ -27,22 +27,35 @@ SCORES = {  # (student, method) -> test top1 per seed 0, 1, 2
 PARAMS = {"gru-1.5M": 1_500_000, "gru-7M": 7_000_000}
 
 
-def write_run(root: Path, student: str, method: str, seed: int, score: float, *,
-              status: str = "finished") -> Path:  # fmt: skip
+def write_run(
+    root: Path, student: str, method: str, seed: int, score: float, *, status: str = "finished"
+) -> Path:
     """A run directory as the engine and the study leave it (summary + study point)."""
     teacher = "none" if method == "ft" else "code"
     run_id = f"exc__{teacher}__{student}__{method}__seed{seed}"
     run_dir = root / "runs" / run_id
     run_dir.mkdir(parents=True)
-    labels = {"task": "exc", "teacher": teacher, "student": student, "method": method,
-              "seed": str(seed)}  # fmt: skip
+    labels = {
+        "task": "exc",
+        "teacher": teacher,
+        "student": student,
+        "method": method,
+        "seed": str(seed),
+    }
     (run_dir / "study_point.json").write_text(json.dumps({"run_id": run_id, "labels": labels}))
-    summary = {"status": status, "task": "exception", "method": method, "seed": seed,
-               "headline_metric": "top1",
-               "student": {"name": student, "family": "gru", "parameters": PARAMS[student]},
-               "teacher": None if method == "ft" else TEACHER,
-               "test": {"top1": score, "top3": min(1.0, score + 0.1)},
-               "steps": 10, "train_seconds": 2.0, "teacher_signal": None if method == "ft" else "cache"}  # fmt: skip
+    summary = {
+        "status": status,
+        "task": "exception",
+        "method": method,
+        "seed": seed,
+        "headline_metric": "top1",
+        "student": {"name": student, "family": "gru", "parameters": PARAMS[student]},
+        "teacher": None if method == "ft" else TEACHER,
+        "test": {"top1": score, "top3": min(1.0, score + 0.1)},
+        "steps": 10,
+        "train_seconds": 2.0,
+        "teacher_signal": None if method == "ft" else "cache",
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
 
@@ -51,21 +64,54 @@ def write_study(root: Path, *, efficiency: bool = True) -> Path:
     for (student, method), scores in SCORES.items():
         for seed, score in enumerate(scores):
             write_run(root, student, method, seed, score)
-    manifest = {"name": "synthetic", "axes": {"task": ["exc"], "teacher": ["code"],
-                "student": ["gru-1.5M", "gru-7M"], "method": ["ft", "kd", "ckd"], "seed": [0, 1, 2]},
-                "runs": []}  # fmt: skip
+    manifest = {
+        "name": "synthetic",
+        "axes": {
+            "task": ["exc"],
+            "teacher": ["code"],
+            "student": ["gru-1.5M", "gru-7M"],
+            "method": ["ft", "kd", "ckd"],
+            "seed": [0, 1, 2],
+        },
+        "runs": [],
+    }
     (root / "study.json").write_text(json.dumps(manifest))
     if efficiency:
         models = [
-            {"task": "exc", "label": "code", "kind": "teacher", "parameters": 100_000_000,
-             "latency_ms": 50.0, "throughput": 40.0, "throughput_batch": 32, "seq_len": 128,
-             "flops_per_example": 2.0e10, "peak_memory_mb": 400.0},
-            {"task": "exc", "label": "gru-1.5M", "kind": "student", "parameters": 1_500_000,
-             "latency_ms": 5.0, "throughput": 800.0, "throughput_batch": 32, "seq_len": 128,
-             "peak_memory_mb": 0.0},
-            {"task": "exc", "label": "gru-7M", "kind": "student", "parameters": 7_000_000,
-             "latency_ms": 10.0, "throughput": 200.0, "throughput_batch": 32, "seq_len": 128},
-        ]  # fmt: skip
+            {
+                "task": "exc",
+                "label": "code",
+                "kind": "teacher",
+                "parameters": 100_000_000,
+                "latency_ms": 50.0,
+                "throughput": 40.0,
+                "throughput_batch": 32,
+                "seq_len": 128,
+                "flops_per_example": 2.0e10,
+                "peak_memory_mb": 400.0,
+            },
+            {
+                "task": "exc",
+                "label": "gru-1.5M",
+                "kind": "student",
+                "parameters": 1_500_000,
+                "latency_ms": 5.0,
+                "throughput": 800.0,
+                "throughput_batch": 32,
+                "seq_len": 128,
+                "peak_memory_mb": 0.0,
+            },
+            {
+                "task": "exc",
+                "label": "gru-7M",
+                "kind": "student",
+                "parameters": 7_000_000,
+                "latency_ms": 10.0,
+                "throughput": 200.0,
+                "throughput_batch": 32,
+                "seq_len": 128,
+            },
+        ]
         (root / "efficiency.json").write_text(json.dumps({"device": "cpu", "models": models}))
     return root
 
@@ -73,8 +119,9 @@ def write_study(root: Path, *, efficiency: bool = True) -> Path:
 def test_cells_hand_computed(tmp_path):
     root = write_study(tmp_path / "s")
     eff = json.loads((root / "efficiency.json").read_text())
-    cells, teachers = build_cells(collect([root]), eff,
-                                  json.loads((root / "study.json").read_text())["axes"])  # fmt: skip
+    cells, teachers = build_cells(
+        collect([root]), eff, json.loads((root / "study.json").read_text())["axes"]
+    )
     assert teachers[("exc", "code")].score == pytest.approx(0.80)
     assert [(c.student, c.method) for c in cells] == list(SCORES)  # grid order
     by = {(c.student, c.method): c for c in cells}
@@ -170,15 +217,18 @@ def test_teacher_without_margin_is_flagged(tmp_path):
     from kdkit.study.report import shapes, teacher_margins
 
     root = write_study(tmp_path / "s")
-    cells, _ = build_cells(collect([root]), None,
-                           json.loads((root / "study.json").read_text())["axes"])  # fmt: skip
+    cells, _ = build_cells(
+        collect([root]), None, json.loads((root / "study.json").read_text())["axes"]
+    )
     for c in cells:
         c.teacher_score = 0.65  # below the 7M FT student's 70.0
     kd = [c for c in cells if not c.baseline]
     assert teacher_margins(cells, kd) == {("exc", "code"): (0.65, pytest.approx(-5.0))}
     lines = shapes(cells)
-    assert ("exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
-            "students: nothing for KD to pass on.") in lines  # fmt: skip
+    assert (
+        "exc / code: teacher 65.0, -5.0 points over the best FT student — no margin over its "
+        "students: nothing for KD to pass on."
+    ) in lines
     assert not any(line.startswith("Best retention") for line in lines)  # no teacher margin
 
 
@@ -207,8 +257,10 @@ def test_markdown_and_html_show_the_same_sections_in_the_same_order_with_the_sam
     # the same bullets (findings, notes, runs left out) in the same order on both pages
     bullets = [b for s in model.sections for b in s.bullets]
     notes = next(s.bullets for s in model.sections if s.note)
-    assert notes == ["Measured on cpu (), torch ?, ? threads.",
-                     "Latency is the median of 32 single-row calls."]  # fmt: skip
+    assert notes == [
+        "Measured on cpu (), torch ?, ? threads.",
+        "Latency is the median of 32 single-row calls.",
+    ]
     assert re.findall(r"^- (.*)$", md, flags=re.M) == bullets
     assert re.findall(r"<li>(.*?)</li>", page) == bullets
     # tables and figures in the same order too
@@ -220,17 +272,36 @@ def test_markdown_and_html_show_the_same_sections_in_the_same_order_with_the_sam
 
 def _baselines_entry(majority: float = 0.62, lexical: float = 0.85) -> dict:
     """A summary's ``baselines`` value, as :meth:`kdkit.baselines.Baselines.to_dict` writes it."""
-    split = {"rows": 100, "label_counts": {"OSError": 62, "KeyError": 38},
-             "scores": {"majority": majority, "stratified": 0.53, "tfidf_lr": lexical},
-             "ci": {"majority": [0.52, 0.71], "stratified": [0.45, 0.60], "tfidf_lr": [0.78, 0.91]},
-             "metrics": {}}  # fmt: skip
-    return {"task": "exception", "fingerprint": "fp", "headline_metric": "top1",
-            "labels": ["OSError", "KeyError"], "majority_label": "OSError",
-            "splits": {"validation": split, "test": split},
-            "tuned": {"tfidf_lr": {"C": 0.3, "word_ngrams": [1, 2], "char_ngrams": None,
-                                   "class_weight": None, "val_score": 0.8, "tried": 40}},
-            "best_lexical": "tfidf_lr", "options": {}, "seconds": 1.0, "version": 2,
-            "from_cache": False}  # fmt: skip
+    split = {
+        "rows": 100,
+        "label_counts": {"OSError": 62, "KeyError": 38},
+        "scores": {"majority": majority, "stratified": 0.53, "tfidf_lr": lexical},
+        "ci": {"majority": [0.52, 0.71], "stratified": [0.45, 0.60], "tfidf_lr": [0.78, 0.91]},
+        "metrics": {},
+    }
+    return {
+        "task": "exception",
+        "fingerprint": "fp",
+        "headline_metric": "top1",
+        "labels": ["OSError", "KeyError"],
+        "majority_label": "OSError",
+        "splits": {"validation": split, "test": split},
+        "tuned": {
+            "tfidf_lr": {
+                "C": 0.3,
+                "word_ngrams": [1, 2],
+                "char_ngrams": None,
+                "class_weight": None,
+                "val_score": 0.8,
+                "tried": 40,
+            }
+        },
+        "best_lexical": "tfidf_lr",
+        "options": {},
+        "seconds": 1.0,
+        "version": 2,
+        "from_cache": False,
+    }
 
 
 def test_report_shows_baselines_from_the_runs_summaries(tmp_path):
@@ -242,11 +313,15 @@ def test_report_shows_baselines_from_the_runs_summaries(tmp_path):
     out = write_report(root, log=lambda _m: None)
     md = (out / "report.md").read_text()
     assert "## Baselines (test split, same metric; chosen on validation)" in md
-    assert ("| exc | top1 | 100 | 62.0 (OSError) | 53.0 | 85.0 [78.0, 91.0] | – | tfidf_lr: C=0.3, "
-            "word_ngrams=[1, 2], char_ngrams=None, class_weight=None |") in md
-    assert ("- exc / code: teacher 80.0 vs TF-IDF + logistic regression 85.0 (-5.0 points) and "
-            "majority class 62.0 — the teacher knows less than a linear model on words: "
-            "distillation results here are not informative.") in md
+    assert (
+        "| exc | top1 | 100 | 62.0 (OSError) | 53.0 | 85.0 [78.0, 91.0] | – | tfidf_lr: C=0.3, "
+        "word_ngrams=[1, 2], char_ngrams=None, class_weight=None |"
+    ) in md
+    assert (
+        "- exc / code: teacher 80.0 vs TF-IDF + logistic regression 85.0 (-5.0 points) and "
+        "majority class 62.0 — the teacher knows less than a linear model on words: "
+        "distillation results here are not informative."
+    ) in md
     # FT gru-1.5M averages 62.0: the majority class (within one point); 0.6267... is not
     assert "| gru-1.5M | 1.50M | 1.5 | ft | 3 | 62.0 ± 2.0 (= majority) |" in md
     assert "| gru-1.5M | 1.50M | 1.5 | kd | 3 | 68.0 ± 2.0 | " in md
@@ -271,13 +346,20 @@ def test_report_reads_baselines_json_for_runs_that_predate_them(tmp_path):
     from kdkit.baselines import Baselines
 
     b = Baselines.from_dict(_baselines_entry(majority=0.5, lexical=0.7))
-    write_baselines_file(root, {"exc": RunBaselines(b, None, 1.0),
-                                "other": RunBaselines(None, "baselines unavailable: x", 0.1)})  # fmt: skip
+    write_baselines_file(
+        root,
+        {
+            "exc": RunBaselines(b, None, 1.0),
+            "other": RunBaselines(None, "baselines unavailable: x", 0.1),
+        },
+    )
     out = write_report(root, log=lambda _m: None)
     md = (out / "report.md").read_text()
     assert "| exc | top1 | 100 | 50.0 (OSError) | 53.0 | 70.0 [78.0, 91.0] |" in md
-    assert "- exc / code: teacher 80.0 vs TF-IDF + logistic regression 70.0 (+10.0 points) and " \
-           "majority class 50.0." in md
+    assert (
+        "- exc / code: teacher 80.0 vs TF-IDF + logistic regression 70.0 (+10.0 points) and "
+        "majority class 50.0." in md
+    )
     assert "- other: baselines unavailable: x" in md
 
 

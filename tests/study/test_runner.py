@@ -85,8 +85,10 @@ def test_shards_partition_the_runs_and_failures_are_recorded(write_grid, tmp_pat
         seen.append(run.run_id)
         (run.run_dir / "summary.json").write_text("{}")
 
-    outs = [run_study(grid, runs, fake, shard=parse_shard(f"{i}/3"), log=lambda _m: None)
-            for i in (1, 2, 3)]  # fmt: skip
+    outs = [
+        run_study(grid, runs, fake, shard=parse_shard(f"{i}/3"), log=lambda _m: None)
+        for i in (1, 2, 3)
+    ]
     assert len(seen) == len(set(seen)) == 3  # every other run exactly once
     failed = [k for o in outs for k in o.failed]
     assert failed == ["tiny__tiny-teacher__gru-tiny__kd__seed1"]
@@ -94,8 +96,12 @@ def test_shards_partition_the_runs_and_failures_are_recorded(write_grid, tmp_pat
     assert run_status(bad.run_dir) == "failed"
     assert "boom" in json.loads((bad.run_dir / "study_error.json").read_text())["error"]
     # the next call retries only the failed run (from a clean directory)
-    retry = run_study(grid, runs, lambda r, _res: (r.run_dir / "summary.json").write_text("{}"),
-                      log=lambda _m: None)  # fmt: skip
+    retry = run_study(
+        grid,
+        runs,
+        lambda r, _res: (r.run_dir / "summary.json").write_text("{}"),
+        log=lambda _m: None,
+    )
     assert retry.ran == failed and not (bad.run_dir / "study_error.json").exists()
 
 
@@ -107,8 +113,13 @@ def test_max_runs_and_fail_fast(write_grid, tmp_path, study_plugins):
 
     out = run_study(grid, runs, fail, fail_fast=True, log=lambda _m: None)
     assert len(out.failed) == 1
-    ok = run_study(grid, runs, lambda r, _res: (r.run_dir / "summary.json").write_text("{}"),
-                   max_runs=2, log=lambda _m: None)  # fmt: skip
+    ok = run_study(
+        grid,
+        runs,
+        lambda r, _res: (r.run_dir / "summary.json").write_text("{}"),
+        max_runs=2,
+        log=lambda _m: None,
+    )
     # seed-major order: both seed-0 runs first
     assert sorted(ok.ran) == [
         "tiny__none__gru-tiny__ft__seed0",
@@ -124,8 +135,9 @@ def test_efficiency_and_report_of_a_real_tiny_study(write_grid, tmp_path, study_
     body = GRID.replace("seed: [0, 1]", "seed: [0]").replace("epochs: 2", "epochs: 1")
     grid = load_grid(write_grid(body.format(out=tmp_path / "eff")))
     runs = plan(grid, study_plugins.registry)
-    assert run_study(grid, runs, engine_executor(study_plugins, progress=False),
-                     log=lambda _m: None).ok  # fmt: skip
+    assert run_study(
+        grid, runs, engine_executor(study_plugins, progress=False), log=lambda _m: None
+    ).ok
     path = measure_study(
         grid.output_dir, runs, repeats=3, batch=4, train_steps=2, log=lambda _m: None
     )

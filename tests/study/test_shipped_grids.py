@@ -32,10 +32,22 @@ def test_offline_grid_shape(registry, tmp_path):
     labels = [r.point.labels() for r in runs]
     assert len(runs) == 288 and grid.workers == 2
     assert Counter(lab["task"] for lab in labels) == {"exception": 96, "defect": 96, "clone": 96}
-    assert {lab["student"] for lab in labels} == {"gru-0.06M", "gru-0.25M", "transformer-0.06M",
-                                                  "transformer-0.25M"}  # fmt: skip
-    assert {lab["method"] for lab in labels} == {"ft", "kd-study", "dist", "pkd", "ckd", "fitnets",
-                                                 "rkd", "contrastive"}  # fmt: skip
+    assert {lab["student"] for lab in labels} == {
+        "gru-0.06M",
+        "gru-0.25M",
+        "transformer-0.06M",
+        "transformer-0.25M",
+    }
+    assert {lab["method"] for lab in labels} == {
+        "ft",
+        "kd-study",
+        "dist",
+        "pkd",
+        "ckd",
+        "fitnets",
+        "rkd",
+        "contrastive",
+    }
     assert {lab["seed"] for lab in labels} == {"0", "1", "2"}
     for run in runs:  # one thread per run: results are bit-stable and two workers share 2 cores
         assert run.resolved.run.training.num_threads == 1

@@ -18,8 +18,22 @@ def test_build_exception_from_a_directory_and_info(tmp_path, capsys):
     (src / "broken.py").write_text("def f(:\n")  # unparsable: skipped and counted
     (src / "latin1.py").write_bytes(b"s = '\xe9'\n")  # not UTF-8: skipped and counted
     out = tmp_path / "out"
-    rc = main(["data", "build", "exception", "--from", str(src), "--out", str(out),
-               "--min-examples", "20", "--labels", "top-5", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "data",
+            "build",
+            "exception",
+            "--from",
+            str(src),
+            "--out",
+            str(out),
+            "--min-examples",
+            "20",
+            "--labels",
+            "top-5",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "total" in printed and "validation" in printed
@@ -107,8 +121,11 @@ def test_a_task_without_a_builder_is_told_so(monkeypatch, capsys):
     from tests.engine import tinyplug
 
     real = discovery.load_plugins
-    monkeypatch.setattr(discovery, "load_plugins",
-                        lambda: real(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)]))  # fmt: skip
+    monkeypatch.setattr(
+        discovery,
+        "load_plugins",
+        lambda: real(distributions={"kdkit"}, extra=[("tiny-test", tinyplug)]),
+    )
     assert _run(["data", "build", "--help"]) == 0
     assert "tiny           tiny  (no offline builder)" in capsys.readouterr().out
     assert _run(["data", "build", "tiny", "--out", "x"]) == 2

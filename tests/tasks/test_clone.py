@@ -49,8 +49,14 @@ def test_rewrites_preserve_behaviour_and_change_tokens():
         text, applied = rewrite(SRC, random.Random(seed))
         assert run(text) == expected, text
         applied_any |= {k for k, v in applied.items() if v}
-    assert applied_any == {"rename", "reorder", "loop_comprehension", "flip_comparison",
-                           "swap_branches", "drop_docstring"}  # fmt: skip
+    assert applied_any == {
+        "rename",
+        "reorder",
+        "loop_comprehension",
+        "flip_comparison",
+        "swap_branches",
+        "drop_docstring",
+    }
 
 
 def test_near_miss_mutants_change_behaviour_mostly():
@@ -131,8 +137,10 @@ def test_clone_builder_pairs_and_jaccard_baseline(clone_build):
     # Anchors of different splits never share a normalised text.
     anchors = {}
     for name in ("train", "valid", "test"):
-        anchors[name] = {normalise_code(code[line.split("\t")[0]])
-                         for line in (out / f"{name}.txt").read_text().splitlines()}  # fmt: skip
+        anchors[name] = {
+            normalise_code(code[line.split("\t")[0]])
+            for line in (out / f"{name}.txt").read_text().splitlines()
+        }
     assert not (anchors["train"] & anchors["test"]) and not (anchors["valid"] & anchors["test"])
     auc = report.extra["jaccard_auc"]["test"]
     assert 0.5 <= auc <= 0.85  # overlap alone is a weak baseline (full stdlib: about 0.75)

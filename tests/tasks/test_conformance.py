@@ -36,8 +36,10 @@ def built(request, small_build):
     component = REGISTRY.get("task", name)
     found = offline_builder(component.factory)
     if found is None or not issubclass(found[0], SourceBuildOptions):
-        pytest.fail(f"task {name!r} has no offline builder reading source trees: give it one "
-                    "(builder_options derived from SourceBuildOptions + build_offline)")  # fmt: skip
+        pytest.fail(
+            f"task {name!r} has no offline builder reading source trees: give it one "
+            "(builder_options derived from SourceBuildOptions + build_offline)"
+        )
     out, report = small_build(name, SAMPLE)
     return name, component, out, report
 

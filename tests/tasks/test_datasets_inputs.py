@@ -18,8 +18,12 @@ from kdkit.plugins.tasks.clone import CloneTask
 from kdkit.plugins.tasks.defect import DefectOptions, DefectTask
 
 # 30 real functions of the standard library: rows whose "code" is real source
-_FUNCS = [f for m in (textwrap, json.decoder, json.encoder, inspect)
-          for f in vars(m).values() if inspect.isfunction(f) and f.__module__ == m.__name__]  # fmt: skip
+_FUNCS = [
+    f
+    for m in (textwrap, json.decoder, json.encoder, inspect)
+    for f in vars(m).values()
+    if inspect.isfunction(f) and f.__module__ == m.__name__
+]
 CODE = [textwrap.dedent(inspect.getsource(f)) for f in _FUNCS[:30]]
 assert len(CODE) == 30
 SPLIT_OF = {"train": range(0, 16), "validation": range(16, 23), "test": range(23, 30)}
@@ -58,8 +62,9 @@ def test_own_files_with_other_field_names_load_through_columns(tmp_path, fmt):
             ds = datasets.Dataset.from_list(user_rows(split))
             ds.to_csv(str(path)) if fmt == "csv" else ds.to_parquet(str(path))
         files[split] = path.name
-    task = defect(tmp_path, data_dir=str(tmp_path), data_files=files,
-                  columns={"code": "func", "y": "target"})  # fmt: skip
+    task = defect(
+        tmp_path, data_dir=str(tmp_path), data_files=files, columns={"code": "func", "y": "target"}
+    )
     expect_rows(task.load())
 
 
@@ -78,22 +83,31 @@ def test_bad_column_names_list_the_available_columns(tmp_path):
 
 
 def test_a_save_to_disk_folder_is_a_data_dir(tmp_path):
-    dd = datasets.DatasetDict({("valid" if s == "validation" else s):
-                               datasets.Dataset.from_list(user_rows(s)) for s in SPLIT_OF})  # fmt: skip
+    dd = datasets.DatasetDict(
+        {
+            ("valid" if s == "validation" else s): datasets.Dataset.from_list(user_rows(s))
+            for s in SPLIT_OF
+        }
+    )
     dd.save_to_disk(str(tmp_path / "saved"))
-    task = defect(tmp_path, data_dir=str(tmp_path / "saved"), columns={"code": "func", "y": "target"})
+    task = defect(
+        tmp_path, data_dir=str(tmp_path / "saved"), columns={"code": "func", "y": "target"}
+    )
     expect_rows(task.load())
     first = task.fingerprint()
     # another mapping of the same folder is another dataset; so is other content
-    swapped = defect(tmp_path, data_dir=str(tmp_path / "saved"),
-                     columns={"code": "func", "id": "target"})  # fmt: skip
+    swapped = defect(
+        tmp_path, data_dir=str(tmp_path / "saved"), columns={"code": "func", "id": "target"}
+    )
     with pytest.raises(KdkitError, match="label 2 is not 0/1"):
         swapped.load()
     rows = user_rows("test")
     rows[0]["y"] = 1 - rows[0]["y"]
     dd["test"] = datasets.Dataset.from_list(rows)
     dd.save_to_disk(str(tmp_path / "saved2"))
-    other = defect(tmp_path, data_dir=str(tmp_path / "saved2"), columns={"code": "func", "y": "target"})
+    other = defect(
+        tmp_path, data_dir=str(tmp_path / "saved2"), columns={"code": "func", "y": "target"}
+    )
     assert other.load()["test"]["label"][0] != task.load()["test"]["label"][0]
     assert other.fingerprint() != first
 
@@ -104,12 +118,14 @@ def test_an_in_memory_dataset_dict_and_its_content_hash(tmp_path):
     expect_rows(task.load())
     # the same rows built again hash alike (the Arrow cache is reused); one changed label does not
     again = defect(tmp_path, columns={"code": "func", "y": "target"}).use_dataset(
-        datasets.DatasetDict({s: datasets.Dataset.from_list(user_rows(s)) for s in SPLIT_OF}))
+        datasets.DatasetDict({s: datasets.Dataset.from_list(user_rows(s)) for s in SPLIT_OF})
+    )
     assert again.fingerprint() == task.fingerprint()
     rows = user_rows("train")
     rows[3]["y"] = 1 - rows[3]["y"]
     changed = defect(tmp_path, columns={"code": "func", "y": "target"}).use_dataset(
-        {**dd, "train": datasets.Dataset.from_list(rows)})
+        {**dd, "train": datasets.Dataset.from_list(rows)}
+    )
     assert changed.fingerprint() != task.fingerprint()
 
 
@@ -132,26 +148,34 @@ def test_one_in_memory_dataset_is_split_80_10_10_with_the_build_seed(tmp_path):
 
 
 def test_pairs_and_missing_splits(tmp_path):
-    pairs = {s: [{"a": CODE[i], "b": CODE[(i + 1) % 30], "same": i % 2} for i in idx]
-             for s, idx in SPLIT_OF.items()}  # fmt: skip
+    pairs = {
+        s: [{"a": CODE[i], "b": CODE[(i + 1) % 30], "same": i % 2} for i in idx]
+        for s, idx in SPLIT_OF.items()
+    }
     files = {s: str(write_jsonl(tmp_path / f"p-{s}.jsonl", r)) for s, r in pairs.items()}
     from kdkit.api import BuildContext
     from kdkit.plugins.tasks.clone import CloneOptions
 
-    task = CloneTask(CloneOptions(data_files=files, columns={"a": "func1", "b": "func2",
-                                                              "same": "target"}),
-                     BuildContext(cache_dir=str(tmp_path / "cache")))  # fmt: skip
+    task = CloneTask(
+        CloneOptions(data_files=files, columns={"a": "func1", "b": "func2", "same": "target"}),
+        BuildContext(cache_dir=str(tmp_path / "cache")),
+    )
     dd = task.load()
     assert dd["validation"]["text_pair"][0] == CODE[17] and dd["test"]["label"][0] == 23 % 2
     with pytest.raises(KdkitError, match=r"has no \['test'\] split") as err:
-        defect(tmp_path, data_files={"train": files["train"], "validation": files["validation"]},
-               columns={"a": "func"}).load()
+        defect(
+            tmp_path,
+            data_files={"train": files["train"], "validation": files["validation"]},
+            columns={"a": "func"},
+        ).load()
     assert err.value.where == "task"
 
 
 def test_columns_with_a_public_format_folder_is_refused(tmp_path):
     for s in SPLIT_OF:
-        write_jsonl(tmp_path / f"{s}.jsonl", [{"func": r["code"], "target": r["y"]} for r in user_rows(s)])
+        write_jsonl(
+            tmp_path / f"{s}.jsonl", [{"func": r["code"], "target": r["y"]} for r in user_rows(s)]
+        )
     expect_rows(defect(tmp_path, data_dir=str(tmp_path)).load())
     with pytest.raises(KdkitError, match="data_files") as err:
         defect(tmp_path, data_dir=str(tmp_path), columns={"code": "func"}).load()

@@ -33,8 +33,11 @@ def test_candidate_edits_by_kind():
     fn = one_function(SRC)
     edits = candidate_edits(fn, random.Random(0))
     swaps = {(fn.text[e.start : e.end], e.replacement) for e in edits["swapped_operands"]}
-    assert swaps == {("size > 100", "100 > size"), ("size - scale", "scale - size"),
-                     ("size / scale", "scale / size")}  # fmt: skip
+    assert swaps == {
+        ("size > 100", "100 > size"),
+        ("size - scale", "scale - size"),
+        ("size / scale", "scale / size"),
+    }
     ops = {fn.text[e.start : e.end] for e in edits["wrong_operator"]}
     assert ops == {"*", ">", "and", "is not", "-", "/"}
     misuse = edits["variable_misuse"]
@@ -78,7 +81,10 @@ def test_defect_builder_is_balanced_paired_and_split_by_file(defect_build):
         for correct, buggy in zip(items[::2], items[1::2]):  # written as (correct, buggy) pairs
             assert correct["target"] == 0 and buggy["target"] == 1
             assert correct["info"] == buggy["info"] and buggy["bug_kind"] in (
-                "variable_misuse", "swapped_operands", "wrong_operator")  # fmt: skip
+                "variable_misuse",
+                "swapped_operands",
+                "wrong_operator",
+            )
             assert correct["func"] != buggy["func"] and parses(buggy["func"])
     files = {s: {r["info"].split()[0] for r in items} for s, items in rows.items()}
     assert not (files["train"] & files["test"]) and not (files["valid"] & files["test"])
@@ -108,7 +114,8 @@ def test_unknown_kind_is_a_user_error(tmp_path):
         DefectTask(DefectOptions(kinds=["off_by_one"], source=[str(tmp_path)])).load()
     assert err.value.where == "task options"
     assert DefectBuildOptions(kinds=["wrong_operator,swapped_operands"]).kinds == [
-        "wrong_operator", "swapped_operands"
+        "wrong_operator",
+        "swapped_operands",
     ]  # a flag's comma-separated value
 
 

@@ -32,8 +32,14 @@ def test_defect_from_hub_columns(monkeypatch):
 
 
 def test_clone_from_hub_columns(monkeypatch):
-    rows = {"id": [0, 1], "id1": [5, 6], "id2": [7, 8], "func1": ["a", "b"], "func2": ["c", "d"],
-            "label": [True, False]}  # fmt: skip
+    rows = {
+        "id": [0, 1],
+        "id1": [5, 6],
+        "id2": [7, 8],
+        "func1": ["a", "b"],
+        "func2": ["c", "d"],
+        "label": [True, False],
+    }
     fake_hub(monkeypatch, {"train": rows, "validation": rows, "test": rows})
     dd = CloneTask(CloneOptions(hub="x/bcb")).load()
     assert dd["validation"]["text_pair"] == ["c", "d"] and dd["validation"]["label"] == [1, 0]

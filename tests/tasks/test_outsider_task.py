@@ -56,21 +56,41 @@ def test_outsider_task_builds_with_kdkit_data_build_and_trains(tmp_path):
     (pkg / "kdkit_returns.py").write_text(docs_example())  # the docs' example is what runs
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(pkg)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     src = tmp_path / "src"
     src.mkdir()
     for path in stdlib_sample(("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py")):
         shutil.copy(path, src / path.name)
-    env = {**os.environ, "KDKIT_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "KDKIT_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def kdkit(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "kdkit", *args], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "kdkit", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     listed = kdkit("data", "build", "--help")
     assert listed.returncode == 0 and "returns" in listed.stdout, listed.stderr
@@ -81,12 +101,25 @@ def test_outsider_task_builds_with_kdkit_data_build_and_trains(tmp_path):
     assert "--near-miss-share" not in flat  # only the task's own builder options
 
     out = tmp_path / "built"
-    built = kdkit("data", "build", "returns", "--from", str(src), "--out", str(out),
-                  "--max-lines", "12", "--json", "--quiet")  # fmt: skip
+    built = kdkit(
+        "data",
+        "build",
+        "returns",
+        "--from",
+        str(src),
+        "--out",
+        str(out),
+        "--max-lines",
+        "12",
+        "--json",
+        "--quiet",
+    )
     assert built.returncode == 0, built.stderr
     stats = json.loads(built.stdout)
     assert stats["task"] == "returns" and stats["options"] == {"max_lines": 12, "seed": 0}
-    rows = {n: [json.loads(x) for x in (out / f"{n}.jsonl").open()] for n in ("train", "valid", "test")}
+    rows = {
+        n: [json.loads(x) for x in (out / f"{n}.jsonl").open()] for n in ("train", "valid", "test")
+    }
     assert sum(stats["sizes"].values()) == sum(map(len, rows.values())) >= 10
     assert all(len(r["code"].splitlines()) <= 12 for rs in rows.values() for r in rs)
     assert {r["label"] for r in rows["train"]} == {0, 1}
@@ -101,6 +134,9 @@ def test_outsider_task_builds_with_kdkit_data_build_and_trains(tmp_path):
     assert json.loads((built_dir / "stats.json").read_text())["options"]["max_lines"] == 12
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert (summary["status"], summary["task"], summary["headline_metric"]) == (
-        "finished", "returns", "accuracy")  # fmt: skip
+        "finished",
+        "returns",
+        "accuracy",
+    )
     assert summary["steps"] == 64 // 16  # max_train rows of the built train split, one epoch
     assert 0.0 <= summary["test"]["accuracy"] <= 1.0

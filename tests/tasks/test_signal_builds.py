@@ -31,8 +31,10 @@ TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]")
 
 
 def rows_of(out):
-    return {s: [json.loads(line) for line in (out / f"{s}.jsonl").open()]
-            for s in ("train", "valid", "test")}  # fmt: skip
+    return {
+        s: [json.loads(line) for line in (out / f"{s}.jsonl").open()]
+        for s in ("train", "valid", "test")
+    }
 
 
 # -- label sets ---------------------------------------------------------------------------------
@@ -41,9 +43,15 @@ def rows_of(out):
 def test_cubert_is_the_default_label_set_and_has_no_catch_all():
     assert ExceptionBuildOptions().labels == "cubert" and ExceptionOptions().labels == "cubert"
     assert len(CUBERT_LABELS) == 20 and not set(CATCH_ALLS) & set(CUBERT_LABELS)
-    found = Counter({"Exception": 50, "ValueError": 9, "BaseException": 8, "KeyError": 7, "OSError": 1})
+    found = Counter(
+        {"Exception": 50, "ValueError": 9, "BaseException": 8, "KeyError": 7, "OSError": 1}
+    )
     assert resolve_labels("top-3", found) == ["ValueError", "KeyError", "OSError"]
-    assert resolve_labels("top-3", found, keep_catch_alls=True) == ["Exception", "ValueError", "BaseException"]
+    assert resolve_labels("top-3", found, keep_catch_alls=True) == [
+        "Exception",
+        "ValueError",
+        "BaseException",
+    ]
 
 
 def handlers_dir(root, per_file, files=12):
@@ -58,11 +66,18 @@ def handlers_dir(root, per_file, files=12):
 
 def test_top_k_build_leaves_out_catch_alls_unless_asked(tmp_path):
     src = handlers_dir(tmp_path / "src", [("Exception", 3), ("ValueError", 2), ("KeyError", 1)])
-    plain = build(tmp_path / "a", ExceptionBuildOptions(sources=[str(src)], labels="top-2",
-                                                        min_examples=20), quiet=True)  # fmt: skip
-    kept = build(tmp_path / "b", ExceptionBuildOptions(sources=[str(src)], labels="top-2",
-                                                       min_examples=20, keep_catch_alls=True),
-                 quiet=True)  # fmt: skip
+    plain = build(
+        tmp_path / "a",
+        ExceptionBuildOptions(sources=[str(src)], labels="top-2", min_examples=20),
+        quiet=True,
+    )
+    kept = build(
+        tmp_path / "b",
+        ExceptionBuildOptions(
+            sources=[str(src)], labels="top-2", min_examples=20, keep_catch_alls=True
+        ),
+        quiet=True,
+    )
     assert plain.options["labels"] == ["ValueError", "KeyError"]
     assert kept.options["labels"] == ["Exception", "ValueError"]
     assert plain.sizes == {"train": 3 * 8, "validation": 3 * 2, "test": 3 * 2}  # 15 % of 12 files
@@ -73,8 +88,13 @@ def test_top_k_build_leaves_out_catch_alls_unless_asked(tmp_path):
 def test_explicit_labels_missing_from_a_split_are_an_error_naming_the_fix(tmp_path):
     files = stdlib_sample(("shutil.py", "pathlib.py", "os.py"))
     with pytest.raises(KdkitError) as err:
-        build(tmp_path, ExceptionBuildOptions(files=files, labels="OSError,KeyError,NotADirectoryError",
-                                              min_examples=5), quiet=True)  # fmt: skip
+        build(
+            tmp_path,
+            ExceptionBuildOptions(
+                files=files, labels="OSError,KeyError,NotADirectoryError", min_examples=5
+            ),
+            quiet=True,
+        )
     assert "too few rows in some split" in str(err.value) and "--labels" in str(err.value)
     assert not (tmp_path / "train.jsonl").exists()
 
@@ -153,8 +173,13 @@ def test_near_duplicate_functions_of_two_files_stay_in_one_split(tmp_path):
         # every file also holds one copy of the same function, laid out differently
         copy = f"def shared(x):\n    try:\n        return x[ 0 ]\n    except{' ' * (1 + n % 3)}IndexError :  # {n}\n        return None\n"
         (src / f"m{n}.py").write_text(body.format(n=n, exc=exc) + "\n" + copy)
-    report = build(tmp_path / "out", ExceptionBuildOptions(sources=[str(src)], labels="top-4",
-                                                           min_examples=10, min_label_rows=0), quiet=True)  # fmt: skip
+    report = build(
+        tmp_path / "out",
+        ExceptionBuildOptions(
+            sources=[str(src)], labels="top-4", min_examples=10, min_label_rows=0
+        ),
+        quiet=True,
+    )
     rows = rows_of(tmp_path / "out")
     shared = [s for s, xs in rows.items() for r in xs if "shared" in r["info"]]
     assert len(shared) == 1  # kept once (in one split), the 29 copies dropped
@@ -176,8 +201,11 @@ def test_token_window_cuts_tokens_around_the_hole():
 
 def test_window_tokens_build_keeps_the_hole_within_n_tokens(tmp_path):
     files = stdlib_sample(("shutil.py", "pathlib.py", "os.py", "tarfile.py", "inspect.py"))
-    build(tmp_path, ExceptionBuildOptions(files=files, window_tokens=40, min_examples=20,
-                                          labels="top-5"), quiet=True)  # fmt: skip
+    build(
+        tmp_path,
+        ExceptionBuildOptions(files=files, window_tokens=40, min_examples=20, labels="top-5"),
+        quiet=True,
+    )
     rows = [r for xs in rows_of(tmp_path).values() for r in xs]
     assert rows and all(len(TOKEN.findall(r["function"])) <= 40 for r in rows)
     assert all(r["function"].count(HOLE) == 1 for r in rows)
@@ -191,7 +219,9 @@ def test_window_tokens_build_keeps_the_hole_within_n_tokens(tmp_path):
 def test_subsample_pairs_keeps_whole_pairs_seeded():
     rows = [{"text": f"f{i // 2}", "label": i % 2, "pair": str(i // 2)} for i in range(40)]
     got = subsample_pairs(rows, 10, seed=3)
-    assert len(got) == 10 and Counter(r["pair"] for r in got) == {p: 2 for p in {r["pair"] for r in got}}
+    assert len(got) == 10 and Counter(r["pair"] for r in got) == {
+        p: 2 for p in {r["pair"] for r in got}
+    }
     assert got == subsample_pairs(rows, 10, seed=3) and got != subsample_pairs(rows, 10, seed=4)
     assert [r["label"] for r in got] == [0, 1] * 5
     assert subsample_pairs(rows, 11, seed=3).__len__() == 10  # an odd cap never splits a pair
@@ -239,8 +269,11 @@ def test_distribution_source_records_its_version_and_keys_the_build(tmp_path, mo
         return ExceptionTask(ExceptionOptions(source=["dist:fakedist"], labels="top-2"))
 
     first = task().built_dir()
-    report = build(tmp_path / "out", ExceptionBuildOptions(sources=["dist:fakedist"], labels="top-2",
-                                                           min_examples=5), quiet=True)  # fmt: skip
+    report = build(
+        tmp_path / "out",
+        ExceptionBuildOptions(sources=["dist:fakedist"], labels="top-2", min_examples=5),
+        quiet=True,
+    )
     assert report.sources[0]["version"] == "1.0" and sum(report.sizes.values()) == 12
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["sources"][0]["source"] == "fakedist==1.0:fakepkg"

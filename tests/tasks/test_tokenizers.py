@@ -78,8 +78,13 @@ def test_offsets_single_texts(tokenizer):
     assert enc.offsets.dtype == torch.int64
     checked = 0
     for b, text in enumerate(texts):
-        checked += check_offsets(tokenizer, text, enc.input_ids[b].tolist(),
-                                 enc.offsets[b].tolist(), enc.attention_mask[b].tolist())  # fmt: skip
+        checked += check_offsets(
+            tokenizer,
+            text,
+            enc.input_ids[b].tolist(),
+            enc.offsets[b].tolist(),
+            enc.attention_mask[b].tolist(),
+        )
         # Right padding: the mask is 1...1 0...0.
         row = enc.attention_mask[b].tolist()
         assert row == sorted(row, reverse=True)
@@ -92,8 +97,13 @@ def test_offsets_pairs_are_shifted_into_the_joined_text(tokenizer):
     enc = encode_with_offsets(tokenizer, pairs, max_length=128)
     for b, pair in enumerate(pairs):
         text = join_example(pair)
-        check_offsets(tokenizer, text, enc.input_ids[b].tolist(), enc.offsets[b].tolist(),
-                      enc.attention_mask[b].tolist())  # fmt: skip
+        check_offsets(
+            tokenizer,
+            text,
+            enc.input_ids[b].tolist(),
+            enc.offsets[b].tolist(),
+            enc.attention_mask[b].tolist(),
+        )
         spans = [
             tuple(o)
             for o, m in zip(enc.offsets[b].tolist(), enc.attention_mask[b])
@@ -124,14 +134,25 @@ def test_bert_style_tokenizer_gets_token_type_ids(tmp_path):
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
-        vocab_size=500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"], show_progress=False))  # fmt: skip
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.WordPieceTrainer(
+            vocab_size=500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"], show_progress=False
+        ),
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])  # fmt: skip
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]",
-                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])  # fmt: skip
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
     pair = ("return Value", "value = 1")
     enc = encode_with_offsets(fast, [pair], max_length=32)
     types = enc.extra["token_type_ids"][0].tolist()

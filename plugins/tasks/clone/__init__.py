@@ -66,12 +66,19 @@ class CloneTask(CodeTask):
 
     def load_options(self) -> dict[str, Any]:
         o = self.options
-        return {**super().load_options(), "train_fraction": o.train_fraction,
-                "validation_fraction": o.validation_fraction}  # fmt: skip
+        return {
+            **super().load_options(),
+            "train_fraction": o.train_fraction,
+            "validation_fraction": o.validation_fraction,
+        }
 
 
 @hookimpl
 def register_tasks(register):
     """Register the ``clone`` task."""
-    register("clone", CloneTask, config=CloneOptions,
-             description="are two functions clones? (BigCloneBench/CodeXGLUE; pairs; F1)")  # fmt: skip
+    register(
+        "clone",
+        CloneTask,
+        config=CloneOptions,
+        description="are two functions clones? (BigCloneBench/CodeXGLUE; pairs; F1)",
+    )

@@ -50,9 +50,12 @@ class CloneBuildOptions(offline.SourceBuildOptions):
     """Options of the offline ``clone`` builder (``kdkit data build clone`` flags)."""
 
     near_miss_share: float = Field(
-        0.7, ge=0, le=1, description="share of negatives that are near-miss mutants of the same "
-        "function (the rest: other functions of similar size)"
-    )  # fmt: skip
+        0.7,
+        ge=0,
+        le=1,
+        description="share of negatives that are near-miss mutants of the same "
+        "function (the rest: other functions of similar size)",
+    )
     min_lines: int = Field(4, ge=1, description="skip shorter functions (lines)")
     max_lines: int = Field(
         30, ge=4, description="skip longer functions (lines; a pair must fit one sequence)"
@@ -132,8 +135,10 @@ def build(
                 kinds[split][kind] += 1
                 jaccard[split].append((token_jaccard(anchor, negative), 0))
         rng.shuffle(pairs[split])
-    counts = {s: {LABELS[lab]: n for lab, n in sorted(Counter(p[2] for p in ps).items())}
-              for s, ps in pairs.items()}  # fmt: skip
+    counts = {
+        s: {LABELS[lab]: n for lab, n in sorted(Counter(p[2] for p in ps).items())}
+        for s, ps in pairs.items()
+    }
     offline.check_size("clone", {s: len(p) for s, p in pairs.items()}, o.min_examples)
     auc = {
         s: round(roc_auc([j for j, _ in js], [y for _, y in js]), 4) for s, js in jaccard.items()
@@ -150,10 +155,20 @@ def build(
         "functions_in_data_jsonl": len(texts),
     }
     report = offline.BuildReport(
-        "clone", out, counts, skipped, corpus.sources,
-        options={"near_miss_share": o.near_miss_share, "seed": o.seed, "split_by": o.split_by,
-                 "min_lines": o.min_lines, "max_lines": o.max_lines, "max_chars": o.max_chars,
-                 "max_functions": o.max_functions},  # fmt: skip
+        "clone",
+        out,
+        counts,
+        skipped,
+        corpus.sources,
+        options={
+            "near_miss_share": o.near_miss_share,
+            "seed": o.seed,
+            "split_by": o.split_by,
+            "min_lines": o.min_lines,
+            "max_lines": o.max_lines,
+            "max_chars": o.max_chars,
+            "max_functions": o.max_functions,
+        },
         extra=extra,
     )
     return offline.finish_build(report, timer)

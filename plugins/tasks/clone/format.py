@@ -61,13 +61,19 @@ def read_bigclonebench(
                         continue
                     where = f"{path}:{n}"
                     if len(parts) != 3:
-                        raise KdkitError(f"expected 'idx1 idx2 label', got {line.strip()!r}",
-                                         where=where, fix="one pair per line, tab-separated")  # fmt: skip
+                        raise KdkitError(
+                            f"expected 'idx1 idx2 label', got {line.strip()!r}",
+                            where=where,
+                            fix="one pair per line, tab-separated",
+                        )
                     a, b, label = parts
                     for idx in (a, b):
                         if idx not in code:
-                            raise KdkitError(f"idx {idx} is not in {functions_file.name}",
-                                             where=where, fix="use the data.jsonl of the same release")  # fmt: skip
+                            raise KdkitError(
+                                f"idx {idx} is not in {functions_file.name}",
+                                where=where,
+                                fix="use the data.jsonl of the same release",
+                            )
                     rows[split].append(
                         {"text": code[a], "text_pair": code[b], "label": as_binary(label, where)}
                     )

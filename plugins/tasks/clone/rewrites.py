@@ -25,14 +25,60 @@ from collections.abc import Iterator
 
 #: Generic names that renamed variables take (a numeric suffix avoids clashes).
 NAME_POOL = (
-    "value", "item", "result", "data", "node", "obj", "tmp", "arg", "elem", "res", "acc", "key",
-    "val", "entry", "cur", "x", "y", "z", "n", "i", "j", "k", "s", "t", "buf", "out", "ret",
-    "part", "seq", "coll", "first", "second", "other", "target", "source", "state", "info", "a",
-    "b", "c", "p", "q", "v", "w",
-)  # fmt: skip
+    "value",
+    "item",
+    "result",
+    "data",
+    "node",
+    "obj",
+    "tmp",
+    "arg",
+    "elem",
+    "res",
+    "acc",
+    "key",
+    "val",
+    "entry",
+    "cur",
+    "x",
+    "y",
+    "z",
+    "n",
+    "i",
+    "j",
+    "k",
+    "s",
+    "t",
+    "buf",
+    "out",
+    "ret",
+    "part",
+    "seq",
+    "coll",
+    "first",
+    "second",
+    "other",
+    "target",
+    "source",
+    "state",
+    "info",
+    "a",
+    "b",
+    "c",
+    "p",
+    "q",
+    "v",
+    "w",
+)
 SIDE_EFFECTS = (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)
-FLIP = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE, ast.Eq: ast.Eq,
-        ast.NotEq: ast.NotEq}  # fmt: skip
+FLIP = {
+    ast.Lt: ast.Gt,
+    ast.Gt: ast.Lt,
+    ast.LtE: ast.GtE,
+    ast.GtE: ast.LtE,
+    ast.Eq: ast.Eq,
+    ast.NotEq: ast.NotEq,
+}
 
 
 def _pure(node: ast.AST) -> bool:
@@ -53,8 +99,12 @@ def _statement_lists(tree: ast.AST) -> Iterator[list[ast.stmt]]:
 
 def rename(fn: ast.FunctionDef | ast.AsyncFunctionDef, rng: random.Random) -> int:
     """Rename parameters and locals consistently to fresh names; returns how many."""
-    declared = {n for node in ast.walk(fn) if isinstance(node, ast.Global | ast.Nonlocal)
-                for n in node.names}  # fmt: skip
+    declared = {
+        n
+        for node in ast.walk(fn)
+        if isinstance(node, ast.Global | ast.Nonlocal)
+        for n in node.names
+    }
     a = fn.args
     params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
     params += [p.arg for p in (a.vararg, a.kwarg) if p is not None]
@@ -86,8 +136,13 @@ def reorder(fn: ast.AST, rng: random.Random, p: float = 0.5) -> int:
         i = 0
         while i + 1 < len(block):
             a, b = block[i], block[i + 1]
-            if (isinstance(a, ast.Assign) and isinstance(b, ast.Assign) and _pure(a) and _pure(b)
-                    and all(isinstance(t, ast.Name) for t in a.targets + b.targets)):  # fmt: skip
+            if (
+                isinstance(a, ast.Assign)
+                and isinstance(b, ast.Assign)
+                and _pure(a)
+                and _pure(b)
+                and all(isinstance(t, ast.Name) for t in a.targets + b.targets)
+            ):
                 wa, wb = _names(a, ast.Store), _names(b, ast.Store)
                 ra, rb = _names(a.value, ast.Load), _names(b.value, ast.Load)
                 if not (wa & (rb | wb)) and not (wb & ra) and rng.random() < p:
@@ -105,10 +160,15 @@ def _append_loop(stmt: ast.stmt) -> tuple[str, ast.For, ast.expr, ast.expr | Non
     body, cond = stmt.body[0], None
     if isinstance(body, ast.If) and not body.orelse and len(body.body) == 1:
         body, cond = body.body[0], body.test
-    if (isinstance(body, ast.Expr) and isinstance(body.value, ast.Call)
-            and isinstance(body.value.func, ast.Attribute) and body.value.func.attr == "append"
-            and isinstance(body.value.func.value, ast.Name) and len(body.value.args) == 1
-            and not body.value.keywords):  # fmt: skip
+    if (
+        isinstance(body, ast.Expr)
+        and isinstance(body.value, ast.Call)
+        and isinstance(body.value.func, ast.Attribute)
+        and body.value.func.attr == "append"
+        and isinstance(body.value.func.value, ast.Name)
+        and len(body.value.args) == 1
+        and not body.value.keywords
+    ):
         return body.value.func.value.id, stmt, body.value.args[0], cond
     return None
 
@@ -122,33 +182,61 @@ def loops_and_comprehensions(fn: ast.AST, rng: random.Random, p: float = 0.7) ->
             stmt = block[i]
             nxt = block[i + 1] if i + 1 < len(block) else None
             # x = [] ; for t in it: [if c:] x.append(e)  ->  x = [e for t in it if c]
-            if (nxt is not None and isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.List)
-                    and not stmt.value.elts):  # fmt: skip
+            if (
+                nxt is not None
+                and isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(stmt.value, ast.List)
+                and not stmt.value.elts
+            ):
                 found = _append_loop(nxt)
                 if found and found[0] == stmt.targets[0].id and rng.random() < p:
                     _, loop, elt, cond = found
-                    comp = ast.ListComp(elt=elt, generators=[ast.comprehension(
-                        target=loop.target, iter=loop.iter, ifs=[cond] if cond else [], is_async=0)])  # fmt: skip
+                    comp = ast.ListComp(
+                        elt=elt,
+                        generators=[
+                            ast.comprehension(
+                                target=loop.target,
+                                iter=loop.iter,
+                                ifs=[cond] if cond else [],
+                                is_async=0,
+                            )
+                        ],
+                    )
                     block[i : i + 2] = [ast.Assign(targets=stmt.targets, value=comp, lineno=0)]
                     done += 1
             # x = [e for t in it if c]  ->  x = [] ; for t in it: if c: x.append(e)
-            elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                  and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.ListComp)
-                  and len(stmt.value.generators) == 1 and not stmt.value.generators[0].is_async
-                  and len(stmt.value.generators[0].ifs) <= 1 and rng.random() < p):  # fmt: skip
+            elif (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(stmt.value, ast.ListComp)
+                and len(stmt.value.generators) == 1
+                and not stmt.value.generators[0].is_async
+                and len(stmt.value.generators[0].ifs) <= 1
+                and rng.random() < p
+            ):
                 name = stmt.targets[0].id
                 gen = stmt.value.generators[0]
-                append: ast.stmt = ast.Expr(ast.Call(
-                    ast.Attribute(ast.Name(name, ast.Load()), "append", ast.Load()),
-                    [stmt.value.elt], []))  # fmt: skip
+                append: ast.stmt = ast.Expr(
+                    ast.Call(
+                        ast.Attribute(ast.Name(name, ast.Load()), "append", ast.Load()),
+                        [stmt.value.elt],
+                        [],
+                    )
+                )
                 if gen.ifs:
                     append = ast.If(test=gen.ifs[0], body=[append], orelse=[])
                 loop = ast.For(target=gen.target, iter=gen.iter, body=[append], orelse=[], lineno=0)
                 block[i : i + 1] = [
-                    ast.Assign(targets=[ast.Name(name, ast.Store())], value=ast.List([], ast.Load()), lineno=0),
+                    ast.Assign(
+                        targets=[ast.Name(name, ast.Store())],
+                        value=ast.List([], ast.Load()),
+                        lineno=0,
+                    ),
                     loop,
-                ]  # fmt: skip
+                ]
                 done += 1
                 i += 1
             i += 1
@@ -159,8 +247,13 @@ def flip_comparisons(fn: ast.AST, rng: random.Random, p: float = 0.5) -> int:
     """``a < b`` -> ``b > a`` (and ``==``/``!=`` mirrored) where both sides are pure."""
     done = 0
     for node in ast.walk(fn):
-        if (isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in FLIP
-                and _pure(node) and rng.random() < p):  # fmt: skip
+        if (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and type(node.ops[0]) in FLIP
+            and _pure(node)
+            and rng.random() < p
+        ):
             node.left, node.comparators = node.comparators[0], [node.left]
             node.ops = [FLIP[type(node.ops[0])]()]
             done += 1
@@ -173,8 +266,11 @@ def swap_branches(fn: ast.AST, rng: random.Random, p: float = 0.5) -> int:
     for node in ast.walk(fn):
         if isinstance(node, ast.If) and node.orelse and rng.random() < p:
             test = node.test
-            node.test = (test.operand if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-                         else ast.UnaryOp(ast.Not(), test))  # fmt: skip
+            node.test = (
+                test.operand
+                if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+                else ast.UnaryOp(ast.Not(), test)
+            )
             node.body, node.orelse = node.orelse, node.body
             done += 1
     return done
@@ -183,8 +279,12 @@ def swap_branches(fn: ast.AST, rng: random.Random, p: float = 0.5) -> int:
 def drop_docstring(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     """Remove the docstring (a function of only a docstring keeps ``pass``)."""
     body = fn.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-            and isinstance(body[0].value.value, str):  # fmt: skip
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         fn.body = body[1:] or [ast.Pass()]
         return 1
     return 0

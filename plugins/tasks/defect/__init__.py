@@ -79,5 +79,9 @@ def subsample_pairs(rows: list[dict[str, Any]], k: int | None, seed: int) -> lis
 @hookimpl
 def register_tasks(register):
     """Register the ``defect`` task."""
-    register("defect", DefectTask, config=DefectOptions,
-             description="is the function defective? (Devign/CodeXGLUE; binary; accuracy)")  # fmt: skip
+    register(
+        "defect",
+        DefectTask,
+        config=DefectOptions,
+        description="is the function defective? (Devign/CodeXGLUE; binary; accuracy)",
+    )

@@ -38,9 +38,11 @@ class DefectBuildOptions(offline.SourceBuildOptions):
     )
     min_lines: int = Field(3, ge=1, description="skip shorter functions (lines)")
     max_lines: int = Field(
-        40, ge=3, description="skip longer functions (lines; 40 keeps a function and its bug "
-        "within about 512 student tokens)"
-    )  # fmt: skip
+        40,
+        ge=3,
+        description="skip longer functions (lines; 40 keeps a function and its bug "
+        "within about 512 student tokens)",
+    )
     max_chars: int = Field(1600, ge=1, description="skip longer functions (characters)")
     max_functions: int | None = Field(
         None, ge=1, description="seeded cap on the functions used (each gives two rows)"
@@ -56,7 +58,9 @@ class DefectBuildOptions(offline.SourceBuildOptions):
             value = [k.strip() for v in value for k in str(v).split(",") if k.strip()]
             unknown = sorted(set(value) - set(KINDS))
             if unknown:
-                raise ValueError(f"unknown mutation kind(s) {unknown}; choose from {', '.join(KINDS)}")
+                raise ValueError(
+                    f"unknown mutation kind(s) {unknown}; choose from {', '.join(KINDS)}"
+                )
         return value
 
 
@@ -89,8 +93,13 @@ def build(
             "project": sf.root,
             "info": info,
         }
-        buggy = {"func": edit.apply(fn.text), "target": 1, "bug_kind": edit.kind,
-                 "project": sf.root, "info": info}  # fmt: skip
+        buggy = {
+            "func": edit.apply(fn.text),
+            "target": 1,
+            "bug_kind": edit.kind,
+            "project": sf.root,
+            "info": info,
+        }
         items.append((sf.group(o.split_by), normalise_code(fn.text), correct, buggy))
     skipped["no_mutation_site"] = no_site
     result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
@@ -104,17 +113,31 @@ def build(
             for row in (correct, buggy):
                 rows[split].append({**row, "idx": idx, "pair": pair})
                 idx += 1
-    counts = {s: {LABELS[t]: n for t, n in sorted(Counter(r["target"] for r in rs).items())}
-              for s, rs in rows.items()}  # fmt: skip
-    bug_kinds = {s: dict(sorted(Counter(r["bug_kind"] for r in rs if r["target"]).items()))
-                 for s, rs in rows.items()}  # fmt: skip
+    counts = {
+        s: {LABELS[t]: n for t, n in sorted(Counter(r["target"] for r in rs).items())}
+        for s, rs in rows.items()
+    }
+    bug_kinds = {
+        s: dict(sorted(Counter(r["bug_kind"] for r in rs if r["target"]).items()))
+        for s, rs in rows.items()
+    }
     offline.check_size("defect", {s: len(r) for s, r in rows.items()}, o.min_examples)
     offline.write_split_jsonl(out, rows)
     report = offline.BuildReport(
-        "defect", out, counts, skipped, corpus.sources,
-        options={"kinds": list(o.kinds), "seed": o.seed, "split_by": o.split_by,
-                 "min_lines": o.min_lines, "max_lines": o.max_lines, "max_chars": o.max_chars,
-                 "max_functions": o.max_functions},  # fmt: skip
+        "defect",
+        out,
+        counts,
+        skipped,
+        corpus.sources,
+        options={
+            "kinds": list(o.kinds),
+            "seed": o.seed,
+            "split_by": o.split_by,
+            "min_lines": o.min_lines,
+            "max_lines": o.max_lines,
+            "max_chars": o.max_chars,
+            "max_functions": o.max_functions,
+        },
         extra={"bug_kinds": bug_kinds},
     )
     return offline.finish_build(report, timer)

@@ -14,8 +14,10 @@ def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     """A Devign/CodeXGLUE defect object -> ``{text, label}``, plus ``pair`` where the object has
     one (kdkit's offline build: the id shared by a function and its mutant, so subsampling can
     keep them together)."""
-    row = {"text": field(obj, ("func",), where),
-           "label": as_binary(field(obj, ("target", "label"), where), where)}  # fmt: skip
+    row = {
+        "text": field(obj, ("func",), where),
+        "label": as_binary(field(obj, ("target", "label"), where), where),
+    }
     if obj.get("pair") is not None:
         row["pair"] = str(obj["pair"])
     return row

@@ -35,9 +35,15 @@ class ExceptionOptions(CodeTaskOptions):
     window: int | None = offline_option(ExceptionBuildOptions, "window")
     # Added with issue 18; `if_set` keeps the cache keys of configs that do not set them.
     window_tokens: int | None = offline_option(ExceptionBuildOptions, "window_tokens", if_set=True)
-    window_before: float | None = offline_option(ExceptionBuildOptions, "window_before", if_set=True)
-    keep_catch_alls: bool | None = offline_option(ExceptionBuildOptions, "keep_catch_alls", if_set=True)
-    min_label_rows: int | None = offline_option(ExceptionBuildOptions, "min_label_rows", if_set=True)
+    window_before: float | None = offline_option(
+        ExceptionBuildOptions, "window_before", if_set=True
+    )
+    keep_catch_alls: bool | None = offline_option(
+        ExceptionBuildOptions, "keep_catch_alls", if_set=True
+    )
+    min_label_rows: int | None = offline_option(
+        ExceptionBuildOptions, "min_label_rows", if_set=True
+    )
     eval_share: float | None = offline_option(ExceptionBuildOptions, "eval_share", if_set=True)
     stratify: bool | None = offline_option(ExceptionBuildOptions, "stratify", if_set=True)
 
@@ -107,5 +113,9 @@ class ExceptionTask(CodeTask):
 @hookimpl
 def register_tasks(register):
     """Register the ``exception`` task."""
-    register("exception", ExceptionTask, config=ExceptionOptions,
-             description="exception type of a masked except clause (CuBERT; 20 labels; top-1)")  # fmt: skip
+    register(
+        "exception",
+        ExceptionTask,
+        config=ExceptionOptions,
+        description="exception type of a masked except clause (CuBERT; 20 labels; top-1)",
+    )

@@ -34,11 +34,27 @@ HOLE = "__HOLE__"
 
 #: CuBERT's 20 exception types (Kanade et al., ICML 2020, exception classification benchmark).
 CUBERT_LABELS: tuple[str, ...] = (
-    "ValueError", "KeyError", "AttributeError", "TypeError", "OSError", "IOError", "ImportError",
-    "IndexError", "DoesNotExist", "KeyboardInterrupt", "StopIteration", "AssertionError",
-    "SystemExit", "RuntimeError", "HTTPError", "UnicodeDecodeError", "NotImplementedError",
-    "ValidationError", "ObjectDoesNotExist", "NameError",
-)  # fmt: skip
+    "ValueError",
+    "KeyError",
+    "AttributeError",
+    "TypeError",
+    "OSError",
+    "IOError",
+    "ImportError",
+    "IndexError",
+    "DoesNotExist",
+    "KeyboardInterrupt",
+    "StopIteration",
+    "AssertionError",
+    "SystemExit",
+    "RuntimeError",
+    "HTTPError",
+    "UnicodeDecodeError",
+    "NotImplementedError",
+    "ValidationError",
+    "ObjectDoesNotExist",
+    "NameError",
+)
 
 
 #: Catch-all handler types: a model learns nothing about the code from them (CuBERT excludes them),
@@ -108,8 +124,9 @@ def resolve_labels(
         labels = int(labels[4:])
     if isinstance(labels, int):
         if labels < 2:
-            raise KdkitError(f"top-K needs K >= 2, got {labels}", where="exception labels",
-                             fix="use e.g. top-20")  # fmt: skip
+            raise KdkitError(
+                f"top-K needs K >= 2, got {labels}", where="exception labels", fix="use e.g. top-20"
+            )
         ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
         return [k for k, _ in ranked if keep_catch_alls or k not in CATCH_ALLS][:labels]
     if isinstance(labels, str):
@@ -139,25 +156,30 @@ class ExceptionBuildOptions(offline.SourceBuildOptions):
         None, ge=0, description="keep N lines before and after the hole (default: whole function)"
     )
     window_tokens: int | None = Field(
-        None, ge=8, description="keep N code tokens of the function around the hole instead "
-        "(see --window-before; default: whole function)"
-    )  # fmt: skip
+        None,
+        ge=8,
+        description="keep N code tokens of the function around the hole instead "
+        "(see --window-before; default: whole function)",
+    )
     window_before: float = Field(
         0.75, ge=0, le=1, description="share of --window-tokens taken before the hole"
     )
     min_label_rows: int = Field(
-        1, ge=0, description="drop labels of cubert/top-K with fewer rows in some split (0: keep "
-        "all); an explicit label list missing from a split is an error"
-    )  # fmt: skip
+        1,
+        ge=0,
+        description="drop labels of cubert/top-K with fewer rows in some split (0: keep "
+        "all); an explicit label list missing from a split is an error",
+    )
     # Bigger, label-balanced evaluation splits than the other builders' (0.1, by size only):
     # model selection on validation means something only if its label mix is test's.
     eval_share: float = Field(
         0.15, gt=0, le=0.4, description="share of the examples in validation and in test, each"
     )
     stratify: bool = Field(
-        True, description="assign files to splits so each split's label mix is close to the "
-        "whole build's (--no-stratify: by size only)"
-    )  # fmt: skip
+        True,
+        description="assign files to splits so each split's label mix is close to the "
+        "whole build's (--no-stratify: by size only)",
+    )
     max_lines: int = Field(300, ge=2, description="skip longer functions (lines)")
     max_chars: int = Field(20_000, ge=1, description="skip longer functions (characters)")
 
@@ -190,8 +212,9 @@ def build(
     timer = offline.Timer()
     out = Path(out_dir)
     # Only functions with a handler can give an example: the rest are not kept (memory).
-    corpus = load_corpus(o, size_filter(2, o.max_lines, o.max_chars), quiet,
-                         relevant=lambda fn: "except" in fn.text)  # fmt: skip
+    corpus = load_corpus(
+        o, size_filter(2, o.max_lines, o.max_chars), quiet, relevant=lambda fn: "except" in fn.text
+    )
     candidates = []  # (group, base key, row)
     found: Counter[str] = Counter()
     for sf, fn in corpus.functions:
@@ -221,14 +244,32 @@ def build(
     offline.write_split_jsonl(out, rows)
     mix = offline.label_mix(counts)
     report = offline.BuildReport(
-        "exception", out, counts, skipped, corpus.sources,
-        options={"labels": label_set, "window": o.window, "window_tokens": o.window_tokens,
-                 "window_before": o.window_before, "keep_catch_alls": o.keep_catch_alls,
-                 "min_label_rows": o.min_label_rows, "eval_share": o.eval_share,
-                 "stratify": o.stratify, "seed": o.seed, "split_by": o.split_by,
-                 "max_lines": o.max_lines, "max_chars": o.max_chars},  # fmt: skip
-        extra={"labels_dropped": dropped_labels, "labels_absent": absent, "label_mix": mix, "tv_validation_test": mix["tv_validation_test"],
-               "tv_train_test": mix["tv_train_test"]},  # fmt: skip
+        "exception",
+        out,
+        counts,
+        skipped,
+        corpus.sources,
+        options={
+            "labels": label_set,
+            "window": o.window,
+            "window_tokens": o.window_tokens,
+            "window_before": o.window_before,
+            "keep_catch_alls": o.keep_catch_alls,
+            "min_label_rows": o.min_label_rows,
+            "eval_share": o.eval_share,
+            "stratify": o.stratify,
+            "seed": o.seed,
+            "split_by": o.split_by,
+            "max_lines": o.max_lines,
+            "max_chars": o.max_chars,
+        },
+        extra={
+            "labels_dropped": dropped_labels,
+            "labels_absent": absent,
+            "label_mix": mix,
+            "tv_validation_test": mix["tv_validation_test"],
+            "tv_train_test": mix["tv_train_test"],
+        },
     )
     return offline.finish_build(report, timer)
 
@@ -250,9 +291,13 @@ def _split_rows(
         kept = [c for c in candidates if c[2]["label"] in wanted]
         skipped["handler_label_not_in_set"] = total - len(kept)
         result = offline.split_by_group(
-            kept, lambda c: c[0], lambda c: c[1], o.seed, o.fractions,
+            kept,
+            lambda c: c[0],
+            lambda c: c[1],
+            o.seed,
+            o.fractions,
             label_of=(lambda c: c[2]["label"]) if o.stratify else None,
-        )  # fmt: skip
+        )
         # Identical masked texts (the same function twice in one file) would repeat an example.
         seen: set[str] = set()
         rows: dict[str, list[dict[str, Any]]] = {}
@@ -267,8 +312,11 @@ def _split_rows(
                 seen.add(k)
                 rows[split].append(row)
         counts = {s: Counter(r["label"] for r in rs) for s, rs in rows.items()}
-        short = {lab: {s: counts[s][lab] for s in counts} for lab in sorted(wanted)
-                 if min(counts[s][lab] for s in counts) < max(o.min_label_rows, 1)}  # fmt: skip
+        short = {
+            lab: {s: counts[s][lab] for s in counts}
+            for lab in sorted(wanted)
+            if min(counts[s][lab] for s in counts) < max(o.min_label_rows, 1)
+        }
         if not short or o.min_label_rows == 0:
             return rows, dropped, result.duplicates_dropped + exact
         present = {lab: c for lab, c in short.items() if sum(c.values())}
