@@ -125,8 +125,8 @@ def shapes(cells: Sequence[Cell]) -> list[str]:
         above = sum(c.gain_over_ft > 0 for c in kd)  # type: ignore[operator]
         out.append(
             f"KD above FT: {above} of {len(kd)} (task, teacher, student, method) cells "
-            f"(mean gain {statistics.fmean(c.gain_over_ft for c in kd):+.1f} points)."
-        )  # type: ignore[misc]
+            f"(mean gain {statistics.fmean(c.gain_over_ft for c in kd):+.1f} points)."  # type: ignore[misc]
+        )
         grows = total = 0
         for _key, group in groups(kd):
             for family in {c.student_family for c in group}:
