@@ -25,8 +25,9 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
+
+from kdkit.kernels.static_spec import StaticSpec
 
 #: The GPU the check compiles for: (backend, compute capability, warp size).
 TARGET = ("cuda", 90, 32)
@@ -34,29 +35,7 @@ TARGET = ("cuda", 90, 32)
 _TORCH_TO_TRITON = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 
-@dataclass
-class StaticSpec:
-    """One kernel at one configuration.
-
-    ``args`` lists the kernel's parameters in order as ``(name, type)`` where ``type`` is a Triton
-    signature type (``"*bf16"``, ``"*fp32"``, ``"*i64"``, ``"i32"``, ``"i64"``, ``"fp32"``) or
-    ``"constexpr"``; ``constexprs`` gives the constexpr values; ``aligned`` names the pointer and
-    integer arguments specialised as multiples of 16 (as Triton's launcher does for 16-byte
-    aligned pointers and integers divisible by 16).
-    """
-
-    op: str
-    kernel: Any  # a triton JITFunction
-    args: list[tuple[str, str]]
-    constexprs: dict[str, Any]
-    aligned: set[str] = field(default_factory=set)
-    num_warps: int = 4
-    num_stages: int = 3
-    label: str = ""  # shape / dtype / config, for the table
-    params: dict[str, Any] = field(default_factory=dict)  # the op's shape, for its traffic model
-    dtype: str = "bf16"
-
-
+# StaticSpec lives with the kernels (their traffic modules build it); re-exported here.
 def op_modules() -> dict[str, Any]:
     """``{op folder: its traffic module}`` for every folder of kdkit.kernels with ``traffic.py``."""
     import kdkit.kernels as kernels_pkg

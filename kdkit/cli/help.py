@@ -100,6 +100,23 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ),
         ("delete the whole cache", "kdkit cache clear --all"),
     ],
+    "export": [
+        (
+            "a run's best student as an ONNX model, checked against PyTorch and timed",
+            "kdkit export runs/default/kd --format onnx --out exported/kd-onnx",
+        ),
+        (
+            "a saved Transformer student as a Hugging Face folder with real label names",
+            "kdkit export runs/default/kd --format hf --out exported/kd-hf",
+        ),
+    ],
+    "profile": [
+        ("where the default job's KD step spends its time, by region", "kdkit profile --steps 20"),
+        (
+            "the reference and the Triton losses side by side (on a GPU)",
+            "kdkit profile my_run.yaml --compare-impl reference,triton --out profiles/cmp",
+        ),
+    ],
     "bench": [
         ("a quick CPU smoke run of every fused loss", "kdkit bench --quick"),
         (

@@ -41,8 +41,8 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 def static_specs(level: str = "priority") -> list:
     """The word-relation kernel at the launcher's GPU configuration."""
-    from kdkit.bench.static import StaticSpec
     from kdkit.kernels.ckd.triton import GPU_CONFIG, _ckd_word_kernel
+    from kdkit.kernels.static_spec import StaticSpec
 
     params = {"b": 16, "k": 7, "t": 512, "hs": 384, "ht": 768, "w": 10}
     specs = []

@@ -40,7 +40,7 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 def static_specs(level: str = "priority") -> list:
     """The three kernels at the launcher's GPU configuration (``_configs``)."""
-    from kdkit.bench.static import StaticSpec
+    from kdkit.kernels.static_spec import StaticSpec
     from kdkit.kernels.dist.triton import _dist_cols, _dist_grad, _dist_rows, gpu_configs
 
     shapes = [(8192, 32000)] if level == "test" else [(8192, 32000), (1024, 20)]

@@ -38,7 +38,7 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 
 def _spec(kernel, b, d, dtype, cfg, backward, label):
-    from kdkit.bench.static import StaticSpec
+    from kdkit.kernels.static_spec import StaticSpec
 
     p = f"*{dtype}"
     lowp = {"fp32": 0, "bf16": 1, "fp16": 2}[dtype]

@@ -17,21 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Fraction of the L2 cache the rows in flight may occupy.
-L2_FRACTION = 0.5
+from kdkit.kernels.kd.grid import L2_FRACTION, persistent_programs
+
 #: The device the model assumes (one H200, as torch reports it): L2 bytes, multiprocessors.
 H200_L2_BYTES = 60 << 20
 H200_SMS = 132
 #: The documented limit (units, forward + backward, grad_output == 1).
 BUDGET_UNITS = 3.0
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
-
-def persistent_programs(n: int, bytes_per_row: int, l2_bytes: int, sms: int) -> int:
-    """Programs of the persistent forward grid: in-flight rows x ``bytes_per_row`` within
-    ``L2_FRACTION`` of the L2, at most 64 per multiprocessor and ``n``, at least 1."""
-    fit = int(l2_bytes * L2_FRACTION) // max(1, bytes_per_row)
-    return max(1, min(n, fit, 64 * sms))
 
 
 def traffic(params: dict[str, Any], dtype: str, grad_output_one: bool = True) -> dict[str, Any]:
@@ -60,8 +53,8 @@ def traffic(params: dict[str, Any], dtype: str, grad_output_one: bool = True) ->
 
 
 def _fwd_spec(n, c, dtype, block, warps, stages, label, write_grad=True):
-    from kdkit.bench.static import StaticSpec
     from kdkit.kernels.kd.triton import _kd_fwd_kernel
+    from kdkit.kernels.static_spec import StaticSpec
 
     p = f"*{dtype}"
     args = [
@@ -114,8 +107,8 @@ def _fwd_spec(n, c, dtype, block, warps, stages, label, write_grad=True):
 
 
 def _bwd_spec(n, c, dtype, block, warps, stages, label):
-    from kdkit.bench.static import StaticSpec
     from kdkit.kernels.kd.triton import _kd_bwd_kernel
+    from kdkit.kernels.static_spec import StaticSpec
 
     p = f"*{dtype}"
     args = [

@@ -33,8 +33,8 @@ import triton.language as tl
 
 from kdkit.errors import KdkitError
 from kdkit.kernels.dispatch import interpreting
+from kdkit.kernels.kd.grid import persistent_programs
 from kdkit.kernels.kd.reference import label_error, row_weights
-from kdkit.kernels.kd.traffic import persistent_programs
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -368,7 +368,7 @@ def vector_width(*tensors: torch.Tensor) -> int:
 
 
 def grid_size(n: int, c: int, bytes_per_row: int, device: torch.device) -> int:
-    """Programs of the persistent grid (:func:`kdkit.kernels.kd.traffic.persistent_programs`):
+    """Programs of the persistent grid (:func:`kdkit.kernels.kd.grid.persistent_programs`):
     rows in flight x ``bytes_per_row`` within half the L2. One program per row off a GPU."""
     if device.type != "cuda":
         return max(1, n)

@@ -3,6 +3,7 @@ differs from the "before" Trainer script by a few lines only."""
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from pathlib import Path
@@ -31,13 +32,21 @@ def test_the_after_script_runs_and_logs_the_kd_terms(tmp_path, monkeypatch, caps
     assert "kd/kd" in capsys.readouterr().out
 
 
-def test_before_and_after_differ_by_a_few_lines():
-    before, after = _block("## Before").splitlines(), _block("## After").splitlines()
+def _statements(code: str) -> list[str]:
+    """The script's top-level statements, each as one normalised line (ast.unparse), so the
+    comparison counts statements, not how the formatter wraps them."""
+    return [ast.unparse(node) for node in ast.parse(code).body]
+
+
+def test_before_and_after_differ_by_a_few_statements():
+    before, after = _statements(_block("## Before")), _statements(_block("## After"))
     changed = [
         line
         for line in difflib.unified_diff(before, after, lineterm="", n=0)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     added = [line for line in changed if line.startswith("+")]
-    assert len(added) <= 10, changed
+    # the transformers import (no Trainer), the kdkit import, the teacher, the DistillationTrainer
+    # call and one print of its kd terms
+    assert len(added) <= 5, changed
     assert any("DistillationTrainer(model=student, teacher=teacher" in line for line in added)
