@@ -21,10 +21,3 @@ def register_bench_ops(register):
         bench_ops.fused_linear_kd_bench_op,
         description="linear heads + KD, chunked",
     )
-
-
-def builtin_ops():
-    """The same ops without plugin discovery (see :func:`kdkit.bench.load_ops`)."""
-    from kdkit.kernels.bench_ops import builtin_ops as _ops
-
-    return _ops()
