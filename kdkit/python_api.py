@@ -145,6 +145,7 @@ def distill(
     student: Any = None,
     method: Any = None,
     training: Any = None,
+    dataset: Any = None,
     progress: bool = True,
     resume: str | Path | None = None,
     plugins: Plugins | None = None,
@@ -156,6 +157,10 @@ def distill(
         task, teacher, student, method, training: the run file's sections (a name, a dict, an
             options object, or a ``(name, options)`` pair; see the module docstring).
             ``teacher`` may be left out for ``method="ft"``.
+        dataset: an in-memory ``datasets.Dataset`` or ``DatasetDict`` (or ``{split: Dataset}``)
+            for the task to read instead of its files or offline build; the task's ``columns:``
+            option maps its field names (docs/tasks.md, "datasets inputs"). A single Dataset is
+            split 80/10/10 with the task's ``build_seed``. Pass it again with ``resume``.
         progress: show progress bars (on stderr; plain lines when it is not a terminal).
         resume: a run directory to continue (its stored configuration is not re-read: pass the
             same sections again).
@@ -183,7 +188,13 @@ def distill(
         training=training,
         **rest,
     )
-    summary = run_once(resolved, plugins, resume=str(resume) if resume else None, progress=progress)
+    summary = run_once(
+        resolved,
+        plugins,
+        resume=str(resume) if resume else None,
+        progress=progress,
+        dataset=dataset,
+    )
     return DistillResult(summary, resolved, plugins.registry)
 
 

@@ -77,9 +77,17 @@ class Components:
 
 
 def build_components(
-    resolved: ResolvedConfig, device: torch.device, run_dir: Path, progress: bool = True
+    resolved: ResolvedConfig,
+    device: torch.device,
+    run_dir: Path,
+    progress: bool = True,
+    dataset: Any = None,
 ) -> Components:
-    """Build task (and load its data), student, teacher and method, in that order."""
+    """Build task (and load its data), student, teacher and method, in that order.
+
+    ``dataset`` (an in-memory ``datasets.Dataset``/``DatasetDict``, from the Python API) reaches
+    the task through ``BuildContext.extra["dataset"]``.
+    """
     run = resolved.run
     cache_dir = str(default_cache_dir(run.cache.dir))
     ctx = BuildContext(
@@ -89,7 +97,7 @@ def build_components(
         run_dir=str(run_dir),
         kernel_impl=run.kernels.impl,
         max_length=run.training.max_length,
-        extra={"progress": progress},
+        extra={"progress": progress, **({"dataset": dataset} if dataset is not None else {})},
     )
     # the engine alone sets the kernel choice, from the context every component is built with
     kernels.set_default_impl(ctx.kernel_impl)
@@ -167,9 +175,17 @@ def run(
 
 
 def run_once(
-    resolved: ResolvedConfig, plugins: Plugins, resume: str | None = None, *, progress: bool = True
+    resolved: ResolvedConfig,
+    plugins: Plugins,
+    resume: str | None = None,
+    *,
+    progress: bool = True,
+    dataset: Any = None,
 ) -> dict[str, Any]:
     """Run one configuration and return its summary (also written to ``summary.json``).
+
+    ``dataset``: an in-memory ``datasets.Dataset``/``DatasetDict`` for the task to read instead of
+    its configured source (the Python API's ``kdkit.distill(dataset=...)``).
 
     Started by ``torchrun`` (``WORLD_SIZE > 1``), it runs data-parallel across the processes
     (``training.distributed``, docs/distributed.md); every rank returns the same summary and only
@@ -179,7 +195,7 @@ def run_once(
     try:
         run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
         env = RunEnv(
-            resolved, run_dir, resolve_device(device_name), dist, progress and dist.is_main
+            resolved, run_dir, resolve_device(device_name), dist, progress and dist.is_main, dataset
         )
         return _run_once(env, plugins, resume)
     finally:
@@ -196,6 +212,7 @@ class RunEnv:
         device: where it computes.
         dist: the process group (one process by default).
         progress: show progress bars (rank 0 only).
+        dataset: an in-memory dataset for the task (Python API), or ``None``.
     """
 
     resolved: ResolvedConfig
@@ -203,6 +220,7 @@ class RunEnv:
     device: torch.device
     dist: Dist = field(default_factory=Dist)
     progress: bool = True
+    dataset: Any = None
 
     @property
     def training(self) -> TrainingConfig:
@@ -302,7 +320,7 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
         write_json(run_dir / "versions.json", versions(plugins))
     t_build = time.perf_counter()
     with dist.main_first():  # rank 0 fills the caches (data, tokenizers, teachers) first
-        c = build_components(resolved, env.device, run_dir, env.progress)
+        c = build_components(resolved, env.device, run_dir, env.progress, env.dataset)
     kind = signal_kind(c.method.requirements.teacher, resolved.run.cache)
     prep = prepare(c, env, kind)
     prep.build_seconds = time.perf_counter() - t_build
