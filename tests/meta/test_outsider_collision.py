@@ -5,11 +5,10 @@ suggested fix (disable the newcomer) works."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 from tests.core.tiny_cli import kdkit, run_file, tiny_env
+from tests.outsider import pip_install
 
 PYPROJECT = """\
 [build-system]
@@ -54,24 +53,7 @@ def test_a_plugin_registering_kd_collides_only_for_runs_using_kd(tmp_path):
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "kdkit_squatter.py").write_text(textwrap.dedent(MODULE))
     site = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
+    pip_install(src, site)
     env = tiny_env(tmp_path, site)
 
     table = kdkit("plugins", env=env)

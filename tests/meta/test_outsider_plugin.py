@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
+
+from tests.outsider import pip_install
 
 PYPROJECT = """\
 [build-system]
@@ -64,28 +65,7 @@ def test_pip_installed_outsider_plugin_appears_and_runs(tmp_path):
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "kdkit_cosine.py").write_text(textwrap.dedent(MODULE))
     target = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = pip_install(src, target)
     listed = subprocess.run(
         [sys.executable, "-m", "kdkit", "plugins", "--json"],
         env=env,

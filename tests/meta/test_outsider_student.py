@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+from tests.outsider import pip_install
+
 PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68"]
@@ -137,26 +139,8 @@ def test_outsider_student_trains_saves_and_predicts_through_kdkit_commands(tmp_p
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "kdkit_charbag.py").write_text(textwrap.dedent(MODULE))
     site = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
+    env = pip_install(src, site)
     path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), path])}
     run_dir = tmp_path / "run"
     (tmp_path / "run.yaml").write_text(RUN.format(out=run_dir))
     trained = subprocess.run(

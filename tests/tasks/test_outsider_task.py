@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from kdkit.data.corpus import stdlib_sample
+from tests.outsider import pip_install
 
 PYPROJECT = """\
 [build-system]
@@ -55,24 +56,7 @@ def test_outsider_task_builds_with_kdkit_data_build_and_trains(tmp_path):
     (pkg / "pyproject.toml").write_text(PYPROJECT)
     (pkg / "kdkit_returns.py").write_text(docs_example())  # the docs' example is what runs
     target = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
+    pip_install(pkg, target)
     src = tmp_path / "src"
     src.mkdir()
     for path in stdlib_sample(("shutil.py", "pathlib.py", "ntpath.py", "tarfile.py")):
