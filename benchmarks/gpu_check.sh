@@ -37,15 +37,7 @@ export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
 mkdir -p "$DEST"
 LOG="$DEST/gpu_check.log"
 status=0
-step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember the first failure
-  local name="$1" limit="$2"; shift 2
-  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
-  local t0=$SECONDS
-  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$LOG"
-  if [ "$rc" != 0 ] && [ "$status" = 0 ]; then status=$rc; fi
-}
+. benchmarks/steps.sh  # step NAME SECONDS CMD...
 
 # 0. packages: say what is missing; install carried wheels; stop early if a required one lacks
 echo "== packages" | tee -a "$LOG"

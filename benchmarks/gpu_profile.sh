@@ -30,15 +30,7 @@ unset KDKIT_KERNEL_IMPL  # it would override --compare-impl
 mkdir -p "$DEST"
 LOG="$DEST/gpu_profile.log"
 status=0
-step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember the first failure
-  local name="$1" limit="$2"; shift 2
-  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
-  local t0=$SECONDS
-  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$LOG"
-  if [ "$rc" != 0 ] && [ "$status" = 0 ]; then status=$rc; fi
-}
+. benchmarks/steps.sh  # step NAME SECONDS CMD...
 if ! python -c "import kdkit.profiling" 2>/dev/null; then
   pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
 fi
