@@ -112,6 +112,7 @@ def main():
             )
     out = Path(a.out)
     model.save_pretrained(out)
+    tok.save_pretrained(out)  # so the folder loads as an ordinary HF model (kdkit teach)
     (out / "pretrain.json").write_text(
         json.dumps({**vars(a), "prep_s": prep, "train_s": time.time() - tt})
     )

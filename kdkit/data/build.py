@@ -43,6 +43,8 @@ from pydantic import Field, ValidationError
 from kdkit.api import Options
 from kdkit.data.fingerprint import hash_json
 from kdkit.data.formats import SPLITS
+from kdkit.data.holdout import describe as describe_holdout
+from kdkit.data.holdout import is_held_out
 from kdkit.errors import KdkitError
 
 #: Split names in kdkit and the file each is written to (CodeXGLUE's naming).
@@ -92,11 +94,26 @@ class SourceBuildOptions(Options):
         description="assign files to splits so that each split's label mix is close to "
         "the whole build's (instead of by size only)",
     )
+    holdout: bool = Field(
+        True,
+        description="take validation and test only from the files kdkit's pre-training never "
+        "reads (kdkit.data.holdout; not applied to --files); --no-holdout: from any file",
+    )
 
     @property
     def fractions(self) -> tuple[float, float, float]:
         """(train, validation, test) shares of :attr:`eval_share`."""
         return (1 - 2 * self.eval_share, self.eval_share, self.eval_share)
+
+    @property
+    def eval_allowed(self) -> Callable[[str], bool] | None:
+        """The groups that may go to validation and test (:func:`split_by_group`), or ``None``
+        (no hold-out, or explicit ``files``: small builds for tests, never pre-trained on)."""
+        return is_held_out if self.holdout and self.files is None else None
+
+    def holdout_record(self) -> dict[str, Any] | None:
+        """The held-out rule this build obeyed, as ``stats.json`` records it (``None``: none)."""
+        return describe_holdout(self.split_by) if self.eval_allowed is not None else None
 
 
 def offline_builder(factory: Any) -> tuple[type[Options], Callable[..., BuildReport]] | None:
@@ -137,6 +154,7 @@ def split_by_group(
     seed: int,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     label_of: Callable[[T], str] | None = None,
+    eval_allowed: Callable[[str], bool] | None = None,
 ) -> SplitResult:
     """Seeded train/validation/test split that keeps each group (file or package) together and
     never lets one de-duplication key appear in two groups.
@@ -151,6 +169,10 @@ def split_by_group(
     among equal sizes), each into the split where it most reduces the distance between the
     split's label counts and its share of every label's total (so validation and test get the
     label mix of the whole build, as far as whole groups allow).
+
+    With ``eval_allowed`` only groups it accepts may go to validation and test (the others go
+    to train first); builders pass :func:`kdkit.data.holdout.is_held_out`, so that no evaluation
+    example comes from code kdkit's pre-training reads.
     """
     by_group: dict[str, list[T]] = {}
     for item in items:
@@ -171,6 +193,11 @@ def split_by_group(
         if kept:
             kept_groups.append((g, kept))
     splits: dict[str, list[T]] = {s: [] for s in SPLITS}
+    if eval_allowed is not None:
+        for _, kept in kept_groups:
+            if not eval_allowed(group_of(kept[0])):
+                splits["train"].extend(kept)
+        kept_groups = [(g, kept) for g, kept in kept_groups if eval_allowed(g)]
     if label_of is None:
         # Each group goes to the split furthest below its share (ties: train, validation, test),
         # so shares are met closely and, with at least three groups, no split is left empty.
@@ -191,13 +218,17 @@ def _stratified_assign(
     splits: dict[str, list[T]],
 ) -> None:
     """Greedy stratified placement of whole groups (see :func:`split_by_group`)."""
+    # Rows already placed (groups that may only go to train) count towards the totals and shares.
+    placed = {s: Counter(label_of(i) for i in splits[s]) for s in SPLITS}
     totals: Counter[str] = Counter(label_of(i) for _, kept in groups for i in kept)
+    for counts in placed.values():
+        totals.update(counts)
     # Rare labels weigh as much as frequent ones: deviations are measured relative to each
     # label's total (a file of 3 rare-label rows matters as much as 300 common ones).
     weight = {lab: 1.0 / n for lab, n in totals.items()}
     target = {s: {lab: fractions[k] * n for lab, n in totals.items()} for k, s in enumerate(SPLITS)}
-    have: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
-    size = {s: 0 for s in SPLITS}
+    have: dict[str, Counter[str]] = placed
+    size = {s: len(splits[s]) for s in SPLITS}
     total = sum(totals.values())
     # Largest groups first (a stable sort keeps the seeded order among equal sizes).
     for _, kept in sorted(groups, key=lambda g: -len(g[1])):

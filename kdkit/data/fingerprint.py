@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the on-disk layout of a cache entry changes, so stale entries are never reused.
-FORMAT_VERSION = 2  # 2: defect builds carry `pair` (issue 18)
+FORMAT_VERSION = 3  # 2: defect builds carry `pair`; 3: evaluation splits from held-out files
 
 
 def hash_json(value: Any) -> str:

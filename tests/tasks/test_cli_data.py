@@ -31,6 +31,7 @@ def test_build_exception_from_a_directory_and_info(tmp_path, capsys):
             "20",
             "--labels",
             "top-5",
+            "--no-holdout",  # five files: too few to hold some out (tests/tasks/test_holdout.py)
             "--quiet",
         ]
     )

@@ -36,6 +36,7 @@ class CloneOptions(CodeTaskOptions):
     )
     near_miss_share: float = offline_option(CloneBuildOptions, "near_miss_share")
     max_lines: int | None = offline_option(CloneBuildOptions, "max_lines", if_set=True)
+    holdout: bool | None = offline_option(CloneBuildOptions, "holdout", if_set=True)
 
 
 class CloneTask(CodeTask):

@@ -77,7 +77,9 @@ def build(
     corpus = load_corpus(o, size_filter(o.min_lines, o.max_lines, o.max_chars), quiet)
     functions = corpus.sample(o.max_functions, o.seed)
     items = [(sf.group(o.split_by), normalise_code(fn.text), sf, fn) for sf, fn in functions]
-    result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
+    result = offline.split_by_group(
+        items, lambda i: i[0], lambda i: i[1], o.seed, eval_allowed=o.eval_allowed
+    )
     skipped = dict(corpus.skipped)
     skipped["near_duplicate"] = result.duplicates_dropped
     rng = random.Random(o.seed)
@@ -164,6 +166,7 @@ def build(
             "near_miss_share": o.near_miss_share,
             "seed": o.seed,
             "split_by": o.split_by,
+            "holdout": o.holdout_record(),
             "min_lines": o.min_lines,
             "max_lines": o.max_lines,
             "max_chars": o.max_chars,

@@ -26,6 +26,7 @@ class DefectOptions(CodeTaskOptions):
 
     kinds: list[str] = offline_option(DefectBuildOptions, "kinds")
     max_lines: int | None = offline_option(DefectBuildOptions, "max_lines", if_set=True)
+    holdout: bool | None = offline_option(DefectBuildOptions, "holdout", if_set=True)
 
 
 class DefectTask(CodeTask):

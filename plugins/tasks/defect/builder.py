@@ -102,7 +102,9 @@ def build(
         }
         items.append((sf.group(o.split_by), normalise_code(fn.text), correct, buggy))
     skipped["no_mutation_site"] = no_site
-    result = offline.split_by_group(items, lambda i: i[0], lambda i: i[1], o.seed)
+    result = offline.split_by_group(
+        items, lambda i: i[0], lambda i: i[1], o.seed, eval_allowed=o.eval_allowed
+    )
     skipped["near_duplicate"] = result.duplicates_dropped
     rows: dict[str, list[dict[str, Any]]] = {}
     idx = 0
@@ -133,6 +135,7 @@ def build(
             "kinds": list(o.kinds),
             "seed": o.seed,
             "split_by": o.split_by,
+            "holdout": o.holdout_record(),
             "min_lines": o.min_lines,
             "max_lines": o.max_lines,
             "max_chars": o.max_chars,

@@ -46,6 +46,7 @@ class ExceptionOptions(CodeTaskOptions):
     )
     eval_share: float | None = offline_option(ExceptionBuildOptions, "eval_share", if_set=True)
     stratify: bool | None = offline_option(ExceptionBuildOptions, "stratify", if_set=True)
+    holdout: bool | None = offline_option(ExceptionBuildOptions, "holdout", if_set=True)
 
     @field_validator("labels")
     @classmethod

@@ -254,6 +254,7 @@ def build(
             "window": o.window,
             "window_tokens": o.window_tokens,
             "window_before": o.window_before,
+            "holdout": o.holdout_record(),
             "keep_catch_alls": o.keep_catch_alls,
             "min_label_rows": o.min_label_rows,
             "eval_share": o.eval_share,
@@ -297,6 +298,7 @@ def _split_rows(
             o.seed,
             o.fractions,
             label_of=(lambda c: c[2]["label"]) if o.stratify else None,
+            eval_allowed=o.eval_allowed,
         )
         # Identical masked texts (the same function twice in one file) would repeat an example.
         seen: set[str] = set()
