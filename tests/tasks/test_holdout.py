@@ -19,7 +19,9 @@ def test_the_rule_is_a_stable_hash_holding_out_its_share_of_files():
     # versions and a directory's absolute path are not part of the key (same on every machine)
     assert holdout_key("torch==2.13.0:torch:nn/functional.py") == "torch:torch:nn/functional.py"
     assert holdout_key("/home/me/src:pkg/a.py") == holdout_key("/tmp/x/src:pkg/a.py")
-    assert is_held_out("numpy==2.4.6:numpy:linalg/x.py") == is_held_out("numpy==9:numpy:linalg/x.py")
+    assert is_held_out("numpy==2.4.6:numpy:linalg/x.py") == is_held_out(
+        "numpy==9:numpy:linalg/x.py"
+    )
     assert describe() == {"salt": "kdkit-holdout-v1", "share": HELD_OUT_SHARE, "level": "file"}
 
 
