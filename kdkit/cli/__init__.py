@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 COMMANDS = [
     "run",
     "teach",
+    "pretrain",
     "predict",
     "export",
     "data",

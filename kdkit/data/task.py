@@ -26,6 +26,7 @@ carry the task's *public field names* as columns (``func``/``target`` for ``defe
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -352,6 +353,28 @@ class CodeTask:
             }
         )
         return self.cache / "built" / f"{self.name}-{key}"
+
+    def build_stats(self) -> dict[str, Any] | None:
+        """The ``stats.json`` of the kdkit offline build the data come from (the cache's build,
+        or a ``data_dir`` written by ``kdkit data build``); ``None`` for public, hub, file or
+        in-memory data. Read after :meth:`load`."""
+        o = self.options
+        if (
+            self._dataset is not None
+            or o.data_files
+            or o.hub
+            or any((o.train_file, o.validation_file, o.test_file))
+        ):
+            return None
+        folder = Path(o.data_dir).expanduser() if o.data_dir else self.built_dir()
+        path = folder / STATS_FILE
+        if not path.is_file():
+            return None
+        try:
+            stats = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
 
     def _ensure_built(self) -> Path:
         """The built dataset's folder in the cache, built through :attr:`build_offline` once."""

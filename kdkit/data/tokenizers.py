@@ -120,6 +120,12 @@ def _build_bpe(texts: Iterable[str], vocab_size: int) -> Any:
     return tok
 
 
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length: int = 1 << 20) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts``, not cached (the recipe
+    of :func:`train_student_tokenizer`: RoBERTa's special tokens and templates)."""
+    return _wrap(_build_bpe(texts, vocab_size), model_max_length)
+
+
 def _wrap(tok: Any, model_max_length: int) -> Any:
     from transformers import PreTrainedTokenizerFast
 

@@ -43,8 +43,17 @@ from kdkit.plugins.models.hf_classifier import (
     RobertaShape,
     build_roberta,
     load_hf_classifier,
+    quiet_transformers,
 )
 from kdkit.plugins.models.mlm import MLMSettings, pretrain_mlm
+from kdkit.plugins.models.pretrain import (
+    EncoderShape,
+    PretrainOptions,
+    check_holdout,
+    pretrain_key,
+    pretrained_encoder,
+    read_record,
+)
 
 #: The components of this plugin, as saved models record them in kdkit.json.
 HF = ComponentRef("teacher", "hf")
@@ -286,6 +295,11 @@ class CodeTeacherOptions(Options):
         default_factory=list,
         description="extra folders of .py files for MLM pre-training (besides the training texts)",
     )
+    pretrain: PretrainOptions | None = Field(
+        None,
+        description="start from an encoder pre-trained once per machine on the local code "
+        "(held-out files left out; cached; `kdkit pretrain`) instead of random weights",
+    )
     seed: int = Field(0, description="seed of the teacher's training (independent of the run)")
 
 
@@ -345,8 +359,14 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
         "version": 1,
     }
 
+    if options.pretrain is not None:
+        check_holdout(task)  # before any work: no evaluation example may have been pre-trained on
+        spec["pretrained"] = pretrain_key(options.pretrain, encoder_shape(options))
+
     def make() -> HFClassifier:
         torch.manual_seed(options.seed)
+        if options.pretrain is not None:
+            return from_pretrained_encoder(code_encoder(options, context), list(task.labels))
         tok = train_bpe_tokenizer(
             training_texts(splits), options.vocab_size, cache, task.fingerprint()
         )
@@ -388,6 +408,55 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
             str(directory), num_labels=len(task.labels), allow_download=False, name="code-teacher"
         ),
         str(directory),
+    )
+
+
+def encoder_shape(options: CodeTeacherOptions) -> EncoderShape:
+    """The architecture the code teacher's options describe."""
+    return EncoderShape(
+        options.vocab_size,
+        options.hidden_size,
+        options.num_layers,
+        options.num_heads,
+        options.dropout,
+    )
+
+
+def code_encoder(options: CodeTeacherOptions, context: BuildContext) -> Path:
+    """The pre-trained encoder folder of ``options.pretrain`` (pre-trained now if not cached)."""
+    assert options.pretrain is not None
+    return pretrained_encoder(
+        options.pretrain,
+        encoder_shape(options),
+        default_cache_dir(context.cache_dir),
+        device=context.device,
+        progress=context.extra.get("progress", True),
+        log=_log,
+    )
+
+
+def from_pretrained_encoder(directory: Path, labels: list[str]) -> HFClassifier:
+    """The pre-trained encoder in ``directory`` with a new classification head for ``labels``."""
+    from transformers import AutoTokenizer, RobertaForSequenceClassification
+
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(directory))
+    model = RobertaForSequenceClassification.from_pretrained(str(directory), num_labels=len(labels))
+    record = read_record(directory) or {}
+    return HFClassifier(
+        model,
+        tok,
+        name="code-teacher",
+        component=CODE_TEACHER,
+        meta={
+            "family": "roberta",
+            "labels": labels,
+            "pretrained": {
+                "folder": str(directory),
+                "steps": record.get("options", {}).get("steps"),
+                "functions": record.get("corpus", {}).get("functions"),
+            },
+        },
     )
 
 
