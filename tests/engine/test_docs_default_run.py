@@ -17,4 +17,4 @@ def test_configuration_doc_shows_what_kdkit_config_show_prints(capsys):
     assert first_block is not None
     assert first_block.group(1) == printed  # after a change to the defaults: paste it again
     # the facts the page states in words
-    assert "  temperature: 4.0\n" in printed and "  epochs: 12\n" in printed
+    assert "  temperature: 2.0\n" in printed and "  epochs: 10\n" in printed
