@@ -1,8 +1,8 @@
 """``kdkit pretrain``: pre-train (once per machine) the code encoder a run file's teacher starts
 from, and optionally copy it out as an ordinary Hugging Face folder.
 
-The run file's ``teacher`` must be ``code-teacher`` with a ``pretrain`` section (the default run's
-teacher has one). The encoder is cached under ``CACHE/pretrained/``; an interrupted pre-training
+The run file's ``teacher`` must be ``code-teacher`` with a ``pretrain`` section (the default run
+has none: ``kdkit pretrain --set teacher.pretrain.steps=1500`` adds one). The encoder is cached under ``CACHE/pretrained/``; an interrupted pre-training
 resumes when the same command is run again. ``--output DIR`` copies the result, which loads with
 ``AutoModelForMaskedLM.from_pretrained(DIR)`` (and as ``teacher: {name: hf, path: DIR}`` after
 ``kdkit teach`` fine-tunes it).
