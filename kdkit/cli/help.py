@@ -31,6 +31,17 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ),
         ("continue an interrupted run", "kdkit run --resume runs/exception-kd-gru-seed0"),
     ],
+    "pretrain": [
+        (
+            "pre-train the default run's code-teacher encoder for 1,500 steps (cached; run it "
+            "again to resume) and copy it out as an HF folder",
+            "kdkit pretrain --set teacher.pretrain.steps=1500 --output encoder",
+        ),
+        (
+            "the same encoder, only into the cache (a run with this teacher then reuses it)",
+            "kdkit pretrain --set teacher.pretrain.steps=1500 --quiet",
+        ),
+    ],
     "teach": [
         (
             "fine-tune the run file's teacher (MiniLM) on its task into a folder; a run then uses "
