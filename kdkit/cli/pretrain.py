@@ -14,6 +14,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from kdkit.config import apply_overrides, default_document, load_document, validate
 from kdkit.discovery import load_plugins
@@ -59,7 +60,7 @@ def pretrain(args: argparse.Namespace) -> int:
             where=f"{where}: teacher",
             fix="use `teacher: {name: code-teacher, pretrain: {steps: 1500}}`",
         )
-    options = teacher.options
+    options: Any = teacher.options  # CodeTeacherOptions (a plugin's model: read as Any)
     if options.pretrain is None:
         raise KdkitError(
             "the code-teacher of this run has no pretrain section",
