@@ -163,7 +163,9 @@ def _check_lengths(run: RunConfig, components: Mapping[str, ResolvedComponent], 
         limit = resolved.options.max_input_tokens()
         if limit is None:
             continue
-        asked = [(("training", "max_length"), run.training.max_length)]
+        asked: list[tuple[tuple[str, ...], int]] = [
+            (("training", "max_length"), run.training.max_length)
+        ]
         own = getattr(getattr(resolved.options, "training", None), "max_length", None)
         if isinstance(own, int):
             asked.append(((section, "training", "max_length"), own))

@@ -69,7 +69,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
@@ -91,7 +91,7 @@ class _BoundedLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *defaults` merges; flatten_mapping handles them
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:
@@ -156,9 +156,9 @@ def compose(text: str) -> Node | None:
     check_size(text)
     loader = _BoundedLoader(text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     if node is not None:
         _expanded(node, {}, set())
     return node
@@ -170,13 +170,13 @@ def load_node(node: Node | None) -> Any:
         return None
     loader = _BoundedLoader("")
     try:
-        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+        return loader.construct_document(node)
     except ValueError as exc:  # int("9" * 5000): beyond Python's int-digits limit
         if isinstance(exc, yaml.YAMLError):
             raise
         raise YamlLimitError(f"a value cannot be read: {shorten(str(exc))}") from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def load(text: str) -> Any:
