@@ -69,6 +69,17 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    def max_input_tokens(self) -> int | None:
+        """The most tokens per example the component these options build can take, or ``None``
+        when it has no limit of its own (the default).
+
+        A teacher or student with a fixed position table (a pre-trained encoder's
+        ``max_position_embeddings``) returns its size, and ``kdkit config validate`` (and
+        ``kdkit run``, before any work) refuses a ``training.max_length`` above it. It may read
+        small local files (a model's ``config.json``) but must be cheap and never download.
+        """
+        return None
+
 
 class NoOptions(Options):
     """Options of a component that takes none."""

@@ -1,10 +1,13 @@
-"""Run configuration: one YAML file (``yaml.safe_load`` only) validated in two phases.
+"""Run configuration: one YAML file (``yaml.safe_load`` only, bounded: :mod:`kdkit.safe_yaml`)
+validated in two phases, then checked against this machine.
 
 Phase 1 checks the skeleton (top-level keys, training/cache/kernels settings, that each component
 section names a component). Phase 2 resolves each name in the registry and validates the section's
 remaining keys against that component's own options model. Every problem of both phases is
 collected and reported together, each with ``file:line``, the dotted path, what is wrong and a
-suggestion (:class:`kdkit.errors.ConfigError`).
+suggestion (:class:`kdkit.errors.ConfigError`). Once both pass, :mod:`kdkit.config_checks` checks
+what only this machine can tell before any work starts: that ``output_dir`` and the cache can be
+created and written, and that ``max_length`` fits the models' position tables.
 
 A component section is a mapping with ``name`` and the component's options side by side::
 
@@ -27,8 +30,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kdkit import safe_yaml
 from kdkit.api import Options
-from kdkit.errors import ConfigError, KdkitError, Problem
+from kdkit.errors import ConfigError, KdkitError, Problem, shorten
 from kdkit.registry import Component, Registry
 
 #: Component sections of a run file and the registry kind of each.
@@ -47,10 +51,28 @@ class ComponentSection(BaseModel):
     name: str
 
 
+#: Longest ``max_length`` any run may ask for (ModernBERT's 8,192-token context, the longest of
+#: the code encoders kdkit targets); a teacher with a smaller position table lowers it further.
+MAX_LENGTH_CAP = 8192
+#: Most epochs a run (or a teacher's fine-tuning) may ask for; use max_steps to bound by steps.
+MAX_EPOCHS = 10_000
+#: Most torch CPU threads a run may ask for.
+MAX_THREADS = 1024
+#: Seeds are 0 <= seed < 2**63 (torch seeds are 64-bit; derived seeds add small offsets).
+SEED_LIMIT = 2**63
+
+
+def seed_field(default: int = 0, description: str | None = None) -> Any:
+    """A seed option: an integer 0 <= seed < 2**63 (what every random generator can take)."""
+    return Field(default, ge=0, lt=SEED_LIMIT, description=description)
+
+
 class TrainingConfig(Options):
     """How the student is trained (the study's defaults where it gives them)."""
 
-    epochs: int = Field(5, ge=1, description="passes over the training split")
+    epochs: int = Field(
+        5, ge=1, le=MAX_EPOCHS, description="passes over the training split (at most 10,000)"
+    )
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
@@ -59,12 +81,20 @@ class TrainingConfig(Options):
     adam_eps: float = Field(1e-8, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warm-up share of steps")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; null = off")
-    max_length: int = Field(512, ge=8, description="tokens per example for both tokenizers")
+    max_length: int = Field(
+        512,
+        ge=8,
+        le=MAX_LENGTH_CAP,
+        description="tokens per example for both tokenizers (at most 8,192, and at most what "
+        "the teacher's position table holds)",
+    )
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; null = epoch")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without gain")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    num_threads: int | None = Field(
+        None, ge=1, le=MAX_THREADS, description="torch CPU threads (at most 1,024)"
+    )
     log_every: int = Field(10, ge=1)
     save_every: int | None = Field(
         None, ge=1, description="also checkpoint every N steps (always at evaluations and epochs)"
@@ -103,8 +133,11 @@ class KernelsConfig(Options):
 class RunConfig(Options):
     """Phase-1 schema of a run file."""
 
-    seed: int = 0
-    output_dir: str = Field("runs/{task}-{method}-{student}-seed{seed}")
+    seed: int = seed_field(0, "seeds data order, initial weights and dropout (0 <= seed < 2**63)")
+    output_dir: str = Field(
+        "runs/{task}-{method}-{student}-seed{seed}",
+        description="the run directory; may use {task}, {method}, {student}, {teacher}, {seed}",
+    )
     task: ComponentSection
     teacher: ComponentSection | None = None
     student: ComponentSection
@@ -120,6 +153,14 @@ class RunConfig(Options):
     @classmethod
     def _name_shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_placeholders(cls, value: str) -> str:
+        from kdkit.config_checks import check_output_dir_template
+
+        check_output_dir_template(value)
+        return value
 
     @field_validator("reporters", mode="before")
     @classmethod
@@ -239,22 +280,26 @@ class Document:
 
 
 def parse_yaml(text: str, filename: str | None = None) -> Document:
-    """Parse a run file with ``yaml.safe_load``; syntax errors become a :class:`ConfigError`."""
+    """Parse a run file with ``yaml.safe_load`` within :mod:`kdkit.safe_yaml`'s limits (size,
+    nesting, aliases, no duplicate keys); every problem becomes a :class:`ConfigError`."""
     try:
-        data = yaml.safe_load(text)
-        # compose() builds nodes only (no objects) with the same safe loader: used for line numbers
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # the node tree (no objects yet) gives the line numbers; the data is built from it
+        node = safe_yaml.compose(text)
+        data = safe_yaml.load_node(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = shorten(getattr(exc, "problem", None) or str(exc), 200)
+        limit = isinstance(exc, safe_yaml.YamlLimitError)  # a kdkit limit, not a syntax error
         raise ConfigError(
             [
                 Problem(
                     "",
-                    f"not valid YAML: {problem}",
+                    f"{'refused' if limit else 'not valid YAML'}: {problem}",
                     line=mark.line + 1 if mark else None,
-                    suggestion="check indentation and that every 'key: value' has a space "
-                    "after the colon",
+                    suggestion=exc.fix
+                    if isinstance(exc, safe_yaml.YamlLimitError)
+                    else "check indentation and that every 'key: value' has a space after "
+                    "the colon",
                 )
             ],
             filename,
@@ -285,6 +330,14 @@ def load_document(path: str | Path) -> Document:
             fix="check the path; `kdkit config show` prints the default run file to start from",
         )
     try:
+        size = p.stat().st_size
+        if size > safe_yaml.MAX_BYTES:  # refused before reading: a 50 MB file is no run file
+            raise KdkitError(
+                f"the file is {size:,} bytes; a kdkit YAML file may hold at most "
+                f"{safe_yaml.MAX_BYTES:,}",
+                where=str(p),
+                fix="check that this is the run file you meant (run files are a few KB)",
+            )
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise KdkitError(f"cannot read {p}: {exc}", fix="save the file as UTF-8 text") from None
@@ -312,7 +365,10 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
             continue
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_yaml.load(raw) if raw.strip() else ""
+        except safe_yaml.YamlLimitError as exc:
+            problems.append(Problem(shorten(key), f"the value cannot be used: {exc.problem}"))
+            continue
         except yaml.YAMLError:
             value = raw
         parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
@@ -406,8 +462,10 @@ def _problems_from_validation(
                 f"add '{loc[-1]}:' under '{'.'.join(map(str, path[:-1])) or 'the top level'}'"
             )
         else:
-            value = err.get("input")
-            message = f"{err['msg']} (got {value!r})"
+            value = shorten(err.get("input"))
+            # a validator's own ValueError already says what it got and what to write
+            msg = err["msg"].removeprefix("Value error, ")
+            message = msg if err["type"] == "value_error" else f"{msg} (got {value!r})"
             sub = _submodel(model, loc[:-1])
             fld = sub.model_fields.get(str(loc[-1])) if sub else None
             if fld is not None:
@@ -483,7 +541,7 @@ def _resolve_section(
     component = registry.components[kind][name]
     values = {k: v for k, v in section.items() if k != "name"}
     try:
-        options = component.config(**values)
+        options = component.config.model_validate(values)
     except ValidationError as exc:
         problems.extend(_problems_from_validation(exc, doc, path, component.config, name))
         return None
@@ -498,7 +556,7 @@ def validate(doc: Document, registry: Registry) -> ResolvedConfig:
     """
     problems: list[Problem] = []
     try:
-        run = RunConfig(**doc.data)
+        run = RunConfig.model_validate(doc.data)
     except ValidationError as exc:
         problems.extend(_problems_from_validation(exc, doc, (), RunConfig, "a run file"))
         run = None
@@ -525,6 +583,11 @@ def validate(doc: Document, registry: Registry) -> ResolvedConfig:
                 )
                 if resolved is not None:
                     reporters.append(resolved)
+    if not problems and run is not None:
+        from kdkit.config_checks import check_machine
+
+        # only a config valid in itself is checked against this machine (paths, model limits)
+        problems.extend(check_machine(run, components, doc))
     if problems or run is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
         raise ConfigError(problems, doc.filename)

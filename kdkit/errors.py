@@ -8,6 +8,34 @@ The CLI prints it without a traceback and exits with :attr:`KdkitError.exit_code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+#: Longest user-given value (a key, a setting, a data line) a message quotes in full.
+QUOTE_LIMIT = 80
+#: Most problems a :class:`ConfigError` lists one by one; the rest are counted.
+SHOWN_PROBLEMS = 20
+
+
+def shorten(value: Any, limit: int = QUOTE_LIMIT) -> Any:
+    """``value`` itself when short, else the start of its text and its length.
+
+    For quoting what a user gave in a message: a 4 MB line or a 5,000-digit number is cut,
+    never echoed in full.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"<an integer of {value.bit_length():,} bits>"  # repr() may refuse (4300 digits)
+    if isinstance(value, (str, bytes)):
+        text = value if isinstance(value, str) else repr(value)
+    elif isinstance(value, (int, float, bool)) or value is None:
+        text = repr(value)
+    else:
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):
+            return f"<a {type(value).__name__}>"
+    if len(text) <= limit:
+        return value
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class KdkitError(Exception):
@@ -52,7 +80,8 @@ class Problem:
         where = self.file or filename or "<config>"
         if self.line is not None:
             where = f"{where}:{self.line}"
-        text = f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        path = shorten(self.path)
+        text = f"{where} {path}: {self.message}" if self.path else f"{where}: {self.message}"
         return f"{text}\n    {self.suggestion}" if self.suggestion else text
 
 
@@ -83,7 +112,10 @@ class ConfigError(KdkitError):
         self.problems = problems
         self.filename = filename
         n = len(problems)
-        body = "\n".join("  " + p.render(filename) for p in problems)
+        # thousands of unknown keys must not print thousands of lines: the first few, then a count
+        body = "\n".join("  " + p.render(filename) for p in problems[:SHOWN_PROBLEMS])
+        if n > SHOWN_PROBLEMS:
+            body += f"\n  ... and {n - SHOWN_PROBLEMS:,} more"
         super().__init__(f"{n} problem{'s' if n != 1 else ''} in {subject}:\n{body}", fix=fix)
 
     def render(self) -> str:  # the problems carry their own locations

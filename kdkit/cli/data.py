@@ -183,7 +183,7 @@ def _unknown_flags(registry: Any, task: str, unknown: list[str]) -> KdkitError:
 
 def build(args: argparse.Namespace) -> int:
     """``kdkit data build``: find TASK's builder in the registry, parse its flags, build."""
-    from kdkit.data.build import validate_options
+    from kdkit.data.build import build_atomically, validate_options
     from kdkit.discovery import load_plugins
 
     registry = load_plugins().registry
@@ -212,7 +212,8 @@ def build(args: argparse.Namespace) -> int:
         raise _unknown_flags(registry, args.task, unknown)
     values = {k: getattr(ns, k) for k in model.model_fields if hasattr(ns, k)}
     options = validate_options(model, values, where=f"kdkit data build {args.task}")
-    report = build_offline(Path(ns.out), options, quiet=ns.quiet)
+    # built beside --out and swapped in whole: a kill never leaves a mix of old and new splits
+    report = build_atomically(Path(ns.out), lambda work: build_offline(work, options, quiet=ns.quiet))
     if ns.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

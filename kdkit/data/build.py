@@ -27,10 +27,13 @@ A task that can build its dataset offline exposes a builder (the optional part o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -357,6 +360,79 @@ def check_size(
             where=f"kdkit data build {task}",
             fix=hint,
         )
+
+
+def build_atomically(out: Path, build: Callable[[Path], BuildReport]) -> BuildReport:
+    """Run ``build(folder)`` in a new hidden folder beside ``out``, then put it at ``out`` in one
+    step: a kill at any moment leaves ``out`` holding either the whole old build or the whole new
+    one, never a mix of old and new splits (``kdkit data build``).
+
+    ``out`` may be missing, empty, or an earlier build (it holds ``stats.json``), which is
+    replaced whole and deleted only once the new build is in place. A folder holding anything
+    else, or a file, is refused: a build never overwrites what a user put there.
+
+    On Linux the swap of an existing ``out`` is one ``renameat2(RENAME_EXCHANGE)``; elsewhere
+    (or on a file system without it) it is two renames, and a kill between them leaves the old
+    build whole in ``.<out>.kdkit-old-<pid>`` beside ``out``.
+
+    Raises:
+        KdkitError: ``out`` is a file, or a folder that is not an earlier build.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KdkitError(
+            f"--out {out} is a file", where=str(out), fix="give a folder (new, empty, or a build)"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / STATS_FILE).is_file():
+        raise KdkitError(
+            f"--out {out} holds files that are not a kdkit build (no {STATS_FILE})",
+            where=str(out),
+            fix="give a new or empty folder, or an earlier `kdkit data build` output to replace",
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.kdkit-new-", dir=out.parent))
+    except OSError as exc:
+        raise KdkitError(
+            f"cannot create a folder beside {out}: {exc.strerror or exc}",
+            where=str(out),
+            fix="give an --out in a folder you can write",
+        ) from None
+    try:
+        report = build(work)
+        if out.is_dir() and _exchange(work, out):
+            shutil.rmtree(work, ignore_errors=True)  # `work` now holds the old build
+        elif out.is_dir():
+            old = out.with_name(f".{out.name}.kdkit-old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(work, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    report.out_dir = out
+    return report
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` atomically (Linux ``renameat2``); ``False`` if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False  # a C library without renameat2 (glibc < 2.28, musl)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False  # this file system cannot exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

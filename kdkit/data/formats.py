@@ -9,16 +9,22 @@ labels to ids and hands the rows to ``datasets``.
 Split files are found by stem: ``train*`` for training, ``valid*``/``validation*``/``dev*`` for
 validation, ``test*``/``eval*`` for test, with the reader's suffixes (``.jsonl``, ``.jsontxt``,
 ``.json`` for JSON lines); sharded files (``train.jsontxt-00000-of-00004``, ...) are joined in order.
+
+Nothing is coerced: a line that is not UTF-8 or not JSON, a code field that is not a string (an
+int, a dict), a label of the wrong kind are errors naming ``file:line`` (:func:`text_field`,
+:func:`label_field`); quoted values are cut (:func:`kdkit.errors.shorten`).
+:func:`warn_duplicates` counts training rows that repeat an earlier one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, shorten
 
 SPLITS = ("train", "validation", "test")
 #: File stems accepted for each split, in preference order.
@@ -32,10 +38,11 @@ JSON_SUFFIXES = (".jsonl", ".jsontxt", ".json")
 Rows = dict[str, list[dict[str, Any]]]
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of each non-empty line; a bad line is a :class:`KdkitError`."""
+def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file; a byte that is not UTF-8 or an
+    unreadable file is a :class:`KdkitError` naming the file (and line)."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise KdkitError(
             f"cannot read {path}: {exc.strerror}",
@@ -43,20 +50,40 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             fix="check the path and its permissions",
         ) from exc
     with handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+        for n, raw in enumerate(handle, 1):
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
                 raise KdkitError(
-                    f"not valid JSON: {exc.msg}",
+                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}",
                     where=f"{path}:{n}",
-                    fix="each line must be one JSON object (JSON Lines)",
-                ) from exc
+                    fix="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or remove the line",
+                ) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-empty line; a bad line is a :class:`KdkitError`."""
+    for n, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise KdkitError(
+                f"not valid JSON: {exc.msg} (column {exc.colno})",
+                where=f"{path}:{n}",
+                fix="each line must be one JSON object (JSON Lines)",
+            ) from None
+        except (RecursionError, ValueError) as exc:  # 100,000 nested [ ; a 5,000-digit number
+            raise KdkitError(
+                f"cannot read the JSON: {shorten(str(exc) or type(exc).__name__)}",
+                where=f"{path}:{n}",
+                fix="each line must be one flat JSON object (JSON Lines)",
+            ) from None
+        else:
             if not isinstance(obj, dict):
                 raise KdkitError(
-                    "a JSON line is not an object",
+                    f"a JSON line is not an object (a {type(obj).__name__})",
                     where=f"{path}:{n}",
                     fix="each line must be one JSON object (JSON Lines)",
                 )
@@ -69,10 +96,65 @@ def field(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> Any:
         if name in obj:
             return obj[name]
     raise KdkitError(
-        f"missing field {' or '.join(map(repr, names))} (has: {sorted(obj)})",
+        f"missing field {' or '.join(map(repr, names))} (has: {shorten(sorted(map(str, obj)))})",
         where=where,
         fix="check that the file is in the expected public format",
     )
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def text_field(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> str:
+    """The first of ``names`` in ``obj``, which must be a string (code, a label name); an int, a
+    dict or ``null`` is a :class:`KdkitError`, never turned into text."""
+    value = field(obj, names, where)
+    if not isinstance(value, str):
+        name = next(n for n in names if n in obj)
+        raise KdkitError(
+            f"field {name!r} must be a string, not {_kind(value)} ({shorten(value)!r})",
+            where=where,
+            fix="check that the file is in the expected public format",
+        )
+    return value
+
+
+def id_field(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> str:
+    """An id field (a string or an integer) as text; anything else is a :class:`KdkitError`."""
+    value = field(obj, names, where)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        name = next(n for n in names if n in obj)
+        raise KdkitError(
+            f"field {name!r} must be a string or an integer id, not {_kind(value)} "
+            f"({shorten(value)!r})",
+            where=where,
+            fix="check that the file is in the expected public format",
+        )
+    return str(value)
+
+
+def warn_duplicates(rows: Sequence[Mapping[str, Any]], where: str) -> int:
+    """Count rows that repeat an earlier row (same text, pair and label) and warn on stderr;
+    returns the count. Repeats are kept (a dataset may mean them) but inflate and bias training;
+    the same text with *different* labels is counted and said apart."""
+    seen: dict[tuple[Any, Any], Any] = {}
+    repeats = conflicts = 0
+    for row in rows:
+        key = (row.get("text"), row.get("text_pair"))
+        if key in seen:
+            repeats += 1
+            conflicts += seen[key] != row.get("label")
+        else:
+            seen[key] = row.get("label")
+    if repeats:
+        detail = f", {conflicts:,} of them with another label" if conflicts else ""
+        print(
+            f"kdkit: warning: {repeats:,} of {len(rows):,} training rows repeat an earlier row"
+            f"{detail} ({where}); deduplicate the data if that is not meant",
+            file=sys.stderr,
+        )
+    return repeats
 
 
 def find_split_files(
@@ -136,7 +218,7 @@ def as_binary(value: Any, where: str) -> int:
     if value in (0, 1, "0", "1"):
         return int(value)
     raise KdkitError(
-        f"label {value!r} is not 0/1",
+        f"label {shorten(value)!r} is not 0/1",
         where=where,
         fix="binary tasks need labels 0 or 1 (or true/false)",
     )

@@ -47,6 +47,7 @@ from kdkit.data.formats import (
     Rows,
     load_data_files,
     rows_from_datasets,
+    warn_duplicates,
 )
 from kdkit.data.paths import cache_root
 from kdkit.data.sources import resolve_sources
@@ -487,6 +488,7 @@ class CodeTask:
         import datasets
 
         rows, data_fp = self._read()
+        warn_duplicates(rows.get("train", []), f"the {self.name} task's train split")
         rows = self.finish_rows(rows)
         empty = [s for s in SPLITS if not rows[s]]
         if empty:

@@ -158,7 +158,8 @@ def make_split(
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The row order of one epoch: a permutation seeded by ``seed`` and ``epoch`` only."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    # mod 2**64: torch's own reading of a seed (-1 is 2**64 - 1), so any seed < 2**63 fits
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
     return torch.randperm(n, generator=gen).tolist()
 
 

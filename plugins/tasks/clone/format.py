@@ -1,7 +1,10 @@
 """The BigCloneBench / CodeXGLUE clone format: ``data.jsonl`` (``idx``, ``func`` per function) and
 ``train.txt``/``valid.txt``/``test.txt`` with ``idx1<TAB>idx2<TAB>label`` per line (any whitespace
 accepted); or, when there is no ``data.jsonl``, pair JSONL files with ``func1``, ``func2``,
-``target`` (or ``label``)."""
+``target`` (or ``label``).
+
+An ``idx`` given twice in ``data.jsonl`` with different code is an error naming both lines (which
+function a pair meant cannot be known); given twice with the same code it is harmless."""
 
 from __future__ import annotations
 
@@ -15,17 +18,20 @@ from kdkit.data.formats import (
     as_binary,
     field,
     find_split_files,
+    id_field,
     iter_jsonl,
+    iter_text_lines,
     read_json_rows,
+    text_field,
 )
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, shorten
 
 
 def pair_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     """A pair JSONL object (``func1``, ``func2``, ``target``/``label``) -> ``{text, text_pair, label}``."""
     return {
-        "text": field(obj, ("func1",), where),
-        "text_pair": field(obj, ("func2",), where),
+        "text": text_field(obj, ("func1",), where),
+        "text_pair": text_field(obj, ("func2",), where),
         "label": as_binary(field(obj, ("target", "label"), where), where),
     }
 
@@ -44,9 +50,19 @@ def read_bigclonebench(
             fix=f"point data_dir at CodeXGLUE's Clone-detection-BigCloneBench/dataset, or {hint}",
         )
     code: dict[str, str] = {}
+    line_of: dict[str, int] = {}
     for n, obj in iter_jsonl(functions_file):
         where = f"{functions_file}:{n}"
-        code[str(field(obj, ("idx",), where))] = field(obj, ("func",), where)
+        idx, func = id_field(obj, ("idx",), where), text_field(obj, ("func",), where)
+        if idx in code and code[idx] != func:
+            raise KdkitError(
+                f"idx {shorten(idx)!r} is given twice with different code (lines "
+                f"{line_of[idx]} and {n})",
+                where=where,
+                fix="give every function its own idx (the pair files name functions by idx)",
+            )
+        code.setdefault(idx, func)
+        line_of.setdefault(idx, n)
     rows: Rows = {}
     used = [functions_file]
     for split in SPLITS:
@@ -54,27 +70,26 @@ def read_bigclonebench(
         used.extend(files)
         rows[split] = []
         for path in files:
-            with path.open(encoding="utf-8") as handle:
-                for n, line in enumerate(handle, 1):
-                    parts = line.split()
-                    if not parts:
-                        continue
-                    where = f"{path}:{n}"
-                    if len(parts) != 3:
-                        raise KdkitError(
-                            f"expected 'idx1 idx2 label', got {line.strip()!r}",
-                            where=where,
-                            fix="one pair per line, tab-separated",
-                        )
-                    a, b, label = parts
-                    for idx in (a, b):
-                        if idx not in code:
-                            raise KdkitError(
-                                f"idx {idx} is not in {functions_file.name}",
-                                where=where,
-                                fix="use the data.jsonl of the same release",
-                            )
-                    rows[split].append(
-                        {"text": code[a], "text_pair": code[b], "label": as_binary(label, where)}
+            for n, line in iter_text_lines(path):
+                parts = line.split()
+                if not parts:
+                    continue
+                where = f"{path}:{n}"
+                if len(parts) != 3:
+                    raise KdkitError(
+                        f"expected 'idx1 idx2 label', got {shorten(line.strip())!r}",
+                        where=where,
+                        fix="one pair per line, tab-separated",
                     )
+                a, b, label = parts
+                for idx in (a, b):
+                    if idx not in code:
+                        raise KdkitError(
+                            f"idx {shorten(idx)!r} is not in {functions_file.name}",
+                            where=where,
+                            fix="use the data.jsonl of the same release",
+                        )
+                rows[split].append(
+                    {"text": code[a], "text_pair": code[b], "label": as_binary(label, where)}
+                )
     return rows, used

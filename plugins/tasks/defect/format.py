@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kdkit.data.formats import Rows, as_binary, field, read_json_rows
+from kdkit.data.formats import Rows, as_binary, field, read_json_rows, text_field
 
 
 def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def devign_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     one (kdkit's offline build: the id shared by a function and its mutant, so subsampling can
     keep them together)."""
     row = {
-        "text": field(obj, ("func",), where),
+        "text": text_field(obj, ("func",), where),
         "label": as_binary(field(obj, ("target", "label"), where), where),
     }
     if obj.get("pair") is not None:

@@ -8,12 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kdkit.data.formats import Rows, field, read_json_rows
+from kdkit.data.formats import Rows, read_json_rows, text_field
 
 
 def cubert_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A CuBERT exception object -> ``{text, label}`` (label stays a string)."""
-    return {"text": field(obj, ("function",), where), "label": str(field(obj, ("label",), where))}
+    """A CuBERT exception object -> ``{text, label}`` (both strings: an int or a dict is refused,
+    never turned into text)."""
+    return {
+        "text": text_field(obj, ("function",), where),
+        "label": text_field(obj, ("label",), where),
+    }
 
 
 def read_cubert(
