@@ -75,7 +75,7 @@ class PretrainOptions(Options):
         description="code to pre-train on (as `kdkit data build --from`); held-out files are "
         "always left out",
     )
-    steps: int = Field(1500, ge=1, description="optimizer steps")
+    steps: int = Field(1500, ge=1, le=1_000_000, description="optimizer steps")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(5e-4, gt=0)
     window: int = Field(128, ge=16, le=512, description="tokens per training snippet")
