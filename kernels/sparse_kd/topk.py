@@ -1,0 +1,145 @@
+"""The compact teacher signal of sparse KD: top-k log-probabilities plus a tail bucket.
+
+A :class:`TopKTeacher` holds, per row, the teacher's ``k`` most probable classes at a temperature
+``T``: their ids, their log-probabilities ``log p_i^(T)`` and the log of the probability mass
+left over, the *tail bucket* ``log(1 - sum_i p_i^(T))``. Optionally it also keeps the raw teacher
+logits of the same ``k`` entries. The ``k + 1`` buckets form a distribution (their
+probabilities sum to 1).
+
+Temperature (``docs/kernels.md``, "sparse_kd_loss"): :func:`rescale` turns values stored at ``T``
+into values at ``T'``. With ``a = T / T'`` and ``u_i = a * log p_i^(T)`` (or ``u_i = z_i / T'``
+from raw logits), ``u_tail = a * log q^(T)``, the rescaled buckets are ``softmax([u, u_tail])``.
+What is exact: the ratios among the top-k entries at any ``T'`` (``T log p_i^(T)`` is ``z_i`` up
+to a per-row constant); everything when ``T' = T``; everything when ``k = C`` (no tail). What is
+an approximation: the tail's mass at ``T' != T``, which the stored values do not determine; the
+tail is treated as ONE class (its tempered mass is ``q^a``), which over-estimates it when
+``T' < T`` and under-estimates it when ``T' > T`` (bounds in the docs).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from kdkit.errors import KdkitError
+from kdkit.kernels.numerics import shifted
+
+
+class TopKTeacher(NamedTuple):
+    """Top-k teacher probabilities at ``temperature`` plus the tail bucket (one row per example).
+
+    Attributes:
+        indices: ``[N, k]`` int32 (or int64) class ids, distinct per row, in ``[0, C)``.
+        logprobs: ``[N, k]`` float32 ``log p_i^(T)`` of those classes (``-inf`` allowed: p = 0).
+        tail_logmass: ``[N]`` float32 ``log(sum of p_c^(T) over the other C - k classes)``
+            (``-inf`` when ``k = C`` or when the teacher puts no mass outside its top-k).
+        temperature: ``T``, the temperature the log-probabilities were taken at.
+        logits: ``[N, k]`` float32 raw teacher logits of the same entries, or ``None``.
+    """
+
+    indices: torch.Tensor
+    logprobs: torch.Tensor
+    tail_logmass: torch.Tensor
+    temperature: float
+    logits: torch.Tensor | None = None
+
+
+def _tail_logsumexp(log_p: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``log sum_{c not in indices} exp(log_p[:, c])`` per row, ``-inf`` for an empty tail.
+
+    Computed over the masked row (never as ``log(1 - sum p_i)``, which cancels when the top-k
+    holds nearly all the mass)."""
+    masked = log_p.scatter(1, indices.long(), float("-inf"))  # [N, C]
+    empty = torch.isneginf(masked).all(dim=1, keepdim=True)  # [N, 1]
+    safe = torch.where(empty, torch.zeros_like(masked), masked)
+    lse = torch.logsumexp(safe, dim=1)
+    return torch.where(empty.squeeze(1), torch.full_like(lse, float("-inf")), lse)
+
+
+def topk_teacher(
+    logits: torch.Tensor,  # [N, C]
+    k: int,
+    temperature: float = 1.0,
+    *,
+    keep_logits: bool = False,
+) -> TopKTeacher:
+    """The teacher's top-``k`` log-probabilities at ``temperature`` and its tail bucket.
+
+    ``logits`` is ``[N, C]`` (any float dtype; maths in float32, float64 for float64 input).
+    Returns int32 indices sorted by decreasing probability, float32 log-probabilities and tail
+    log-mass (float64 for float64 input), and, with ``keep_logits``, the raw logits of the same
+    entries (then :func:`rescale` takes the top-k part from the logits themselves).
+    """
+    if logits.dim() != 2:
+        raise KdkitError(
+            f"teacher logits must be [N, C]; got {tuple(logits.shape)}",
+            where="topk_teacher(logits=...)",
+            fix="flatten token dimensions first: logits.reshape(-1, C)",
+        )
+    c = logits.shape[1]
+    if not 1 <= int(k) <= c:
+        raise KdkitError(
+            f"k must be in [1, C={c}], got k={k}",
+            where="topk_teacher(k=...)",
+            fix=f"choose k <= {c} (k = C keeps the full distribution)",
+        )
+    if not temperature > 0:
+        raise KdkitError(
+            f"temperature must be > 0, got {temperature}", where="topk_teacher(temperature=...)"
+        )
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    z = logits.detach().to(acc)
+    log_p = torch.log_softmax(shifted(z) / temperature, dim=-1)  # [N, C]
+    values, idx = log_p.topk(int(k), dim=-1)  # [N, k], sorted descending
+    tail = _tail_logsumexp(log_p, idx)
+    return TopKTeacher(
+        indices=idx.to(torch.int32),
+        logprobs=values,
+        tail_logmass=tail,
+        temperature=float(temperature),
+        logits=z.gather(1, idx) if keep_logits else None,
+    )
+
+
+def bucket_logprobs(
+    topk: TopKTeacher, temperature: float | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p_i [N, k], log q [N])`` at ``temperature`` (default: the stored one), renormalised
+    so the ``k + 1`` buckets sum to 1 exactly (in ``dtype``). See :func:`rescale` for the maths."""
+    t_new = topk.temperature if temperature is None else float(temperature)
+    if not t_new > 0:
+        raise KdkitError(f"temperature must be > 0, got {t_new}", where="rescale(new_temperature)")
+    a = topk.temperature / t_new
+    lp = topk.logprobs.to(dtype)  # [N, k]
+    lq = topk.tail_logmass.to(dtype).unsqueeze(1)  # [N, 1]
+    both = torch.cat([lp, lq], dim=1)  # [N, k + 1]: the buckets at T
+    ref = both.amax(dim=1, keepdim=True)  # finite: the buckets sum to 1
+    ref = torch.where(torch.isfinite(ref), ref, torch.zeros_like(ref))
+    u_tail = a * (lq - ref)  # the tail bucket tempered as one class
+    if topk.logits is not None and a != 1.0:
+        # top-k part from the raw logits, relative to the logit of the bucket `ref` stands for
+        # when that is a top-k entry: (z_i - z_j) / T' exactly, no rounding amplified by a
+        z = topk.logits.to(dtype)
+        j = both[:, :-1].argmax(dim=1, keepdim=True)  # the most probable top-k entry
+        lj = lp.gather(1, j)  # its log p at T
+        u_top = (z - z.gather(1, j)) / t_new + a * (lj - ref)
+    else:
+        u_top = a * (lp - ref)
+    u = torch.cat([u_top, u_tail], dim=1)
+    u = torch.where(torch.isnan(u), torch.full_like(u, float("-inf")), u)  # -inf - -inf
+    out = torch.log_softmax(u, dim=1)
+    return out[:, :-1], out[:, -1]
+
+
+def rescale(topk: TopKTeacher, new_temperature: float) -> TopKTeacher:
+    """The same top-k teacher at ``new_temperature`` ``T'`` (from values stored at ``T``).
+
+    With ``a = T / T'``: top-k log-weights ``u_i = a * log p_i^(T)`` (from raw logits when kept:
+    ``u_i = z_i / T'`` up to the row's constant), tail ``u_tail = a * log q^(T)``, and the new
+    buckets are ``log_softmax([u, u_tail])``. Exact for the ratios among the top-k entries at
+    any ``T'``, and exact altogether when ``T' = T`` or ``k = C``; the tail's mass at ``T' != T``
+    is the one-class approximation described in the module doc and in ``docs/kernels.md``.
+    """
+    lp, lq = bucket_logprobs(topk, new_temperature, dtype=topk.logprobs.dtype)
+    return TopKTeacher(topk.indices, lp, lq, float(new_temperature), topk.logits)
