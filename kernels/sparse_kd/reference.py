@@ -173,7 +173,7 @@ def sparse_kd_loss_reference(
     # where's other branch): they see zeros, and their gradient is exactly 0
     zs = torch.where((w != 0).unsqueeze(1), student_logits.to(acc), 0.0)  # [N, C]
     idx = topk.indices.long()  # [N, k]
-    log_p, log_q = bucket_logprobs(topk, temperature, dtype=acc)  # [N, k], [N]
+    log_p, log_q = bucket_logprobs(topk, temperature, dtype=acc, num_classes=c)  # [N, k], [N]
     log_p, log_q = log_p.detach(), log_q.detach()
     log_s = torch.log_softmax(shifted(zs) / temperature, dim=-1)  # [N, C]
     log_s_k = log_s.gather(1, idx)  # [N, k]

@@ -7,17 +7,17 @@ logits of the same ``k`` entries. The ``k + 1`` buckets form a distribution (the
 probabilities sum to 1).
 
 Temperature (``docs/kernels.md``, "sparse_kd_loss"): :func:`rescale` turns values stored at ``T``
-into values at ``T'``. With ``a = T / T'`` and ``u_i = a * log p_i^(T)`` (or ``u_i = z_i / T'``
-from raw logits), ``u_tail = a * log q^(T)``, the rescaled buckets are ``softmax([u, u_tail])``.
-What is exact: the ratios among the top-k entries at any ``T'`` (``T log p_i^(T)`` is ``z_i`` up
-to a per-row constant); everything when ``T' = T``; everything when ``k = C`` (no tail). What is
-an approximation: the tail's mass at ``T' != T``, which the stored values do not determine; the
-tail is treated as ONE class (its tempered mass is ``q^a``), which over-estimates it when
-``T' < T`` and under-estimates it when ``T' > T`` (bounds in the docs).
+into values at ``T'``. With ``a = T / T'`` the top-k entries weigh ``p_i^a`` (``T log p_i^(T)`` is
+``z_i`` up to a per-row constant, so their ratios are exact at any ``T'``), the tail a weight
+``W``, and the rescaled buckets are those weights renormalised. Exact: everything when ``T' = T``
+or ``k = C``. Approximate: the tail's mass at ``T' != T``, which the stored values do not
+determine; it lies between two bounds (:func:`tail_log_bounds`) and ``W`` is their geometric
+midpoint (``tail="midpoint"``) or ``q^a``, the tail treated as one class (``tail="bucket"``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -36,6 +36,8 @@ class TopKTeacher(NamedTuple):
             (``-inf`` when ``k = C`` or when the teacher puts no mass outside its top-k).
         temperature: ``T``, the temperature the log-probabilities were taken at.
         logits: ``[N, k]`` float32 raw teacher logits of the same entries, or ``None``.
+        num_classes: ``C``, the number of classes the top-k was taken from (the tail holds
+            ``C - k``), or ``None`` when unknown (the loss then takes it from the student).
     """
 
     indices: torch.Tensor
@@ -43,6 +45,7 @@ class TopKTeacher(NamedTuple):
     tail_logmass: torch.Tensor
     temperature: float
     logits: torch.Tensor | None = None
+    num_classes: int | None = None
 
 
 def _tail_logsumexp(log_p: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -99,24 +102,78 @@ def topk_teacher(
         tail_logmass=tail,
         temperature=float(temperature),
         logits=z.gather(1, idx) if keep_logits else None,
+        num_classes=c,
     )
 
 
+#: How :func:`rescale` estimates the tail's mass at another temperature.
+TAIL_RULES = ("midpoint", "bucket")
+
+
+def tail_log_bounds(
+    log_p: torch.Tensor,  # [N, k] log p_i at T
+    log_q: torch.Tensor,  # [N] log q at T
+    a: float,  # T / T'
+    m: int,  # number of tail classes, C - k
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log L, log U)``: bounds of the tail's tempered weight ``sum_c x_c^a`` (``x_c = p_c^(T)``
+    over the ``m`` tail classes, ``sum x_c = q``, each ``x_c <= p_(k)``, the smallest top-k
+    probability), on the scale where a top-k entry weighs ``p_i^a``:
+
+    * ``a >= 1`` (``T' <= T``): ``m^(1-a) q^a <= . <= min(q^a, p_(k)^(a-1) q)``;
+    * ``a <= 1`` (``T' >= T``): ``max(q^a, p_(k)^(a-1) q) <= . <= m^(1-a) q^a``.
+
+    The lower/upper ends are the uniform tail and the tail of entries as large as ``p_(k)``."""
+    lpk = log_p.amin(dim=1)  # log p_(k)
+    bucket = a * log_q  # log q^a
+    uniform = (1.0 - a) * math.log(max(m, 1)) + a * log_q  # log m^(1-a) q^a
+    capped = (a - 1.0) * lpk + log_q  # log p_(k)^(a-1) q
+    if a >= 1.0:
+        lo, hi = uniform, torch.minimum(bucket, capped)
+    else:
+        lo, hi = torch.maximum(bucket, capped), uniform
+    empty = torch.isneginf(log_q)  # no tail mass (or k = C): stays 0 at any temperature
+    neg_inf = torch.full_like(log_q, float("-inf"))
+    return torch.where(empty, neg_inf, lo), torch.where(empty, neg_inf, hi)
+
+
 def bucket_logprobs(
-    topk: TopKTeacher, temperature: float | None = None, dtype: torch.dtype = torch.float32
+    topk: TopKTeacher,
+    temperature: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    *,
+    tail: str = "midpoint",
+    num_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p_i [N, k], log q [N])`` at ``temperature`` (default: the stored one), renormalised
-    so the ``k + 1`` buckets sum to 1 exactly (in ``dtype``). See :func:`rescale` for the maths."""
+    so the ``k + 1`` buckets sum to 1 exactly (in ``dtype``). See :func:`rescale` for the maths;
+    ``num_classes`` (C) is needed by ``tail="midpoint"`` when ``topk.num_classes`` is unset."""
     t_new = topk.temperature if temperature is None else float(temperature)
     if not t_new > 0:
         raise KdkitError(f"temperature must be > 0, got {t_new}", where="rescale(new_temperature)")
+    if tail not in TAIL_RULES:
+        raise KdkitError(
+            f"unknown tail rule {tail!r}", where="rescale(tail=...)", fix="use 'midpoint' or 'bucket'"
+        )
     a = topk.temperature / t_new
     lp = topk.logprobs.to(dtype)  # [N, k]
-    lq = topk.tail_logmass.to(dtype).unsqueeze(1)  # [N, 1]
-    both = torch.cat([lp, lq], dim=1)  # [N, k + 1]: the buckets at T
+    lq = topk.tail_logmass.to(dtype)  # [N]
+    both = torch.cat([lp, lq.unsqueeze(1)], dim=1)  # [N, k + 1]: the buckets at T
     ref = both.amax(dim=1, keepdim=True)  # finite: the buckets sum to 1
     ref = torch.where(torch.isfinite(ref), ref, torch.zeros_like(ref))
-    u_tail = a * (lq - ref)  # the tail bucket tempered as one class
+    if a == 1.0 or tail == "bucket":
+        log_w_tail = a * lq  # the tail tempered as one class
+    else:
+        c = num_classes if num_classes is not None else topk.num_classes
+        if c is None:
+            raise KdkitError(
+                "the midpoint tail rule needs the number of classes C",
+                where="rescale(topk, new_temperature)",
+                fix="build topk with topk_teacher (it records C), pass num_classes=C, or tail='bucket'",
+            )
+        lo, hi = tail_log_bounds(lp, lq, a, int(c) - lp.shape[1])
+        log_w_tail = torch.where(torch.isneginf(lq), lq, 0.5 * (lo + hi))  # geometric midpoint
+    u_tail = (log_w_tail - a * ref.squeeze(1)).unsqueeze(1)
     if topk.logits is not None and a != 1.0:
         # top-k part from the raw logits, relative to the logit of the bucket `ref` stands for
         # when that is a top-k entry: (z_i - z_j) / T' exactly, no rounding amplified by a
@@ -132,14 +189,26 @@ def bucket_logprobs(
     return out[:, :-1], out[:, -1]
 
 
-def rescale(topk: TopKTeacher, new_temperature: float) -> TopKTeacher:
+def rescale(
+    topk: TopKTeacher,
+    new_temperature: float,
+    *,
+    tail: str = "midpoint",
+    num_classes: int | None = None,
+) -> TopKTeacher:
     """The same top-k teacher at ``new_temperature`` ``T'`` (from values stored at ``T``).
 
-    With ``a = T / T'``: top-k log-weights ``u_i = a * log p_i^(T)`` (from raw logits when kept:
-    ``u_i = z_i / T'`` up to the row's constant), tail ``u_tail = a * log q^(T)``, and the new
-    buckets are ``log_softmax([u, u_tail])``. Exact for the ratios among the top-k entries at
-    any ``T'``, and exact altogether when ``T' = T`` or ``k = C``; the tail's mass at ``T' != T``
-    is the one-class approximation described in the module doc and in ``docs/kernels.md``.
+    With ``a = T / T'``: top-k weights ``p_i^a`` (``u_i = a log p_i^(T)``; from the raw logits
+    when kept, ``u_i = z_i / T'`` up to the row's constant) and a tail weight ``W``, renormalised
+    together: ``log_softmax([u, log W])``. The ratios among the top-k entries are exact at any
+    ``T'``; everything is exact when ``T' = T`` or ``k = C`` (no tail). The tail's true weight
+    ``sum_c (p_c^(T))^a`` is not determined by the stored values; it lies between the bounds of
+    :func:`tail_log_bounds`. ``tail="midpoint"`` (default) takes their geometric mean (needs C:
+    ``topk.num_classes`` or ``num_classes``); ``tail="bucket"`` takes ``W = q^a`` (the tail as one
+    class), which is one end of the interval: it over-estimates the tail at ``T' < T`` and
+    under-estimates it at ``T' > T`` (measured in ``docs/kernels.md``).
     """
-    lp, lq = bucket_logprobs(topk, new_temperature, dtype=topk.logprobs.dtype)
-    return TopKTeacher(topk.indices, lp, lq, float(new_temperature), topk.logits)
+    lp, lq = bucket_logprobs(
+        topk, new_temperature, dtype=topk.logprobs.dtype, tail=tail, num_classes=num_classes
+    )
+    return topk._replace(logprobs=lp, tail_logmass=lq, temperature=float(new_temperature))

@@ -47,7 +47,7 @@ LOG2E = 1.4426950408889634
 #: Block (elements of a row per step) under the interpreter, and on a GPU with its warps/stages
 #: (a fixed configuration: not autotuned, not yet measured on a GPU).
 DEFAULT_BLOCK = 4096
-GPU_CONFIG = (4096, 8, 2)
+GPU_CONFIG = (2048, 4, 2)
 #: The most top-k entries a program holds at once (larger k is walked in chunks of this).
 MAX_KBLOCK = 256
 
@@ -462,7 +462,7 @@ def sparse_kd_loss_triton(
     check_sparse_args(student_logits, topk, temperature, labels, reduction)
     n, c = student_logits.shape
     raise_for_flags(bad_input_flags(topk.indices, c, labels, ignore_index), c, ignore_index)
-    log_p, log_q = bucket_logprobs(topk, temperature, dtype=torch.float32)
+    log_p, log_q = bucket_logprobs(topk, temperature, dtype=torch.float32, num_classes=c)
     w = row_weights(
         n, labels, ignore_index, temperature, t2_scaling, reduction, student_logits.device
     )

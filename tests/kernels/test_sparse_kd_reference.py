@@ -13,7 +13,13 @@ import kdkit.kernels as K
 from kdkit.errors import KdkitError
 from kdkit.kernels.kd.reference import kd_loss_reference
 from kdkit.kernels.sparse_kd.reference import sparse_kd_loss_reference
-from kdkit.kernels.sparse_kd.topk import TopKTeacher, bucket_logprobs, rescale, topk_teacher
+from kdkit.kernels.sparse_kd.topk import (
+    TopKTeacher,
+    bucket_logprobs,
+    rescale,
+    tail_log_bounds,
+    topk_teacher,
+)
 
 FAST = settings(max_examples=15, deadline=None)
 temps = st.sampled_from([0.5, 1.0, 2.0, 4.0, 10.0])
@@ -36,6 +42,7 @@ def test_topk_teacher_holds_the_top_k_and_the_tail():
     assert top.indices.dtype == torch.int32 and torch.equal(top.indices.long(), want_i)
     assert torch.allclose(top.logprobs.exp(), want_p, rtol=1e-12)
     assert torch.allclose(top.tail_logmass.exp(), 1 - want_p.sum(1), rtol=1e-10)
+    assert top.num_classes == 30
     assert torch.equal(top.logits, z.gather(1, want_i)) and top.temperature == t
     # the k + 1 buckets are a distribution
     total = top.logprobs.exp().sum(1) + top.tail_logmass.exp()
@@ -82,11 +89,11 @@ def test_rescale_from_logits_equals_rescale_from_logprobs():
 
 @FAST
 @given(seed=st.integers(0, 10_000), t=temps, t_new=temps, k=st.integers(1, 9))
-def test_tail_bucket_is_the_documented_end_of_the_true_tail_bounds(seed, t, t_new, k):
+def test_true_tail_lies_within_the_documented_bounds(seed, t, t_new, k):
     """docs/kernels.md: with a = T/T', x_c = p_c^(T) over the m tail classes (sum q) and p_(k) the
     smallest top-k probability, the true tempered tail sum_c x_c^a lies in
     [m^(1-a) q^a, min(q^a, p_(k)^(a-1) q)] for a >= 1 and [max(q^a, p_(k)^(a-1) q), m^(1-a) q^a]
-    for a <= 1; the bucket approximation uses q^a."""
+    for a <= 1; "bucket" uses q^a, "midpoint" the geometric mean of the bounds."""
     c = 10
     z = logits(seed, 1, c)
     top = topk_teacher(z, k, t)
@@ -104,11 +111,28 @@ def test_tail_bucket_is_the_documented_end_of_the_true_tail_bounds(seed, t, t_ne
     else:
         lo, hi = max(q**a, p_k ** (a - 1) * q), m ** (1 - a) * q**a
     assert lo * (1 - 1e-9) <= true <= hi * (1 + 1e-9)
-    # the bucket: tempered tail weight q^a relative to the top-k's p_i^a
-    lp, lq = bucket_logprobs(top, t_new, dtype=torch.float64)
+    log_lo, log_hi = tail_log_bounds(top.logprobs, top.tail_logmass, a, m)
+    assert log_lo.item() == pytest.approx(math.log(lo), abs=1e-9)
+    assert log_hi.item() == pytest.approx(math.log(hi), abs=1e-9)
     pa = top.logprobs.exp()[0] ** a
-    assert lq.exp().item() == pytest.approx(q**a / (pa.sum().item() + q**a), rel=1e-9)
-    assert torch.allclose(lp.exp()[0], pa / (pa.sum() + q**a), rtol=1e-9)
+    for rule, w in (("bucket", q**a), ("midpoint", math.sqrt(lo * hi))):
+        lp, lq = bucket_logprobs(top, t_new, dtype=torch.float64, tail=rule)
+        assert lq.exp().item() == pytest.approx(w / (pa.sum().item() + w), rel=1e-9)
+        assert torch.allclose(lp.exp()[0], pa / (pa.sum() + w), rtol=1e-9)
+
+
+def test_midpoint_tail_beats_the_one_class_bucket():
+    """On a peaked teacher moved from T = 1 to T' = 2 and to T' = 0.5, the midpoint's tail mass is
+    closer to the true one than the bucket's (the bucket is an end of the admissible interval)."""
+    z = logits(20, 16, 500, scale=4.0)
+    top = topk_teacher(z, 16, 1.0)
+    for t_new in (2.0, 0.5):
+        true = topk_teacher(z, 16, t_new).tail_logmass.exp()
+        err = {
+            rule: ((rescale(top, t_new, tail=rule).tail_logmass.exp() - true).abs() / true).mean()
+            for rule in ("midpoint", "bucket")
+        }
+        assert err["midpoint"] < 0.5 * err["bucket"], err
 
 
 # ---------------------------------------------------------------------------- the loss
@@ -222,3 +246,7 @@ def test_errors_say_what_is_wrong():
         sparse_kd_loss_reference(zs, (top.indices, top.logprobs), 1.0)
     with pytest.raises(KdkitError, match="temperature must be > 0"):
         sparse_kd_loss_reference(zs, top, 0.0)
+    with pytest.raises(KdkitError, match="needs the number of classes"):
+        rescale(top._replace(num_classes=None), 2.0)
+    with pytest.raises(KdkitError, match="unknown tail rule"):
+        rescale(top, 2.0, tail="uniform")
