@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,6 +24,7 @@ from kdkit.kernels.sparse_kd.topk import (
     tail_log_bounds,
     topk_teacher,
 )
+from tests.kernels.conftest import HAS_TRITON
 
 FAST = settings(max_examples=15, deadline=None)
 temps = st.sampled_from([0.5, 1.0, 2.0, 4.0, 10.0])
@@ -250,3 +255,59 @@ def test_errors_say_what_is_wrong():
         rescale(top._replace(num_classes=None), 2.0)
     with pytest.raises(KdkitError, match="unknown tail rule"):
         rescale(top, 2.0, tail="uniform")
+
+
+# ---------------------------------------------------------------------------- bench + traffic
+
+
+def test_traffic_model_is_the_floor_at_priority_shapes():
+    from kdkit.kernels.sparse_kd import traffic
+
+    for c in (32000, 128256, 50257):
+        for dtype in ("bf16", "fp32"):
+            m = traffic.traffic({"n": 8192, "c": c, "k": 128}, dtype)
+            side = (8 * 128 + 32) / (c * traffic.BYTES[dtype])
+            assert m["units"] == pytest.approx(2.0 + side) and m["units"] <= m["budget"]
+            assert m["rereads_from"] == "L2" and m["in_flight_mb"] <= 30.0
+            assert m["units_grad_output_not_one"] == pytest.approx(4.0 + side)
+    # a row pair larger than half the L2 re-reads from HBM: above the budget, and the model says so
+    huge = traffic.traffic({"n": 8, "c": 1 << 24, "k": 8}, "fp32")
+    assert huge["rereads_from"] == "HBM" and huge["units"] > huge["budget"]
+
+
+def test_bench_op_is_registered_and_its_gate_passes():
+    from kdkit.bench import load_ops
+    from kdkit.bench.op import BenchOp
+    from kdkit.bench.runner import run_bench
+
+    base = load_ops()["sparse_kd_loss"]
+    assert {"kdkit-triton", "reference", "torch-compile"} <= {p.name for p in base.providers}
+    assert base.bytes_min({"n": 4, "c": 10, "k": 2}, torch.float32, "fwd+bwd") == 4 * 10 * 8 + 64
+    op = BenchOp(
+        **{
+            **base.__dict__,
+            "providers": [p for p in base.providers if p.name == "reference"],
+            "shapes": {"quick": [{"n": 16, "c": 20, "k": 5}]},
+        }
+    )
+    _, rows = run_bench([op], torch.device("cpu"), shapes="quick", quick=True, log=lambda m: None)
+    assert rows and all(r["status"] == "ok" and r["grad_err"] < 1e-6 for r in rows), rows
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")
+def test_static_check_compiles_the_kernels_for_sm90_without_spills(tmp_path):
+    """The launcher's GPU configuration, compiled for sm_90 on this CPU (a subprocess: the kernel
+    tests' TRITON_INTERPRET=1 would turn the kernels into interpreted functions)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "static"
+    cmd = [sys.executable, "-m", "kdkit", "bench", "--static", "--quick", "--ops", "sparse_kd"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((out / "static.json").read_text())["rows"]
+    assert {r["kernel"] for r in rows} == {"_sparse_kd_fwd_kernel", "_sparse_kd_bwd_kernel"}
+    for r in rows:
+        assert r["status"] == "ok" and r["registers"] > 0, r
+        assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, r
+        assert r["within_budget"] and r["max_load_bytes"] == 16 and r["max_store_bytes"] == 16, r
