@@ -7,11 +7,12 @@ log-probabilities at T, the tail's log-mass), the forward kernel ``_sparse_kd_fw
 2. sweep 2 (L2): ``S = sum_c e_c`` with ``e_c = exp2((z_c - m) log2(e) / T)``, accumulated in
    float64;
 3. gathers the ``k`` student logits of the teacher's ids: ``S_K = sum_K e_i`` (float64, the same
-   fp32 ``e_i`` as in sweep 2), the student tail ``R = S - S_K`` (float64: no cancellation down
-   to ~1e-16 S), the row's loss;
-4. sweep 3 (L2, reverse block order) writes ``dloss/dz_c = w/T e_c (1/S - q/R)`` for every c
+   fp32 ``e_i`` as in sweep 2), the student tail ``R = S - S_K`` (float64: resolved to ~1e-16 S),
+   the row's loss. When ``R < 2^-26 S`` and the teacher's tail ``q > 0``, the precise path
+   (``_tail_lse``) sums the tail itself with its own max, testing each column against the ids;
+4. sweep 3 (L2, reverse block order) writes ``dloss/dz_c = w/T (s_c - q s_c / r)`` for every c
    (the tail form), then, after a block barrier, overwrites the ``k`` top-k entries with
-   ``w/T (e_i / S - p_i)`` (a scatter of ``k`` values).
+   ``w/T (s_i - p_i)`` (a scatter of ``k`` values).
 
 ``w`` is the row's weight (``T^2``, the mean's ``1/n``, 0 for ignored rows). The persistent grid
 keeps the rows in flight within half the L2 (:func:`kdkit.kernels.kd.grid.persistent_programs`),
@@ -21,9 +22,9 @@ for any C, as in ``kd/triton.py`` (whose store and rounding helpers this module 
 
 Backward (``_sparse_kd_bwd_kernel``) reads ``grad_output`` on the device (a scalar, or one value
 per row for ``reduction="none"``); rows where it is 1 are skipped. Otherwise fp32 gradients are
-scaled in place and bf16/fp16 gradients are recomputed from the logits and the per-row
-statistics kept in forward (``m``, ``1/S``, ``1/S - q/R``), multiplied by ``grad_output`` in fp32
-and rounded once, like ``kd_loss``.
+scaled in place and bf16/fp16 gradients are recomputed from the logits and the five per-row
+statistics kept in forward (``m``, ``log2 S``, the tail's max and ``log2 R``, ``q``), multiplied
+by ``grad_output`` in fp32 and rounded once, like ``kd_loss``.
 """
 
 from __future__ import annotations
