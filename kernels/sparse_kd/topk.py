@@ -205,8 +205,8 @@ def rescale(
     ``sum_c (p_c^(T))^a`` is not determined by the stored values; it lies between the bounds of
     :func:`tail_log_bounds`. ``tail="midpoint"`` (default) takes their geometric mean (needs C:
     ``topk.num_classes`` or ``num_classes``); ``tail="bucket"`` takes ``W = q^a`` (the tail as one
-    class), which is one end of the interval: it over-estimates the tail at ``T' < T`` and
-    under-estimates it at ``T' > T`` (measured in ``docs/kernels.md``).
+    class), which lies at or beyond an end of the interval: it over-estimates the tail at
+    ``T' < T`` and under-estimates it at ``T' > T`` (measured in ``docs/kernels.md``).
     """
     lp, lq = bucket_logprobs(
         topk, new_temperature, dtype=topk.logprobs.dtype, tail=tail, num_classes=num_classes

@@ -128,7 +128,7 @@ def test_true_tail_lies_within_the_documented_bounds(seed, t, t_new, k):
 
 def test_midpoint_tail_beats_the_one_class_bucket():
     """On a peaked teacher moved from T = 1 to T' = 2 and to T' = 0.5, the midpoint's tail mass is
-    closer to the true one than the bucket's (the bucket is an end of the admissible interval)."""
+    closer to the true one than the bucket's (which lies at or beyond an end of the interval)."""
     z = logits(20, 16, 500, scale=4.0)
     top = topk_teacher(z, 16, 1.0)
     for t_new in (2.0, 0.5):
