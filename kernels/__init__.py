@@ -1,7 +1,8 @@
 """Fused distillation losses: Triton kernels for CUDA, PyTorch references everywhere.
 
 Public ops (maths in ``docs/kernels.md``): :func:`kd_loss`, :func:`dist_loss`,
-:func:`infonce_loss`, :func:`ckd_loss`. Each takes ``impl=`` (``"auto"``, ``"reference"``,
+:func:`infonce_loss`, :func:`ckd_loss`, :func:`sparse_kd_loss` (over a :class:`TopKTeacher` from
+:func:`topk_teacher`; :func:`rescale_topk` changes its temperature). Each takes ``impl=`` (``"auto"``, ``"reference"``,
 ``"triton"``); see :mod:`kdkit.kernels.dispatch` for the precedence rules. Importing this package
 never imports Triton: the kernels load on first use.
 """
@@ -20,10 +21,13 @@ from kdkit.kernels.dispatch import (
 from kdkit.kernels.dist import dist_loss
 from kdkit.kernels.infonce import infonce_loss
 from kdkit.kernels.kd import fused_linear_kd, kd_loss
+from kdkit.kernels.sparse_kd import TopKTeacher, sparse_kd_loss, topk_teacher
+from kdkit.kernels.sparse_kd import rescale as rescale_topk
 
 __all__ = [
     "IMPLS",
     "CKDTerms",
+    "TopKTeacher",
     "KernelUnavailableError",
     "ckd_loss",
     "ckd_loss_naive",
@@ -33,6 +37,9 @@ __all__ = [
     "infonce_loss",
     "kd_loss",
     "last_impls",
+    "rescale_topk",
     "reset_last_impls",
     "set_default_impl",
+    "sparse_kd_loss",
+    "topk_teacher",
 ]

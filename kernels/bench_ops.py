@@ -8,13 +8,22 @@ from typing import Any
 import torch
 
 from kdkit.bench.op import BenchOp, Provider
-from kdkit.kernels import ckd_loss, dist_loss, fused_linear_kd, infonce_loss, kd_loss
+from kdkit.kernels import (
+    ckd_loss,
+    dist_loss,
+    fused_linear_kd,
+    infonce_loss,
+    kd_loss,
+    sparse_kd_loss,
+)
 from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
 from kdkit.kernels.dispatch import interpreting, triton_import_error
 from kdkit.kernels.dist.reference import dist_loss_reference
 from kdkit.kernels.infonce.reference import infonce_loss_reference
 from kdkit.kernels.kd.fused_linear import fused_linear_kd_chunked, fused_linear_kd_reference
 from kdkit.kernels.kd.reference import kd_loss_reference
+from kdkit.kernels.sparse_kd.reference import sparse_kd_loss_reference
+from kdkit.kernels.sparse_kd.topk import TopKTeacher, topk_teacher
 
 
 def triton_available(device: torch.device) -> str | None:
@@ -270,6 +279,58 @@ def fused_linear_kd_bench_op(options: Any = None, context: Any = None) -> BenchO
     )
 
 
+# ---------------------------------------------------------------------------- sparse_kd_loss
+
+
+def _sparse_kd_inputs(p, dtype, device, requires_grad) -> dict[str, Any]:
+    n, c, k = p["n"], p["c"], p["k"]
+    if device.type == "meta":
+        topk = TopKTeacher(
+            torch.empty(n, k, dtype=torch.int32, device=device),
+            torch.empty(n, k, device=device),
+            torch.empty(n, device=device),
+            2.0,
+        )
+    else:
+        # a peaked teacher (logits of scale 6), its top-k taken at the loss temperature
+        topk = topk_teacher(_rand((n, c), torch.float32, device, 1, 6.0), k, 2.0)
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    if device.type != "meta":
+        labels[::7] = -100  # some ignored rows
+    return dict(
+        student_logits=_rand((n, c), dtype, device, 0, 3.0, requires_grad),
+        topk=topk,
+        temperature=2.0,
+        labels=labels,
+    )
+
+
+def sparse_kd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
+    """``sparse_kd_loss`` (top-k + tail, T = 2): bytes_min = N C b_s [+ N C b_g] + N k 8."""
+    return BenchOp(
+        name="sparse_kd_loss",
+        description="KL over the teacher's top-k(+tail) buckets vs full student logits",
+        make_inputs=_sparse_kd_inputs,
+        grad_inputs=("student_logits",),
+        reference=sparse_kd_loss_reference,
+        providers=_standard_providers(sparse_kd_loss, sparse_kd_loss_reference),
+        shapes={
+            "priority": [
+                {"n": n, "c": c, "k": k}
+                for n in (1024, 8192)
+                for c in (32000, 128256)
+                for k in (8, 128)
+            ],
+            "quick": [{"n": 64, "c": 20, "k": 5}, {"n": 512, "c": 8192, "k": 32}],
+            "headline": [{"n": 8192, "c": 32000, "k": 128}, {"n": 8192, "c": 128256, "k": 128}],
+        },
+        bytes_min=lambda p, d, m: (
+            p["n"] * p["c"] * _nbytes(d) * (1 if m == "fwd" else 2) + p["n"] * p["k"] * 8
+        ),
+        gate_params=lambda p: {**p, "n": min(p["n"], 256)},
+    )
+
+
 def _standard_providers(public, reference, compile_skip_quick: str | None = None) -> list[Provider]:
     """kdkit Triton (through the public op), the eager reference, the reference compiled."""
     return [
@@ -292,4 +353,5 @@ def builtin_ops() -> list[BenchOp]:
         infonce_bench_op(),
         ckd_bench_op(),
         fused_linear_kd_bench_op(),
+        sparse_kd_bench_op(),
     ]

@@ -7,7 +7,8 @@ from kdkit.hookspecs import hookimpl
 
 @hookimpl
 def register_bench_ops(register):
-    """Register kd_loss, dist_loss, infonce_loss, ckd_loss and fused_linear_kd with ``kdkit bench``."""
+    """Register kd_loss, dist_loss, infonce_loss, ckd_loss, fused_linear_kd and sparse_kd_loss
+    with ``kdkit bench``."""
     from kdkit.kernels import bench_ops
 
     register("kd_loss", bench_ops.kd_bench_op, description="temperature KD (KL) + hard-label CE")
@@ -20,4 +21,9 @@ def register_bench_ops(register):
         "fused_linear_kd",
         bench_ops.fused_linear_kd_bench_op,
         description="linear heads + KD, chunked",
+    )
+    register(
+        "sparse_kd_loss",
+        bench_ops.sparse_kd_bench_op,
+        description="top-k(+tail) teacher KL, fused",
     )
