@@ -41,11 +41,14 @@ def _forward_loop(
     rzs: list[torch.Tensor] = []
     ns: list[torch.Tensor] = []
     ghns: list[torch.Tensor] = []
-    for g in gi.unbind(2):  # g [D, B, 3H]
+    # per-step views made once: a step is then six operations (what bounds batch-1 latency)
+    gi_rz = gi[:, :, :, : 2 * hidden].unbind(2)  # L x [D, B, 2H]
+    gi_n = gi[:, :, :, 2 * hidden :].unbind(2)  # L x [D, B, H]
+    for t in range(len(gi_rz)):
         gh = torch.baddbmm(b_hh, h, w_hh)  # [D, B, 3H]
-        rz = torch.sigmoid(g[:, :, : 2 * hidden] + gh[:, :, : 2 * hidden])
         ghn = gh[:, :, 2 * hidden :]
-        n = torch.tanh(torch.addcmul(g[:, :, 2 * hidden :], rz[:, :, :hidden], ghn))
+        rz = torch.add(gi_rz[t], gh[:, :, : 2 * hidden]).sigmoid_()
+        n = torch.addcmul(gi_n[t], rz[:, :, :hidden], ghn).tanh_()
         h = torch.lerp(n, h, rz[:, :, hidden:])  # (1 - z) * n + z * h
         hs.append(h)
         if keep:
