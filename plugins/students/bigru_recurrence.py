@@ -15,7 +15,8 @@ time, so a packed 0.06M BiGRU step cost ~2.2x a Transformer step of the same siz
   derivative coefficients are computed for all steps at once after the forward loop, so the
   backward loop is four operations per step (and no autograd bookkeeping), and the weight
   gradients are two matrix products after it;
-* both loops are TorchScript functions (no Python per step).
+* both loops are TorchScript functions (no Python per step; plain Python where TorchScript is
+  unavailable).
 
 The weights are ``nn.GRU``'s own (``weight_ih_l0``, ``weight_ih_l0_reverse``, ...), so models
 saved by the packed implementation load unchanged and predict the same (to float rounding).
@@ -23,11 +24,28 @@ saved by the packed implementation load unchanged and predict the same (to float
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import nn
 
+F = TypeVar("F", bound=Callable[..., object])
 
-@torch.jit.script
+
+def _script(fn: F) -> F:
+    """``torch.jit.script(fn)`` (deprecated in recent torch, silenced here); the plain Python
+    function where scripting is unavailable (same results, more Python per step)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(fn)  # type: ignore[return-value]
+    except Exception:  # a torch without TorchScript: run the Python loop
+        return fn
+
+
+@_script
 def _forward_loop(
     gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, keep: bool
 ) -> list[torch.Tensor]:
@@ -60,7 +78,7 @@ def _forward_loop(
     return [torch.stack(hs, 2), torch.stack(rzs, 2), torch.stack(ns, 2), torch.stack(ghns, 2)]
 
 
-@torch.jit.script
+@_script
 def _backward_loop(
     dout: torch.Tensor, coef: torch.Tensor, z: torch.Tensor, w_hh: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
