@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         if rc != 0:
             return rc
     elif not args.measure:
-        from kdkit.study.teachers import prepare_teachers
+        from kdkit.study.teachers import TeacherGate, prepare_teachers
 
         execute = subprocess_executor() if args.isolate else engine_executor(plugins)
         outcome = run_study(
@@ -178,7 +178,15 @@ def run(args: argparse.Namespace) -> int:
             shard=shard,
             max_runs=args.max_runs,
             fail_fast=args.fail_fast,
-            prepare=lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k),
+            # --max-runs 0 only builds the teachers (documented for filesystems without flock);
+            # otherwise each teacher is built when a run first needs it, and a worker runs other
+            # work while another builds it
+            prepare=(
+                (lambda todo, k: prepare_teachers(todo, grid.output_dir, rotate=k))
+                if args.max_runs == 0
+                else None
+            ),
+            gate=TeacherGate(grid.output_dir) if args.max_runs != 0 else None,
             progress=True,
         )
         print(

@@ -14,6 +14,9 @@ with ``torch.distributed`` collectives. This module holds everything rank-aware:
 * :func:`rank_batches` and :meth:`Dist.gather_rows` — disjoint evaluation/cache work without
   padding duplicates, gathered back into row order on every rank.
 * :func:`wrap` — DDP or FSDP around the trained module.
+* :func:`global_rows` — the global batch's rows of a tensor on every rank, with gradients: what
+  batch-relational loss terms (contrastive, RKD, DIST's intra-class term) compute on, so a
+  multi-process run has the one-process loss and gradients.
 * :meth:`Dist.share` — this rank's rows and loss weight for one global batch.
 
 With one process every helper is the identity (:func:`wrap` returns the module, a share is the
@@ -26,6 +29,7 @@ engine module).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import os
 import sys
@@ -285,6 +289,55 @@ def setup(mode: str, device: str = "auto") -> tuple[Dist, str]:
     build_s = int(os.environ.get("KDKIT_BUILD_TIMEOUT", BUILD_TIMEOUT_S))
     wait = tdist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=build_s))
     return Dist(resolved, rank, world, local, backend, owns, wait), device
+
+
+# ------------------------------------------------------------- batch-relational loss terms
+
+#: Rows of the current training step's input that are really this rank's (None: all of them);
+#: set by the training step around the method's forward (a stand-in row of an empty share is
+#: computed but must not join the global batch).
+_REAL_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("real_rows", default=None)
+
+
+@contextlib.contextmanager
+def real_rows(count: int) -> Iterator[None]:
+    """Within this block :func:`global_rows` takes only the first ``count`` rows of each rank."""
+    token = _REAL_ROWS.set(count)
+    try:
+        yield
+    finally:
+        _REAL_ROWS.reset(token)
+
+
+def global_rows(x: torch.Tensor) -> torch.Tensor:
+    """The whole global batch's rows of ``x`` ``[b_r, ...]``, in rank order, with gradients.
+
+    For loss terms that relate the rows of a batch to each other (contrastive negatives, RKD's
+    distances and angles, DIST's per-class correlations): every rank computes the term on the
+    rows of ALL ranks — the single-process batch (shares concatenated in rank order are the
+    global batch, :func:`split_rows`). Gradients flow back to each rank's own rows, summed over
+    the ranks' copies of the term (``torch.distributed.nn``'s all_gather backward); with the
+    engine's :func:`loss_weight` factors (which sum to the world size) DDP's average then equals
+    the single-process gradient exactly, also for uneven last batches. One process (or no
+    process group): ``x`` itself. A collective: every rank calls it, in the same order.
+    """
+    count = _REAL_ROWS.get()
+    if count is not None:
+        x = x[:count]
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    world = tdist.get_world_size()
+    sizes = torch.tensor([x.shape[0]], device=x.device)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+    tdist.all_gather(all_sizes, sizes)
+    counts = [int(n) for n in all_sizes]
+    widest = max(counts)
+    # all_gather needs one shape on every rank: pad the shorter shares (differentiable)
+    pad = x.new_zeros((widest - x.shape[0], *x.shape[1:]))
+    parts = all_gather(torch.cat([x, pad]) if widest > x.shape[0] else x)
+    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
 
 
 # ---------------------------------------------------------------------------- who does what

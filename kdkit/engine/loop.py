@@ -31,6 +31,7 @@ from kdkit.engine.distributed import (
     load_optimizer_state,
     optimizer_state,
     rank_batches,
+    real_rows,
     wrap,
 )
 from kdkit.engine.optim import build_optimizer, build_schedule, clip_gradients, trainable_parameters
@@ -280,7 +281,7 @@ class Trainer:
             with region("teacher"):
                 teacher_out = self.teacher_signal(batch)  # no grad: detached or cached tensors
         self.train_module.train()
-        with self.autocast():
+        with self.autocast(), real_rows(share.count):  # relational terms: the real rows only
             terms = self.train_module(batch.student, self.requirements.student, teacher_out, batch)
         with region("loss_forward"):
             loss = sum(terms.values())

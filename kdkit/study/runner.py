@@ -41,6 +41,10 @@ STUDY_FILE = "study.json"
 RUN_FILE = "study_run.yaml"
 
 Executor = Callable[[PlannedRun, bool], None]
+#: ``gate(run, wait) -> bool``: whether ``run`` can start now (its teacher ready); with
+#: ``wait=False`` it may say no at once (the teacher is being built elsewhere), with
+#: ``wait=True`` it blocks until the run can start (:class:`kdkit.study.teachers.TeacherGate`).
+Gate = Callable[[PlannedRun, bool], bool]
 
 
 @dataclass
@@ -141,11 +145,15 @@ def run_study(
     log: Callable[[str], None] = print,
     prepare: Callable[[Sequence[PlannedRun], int], Any] | None = None,
     progress: bool = False,
+    gate: Gate | None = None,
 ) -> StudyOutcome:
     """Run this shard's incomplete runs in seed-major order (see :func:`execution_order`).
 
-    ``prepare(runs, shard_index)`` is called first with the incomplete runs (the CLI builds their
-    teachers once there: :func:`kdkit.study.teachers.prepare_teachers`). ``progress`` shows a bar
+    ``prepare(runs, shard_index)``, if given, is called first with the incomplete runs (e.g.
+    :func:`kdkit.study.teachers.prepare_teachers`: every teacher built up front). ``gate`` (the
+    CLI's: :class:`kdkit.study.teachers.TeacherGate`) is asked before each run whether it can
+    start; a run it puts off (its teacher being built by another worker) waits while the next
+    runnable runs go first, so a worker never idles on a teacher lock while it has other work. ``progress`` shows a bar
     over the runs to do, with the ETA from the mean time of the runs done so far (on stderr: a
     bar on a terminal, else a line after each run; :mod:`kdkit.progress`).
     """
@@ -173,7 +181,7 @@ def run_study(
     if progress and log is print and not isinstance(bar, PlainProgress):
         log = bar.write  # a print() would break the redrawn bar
     try:
-        _run_all(todo, n_todo, execute, outcome, bar, log, max_runs, fail_fast)
+        _run_all(todo, n_todo, execute, outcome, bar, log, max_runs, fail_fast, gate)
     finally:
         bar.close()
     outcome.seconds = time.perf_counter() - start
@@ -189,17 +197,34 @@ def _run_all(
     log: Callable[[str], None],
     max_runs: int | None,
     fail_fast: bool,
+    gate: Gate | None = None,
 ) -> None:
     """The loop of :func:`run_study`: each incomplete run in ``todo`` (``n_todo`` of them),
-    recorded in ``outcome``; ``bar`` counts the runs done."""
+    recorded in ``outcome``; ``bar`` counts the runs done. A run ``gate`` puts off goes back to
+    the queue behind the runs that can start now; the gate is asked to wait only when none can."""
     done = 0
-    for run in todo:
+    pending = list(todo)
+    while pending:
+        run = pending[0]
         status = run_status(run.run_dir)
         if status == "complete":
+            pending.pop(0)
             outcome.skipped.append(run.run_id)
             continue
         if max_runs is not None and done >= max_runs:
             break
+        if gate is not None:
+            # the first run in order that can start now; if none can, wait for the first one
+            ready = next((r for r in pending if gate(r, False)), None)
+            if ready is None:
+                gate(run, True)
+            else:
+                run = ready
+                status = run_status(run.run_dir)
+        pending.remove(run)
+        if status == "complete":  # a later run that is already complete
+            outcome.skipped.append(run.run_id)
+            continue
         resume = status == "partial"
         done += 1
         log(f"[{done}/{n_todo}] {'resume' if resume else 'run'} {run.run_id}")

@@ -23,13 +23,21 @@ from kdkit.study.resolve import PlannedRun
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), released on exit."""
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (created if needed), released on exit.
+
+    Yields True once held; with ``wait=False`` it yields False at once (holding nothing) when
+    another process (or another open of the file) holds the lock.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -105,3 +113,51 @@ def prepare_teachers(
             )
             build(run)
     return keys
+
+
+class TeacherGate:
+    """Decides, before each run of a study worker, whether it can run now (see module doc).
+
+    ``gate(run, wait)`` returns True when ``run`` can start: it needs no teacher, its teacher
+    is ready (built by any worker of this study directory: a ``.teacher-KEY.ready`` marker
+    written under the lock), or this worker got the teacher's lock and built it. With
+    ``wait=False`` it returns False at once when another worker holds the lock (building);
+    with ``wait=True`` it waits for that worker, then proceeds.
+    """
+
+    def __init__(
+        self,
+        lock_dir: Path,
+        *,
+        log: Callable[[str], None] = print,
+        build: Callable[[PlannedRun], None] = build_teacher,
+    ) -> None:
+        self.lock_dir = lock_dir
+        self.log = log
+        self.build = build
+        #: keys this worker has seen ready (built here or found built)
+        self.ready: set[str] = set()
+
+    def _marker(self, key: str) -> Path:
+        return self.lock_dir / f".teacher-{key}.ready"
+
+    def __call__(self, run: PlannedRun, wait: bool) -> bool:
+        key = teacher_key(run)
+        if key is None or key in self.ready:
+            return True
+        if self._marker(key).exists():
+            self.ready.add(key)
+            return True
+        with file_lock(self.lock_dir / f".teacher-{key}.lock", wait=wait) as held:
+            if not held:
+                return False  # another worker is building it: run something else meanwhile
+            if not self._marker(key).exists():  # not built while this worker waited
+                labels = run.point.labels()
+                self.log(
+                    f"teacher {labels['teacher']} for {labels['task']}: building "
+                    "(or reading the cache)"
+                )
+                self.build(run)
+                self._marker(key).write_text(run.run_id + "\n", encoding="utf-8")
+        self.ready.add(key)
+        return True

@@ -12,6 +12,10 @@ batch and, with ``queue_size > 0``, up to ``queue_size`` teacher embeddings of p
 bounded FIFO, detached: no unbounded memory bank, unlike CRD's). Queued embeddings were projected
 by an older ``g_t``; keep the queue short relative to the training length. ``tau`` is
 ``nce_temperature``; the KD ``temperature`` only matters when ``alpha > 0``.
+
+Under DDP/FSDP the InfoNCE term is computed on the global batch (every rank's rows, gathered with
+gradients: ``kdkit.engine.distributed.global_rows``), so it equals the one-process term; every
+rank enqueues the same global rows.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
+from kdkit.engine.distributed import global_rows
 from kdkit.hookspecs import hookimpl
 from kdkit.kernels import infonce_loss
 from kdkit.kernels.relations import infonce_with_negatives
@@ -71,8 +76,10 @@ class Contrastive(KDMethod):
         terms = logit_terms(self.options, student, teacher, batch)
         s_feat = output_feature(student, "student", "contrastive")  # [B, Hs]
         t_feat = output_feature(teacher, "teacher", "contrastive").to(s_feat.dtype)
-        s = self.student_proj(s_feat)  # [B, d]
-        t = self.teacher_proj(t_feat)  # [B, d], trainable projection of detached features
+        # the whole global batch's rows on every rank (one process: these rows), with gradients,
+        # so a multi-process run has the one-process negatives, loss and gradients
+        s = global_rows(self.student_proj(s_feat))  # [B, d]
+        t = global_rows(self.teacher_proj(t_feat))  # [B, d], trainable projection of detached
         tau = self.options.nce_temperature
         if self.options.queue_size == 0:
             nce = infonce_loss(s, t, temperature=tau)

@@ -13,6 +13,9 @@ term; DIST's paper adds CE with weight 1).
 
 With two classes the per-example vectors have two entries, so ρ is ±1 and carries no gradient:
 the inter-class term is constant and DIST reduces to its intra-class term (a warning says so).
+
+Under DDP/FSDP both relation terms are computed on the global batch (every rank's logits,
+gathered with gradients), so the intra-class correlations are the one-process ones.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from kdkit.api import (
     Options,
     Requirements,
 )
+from kdkit.engine.distributed import global_rows
 from kdkit.hookspecs import hookimpl
 from kdkit.kernels import dist_loss
 from kdkit.losses import cross_entropy
@@ -69,7 +73,11 @@ class DIST(KDMethod):
         zt = teacher.logits.to(zs.dtype)  # [B, C], detached
         o = self.options
         scale = o.temperature**2 if o.t2_scaling else 1.0
-        relation = dist_loss(zs, zt, beta=o.beta, gamma=o.gamma, temperature=o.temperature)
+        # per-class correlations need every row of the global batch (several ranks: gathered with
+        # gradients); the per-example term's mean over the global batch is the one-process one too
+        relation = dist_loss(
+            global_rows(zs), global_rows(zt), beta=o.beta, gamma=o.gamma, temperature=o.temperature
+        )
         terms = {"dist": scale * relation}
         if o.ce_weight > 0:
             terms["ce"] = o.ce_weight * cross_entropy(zs, batch.labels)

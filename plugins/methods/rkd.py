@@ -10,7 +10,8 @@ heads read (``e_s`` ``[B, H_s]``, ``e_t`` ``[B, H_t]``)::
 ``ψ_D`` is the Euclidean distance divided by the batch's mean distance, ``ψ_A`` the cosine of the
 angle at ``e_i``. Both are independent of the feature width (no projection) and of the scale of
 the features. Defaults are the paper's classification weights (25 and 50); the batch must hold
-at least 2 (distance) or 3 (angle) examples for the terms to be non-zero.
+at least 2 (distance) or 3 (angle) examples for the terms to be non-zero. Under DDP/FSDP the
+relations are between all rows of the global batch (gathered with gradients), as on one process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
+from kdkit.engine.distributed import global_rows
 from kdkit.hookspecs import hookimpl
 from kdkit.kernels.relations import rkd_angle_loss, rkd_distance_loss
 from kdkit.plugins.methods.common import LogitOptions, logit_terms, output_feature, require_infos
@@ -44,6 +46,8 @@ class RKD(KDMethod):
         terms = logit_terms(self.options, student, teacher, batch)
         s = output_feature(student, "student", "rkd")  # [B, Hs]
         t = output_feature(teacher, "teacher", "rkd").to(s.dtype)  # [B, Ht]
+        # relations between ALL rows of the global batch (several ranks: gathered with gradients)
+        s, t = global_rows(s), global_rows(t)
         if self.options.distance_weight > 0:
             terms["rkd_d"] = self.options.distance_weight * rkd_distance_loss(s, t)
         if self.options.angle_weight > 0:

@@ -1,0 +1,92 @@
+"""Study workers never idle on a teacher lock while they have runs that need no teacher.
+
+Two workers (threads, each running its own shard through ``run_study`` with a
+:class:`TeacherGate`, as ``kdkit study --workers 2`` runs one shard per worker) over a grid whose
+runs in order are ``kd`` (needs the teacher) then ``ft`` per seed. The teacher build is a fake
+that takes a known time; the executor is a fake that records when each run started and ended.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from kdkit.study.grid import load_grid
+from kdkit.study.resolve import plan
+from kdkit.study.runner import run_study
+from kdkit.study.shard import parse_shard
+from kdkit.study.teachers import TeacherGate
+
+GRID = """
+name: sched
+output_dir: {out}
+base:
+  task: tiny
+  training: {{epochs: 1, batch_size: 8, max_length: 64, device: cpu}}
+grid:
+  teacher: [tiny-teacher]
+  student: [{{name: gru, size: 0.6M, vocab_size: 300, hidden_size: 16, label: g}}]
+  method: [{{name: kd, temperature: 2}}, ft]
+  seed: [0, 1]
+"""
+
+BUILD_S = 2.0  # the fake teacher build
+RUN_S = 0.2  # a fake run
+
+
+def test_a_worker_runs_ft_while_another_builds_the_teacher(write_grid, tmp_path, study_plugins):
+    grid = load_grid(write_grid(GRID.format(out=tmp_path / "study")))
+    runs = plan(grid, study_plugins.registry)
+    events: dict[str, tuple[str, float, float]] = {}
+    builds: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    def build(run):
+        t0 = time.monotonic()
+        time.sleep(BUILD_S)
+        with lock:
+            builds.append((threading.current_thread().name, t0, time.monotonic()))
+
+    def execute(run, resume):
+        t0 = time.monotonic()
+        time.sleep(RUN_S)
+        (run.run_dir / "summary.json").write_text(json.dumps({"fake": True}))
+        with lock:
+            events[run.run_id] = (threading.current_thread().name, t0, time.monotonic())
+
+    def worker(i):
+        gate = TeacherGate(grid.output_dir, build=build, log=lambda _m: None)
+        run_study(grid, runs, execute, shard=parse_shard(f"{i}/2"), log=lambda _m: None, gate=gate)
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(events) == 4 and len(builds) == 1  # every run ran; the teacher was built once
+    builder, b_start, b_end = builds[0]
+    other = "w2" if builder == "w1" else "w1"
+    # each worker's first run in order is a kd run; the one that did not get the teacher's
+    # lock ran its ft run while the teacher was being built, instead of waiting
+    ft = [e for rid, e in events.items() if "__ft__" in rid and e[0] == other]
+    assert len(ft) == 1
+    _, ft_start, ft_end = ft[0]
+    assert b_start <= ft_start and ft_end <= b_end
+    # and every kd run started only once the teacher was ready
+    kd_starts = [e[1] for rid, e in events.items() if "__kd__" in rid]
+    assert len(kd_starts) == 2 and min(kd_starts) >= b_end
+    assert (grid.output_dir / next(grid.output_dir.glob(".teacher-*.ready")).name).exists()
+
+
+def test_gate_with_a_ready_teacher_does_not_build_again(write_grid, tmp_path, study_plugins):
+    grid = load_grid(write_grid(GRID.format(out=tmp_path / "study")))
+    runs = plan(grid, study_plugins.registry)
+    built: list[str] = []
+    kd = next(r for r in runs if "__kd__" in r.run_id)
+    ft = next(r for r in runs if "__ft__" in r.run_id)
+    first = TeacherGate(grid.output_dir, build=lambda r: built.append(r.run_id), log=print)
+    assert first(ft, False) and built == []  # no teacher needed
+    assert first(kd, False) and built == [kd.run_id]
+    second = TeacherGate(grid.output_dir, build=lambda r: built.append(r.run_id), log=print)
+    assert second(kd, False) and built == [kd.run_id]  # the marker says ready
