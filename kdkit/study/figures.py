@@ -51,9 +51,10 @@ def params_label(sizes: Sequence[float]) -> Any:
 
 def spaced_ticks(values: Sequence[float], keep: float = 1.0, gap: float = 1.25) -> list[float]:
     """Ticks for a log axis: ``keep`` (the teacher's 1x) and the values (rounded to 0.1), each
-    at least a factor ``gap`` from every tick already placed, so labels never collide."""
+    at least a factor ``gap`` from every tick already placed, so labels never collide.
+    Values that round to 0.0 (a speed-up below 0.05x) are left out: a log axis has no 0."""
     ticks = [keep]
-    for v in sorted({round(x, 1) for x in values if x > 0}):
+    for v in sorted({round(x, 1) for x in values if x > 0} - {0.0}):
         if all(max(v, t) / min(v, t) >= gap for t in ticks):
             ticks.append(v)
     return sorted(ticks)
