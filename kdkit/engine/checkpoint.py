@@ -97,8 +97,13 @@ def write_checkpoint(
     student: torch.nn.Module,
     method: torch.nn.Module,
     state: dict[str, Any],
+    *,
+    rotate: bool = True,
 ) -> Path:
     """Write ``RUN_DIR/checkpoints/last`` (weights + resumable state + manifest).
+
+    ``rotate=False`` (a second checkpoint of the same step, after its evaluation) replaces
+    ``last`` and keeps ``previous`` as it is, so ``previous`` stays an earlier step.
 
     The new checkpoint is written into a private directory and verified against its manifest
     (every file re-read); only then does ``last`` become ``previous`` (the older ``previous`` is
@@ -116,10 +121,17 @@ def write_checkpoint(
         save_state(str(tmp), state)
         write_manifest(tmp, "checkpoint")
         verify(tmp, artefact="new checkpoint", fix="check the disk (is it full or failing?)")
-        if target.exists():
+        if target.exists() and rotate:
             if previous.exists():
                 shutil.rmtree(previous)
             os.replace(target, previous)
+        elif target.exists():  # same step: the new one replaces it (a kill here: previous)
+            old = base / ".last.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+            return target
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -209,8 +221,11 @@ def read_checkpoint(
         if any(True for _ in method.parameters()) or method.state_dict():
             current = "method.safetensors"
             load_model(method, str(source / current))
+        current = "state.safetensors"
+        tensors = load_file(str(source / current))
         current = "state.json"
-        state = load_state(str(source))
+        with open(source / current, encoding="utf-8") as fh:
+            state = unflatten(json.load(fh), tensors)
     except Exception as exc:  # safetensors raises its own SafetensorError, torch RuntimeError
         raise KdkitError(
             f"the checkpoint cannot be read: {type(exc).__name__}: {_short(exc)}",

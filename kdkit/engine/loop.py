@@ -281,8 +281,9 @@ class Trainer:
         """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
         student, method = self.saved_modules()
         state = self.checkpoint_state()
-        if self.dist.is_main:
-            write_checkpoint(self.run_dir, student, method, state)
+        if self.dist.is_main:  # a second checkpoint of one step does not push out previous
+            rotate = self.checkpoint_step != self.state.step
+            write_checkpoint(self.run_dir, student, method, state, rotate=rotate)
         self.dist.barrier()
         self.checkpoint_step = self.state.step
 

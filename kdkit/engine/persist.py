@@ -137,9 +137,9 @@ def load_student(path: str | Path, registry: Registry | None = None) -> Student:
         raise KdkitError(
             f"the saved model cannot be reloaded: {exc.what}",
             where=str(directory),
-            fix="its files may be damaged (the directory has no integrity manifest to tell): "
-            "use another copy or save the model again; if the files are intact, "
-            + (exc.fix or "report it to the plugin's authors"),
+            fix="its files are probably damaged (the directory has no integrity manifest to "
+            "tell): use another copy (a run keeps best/model, last/model and its checkpoints) or "
+            "save the model again; KDKIT_DEBUG=1 shows the traceback",
         ) from None
 
 

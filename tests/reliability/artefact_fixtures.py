@@ -69,7 +69,9 @@ class Artefacts:
 
     def cache_entry(self, kind: str) -> Path:
         """The one entry of ``kind`` in the defect run's cache (the first, sorted)."""
-        found = sorted(p for p in (self.cached_cache / kind).iterdir() if not p.name.startswith("."))
+        found = sorted(
+            p for p in (self.cached_cache / kind).iterdir() if not p.name.startswith(".")
+        )
         return found[0]
 
 

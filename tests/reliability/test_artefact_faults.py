@@ -11,6 +11,7 @@ exactly as it was (nothing a user has is overwritten or deleted by the failed co
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -36,14 +37,22 @@ MODEL_FILES = (
     "kdkit.json",
     "tokenizer.json",
     "tokenizer_config.json",
-    "special_tokens_map.json",
 )
 
 
 @pytest.fixture(scope="session")
 def artefacts(tmp_path_factory) -> Artefacts:
-    """The session's tiny real artefacts (never modified: every case works on a copy)."""
-    return build_artefacts(tmp_path_factory.mktemp("artefacts"))
+    """The session's tiny real artefacts (never modified: every case works on a copy).
+
+    ``KDKIT_TEST_ARTEFACTS=DIR`` reuses (or builds once into) ``DIR`` across sessions, for
+    iterating on the corpus; CI builds them fresh."""
+    keep = os.environ.get("KDKIT_TEST_ARTEFACTS")
+    if keep and (Path(keep) / "cached-run" / "summary.json").is_file():
+        return Artefacts(
+            Path(keep), Path(keep) / "run", Path(keep) / "run-cache",
+            Path(keep) / "cached.yaml", Path(keep) / "cached-cache",
+        )  # fmt: skip
+    return build_artefacts(Path(keep) if keep else tmp_path_factory.mktemp("artefacts"))
 
 
 @pytest.fixture(scope="session")
@@ -208,9 +217,10 @@ def test_intact_saved_model_predicts(artefacts, plugins, tmp_path):
     with environment(artefacts.run_cache, plugins):
         result = kdkit("predict", str(artefacts.run_dir), "--file", str(code))
     assert result.code == 0, result.text
-    assert json.loads(result.out)["label"] in json.loads(
-        (artefacts.run_dir / "best" / "model" / "kdkit.json").read_text()
-    )["labels"]
+    assert (
+        json.loads(result.out)["label"]
+        in json.loads((artefacts.run_dir / "best" / "model" / "kdkit.json").read_text())["labels"]
+    )
 
 
 def _kind_changed(path: Path) -> None:
@@ -284,11 +294,16 @@ def test_cache_verify_passes_an_intact_cache(artefacts):
     assert kinds == {"datasets", "teachers", "tokenizers", "teacher-outputs"}
 
 
-@pytest.mark.parametrize("kind", VERIFY_KINDS + ("flip-tensor-data-middle",))
-@pytest.mark.parametrize(("entry_kind", "name"), CACHE_FILES)
+VERIFY_CASES = [
+    pytest.param(entry_kind, name, kind, id=f"{entry_kind}-{name}-{kind}")
+    for entry_kind, name in CACHE_FILES
+    for kind in VERIFY_KINDS
+    + (("flip-tensor-data-middle",) if name.endswith(".safetensors") else ())
+]
+
+
+@pytest.mark.parametrize(("entry_kind", "name", "kind"), VERIFY_CASES)
 def test_cache_verify_finds_every_damaged_file(artefacts, tmp_path, entry_kind, name, kind):
-    if kind == "flip-tensor-data-middle" and not name.endswith(".safetensors"):
-        pytest.skip("tensor data only in safetensors files")
     cache = _cache_copy(artefacts, tmp_path)
     entry = sorted(p for p in (cache / entry_kind).iterdir() if not p.name.startswith("."))[0]
     _apply(entry / name, kind)
@@ -313,7 +328,9 @@ def _consumer(artefacts: Artefacts, cache: Path, tmp_path: Path, plugins, *extra
 def _entry(cache: Path, kind: str, split: str | None = None) -> Path:
     entries = sorted(p for p in (cache / kind).iterdir() if not p.name.startswith("."))
     if split is not None:
-        entries = [e for e in entries if json.loads((e / "meta.json").read_text())["split"] == split]
+        entries = [
+            e for e in entries if json.loads((e / "meta.json").read_text())["split"] == split
+        ]
     return entries[0]
 
 
