@@ -169,10 +169,10 @@ def _verify(args: argparse.Namespace) -> int:
             f"{len(bad)} damaged, {n_unchecked} unchecked (written before manifests)"
         )
     if bad:
-        keys = " ".join(r["key"] for r in bad)
+        bad_keys = " ".join(r["key"] for r in bad)
         print(
             f"kdkit: error: {len(bad)} damaged cache entr{'y' if len(bad) == 1 else 'ies'}\n"
-            f"  fix: delete them with `kdkit cache clear {keys}`; they are built again when "
+            f"  fix: delete them with `kdkit cache clear {bad_keys}`; they are built again when "
             "needed",
             file=sys.stderr,
         )
