@@ -52,6 +52,9 @@ def artefacts(tmp_path_factory) -> Artefacts:
             Path(keep), Path(keep) / "run", Path(keep) / "run-cache",
             Path(keep) / "cached.yaml", Path(keep) / "cached-cache",
         )  # fmt: skip
+    if keep:
+        shutil.rmtree(keep, ignore_errors=True)  # a half-built one from an interrupted session
+        Path(keep).mkdir(parents=True)
     return build_artefacts(Path(keep) if keep else tmp_path_factory.mktemp("artefacts"))
 
 

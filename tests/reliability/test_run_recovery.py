@@ -61,7 +61,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from kdkit.engine.runlock import lock_run_dir; "
-            f"lock_run_dir({str(tmp_path / 'r')!r}); print('held', flush=True); time.sleep(600)",
+            f"lock = lock_run_dir({str(tmp_path / 'r')!r}); print('held', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
