@@ -132,7 +132,9 @@ def load_student(path: str | Path, registry: Registry | None = None) -> Student:
     try:
         return component.reload(str(directory))
     except PluginError as exc:
-        if verified:  # the files are the ones written: the plugin failed on intact files
+        # intact files (verified), or no failure while reading (no load callback at all): the
+        # plugin's error stands; otherwise the reader failed on files nothing vouches for
+        if verified or exc.__cause__ is None:
             raise
         raise KdkitError(
             f"the saved model cannot be reloaded: {exc.what}",
