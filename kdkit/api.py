@@ -498,3 +498,6 @@ class RunInfo:
     config: Mapping[str, Any]
     total_steps: int = 0
     components: Mapping[str, str] = field(default_factory=dict)
+    #: The step a ``--resume`` continues from (``None`` for a fresh run): a reporter that
+    #: appends to a file drops its records after this step (they are computed again).
+    resumed_step: int | None = None

@@ -1,10 +1,12 @@
-"""``kdkit cache ls|clear``: what kdkit keeps in its cache, and removing it (only on request)."""
+"""``kdkit cache ls|verify|clear``: what kdkit keeps in its cache, checking it against its
+integrity manifests, and removing it (only on request)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from kdkit.errors import KdkitError
@@ -31,6 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = csub.add_parser("ls", help="list cache entries with their sizes")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=_ls)
+    q = csub.add_parser(
+        "verify",
+        help="check every cache entry against its integrity manifest",
+        description="Re-hash every file of every cache entry and compare it with the entry's "
+        "kdkit-manifest.json. Exit 0 when all are intact, 2 (with the list) when an entry is "
+        "damaged; entries written before manifests existed are listed as unchecked.",
+    )
+    q.add_argument("targets", nargs="*", metavar="KEY", help="only these entries (default: all)")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=_verify)
     q = csub.add_parser(
         "clear",
         help="delete cache entries: a KEY, a KIND, or --all",
@@ -75,12 +87,15 @@ def _entries(root: Path) -> list[dict]:
                         teacher_fingerprint=m.get("teacher_fingerprint"),
                         data_fingerprint=m.get("data_fingerprint"),
                     )
-                except json.JSONDecodeError:
+                except (ValueError, AttributeError):
                     entry["damaged"] = True
             spec = d / "spec.json"
             if kind == "teachers" and spec.is_file():
-                m = json.loads(spec.read_text(encoding="utf-8"))
-                entry.update(preset=m.get("preset"), data_fingerprint=m.get("data"))
+                try:
+                    m = json.loads(spec.read_text(encoding="utf-8"))
+                    entry.update(preset=m.get("preset"), data_fingerprint=m.get("data"))
+                except (ValueError, AttributeError):  # not JSON, or not an object
+                    entry["damaged"] = True
             out.append(entry)
     return out
 
@@ -88,15 +103,80 @@ def _entries(root: Path) -> list[dict]:
 def _ls(args: argparse.Namespace) -> int:
     root = _root(args)
     entries = _entries(root)
+    damaged = [e["key"] for e in entries if e.get("damaged")]
     if args.json:
         print(json.dumps({"root": str(root), "entries": entries}, indent=2))
-        return 0
+        return 2 if damaged else 0
     print(f"cache: {root}")
     if not entries:
         print("  (empty)")
     for e in entries:
         extra = "  ".join(f"{k}={e[k]}" for k in ("teacher", "split", "rows", "preset") if e.get(k))
+        if e.get("damaged"):
+            extra += "  DAMAGED (run `kdkit cache verify`)"
         print(f"  {e['kind']:<16} {e['key']:<40} {e['bytes'] / 1e6:8.2f} MB  {extra}")
+    if damaged:
+        raise KdkitError(
+            f"{len(damaged)} cache entr{'y has' if len(damaged) == 1 else 'ies have'} an "
+            f"unreadable meta.json/spec.json: {' '.join(damaged)}",
+            where=str(root),
+            fix=f"delete {'it' if len(damaged) == 1 else 'them'} with `kdkit cache clear "
+            f"{' '.join(damaged)}` (built again when needed); `kdkit cache verify` checks "
+            "every file",
+        )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from kdkit.errors import KdkitError as _Error
+    from kdkit.integrity import check
+
+    root = _root(args)
+    entries = _entries(root)
+    if args.targets:
+        keys = {e["key"] for e in entries}
+        unknown = [t for t in args.targets if t not in keys]
+        if unknown:
+            raise KdkitError(
+                f"no cache entry {', '.join(map(repr, unknown))}",
+                where=str(root),
+                fix="copy a key from `kdkit cache ls`",
+            )
+        entries = [e for e in entries if e["key"] in args.targets]
+    results = []
+    for e in entries:
+        path = Path(e["path"])
+        try:
+            damage = check(path) if path.is_dir() else None
+            status = "unchecked" if damage is None else "damaged" if damage else "ok"
+            problems = [f"{d.file} {d.reason}" for d in damage or []]
+        except _Error:
+            status, problems = "damaged", ["kdkit-manifest.json is unreadable"]
+        results.append({"kind": e["kind"], "key": e["key"], "path": str(path), "status": status,
+                        "problems": problems})
+    bad = [r for r in results if r["status"] == "damaged"]
+    if args.json:
+        print(json.dumps({"root": str(root), "entries": results}, indent=2))
+    else:
+        print(f"cache: {root}")
+        for r in results:
+            print(f"  {r['status']:<9} {r['kind']:<16} {r['key']}")
+            for problem in r["problems"][:5]:
+                print(f"            {problem}")
+        n_unchecked = sum(r["status"] == "unchecked" for r in results)
+        print(
+            f"{len(results)} entries: {len(results) - len(bad) - n_unchecked} intact, "
+            f"{len(bad)} damaged, {n_unchecked} unchecked (written before manifests)"
+        )
+    if bad:
+        bad_keys = " ".join(r["key"] for r in bad)
+        print(
+            f"kdkit: error: {len(bad)} damaged cache entr{'y' if len(bad) == 1 else 'ies'}\n"
+            f"  fix: delete them with `kdkit cache clear {bad_keys}`; they are built again when "
+            "needed",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -104,6 +104,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("drop the cached teacher outputs", "kdkit cache clear teacher-outputs"),
     ],
     "cache ls": [("the cache's parts and sizes, as JSON", "kdkit cache ls --json")],
+    "cache verify": [
+        ("check every cache entry against its integrity manifest", "kdkit cache verify"),
+        ("check one entry (a key from `kdkit cache ls`)", "kdkit cache verify 3fa2c1d0e9b8"),
+    ],
     "cache clear": [
         (
             "drop cached teacher outputs and tokenizers",

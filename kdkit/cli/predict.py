@@ -84,10 +84,17 @@ def predict(args: argparse.Namespace) -> int:
     from kdkit.models import read_model_meta
 
     directory = find_model_dir(args.model)
-    meta = read_model_meta(directory)
-    # the component named in kdkit.json reloads the model (its plugin's load callback)
+    # the component named in kdkit.json reloads the model (its plugin's load callback), after
+    # its files are checked against the manifest
     model = load_student(directory, load_plugins().registry).eval()
-    labels = list(meta.get("labels") or [])
+    meta = read_model_meta(directory)
+    labels = meta.get("labels") or []
+    if not isinstance(labels, list):
+        raise KdkitError(
+            "kdkit.json's labels are not a list of names",
+            where=str(directory / "kdkit.json"),
+            fix="the model directory is damaged: use another copy or save the model again",
+        )
     items = _inputs(args)
     singles = [i for i, (_, ex) in enumerate(items) if isinstance(ex, str)]
     pairs = [i for i, (_, ex) in enumerate(items) if not isinstance(ex, str)]

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from kdkit.config import load_config
@@ -42,7 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. --set training.epochs=2 (repeatable)",
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run (RUN_DIR/checkpoints/previous: from the checkpoint "
+        "before the last)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved run")
     p.add_argument(
         "--output",
@@ -92,7 +96,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     plugins = load_plugins()
     file = args.file
     if args.resume and not file:
-        stored = Path(args.resume) / "config.yaml"
+        from kdkit.engine.checkpoint import checkpoint_dir
+
+        stored = checkpoint_dir(args.resume)[0] / "config.yaml"  # RUN_DIR or one of its checkpoints
         if not stored.is_file():
             raise KdkitError(
                 "not a kdkit run directory (no config.yaml)",

@@ -52,6 +52,7 @@ from kdkit.data.formats import (
 from kdkit.data.paths import cache_root
 from kdkit.data.sources import resolve_sources
 from kdkit.errors import KdkitError
+from kdkit.integrity import verify, write_manifest
 
 
 class CodeTaskOptions(Options):
@@ -382,6 +383,7 @@ class CodeTask:
         options = self.offline_build_options()  # no builder: a clear error before any I/O
         target = self.built_dir()
         if (target / STATS_FILE).is_file():
+            verify(target, artefact=f"cache entry built/{target.name}", fix=_clear_fix(target))
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -393,6 +395,7 @@ class CodeTask:
                 file=sys.stderr,
             )
             self.build_offline(tmp, options, quiet=True)
+            write_manifest(tmp, "built dataset")
             try:
                 os.replace(tmp, target)
             except OSError:  # another process built it first
@@ -516,7 +519,7 @@ class CodeTask:
         )
         arrow = self.cache / "datasets" / f"{self.name}-{self._fingerprint}"
         if (arrow / "dataset_dict.json").is_file():
-            self._splits = datasets.load_from_disk(str(arrow))
+            self._splits = load_dataset_cache(arrow)
             return self._splits
         features = {"text": datasets.Value("string"), "label": datasets.Value("int64")}
         if self.is_pair:
@@ -536,6 +539,7 @@ class CodeTask:
         datasets.disable_progress_bars()  # a per-split "Saving the dataset" bar is noise here
         try:
             dd.save_to_disk(str(tmp))
+            write_manifest(tmp, "dataset cache")
             try:
                 os.replace(tmp, arrow)
             except OSError:
@@ -545,7 +549,7 @@ class CodeTask:
             if bars:
                 datasets.enable_progress_bars()
             shutil.rmtree(tmp, ignore_errors=True)
-        self._splits = datasets.load_from_disk(str(arrow))
+        self._splits = load_dataset_cache(arrow)
         return self._splits
 
     def fingerprint(self) -> str:
@@ -564,3 +568,31 @@ class CodeTask:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={len(self.labels)}>"
+
+
+def _clear_fix(entry: Path) -> str:
+    return f"delete the cache entry with `kdkit cache clear {entry.name}`; it is built again on the next run"
+
+
+def load_dataset_cache(arrow: Path) -> Any:
+    """The ``DatasetDict`` of a dataset cache entry (``CACHE/datasets/<task>-<fp>``), checked
+    against its manifest first; a damaged entry is a :class:`KdkitError` naming it."""
+    import datasets
+
+    fix = _clear_fix(arrow)
+    where = f"cache entry datasets/{arrow.name} ({arrow})"
+    verify(arrow, artefact=f"cache entry datasets/{arrow.name}", fix=fix)
+    try:
+        loaded = datasets.load_from_disk(str(arrow))
+        missing = [s for s in SPLITS if s not in loaded]
+        if missing:
+            raise ValueError(f"it has no split(s) {missing}")
+        for split in SPLITS:
+            len(loaded[split])  # touch every split's table: a truncated .arrow fails here
+        return loaded
+    except Exception as exc:  # datasets/pyarrow raise many types on damaged files
+        raise KdkitError(
+            f"the cached dataset cannot be read: {type(exc).__name__}: {str(exc)[:300]}",
+            where=where,
+            fix=fix,
+        ) from None

@@ -22,6 +22,7 @@ import torch
 from kdkit.api import PAIR_SEPARATOR, Encoded, Example
 from kdkit.data.fingerprint import hash_json
 from kdkit.errors import KdkitError
+from kdkit.integrity import verify, write_manifest
 
 #: Special tokens of every student tokenizer, in id order (RoBERTa's order: <s>=0, <pad>=1, ...).
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -179,11 +180,10 @@ def train_student_tokenizer(
         )
     if cache_dir is None:
         return _wrap(_build_bpe(texts, vocab_size), model_max_length)
-    from transformers import AutoTokenizer
 
     target = student_tokenizer_dir(cache_dir, key, vocab_size)
     if (target / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(str(target))
+        return load_cached_tokenizer(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = _wrap(_build_bpe(texts, vocab_size), model_max_length)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
@@ -193,6 +193,7 @@ def train_student_tokenizer(
             json.dumps({"key": key, "vocab_size": vocab_size, "recipe": TOKENIZER_RECIPE}),
             encoding="utf-8",
         )
+        write_manifest(tmp, "tokenizer")
         try:
             os.replace(tmp, target)  # atomic on one filesystem; a concurrent writer may win
         except OSError:
@@ -200,4 +201,24 @@ def train_student_tokenizer(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(str(target))
+    return load_cached_tokenizer(target)
+
+
+def load_cached_tokenizer(target: Path) -> Any:
+    """A cached tokenizer directory, checked against its manifest, loaded by ``AutoTokenizer``;
+    a damaged one is a :class:`KdkitError` naming the cache entry and ``kdkit cache clear``."""
+    from transformers import AutoTokenizer
+
+    fix = (
+        f"delete the cache entry with `kdkit cache clear {target.name}`; the tokenizer is "
+        "trained again on the next run"
+    )
+    verify(target, artefact=f"cache entry tokenizers/{target.name}", fix=fix)
+    try:
+        return AutoTokenizer.from_pretrained(str(target))
+    except Exception as exc:  # tokenizers raises its own Exception types on a damaged file
+        raise KdkitError(
+            f"the cached tokenizer cannot be loaded: {type(exc).__name__}: {str(exc)[:300]}",
+            where=f"cache entry tokenizers/{target.name} ({target})",
+            fix=fix,
+        ) from None

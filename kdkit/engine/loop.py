@@ -191,6 +191,8 @@ class Trainer:
         self.autocast, self.precision = precision_context(self.device, cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.state = TrainState()
+        #: The step of the last checkpoint written or resumed from (``None``: none yet).
+        self.checkpoint_step: int | None = None
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -212,13 +214,21 @@ class Trainer:
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
         return state
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint's state (weights are loaded by the caller)."""
+    def restore(self, state: dict[str, Any]) -> list[str]:
+        """Continue from a checkpoint's state (weights are loaded by the caller).
+
+        The optimiser's and the schedule's hyperparameters are the *current* configuration's,
+        not the checkpoint's: ``--resume RUN --set training.weight_decay=0`` (or ``lr``,
+        ``adam_eps``, the schedule) after a NaN stop takes effect; the moments and step counts
+        are the checkpoint's. Returns one line per setting that differs from the checkpoint's.
+        """
         self.state = TrainState(**state["trainer"])
         if self._shadow is not None:  # the checkpoint's weights were read into the shadow
             import_full(self.train_module, self._shadow)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         load_optimizer_state(self.train_module, self.optimizer, state["optimizer"], self.dist)
         self.schedule.load_state_dict(state["schedule"])
+        changed = self._apply_hyperparameters(fresh)
         if state.get("method_extra") is not None:  # absent in checkpoints of older versions
             self.method.load_extra_state(state["method_extra"])
         ranks = state.get("rng_ranks")
@@ -226,6 +236,33 @@ class Trainer:
         set_rng_state(ranks[self.dist.rank] if ranks is not None and same_world else state["rng"])
         if not same_world and self.dist.rank:  # another world size: fresh per-rank streams
             seed_everything(self.seed + 7919 * self.dist.rank + self.state.step)
+        self.checkpoint_step = self.state.step
+        return changed
+
+    def _apply_hyperparameters(self, fresh: list[dict[str, Any]]) -> list[str]:
+        """Put the configuration's hyperparameters (``fresh``: the param groups as built) back
+        into the restored optimiser and schedule; the lr follows the schedule from the new base.
+        """
+        groups = self.optimizer.param_groups
+        changed: list[str] = []
+        for i, (group, new) in enumerate(zip(groups, fresh)):
+            for key, value in new.items():
+                if key in ("lr", "initial_lr"):
+                    continue
+                if group.get(key) != value:
+                    changed.append(f"optimizer group {i} {key}: {group.get(key)} -> {value}")
+                group[key] = value
+        bases = [g.get("initial_lr", self.cfg.lr) for g in fresh]
+        old = list(self.schedule.base_lrs)
+        if old != bases:
+            changed.append(f"base lr: {old[0] if old else None} -> {bases[0]}")
+        self.schedule.base_lrs = bases
+        step = self.schedule.last_epoch
+        for group, base, factor in zip(groups, bases, self.schedule.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(step)  # what LambdaLR computes: exact when unchanged
+        self.schedule._last_lr = [g["lr"] for g in groups]  # what get_last_lr() returns
+        return changed
 
     def load_targets(self) -> tuple[Student, KDMethod]:
         """The (student, method) a checkpoint is read into before :meth:`restore`."""
@@ -245,14 +282,35 @@ class Trainer:
         """Atomically write ``checkpoints/last`` (rank 0; the others wait until it is written)."""
         student, method = self.saved_modules()
         state = self.checkpoint_state()
-        if self.dist.is_main:
-            write_checkpoint(self.run_dir, student, method, state)
+        if self.dist.is_main:  # a second checkpoint of one step does not push out previous
+            rotate = self.checkpoint_step != self.state.step
+            write_checkpoint(self.run_dir, student, method, state, rotate=rotate)
         self.dist.barrier()
+        self.checkpoint_step = self.state.step
 
     def _write_best(self) -> None:
         student, _ = self.saved_modules()
         if self.dist.is_main:
             write_model(self.run_dir / "best" / "model", student)
+
+    def nan_fix(self) -> str:
+        """What to do after a non-finite loss: resume the kept checkpoint with a change, or
+        (none written yet) run the same command again with a change."""
+        lower = f"--set training.lr={self.cfg.lr / 10:g}"
+        if self.checkpoint_step is not None:
+            return (
+                f"the last good checkpoint (step {self.checkpoint_step}) is kept in "
+                f"{self.run_dir / 'checkpoints' / 'last'}: resume it with a change, e.g. "
+                f"`kdkit run --resume {self.run_dir} {lower}` (or --set "
+                "training.weight_decay=0, training.max_grad_norm=1.0; a resume applies changed "
+                "optimizer settings), or check the method's weights/temperature"
+            )
+        return (
+            "no checkpoint was written before this step, so there is nothing to resume: run "
+            f"the same `kdkit run` command again with a change, e.g. `{lower}` (or --set "
+            "training.max_grad_norm=1.0, or a smaller method temperature/weight); the directory "
+            "is reused and this attempt's metrics move to stopped-attempt/"
+        )
 
     # ------------------------------------------------------------------ one step
     def progress_at(self, step: int) -> Progress:
@@ -293,9 +351,7 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"loss term '{name}' is {value:.4g} at step {step}",
                     where=str(self.run_dir),
-                    fix="the last good checkpoint is kept in checkpoints/last (resume with "
-                    "`kdkit run --resume RUN_DIR` after the change); lower training.lr, keep "
-                    "training.max_grad_norm on, or check the method's weights/temperature",
+                    fix=self.nan_fix(),
                 )
         with region("backward"):
             self.optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, PluginError
+from kdkit.integrity import MANIFEST, has_manifest, verify
 from kdkit.models import KDKIT_META, MODEL_KINDS, ComponentRef, read_model_meta, saved_component
 
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
@@ -59,7 +60,8 @@ def find_model_dir(path: str | Path) -> Path:
     """A model directory from a model directory or a run directory (its best, else last model)."""
     p = Path(path)
     for cand in (p, p / "best" / "model", p / "last" / "model", p / "model"):
-        if (cand / KDKIT_META).is_file():
+        # a manifest without kdkit.json: the model is damaged, and verify says which file is gone
+        if (cand / KDKIT_META).is_file() or has_manifest(cand):
             return cand
     raise KdkitError(
         f"no saved kdkit model in {p}",
@@ -121,8 +123,53 @@ def load_student(path: str | Path, registry: Registry | None = None) -> Student:
         The :class:`kdkit.api.Student` the component's ``load`` callback rebuilt.
     """
     directory = find_model_dir(path)
+    verified = verify_model_dir(directory)
     if registry is None:
         from kdkit.discovery import load_plugins
 
         registry = load_plugins().registry
-    return model_component(directory, registry).reload(str(directory))
+    component = model_component(directory, registry)
+    try:
+        return component.reload(str(directory))
+    except PluginError as exc:
+        # intact files (verified), or no failure while reading (no load callback at all): the
+        # plugin's error stands; otherwise the reader failed on files nothing vouches for
+        if verified or exc.__cause__ is None:
+            raise
+        raise KdkitError(
+            f"the saved model cannot be reloaded: {exc.what}",
+            where=str(directory),
+            fix="its files are probably damaged (the directory has no integrity manifest to "
+            "tell): use another copy (a run keeps best/model, last/model and its checkpoints) or "
+            "save the model again; KDKIT_DEBUG=1 shows the traceback",
+        ) from None
+
+
+def cache_entry_of(directory: str | Path) -> tuple[str, str] | None:
+    """``(kind, key)`` when ``directory`` is an entry of kdkit's cache
+    (``CACHE/<kind>/<key>``, e.g. ``teachers/3fa2...``), else ``None``."""
+    p = Path(directory)
+    kinds = ("teacher-outputs", "teachers", "tokenizers", "built", "datasets")
+    return (p.parent.name, p.name) if p.parent.name in kinds else None
+
+
+def damaged_fix(directory: str | Path) -> str:
+    """How to repair a damaged artefact directory: clear the cache entry, or save it again."""
+    entry = cache_entry_of(directory)
+    if entry is not None:
+        return (
+            f"delete the cache entry with `kdkit cache clear {entry[1]}`; kdkit builds it "
+            "again on the next run"
+        )
+    return (
+        "use another copy (a run keeps best/model, last/model and its checkpoints) or save the "
+        f"model again; if you changed a file on purpose, delete {MANIFEST} to accept the files"
+    )
+
+
+def verify_model_dir(directory: str | Path) -> bool:
+    """Check a saved model's files against its manifest (``False``: it has none; see
+    :func:`kdkit.integrity.verify`)."""
+    entry = cache_entry_of(directory)
+    artefact = f"cache entry {entry[0]}/{entry[1]}" if entry else "saved model"
+    return verify(directory, artefact=artefact, fix=damaged_fix(directory))

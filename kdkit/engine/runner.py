@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,11 @@ from kdkit.baselines.runs import flags, from_summary, run_baselines
 from kdkit.config import CacheConfig, ResolvedConfig, TrainingConfig
 from kdkit.discovery import Plugins
 from kdkit.engine.batching import EncodedRows, Encoder, SplitData, make_split, split_examples
-from kdkit.engine.checkpoint import read_checkpoint, write_model
+from kdkit.engine.checkpoint import checkpoint_dir, preflight, read_checkpoint, write_model
 from kdkit.engine.distributed import Dist, setup
 from kdkit.engine.loop import TeacherSignal, Trainer, TrainSetup, predict_logits
 from kdkit.engine.persist import atomic_write_text, load_student
+from kdkit.engine.runlock import RunLock, lock_run_dir
 from kdkit.engine.seeding import seed_everything
 from kdkit.engine.summary import run_table, versions, write_json
 from kdkit.engine.teacher_cache import (
@@ -131,22 +134,63 @@ def build_components(
 
 #: What a run directory holds once training has produced something worth keeping.
 PROGRESS_FILES = ("checkpoints", "best", "last", "metrics.jsonl", "summary.json")
+#: Of those, what an attempt leaves once it reached its first checkpoint (or finished).
+RESUMABLE = ("checkpoints", "best", "last")
+#: Where a fresh start moves the metrics and summary of an attempt that never checkpointed.
+STOPPED_ATTEMPT = "stopped-attempt"
+
+
+def _summary_status(run_dir: Path) -> str | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary.get("status") if isinstance(summary, dict) else None
+
+
+def stopped_before_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only the metrics (and a ``stopped`` summary) of an attempt that
+    ended — a NaN stop, a kill — before its first checkpoint: nothing there can be resumed, so a
+    fresh start may use the directory (the old files are moved to ``stopped-attempt/``)."""
+    if any((run_dir / name).exists() for name in RESUMABLE):
+        return False
+    if (run_dir / "summary.json").exists():
+        return _summary_status(run_dir) == "stopped"
+    return (run_dir / "metrics.jsonl").exists()
 
 
 def holds_progress(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds training results (a checkpoint, a model, metrics, a summary).
 
     A directory with only the ``config.yaml``/``versions.json`` of an attempt that stopped before
-    training (a missing teacher, a typo in a path) holds nothing of the user's: a new
-    ``kdkit run`` may start there again instead of forcing the user to delete it.
+    training (a missing teacher, a typo in a path), or only the metrics of an attempt that
+    stopped before its first checkpoint (:func:`stopped_before_checkpoint`), holds nothing of
+    the user's: a new ``kdkit run`` may start there again instead of forcing the user to delete
+    it.
     """
+    if stopped_before_checkpoint(run_dir):
+        return False
     return any((run_dir / name).exists() for name in PROGRESS_FILES)
 
 
+def _set_aside_stopped_attempt(run_dir: Path) -> None:
+    aside = run_dir / STOPPED_ATTEMPT
+    found = [run_dir / n for n in PROGRESS_FILES if (run_dir / n).exists()]
+    if not found:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for path in found:
+        os.replace(path, aside / path.name)
+
+
 def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
-    """The run directory; refuses to overwrite a run that exists (nothing is ever deleted)."""
+    """The run directory; refuses to overwrite a run that exists (nothing is ever deleted).
+
+    The caller holds the directory's lock (:func:`kdkit.engine.runlock.lock_run_dir`).
+    """
     if resume:
-        run_dir = Path(resume)
+        run_dir = checkpoint_dir(resume)[0]
         if not (run_dir / "config.yaml").is_file():
             raise KdkitError(
                 "not a kdkit run directory (no config.yaml)",
@@ -163,7 +207,26 @@ def prepare_run_dir(resolved: ResolvedConfig, resume: str | None) -> Path:
             "with --set output_dir=...",
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if stopped_before_checkpoint(run_dir):
+        _set_aside_stopped_attempt(run_dir)
     return run_dir
+
+
+def locked_run_dir(resolved: ResolvedConfig, resume: str | None) -> tuple[Path, RunLock]:
+    """Lock the run directory (refusing when another run holds it), then
+    :func:`prepare_run_dir` it."""
+    target = checkpoint_dir(resume)[0] if resume else resolved.output_dir()
+    if resume and not target.is_dir():
+        prepare_run_dir(resolved, resume)  # the clear "not a kdkit run directory" error
+    lock = lock_run_dir(target)
+    try:
+        run_dir = prepare_run_dir(resolved, resume)
+        if resume:  # a damaged checkpoint is reported before anything is built
+            preflight(checkpoint_dir(resume)[1])
+        return run_dir, lock
+    except BaseException:
+        lock.release()
+        raise
 
 
 def run(
@@ -192,13 +255,22 @@ def run_once(
     rank 0 writes files and reports.
     """
     dist, device_name = setup(resolved.run.training.distributed, resolved.run.training.device)
+    locks: list[RunLock] = []
+
+    def prepare() -> str:
+        run_dir, lock = locked_run_dir(resolved, resume)
+        locks.append(lock)
+        return str(run_dir)
+
     try:
-        run_dir = Path(dist.on_main(lambda: str(prepare_run_dir(resolved, resume))))
+        run_dir = Path(dist.on_main(prepare))  # rank 0 holds the lock for the whole run
         env = RunEnv(
             resolved, run_dir, resolve_device(device_name), dist, progress and dist.is_main, dataset
         )
         return _run_once(env, plugins, resume)
     finally:
+        for lock in locks:
+            lock.release()
         dist.close()
 
 
@@ -352,7 +424,7 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
     )
     info.total_steps = trainer.total_steps
     if resume:
-        trainer.restore(read_checkpoint(run_dir, *trainer.load_targets()))
+        info.resumed_step = resume_trainer(trainer, run_dir, checkpoint_dir(resume)[1], dist)
     events.start()
     try:
         trainer.fit()
@@ -365,6 +437,32 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
     summary = finish_run(c, trainer, env, prep, plugins.registry)
     events.end(summary)
     return summary
+
+
+def resume_trainer(trainer: Trainer, run_dir: Path, source: Path, dist: Dist) -> int:
+    """Restore ``trainer`` from the checkpoint in ``source``; returns the step resumed at.
+
+    A state that does not fit this run (another model, another number of parameter groups)
+    is a :class:`KdkitError` naming the checkpoint, not a traceback; hyperparameters the
+    configuration changed are applied and listed on stderr.
+    """
+    state = read_checkpoint(run_dir, *trainer.load_targets(), source)
+    try:
+        changed = trainer.restore(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise KdkitError(
+            f"the checkpoint does not fit this run: {type(exc).__name__}: {str(exc)[:300]}",
+            where=str(source / "state.json"),
+            fix="resume with the configuration the run was started with (its config.yaml); a "
+            "changed model, method or parameter grouping needs a new run in a new output_dir",
+        ) from None
+    if changed and dist.is_main:
+        print(
+            f"kdkit: resuming at step {trainer.state.step} with the changed settings: "
+            + "; ".join(changed),
+            file=sys.stderr,
+        )
+    return trainer.state.step
 
 
 class RunEvents:

@@ -25,8 +25,9 @@ from kdkit.api import Batch, KDMethod, LossTerms, ModelOutput, Needs, Requiremen
 from kdkit.config import TrainingConfig
 from kdkit.engine.batching import Encoder, make_split
 from kdkit.engine.loop import Trainer, TrainSetup, predict_logits
-from kdkit.engine.persist import atomic_write_text, load_student
+from kdkit.engine.persist import atomic_write_text, load_student, verify_model_dir
 from kdkit.engine.seeding import seed_everything
+from kdkit.integrity import has_manifest, write_manifest
 from kdkit.losses import cross_entropy
 from kdkit.models import KDKIT_META
 
@@ -120,7 +121,10 @@ def fine_tune(model: Student, job: FineTuneJob) -> dict[str, Any]:
         "train_seconds": trainer.state.train_seconds,
         "parameters": best.info.num_parameters,
     }
-    atomic_write_text(job.work_dir / "best" / "model" / "teach.json", json.dumps(result, indent=2))
+    best_dir = job.work_dir / "best" / "model"
+    atomic_write_text(best_dir / "teach.json", json.dumps(result, indent=2))
+    if has_manifest(best_dir):  # teach.json belongs to the model: list it too
+        write_manifest(best_dir, "saved model")
     return result
 
 
@@ -144,8 +148,11 @@ def cached_teacher_dir(
     key = teacher_key(spec)
     target = cache_root / "teachers" / key
     if (target / KDKIT_META).is_file():
+        verify_model_dir(target)  # a damaged entry: IntegrityError naming `kdkit cache clear KEY`
         log(f"kdkit: reusing the cached teacher {target}")
         return target
+    if target.exists():  # an entry without kdkit.json (damaged, half deleted): replaced below
+        log(f"kdkit: the cached teacher {target} is incomplete (no {KDKIT_META}): training it again")
     work = cache_root / "teachers" / f".{key}.work{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -155,7 +162,12 @@ def cached_teacher_dir(
     atomic_write_text(
         model_dir / "spec.json", json.dumps({**spec, "result": result}, indent=2, default=str)
     )
-    if not target.exists():
+    write_manifest(model_dir, "cached teacher")
+    if target.exists() and not (target / KDKIT_META).is_file():  # the incomplete entry
+        aside = target.with_name(f".{key}.broken{os.getpid()}")
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    if not target.exists():  # (a concurrent run that finished first keeps its copy)
         os.replace(model_dir, target)
     shutil.rmtree(work, ignore_errors=True)
     return target

@@ -32,6 +32,7 @@ from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
 from kdkit.engine.batching import EncodedRows
 from kdkit.engine.distributed import Dist, rank_batches
 from kdkit.errors import KdkitError
+from kdkit.integrity import verify, write_manifest
 from kdkit.progress import progress_bar
 
 #: Bump when the cache layout changes (older entries are then simply not found).
@@ -200,9 +201,16 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
             "docs/distributed.md says",
         )
     if exists:
+        verify(
+            directory,
+            artefact=f"teacher-output cache entry {directory.name}",
+            fix=f"delete it with `kdkit cache clear {directory.name}`; it is rebuilt on the next run",
+        )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
             raise KdkitError(
                 "the teacher cache's meta.json is damaged",
                 where=str(meta_path),
@@ -321,6 +329,7 @@ def _finish_entry(
     """Write ``meta.json`` (the index) into ``tmp`` and move ``tmp`` to ``directory``."""
     meta = {**meta, "shards": shards, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_manifest(tmp, "teacher-output cache entry")
     directory.parent.mkdir(parents=True, exist_ok=True)
     if directory.exists():  # a concurrent run built it first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
@@ -332,6 +341,8 @@ def _read_shards(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
     parts: dict[str, list[torch.Tensor]] = {}
     try:
         for name in meta["shards"]:
+            if not isinstance(name, str) or "/" in name or name.startswith("."):
+                raise ValueError(f"meta.json lists an odd shard name {name!r}")
             for k, v in load_file(str(directory / name)).items():
                 parts.setdefault(k, []).append(v)
     except (OSError, KeyError, Exception) as exc:  # safetensors raises its own error types

@@ -39,6 +39,9 @@ class JsonlReporter(Reporter):
     def start(self, run: RunInfo) -> None:
         os.makedirs(run.run_dir, exist_ok=True)
         self._path = os.path.join(run.run_dir, self.options.filename)
+        resumed = getattr(run, "resumed_step", None)
+        if resumed is not None and os.path.exists(self._path):
+            _truncate(self._path, resumed)
 
     def step(self, run: RunInfo, step: int, record: Mapping[str, float]) -> None:
         if step % self.options.every == 0:
@@ -49,6 +52,25 @@ class JsonlReporter(Reporter):
 
     def finish(self, run: RunInfo, summary: Mapping[str, Any]) -> None:
         self._write({"event": "end", **{k: v for k, v in summary.items() if k != "table"}})
+
+
+def _truncate(path: str, step: int) -> None:
+    """Keep the records of steps ``<= step`` (a resume computes the later ones again, so they
+    would be repeated); a torn last line is dropped too. Rewritten atomically."""
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") != "end":
+                if int(record.get("step", 0)) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(kept)
+    os.replace(tmp, path)
 
 
 @hookimpl

@@ -32,10 +32,12 @@ from pydantic import Field, field_validator
 
 from kdkit.api import BuildContext, Encoded, Example, ModelOutput, Needs, Options
 from kdkit.config import MAX_EPOCHS, MAX_LENGTH_CAP, TrainingConfig, seed_field
+from kdkit.engine.persist import cache_entry_of, damaged_fix, verify_model_dir
 from kdkit.engine.teach import FineTuneJob, cached_teacher_dir, fine_tune
 from kdkit.engine.tokenization import default_cache_dir, train_bpe_tokenizer
 from kdkit.errors import KdkitError, shorten
 from kdkit.hookspecs import Register, hookimpl
+from kdkit.integrity import has_manifest
 from kdkit.models import KDKIT_META, ComponentRef
 from kdkit.plugins.models.corpus import code_corpus, training_texts
 from kdkit.plugins.models.hf_classifier import (
@@ -150,6 +152,8 @@ def load_teacher_dir(
 ) -> HFClassifier:
     """Load a classifier with clear messages for missing weights and wrong label counts."""
     local = os.path.isdir(path)
+    if local and has_manifest(path):  # written by kdkit: check every file before reading one
+        verify_model_dir(path)
     try:
         clf = load_hf_classifier(
             path,
@@ -158,15 +162,22 @@ def load_teacher_dir(
             name=name,
             local_files_only=local or not allow_download,
         )
-    except (OSError, ValueError) as exc:
+    except KdkitError:
+        raise
+    except Exception as exc:  # safetensors, tokenizers and json raise their own error types
         if local:
+            entry = cache_entry_of(path)
             raise KdkitError(
-                f"cannot load a classifier from {path}: {exc}",
-                where="teacher.path",
-                fix="the directory must hold config.json, the weights and a fast "
+                f"cannot load a classifier from {path}: {type(exc).__name__}: {str(exc)[:300]}",
+                where=f"cache entry {entry[0]}/{entry[1]}" if entry else "teacher.path",
+                fix=damaged_fix(path)
+                if entry
+                else "the directory must hold config.json, the weights and a fast "
                 "tokenizer (tokenizer.json), as written by save_pretrained or "
-                "`kdkit teach`",
+                "`kdkit teach`; if it did, a file is damaged: save it again",
             ) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         raise KdkitError(
             f"teacher weights '{path}' are not on this machine"
             + ("" if allow_download else " (downloads are off)"),
