@@ -17,7 +17,7 @@ the fix. A directory without a manifest (written by a kdkit that had none) still
 one-line note on stderr.
 
 SHA-256 runs at about 2 GB/s on one core with the SHA extensions of current x86 CPUs
-(``docs/reliability-artefacts.md`` gives the measured cost next to the loads).
+(``docs/reliability.md`` gives the measured cost next to the loads).
 """
 
 from __future__ import annotations

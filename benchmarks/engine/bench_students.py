@@ -127,7 +127,10 @@ def measure_size(
 
     row = {
         "parameters": {"gru": g.info.num_parameters, "transformer": t.info.num_parameters},
-        "batch_tokens": {"gru": int(g_enc.attention_mask.sum()), "longest": int(g_enc.input_ids.shape[1])},
+        "batch_tokens": {
+            "gru": int(g_enc.attention_mask.sum()),
+            "longest": int(g_enc.input_ids.shape[1]),
+        },
         "step_ms": {k: 1000 * statistics.median(v) for k, v in step_s.items()},
         "latency_ms": {k: 1000 * statistics.median(v) for k, v in lat_s.items()},
         "gru_step_over_transformer": ratio(step_s, "gru", "transformer"),

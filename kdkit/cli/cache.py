@@ -17,6 +17,7 @@ KINDS = {
     "teachers": "teachers kdkit trained (code-teacher, minilm), save_pretrained format",
     "tokenizers": "student BPE tokenizers per data and vocabulary size",
     "built": "offline datasets built from local code",
+    "pretrained": "code encoders pre-trained on local code (code-teacher's pretrain), HF folders",
     "datasets": "prepared task splits",
 }
 
@@ -146,14 +147,23 @@ def _verify(args: argparse.Namespace) -> int:
     results = []
     for e in entries:
         path = Path(e["path"])
+        if e["kind"] == "pretrained":  # the artefact is the model folder (beside its lock)
+            path = path / "model"
         try:
             damage = check(path) if path.is_dir() else None
             status = "unchecked" if damage is None else "damaged" if damage else "ok"
             problems = [f"{d.file} {d.reason}" for d in damage or []]
         except _Error:
             status, problems = "damaged", ["kdkit-manifest.json is unreadable"]
-        results.append({"kind": e["kind"], "key": e["key"], "path": str(path), "status": status,
-                        "problems": problems})
+        results.append(
+            {
+                "kind": e["kind"],
+                "key": e["key"],
+                "path": str(path),
+                "status": status,
+                "problems": problems,
+            }
+        )
     bad = [r for r in results if r["status"] == "damaged"]
     if args.json:
         print(json.dumps({"root": str(root), "entries": results}, indent=2))

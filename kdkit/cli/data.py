@@ -213,7 +213,9 @@ def build(args: argparse.Namespace) -> int:
     values = {k: getattr(ns, k) for k in model.model_fields if hasattr(ns, k)}
     options = validate_options(model, values, where=f"kdkit data build {args.task}")
     # built beside --out and swapped in whole: a kill never leaves a mix of old and new splits
-    report = build_atomically(Path(ns.out), lambda work: build_offline(work, options, quiet=ns.quiet))
+    report = build_atomically(
+        Path(ns.out), lambda work: build_offline(work, options, quiet=ns.quiet)
+    )
     if ns.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

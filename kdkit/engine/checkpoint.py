@@ -188,7 +188,8 @@ def preflight(source: Path) -> None:
         ) from None
     keys = (
         [k for k, _ in plain["__dict__"] if isinstance(k, str)]
-        if isinstance(plain, dict) and isinstance(plain.get("__dict__"), list)
+        if isinstance(plain, dict)
+        and isinstance(plain.get("__dict__"), list)
         and all(isinstance(kv, list) and len(kv) == 2 for kv in plain["__dict__"])
         else None
     )

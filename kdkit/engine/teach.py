@@ -152,7 +152,9 @@ def cached_teacher_dir(
         log(f"kdkit: reusing the cached teacher {target}")
         return target
     if target.exists():  # an entry without kdkit.json (damaged, half deleted): replaced below
-        log(f"kdkit: the cached teacher {target} is incomplete (no {KDKIT_META}): training it again")
+        log(
+            f"kdkit: the cached teacher {target} is incomplete (no {KDKIT_META}): training it again"
+        )
     work = cache_root / "teachers" / f".{key}.work{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

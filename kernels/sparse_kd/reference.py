@@ -168,7 +168,9 @@ def sparse_kd_loss_reference(
     n, c = student_logits.shape
     raise_for_flags(bad_input_flags(topk.indices, c, labels, ignore_index), c, ignore_index)
     acc = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
-    w = row_weights(n, labels, ignore_index, temperature, t2_scaling, reduction, student_logits.device, acc)
+    w = row_weights(
+        n, labels, ignore_index, temperature, t2_scaling, reduction, student_logits.device, acc
+    )
     # ignored rows are never evaluated (a row of -inf logits would give NaN gradients through
     # where's other branch): they see zeros, and their gradient is exactly 0
     zs = torch.where((w != 0).unsqueeze(1), student_logits.to(acc), 0.0)  # [N, C]

@@ -153,7 +153,9 @@ def bucket_logprobs(
         raise KdkitError(f"temperature must be > 0, got {t_new}", where="rescale(new_temperature)")
     if tail not in TAIL_RULES:
         raise KdkitError(
-            f"unknown tail rule {tail!r}", where="rescale(tail=...)", fix="use 'midpoint' or 'bucket'"
+            f"unknown tail rule {tail!r}",
+            where="rescale(tail=...)",
+            fix="use 'midpoint' or 'bucket'",
         )
     a = topk.temperature / t_new
     lp = topk.logprobs.to(dtype)  # [N, k]

@@ -162,7 +162,9 @@ def _write_grad_row(
         s_c = tl.exp2((z - mf) * scale - lg_s)
         t_c = tl.exp2((z - mt) * scale - lg_r)  # s_c / r (inf/NaN only at top-k ids: rewritten)
         g = tl.where(factor != 0.0, factor * (s_c - qt * t_c), 0.0)
-        _store_row_block(g_base, offs, _round(g, g_base), ok, lim_full, lead, start, end, BLOCK, VEC)
+        _store_row_block(
+            g_base, offs, _round(g, g_base), ok, lim_full, lead, start, end, BLOCK, VEC
+        )
     # the top-k entries were written above with the tail form: make those stores visible to the
     # whole program before overwriting them (a CTA barrier orders its global memory accesses)
     tl.debug_barrier()

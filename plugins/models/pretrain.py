@@ -54,6 +54,7 @@ from kdkit.engine.checkpoint import load_state, save_state
 from kdkit.engine.optim import build_schedule, clip_gradients
 from kdkit.engine.persist import atomic_dir
 from kdkit.errors import KdkitError
+from kdkit.integrity import verify, write_manifest
 from kdkit.plugins.models.hf_classifier import quiet_transformers
 from kdkit.plugins.models.mlm import mask_tokens
 from kdkit.progress import progress_bar
@@ -126,16 +127,27 @@ def pretrained_encoder(
     root = Path(cache_root) / "pretrained" / key
     target = root / "model"
     if (target / RECORD).is_file():
+        _verify(target, key)
         return target
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / "lock", log):
         if (target / RECORD).is_file():  # another process finished it while we waited
+            _verify(target, key)
             return target
         work = root / "work"
         work.mkdir(exist_ok=True)
         corpus = _corpus(options, shape, work, log)
         _train(options, shape, corpus, work, target, device=device, progress=progress, log=log)
     return target
+
+
+def _verify(target: Path, key: str) -> None:
+    """Check the cached encoder against its manifest before it is used."""
+    verify(
+        target,
+        artefact=f"cache entry pretrained/{key}",
+        fix=f"delete it with `kdkit cache clear {key}` (pre-trained again when needed)",
+    )
 
 
 @contextmanager
@@ -219,6 +231,11 @@ def _corpus(
 
     folder = work / "corpus"
     if (folder / "corpus.json").is_file():
+        verify(
+            folder,
+            artefact="pre-training corpus",
+            fix=f"delete {folder} (it is tokenized again)",
+        )
         tensors = load_file(str(folder / "ids.safetensors"))
         stats = json.loads((folder / "corpus.json").read_text(encoding="utf-8"))
         tok = AutoTokenizer.from_pretrained(str(folder))
@@ -242,6 +259,7 @@ def _corpus(
         save_file({"ids": ids, "starts": starts}, os.path.join(tmp, "ids.safetensors"))
         tok.save_pretrained(tmp)
         Path(tmp, "corpus.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+        write_manifest(tmp, "pre-training corpus")
 
     atomic_dir(folder, write)
     log(f"kdkit: tokenized {ids.numel():,} tokens in {stats['prepare_seconds']:.0f} s")
@@ -314,6 +332,7 @@ def _train(
     ckpt = work / "checkpoint"
     if (ckpt / "state.json").is_file():
         try:
+            verify(ckpt, artefact="pre-training checkpoint", fix="", note=False)
             state = load_state(str(ckpt))
             load_model(model, str(ckpt / "model.safetensors"))
             opt.load_state_dict(state["optimizer"])
@@ -379,6 +398,7 @@ def _train(
                     # save_model: the LM head shares the embedding table (tied weights)
                     save_model(model, os.path.join(tmp, "model.safetensors"))
                     save_state(tmp, state)
+                    write_manifest(tmp, "pre-training checkpoint")
 
                 atomic_dir(ckpt, write)
     record = {
@@ -399,6 +419,7 @@ def _train(
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         Path(tmp, RECORD).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        write_manifest(tmp, "pretrained encoder")
 
     atomic_dir(target, export)
     shutil.rmtree(work, ignore_errors=True)  # corpus and checkpoint: the model folder is the result

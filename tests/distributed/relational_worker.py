@@ -1,6 +1,6 @@
 """One rank of the 2-process (gloo) check of the batch-relational terms: writes OUT/rank{r}.pt.
 
-    python -m torch.distributed.run --nproc_per_node 2 relational_worker.py OUT
+python -m torch.distributed.run --nproc_per_node 2 relational_worker.py OUT
 """
 
 from __future__ import annotations

@@ -207,3 +207,16 @@ def test_kdkit_pretrain_copies_the_encoder_out(src, tmp_path, capsys):
     assert main(["pretrain", str(run)]) == 2
     err = capsys.readouterr().err
     assert "no pretrain section" in err and "Traceback" not in err
+
+
+def test_a_bit_flip_in_the_cached_encoder_is_detected_before_use(src, tmp_path):
+    folder = pt.pretrained_encoder(options(src), SHAPE, tmp_path, progress=False, log=lambda m: 0)
+    assert (folder / "kdkit-manifest.json").is_file()
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the tensor data: safetensors itself cannot tell
+    weights.write_bytes(bytes(data))
+    with pytest.raises(KdkitError) as err:
+        pt.pretrained_encoder(options(src), SHAPE, tmp_path, progress=False, log=lambda m: 0)
+    key = folder.parent.name
+    assert "model.safetensors" in str(err.value) and f"kdkit cache clear {key}" in err.value.fix

@@ -232,15 +232,15 @@ def test_errors_say_what_is_wrong():
         topk_teacher(zt, 7)
     with pytest.raises(KdkitError, match=r"k must be in \[1, C=6\]"):
         topk_teacher(zt, 0)
-    big = TopKTeacher(
-        torch.zeros(3, 9, dtype=torch.int32), torch.zeros(3, 9), torch.zeros(3), 1.0
-    )
+    big = TopKTeacher(torch.zeros(3, 9, dtype=torch.int32), torch.zeros(3, 9), torch.zeros(3), 1.0)
     with pytest.raises(KdkitError, match=r"k=9 .* C=6"):
         sparse_kd_loss_reference(zs, big, 1.0)
     with pytest.raises(KdkitError, match=r"labels must be class ids in \[0, 6\)"):
         sparse_kd_loss_reference(zs, top, 1.0, torch.tensor([0, 6, -100]))
     with pytest.raises(KdkitError, match="repeat a class id"):
-        sparse_kd_loss_reference(zs, top._replace(indices=torch.zeros(3, 2, dtype=torch.int32)), 1.0)
+        sparse_kd_loss_reference(
+            zs, top._replace(indices=torch.zeros(3, 2, dtype=torch.int32)), 1.0
+        )
     with pytest.raises(KdkitError, match="outside that range"):
         sparse_kd_loss_reference(zs, top._replace(indices=top.indices - 10), 1.0)
     with pytest.raises(KdkitError, match="unknown reduction"):

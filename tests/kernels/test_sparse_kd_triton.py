@@ -136,7 +136,9 @@ def test_extreme_and_masked_student_logits():
         zt = randn(seed, n, c, scale=scale)
         top = topk_teacher(zt, k, 1.0).indices.long()
         outside = torch.ones(n, c, dtype=torch.bool, device=DEVICE).scatter(1, top, False)
-        zs = torch.where(outside & (cols % every == 0), float("-inf"), randn(seed + 1, n, c, scale=scale))
+        zs = torch.where(
+            outside & (cols % every == 0), float("-inf"), randn(seed + 1, n, c, scale=scale)
+        )
         got, grad = run_case(n, c, k, block=16, temperature=1.0, zs=zs, zt=zt, ignored=False)
         assert torch.isfinite(got) and torch.isfinite(grad).all()
         assert (grad[zs == float("-inf")] == 0).all()

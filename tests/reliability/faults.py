@@ -66,9 +66,7 @@ def kdkit(*argv: str) -> Result:
 
 def base_config(tmp: Path, data: Path | None = None) -> str:
     """:data:`BASE` with an output folder and cache under ``tmp`` and the defect fixture data."""
-    return BASE.format(
-        out=tmp / "run", cache=tmp / "cache", data=data or FIXTURES / "devign"
-    )
+    return BASE.format(out=tmp / "run", cache=tmp / "cache", data=data or FIXTURES / "devign")
 
 
 def digest(path: Path) -> str | None:

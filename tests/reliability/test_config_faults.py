@@ -72,18 +72,43 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
     ("nested-5000-[", _whole("seed: " + "[" * 5000), [], ("run.yaml", "nested")),
     ("nested-5000-[]", _append("x: " + "[" * 5000 + "]" * 5000 + "\n"), [], ("nested",)),
     ("nested-5000-{", _append("x: " + "{a: " * 5000 + "\n"), [], ("nested",)),
-    ("nested-block-100", _append("".join("  " * i + f"k{i}:\n" for i in range(100))), [], ("nested",)),
+    (
+        "nested-block-100",
+        _append("".join("  " * i + f"k{i}:\n" for i in range(100))),
+        [],
+        ("nested",),
+    ),
     ("set-nested-5000", None, [_set("seed", "[" * 5000)], ("seed", "nested")),
     # -- the cache and the run directory must be folders that can be created here
-    ("cache-dir-is-file", _replace("dir: {tmp}/cache", "dir: {tmp}/afile"), [], ("cache.dir", "afile")),
+    (
+        "cache-dir-is-file",
+        _replace("dir: {tmp}/cache", "dir: {tmp}/afile"),
+        [],
+        ("cache.dir", "afile"),
+    ),
     ("cache-dir-under-file", None, [_set("cache.dir", "{tmp}/afile/sub")], ("cache.dir", "afile")),
     ("cache-dir-proc", None, [_set("cache.dir", "/proc/kdkit-x")], ("cache.dir", "/proc")),
-    ("teacher-outputs-file", None, [_set("cache.teacher_outputs", "{tmp}/afile")], ("teacher_outputs",)),
+    (
+        "teacher-outputs-file",
+        None,
+        [_set("cache.teacher_outputs", "{tmp}/afile")],
+        ("teacher_outputs",),
+    ),
     ("output-dir-is-file", None, [_set("output_dir", "{tmp}/afile")], ("output_dir", "afile")),
-    ("output-dir-under-file", None, [_set("output_dir", "{tmp}/afile/run")], ("output_dir", "afile")),
+    (
+        "output-dir-under-file",
+        None,
+        [_set("output_dir", "{tmp}/afile/run")],
+        ("output_dir", "afile"),
+    ),
     ("output-dir-proc", None, [_set("output_dir", "/proc/x")], ("output_dir", "/proc")),
     ("output-dir-empty", None, [_set("output_dir", "")], ("output_dir", "empty")),
-    ("output-dir-blank", _replace("output_dir: {tmp}/run", 'output_dir: "  "'), [], ("output_dir",)),
+    (
+        "output-dir-blank",
+        _replace("output_dir: {tmp}/run", 'output_dir: "  "'),
+        [],
+        ("output_dir",),
+    ),
     ("output-dir-null", _replace("output_dir: {tmp}/run", "output_dir: null"), [], ("output_dir",)),
     ("output-dir-list", _replace("output_dir: {tmp}/run", "output_dir: [a]"), [], ("output_dir",)),
     # -- output_dir placeholders: typos, positional fields, broken braces, attribute access
@@ -99,7 +124,12 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
     ("placeholder-index", None, [_set("output_dir", "{tmp}/{task[0]}")], ("output_dir",)),
     ("placeholder-dunder", None, [_set("output_dir", "{tmp}/{seed.__class__}")], ("output_dir",)),
     # -- duplicate keys: the last one used to win silently
-    ("duplicate-top", _replace("seed: 0", "seed: 0\nseed: 5"), [], ("duplicate key 'seed'", "line 1")),
+    (
+        "duplicate-top",
+        _replace("seed: 0", "seed: 0\nseed: 5"),
+        [],
+        ("duplicate key 'seed'", "line 1"),
+    ),
     (
         "duplicate-nested",
         _replace("max_length: 64", "max_length: 64, max_length: 32"),
@@ -107,12 +137,32 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
         ("duplicate key 'max_length'",),
     ),
     ("duplicate-section", _append("training: {epochs: 2}\n"), [], ("duplicate key 'training'",)),
-    ("duplicate-option", _replace("temperature: 4", "temperature: 4, temperature: 8"), [], ("duplicate",)),
+    (
+        "duplicate-option",
+        _replace("temperature: 4", "temperature: 4, temperature: 8"),
+        [],
+        ("duplicate",),
+    ),
     # -- absurd values
-    ("max-length-1e7", None, [_set("training.max_length", "10000000")], ("training.max_length", "8192")),
-    ("max-length-float", _replace("max_length: 64", "max_length: 1.0e7"), [], ("training.max_length",)),
+    (
+        "max-length-1e7",
+        None,
+        [_set("training.max_length", "10000000")],
+        ("training.max_length", "8192"),
+    ),
+    (
+        "max-length-float",
+        _replace("max_length: 64", "max_length: 1.0e7"),
+        [],
+        ("training.max_length",),
+    ),
     ("max-length-8193", None, [_set("training.max_length", "8193")], ("training.max_length",)),
-    ("max-length-string", _replace("max_length: 64", "max_length: 1e7"), [], ("training.max_length",)),
+    (
+        "max-length-string",
+        _replace("max_length: 64", "max_length: 1e7"),
+        [],
+        ("training.max_length",),
+    ),
     (
         "teacher-max-length",
         None,
@@ -121,21 +171,52 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
     ),
     ("epochs-1e9", None, [_set("training.epochs", "1000000000")], ("training.epochs", "10000")),
     ("epochs-1e9-text", _replace("epochs: 1", "epochs: 1e9"), [], ("training.epochs",)),
-    ("teacher-epochs-1e9", None, [_set("teacher.training.epochs", "1000000000")], ("teacher.training.epochs",)),
-    ("pretrain-epochs-1e9", None, [_set("teacher.pretrain_epochs", "1000000000")], ("pretrain_epochs",)),
-    ("num-threads-10000", None, [_set("training.num_threads", "10000")], ("training.num_threads", "1024")),
-    ("pretrain-dirs-missing", None, [_set("teacher.pretrain_dirs", "[{tmp}/nope]")], ("pretrain_dirs", "nope")),
-    ("pretrain-dirs-file", None, [_set("teacher.pretrain_dirs", "[{tmp}/afile]")], ("pretrain_dirs", "afile")),
+    (
+        "teacher-epochs-1e9",
+        None,
+        [_set("teacher.training.epochs", "1000000000")],
+        ("teacher.training.epochs",),
+    ),
+    (
+        "pretrain-epochs-1e9",
+        None,
+        [_set("teacher.pretrain_epochs", "1000000000")],
+        ("pretrain_epochs",),
+    ),
+    (
+        "num-threads-10000",
+        None,
+        [_set("training.num_threads", "10000")],
+        ("training.num_threads", "1024"),
+    ),
+    (
+        "pretrain-dirs-missing",
+        None,
+        [_set("teacher.pretrain_dirs", "[{tmp}/nope]")],
+        ("pretrain_dirs", "nope"),
+    ),
+    (
+        "pretrain-dirs-file",
+        None,
+        [_set("teacher.pretrain_dirs", "[{tmp}/afile]")],
+        ("pretrain_dirs", "afile"),
+    ),
     # -- a teacher's position table bounds max_length (read from its config.json)
     (
         "hf-positions-roberta",
-        _replace("{name: code-teacher, vocab_size: 300, hidden_size: 16, num_layers: 1, num_heads: 2}", "{name: hf, path: {tmp}/roberta}"),
+        _replace(
+            "{name: code-teacher, vocab_size: 300, hidden_size: 16, num_layers: 1, num_heads: 2}",
+            "{name: hf, path: {tmp}/roberta}",
+        ),
         [_set("training.max_length", "256")],
         ("training.max_length", "128 tokens", "hf"),
     ),
     (
         "hf-positions-bert",
-        _replace("{name: code-teacher, vocab_size: 300, hidden_size: 16, num_layers: 1, num_heads: 2}", "{name: hf, path: {tmp}/bert}"),
+        _replace(
+            "{name: code-teacher, vocab_size: 300, hidden_size: 16, num_layers: 1, num_heads: 2}",
+            "{name: hf, path: {tmp}/bert}",
+        ),
         [_set("training.max_length", "1024")],
         ("training.max_length", "512 tokens"),
     ),
@@ -144,9 +225,7 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
         "alias-bomb",
         _whole(
             "a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
-            + "".join(
-                f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)
-            )
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
         ),
         [],
         ("run.yaml", "200,000 values, each *alias counted"),
@@ -159,8 +238,18 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
         ("run.yaml", "1000 *alias"),
     ),
     ("file-300KB", _append("# " + "x" * 300_000 + "\n"), [], ("run.yaml", "250,000")),
-    ("unknown-2000-keys", _append("".join(f"zz{i}: 1\n" for i in range(2000))), [], ("and 1,980 more",)),
-    ("long-value-200KB", _replace("device: cpu", "precision: " + "x" * 200_000), [], ("training.precision", "characters")),
+    (
+        "unknown-2000-keys",
+        _append("".join(f"zz{i}: 1\n" for i in range(2000))),
+        [],
+        ("and 1,980 more",),
+    ),
+    (
+        "long-value-200KB",
+        _replace("device: cpu", "precision: " + "x" * 200_000),
+        [],
+        ("training.precision", "characters"),
+    ),
     ("long-key-100KB", _append("k" * 100_000 + ": 1\n"), [], ("run.yaml",)),
     ("long-key-1000", _append("k" * 1000 + ": 1\n"), [], ("run.yaml", "characters")),
     ("int-key", _append("1: x\n"), [], ("run.yaml",)),
@@ -174,7 +263,12 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
     ("tab-indent", _append("extra:\n\tx: 1\n"), [], ("run.yaml", "YAML")),
     ("unclosed-quote", _append('extra: "abc\n'), [], ("run.yaml", "YAML")),
     ("unclosed-flow", _replace("reporters: [jsonl]", "reporters: [jsonl"), [], ("run.yaml",)),
-    ("python-tag", _append('x: !!python/object/apply:os.system ["echo hacked"]\n'), [], ("run.yaml",)),
+    (
+        "python-tag",
+        _append('x: !!python/object/apply:os.system ["echo hacked"]\n'),
+        [],
+        ("run.yaml",),
+    ),
     ("python-name-tag", _append("x: !!python/name:os.system\n"), [], ("run.yaml",)),
     # -- components and sections
     ("task-unknown", None, [_set("task.name", "defekt")], ("task.name", "defect")),
@@ -182,13 +276,40 @@ CASES: list[tuple[str, Edit | None, list[str], tuple[str, ...]]] = [
     ("student-unknown", None, [_set("student.name", "grue")], ("student.name", "gru")),
     ("method-unknown", None, [_set("method.name", "kdd")], ("method.name", "kd")),
     ("task-int", _replace("task: {name: defect, data_dir: ", "task: 5\nx: {y: "), [], ("task",)),
-    ("method-list", _replace("method: {name: kd, temperature: 4}", "method: [kd]"), [], ("method",)),
-    ("method-no-name", _replace("method: {name: kd, temperature: 4}", "method: {temperature: 4}"), [], ("method",)),
-    ("method-typo-option", _replace("temperature: 4", "temprature: 4"), [], ("method.temprature", "temperature")),
+    (
+        "method-list",
+        _replace("method: {name: kd, temperature: 4}", "method: [kd]"),
+        [],
+        ("method",),
+    ),
+    (
+        "method-no-name",
+        _replace("method: {name: kd, temperature: 4}", "method: {temperature: 4}"),
+        [],
+        ("method",),
+    ),
+    (
+        "method-typo-option",
+        _replace("temperature: 4", "temprature: 4"),
+        [],
+        ("method.temprature", "temperature"),
+    ),
     ("student-bad-hidden", None, [_set("student.hidden_size", "-1")], ("student.hidden_size",)),
-    ("reporter-unknown", _replace("reporters: [jsonl]", "reporters: [jsnol]"), [], ("reporters.0",)),
+    (
+        "reporter-unknown",
+        _replace("reporters: [jsonl]", "reporters: [jsnol]"),
+        [],
+        ("reporters.0",),
+    ),
     ("reporters-int", _replace("reporters: [jsonl]", "reporters: 5"), [], ("reporters",)),
-    ("training-list", _replace("training: {epochs: 1, batch_size: 4, max_length: 64, device: cpu}", "training: [1]"), [], ("training",)),
+    (
+        "training-list",
+        _replace(
+            "training: {epochs: 1, batch_size: 4, max_length: 64, device: cpu}", "training: [1]"
+        ),
+        [],
+        ("training",),
+    ),
     ("kernels-bad", _append("kernels: {impl: cuda}\n"), [], ("kernels.impl",)),
     ("top-typo", _append("sed: 1\n"), [], ("sed", "seed")),
     # -- --set itself
@@ -221,7 +342,9 @@ def _argv(command: str, path: Path, overrides: list[str], tmp: Path) -> list[str
 
 
 @pytest.mark.parametrize("command", ["config validate", "run"])
-@pytest.mark.parametrize(("edit", "overrides", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("edit", "overrides", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_config_is_refused(command, edit, overrides, names, tmp_path, request):
     path = _prepare(tmp_path)
     if "not-utf8" in request.node.callspec.id:
@@ -287,7 +410,9 @@ NUMERIC_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "value"), NUMERIC_CASES, ids=[f"{n}={v}" for n, v in NUMERIC_CASES])
+@pytest.mark.parametrize(
+    ("name", "value"), NUMERIC_CASES, ids=[f"{n}={v}" for n, v in NUMERIC_CASES]
+)
 def test_bad_training_number_is_refused(name, value, tmp_path):
     path = _prepare(tmp_path)
     result = kdkit("config", "validate", str(path), "--set", f"training.{name}={value}")
@@ -340,6 +465,7 @@ def test_mutated_config_never_tracebacks(edits, tmp_path_factory):
 
 # ---------------------------------------------------------------------- limits, fast
 
+
 def test_a_50mb_config_is_refused_before_reading(tmp_path):
     path = tmp_path / "big.yaml"
     with path.open("wb") as handle:  # sparse: 50 MB on paper, nothing to write
@@ -351,8 +477,11 @@ def test_a_50mb_config_is_refused_before_reading(tmp_path):
 
 
 def test_an_alias_bomb_is_refused_fast_and_small(tmp_path):
-    bomb = "a0: &a0 [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
-        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 12)
+    bomb = (
+        "a0: &a0 ["
+        + ", ".join(["lol"] * 9)
+        + "]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 12))
     )
     assert len(bomb) < 1100  # 9**12 values once expanded
     path = tmp_path / "bomb.yaml"
@@ -382,6 +511,7 @@ def test_problem_lists_are_summarised_and_values_cut(tmp_path):
 
 
 # ---------------------------------------------------------------------- real stderr
+
 
 @pytest.mark.parametrize(
     "body", ["seed: " + "[" * 5000, "seed: 0\nseed: 1\n"], ids=["nested", "duplicate"]

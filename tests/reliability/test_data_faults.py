@@ -44,7 +44,13 @@ from tests.reliability.faults import (
 FORMATS: dict[str, tuple[str, Callable, tuple[str, ...], tuple[str, ...], str]] = {
     "devign": ("devign", read_devign, ("train", "valid", "test"), ("func",), "target"),
     "cubert": ("cubert", read_cubert, ("train", "dev", "eval"), ("function",), "label"),
-    "pairs": ("pairs", read_bigclonebench, ("train", "valid", "test"), ("func1", "func2"), "target"),
+    "pairs": (
+        "pairs",
+        read_bigclonebench,
+        ("train", "valid", "test"),
+        ("func1", "func2"),
+        "target",
+    ),
 }
 
 Corrupt = Callable[[dict, str, str], bytes]  # (a valid object, code field, label field) -> a line
@@ -75,7 +81,11 @@ LINE_FAULTS: list[tuple[str, Corrupt, str]] = [
     ("array", lambda o, c, lab: _json([o]), "not an object"),
     ("string", lambda o, c, lab: _json("just text"), "not an object"),
     ("deep-nesting", lambda o, c, lab: b"[" * 100_000 + b"]" * 100_000, "cannot read the JSON"),
-    ("5000-digit-label", lambda o, c, lab: _json(o)[:-1] + b', "x": ' + b"9" * 5000 + b"}", "cannot read"),
+    (
+        "5000-digit-label",
+        lambda o, c, lab: _json(o)[:-1] + b', "x": ' + b"9" * 5000 + b"}",
+        "cannot read",
+    ),
     ("code-int", _with("code", 12345), "must be a string"),
     ("code-dict", _with("code", {"body": "return 1"}), "must be a string"),
     ("code-list", _with("code", ["int f() {}"]), "must be a string"),
@@ -189,7 +199,9 @@ def test_an_idx_given_twice_with_different_code_is_refused(idx_kind, tmp_path):
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     twin = dict(rows[0], func=rows[0]["func"] + "\n// another function")
     if idx_kind == "int-vs-str":  # 7 and "7" are the same idx in the pair files
-        twin["idx"] = int(rows[0]["idx"]) if isinstance(rows[0]["idx"], str) else str(rows[0]["idx"])
+        twin["idx"] = (
+            int(rows[0]["idx"]) if isinstance(rows[0]["idx"], str) else str(rows[0]["idx"])
+        )
     path.write_text("\n".join(json.dumps(r) for r in [*rows, twin]) + "\n")
     err = _refused(
         lambda: read_bigclonebench(folder, {}, "build it"),
@@ -209,14 +221,18 @@ def test_an_idx_repeated_with_the_same_code_is_harmless(tmp_path):
     assert rows == clean
 
 
-@pytest.mark.parametrize("idx", [1.5, True, None, {"a": 1}, [1]], ids=["float", "bool", "null", "dict", "list"])
+@pytest.mark.parametrize(
+    "idx", [1.5, True, None, {"a": 1}, [1]], ids=["float", "bool", "null", "dict", "list"]
+)
 def test_an_idx_that_is_no_id_is_refused(idx, tmp_path):
     folder = _bcb(tmp_path)
     path = folder / "data.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[2]["idx"] = idx
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    _refused(lambda: read_bigclonebench(folder, {}, ""), f"{path}:3", "must be a string or an integer")
+    _refused(
+        lambda: read_bigclonebench(folder, {}, ""), f"{path}:3", "must be a string or an integer"
+    )
 
 
 # ------------------------------------------------------------------------------ duplicates
@@ -241,7 +257,9 @@ def test_a_task_with_duplicated_training_rows_warns_when_loaded(tmp_path, capsys
     train = folder / "train.jsonl"
     lines = train.read_text().splitlines()
     train.write_text("\n".join([*lines, lines[0], lines[1], lines[0]]) + "\n")
-    task = DefectTask(DefectOptions(data_dir=str(folder)), BuildContext(cache_dir=str(tmp_path / "c")))
+    task = DefectTask(
+        DefectOptions(data_dir=str(folder)), BuildContext(cache_dir=str(tmp_path / "c"))
+    )
     splits = task.load()
     assert len(splits["train"]) == len(lines) + 3  # kept: the data may mean them
     assert f"3 of {len(lines) + 3:,} training rows repeat an earlier row" in capsys.readouterr().err
@@ -252,7 +270,11 @@ def test_a_task_with_duplicated_training_rows_warns_when_loaded(tmp_path, capsys
 
 @pytest.mark.parametrize(
     ("fault", "says"),
-    [(LINE_FAULTS[0], "not UTF-8"), (LINE_FAULTS[7], "must be a string"), (LINE_FAULTS[8], "must be a string")],
+    [
+        (LINE_FAULTS[0], "not UTF-8"),
+        (LINE_FAULTS[7], "must be a string"),
+        (LINE_FAULTS[8], "must be a string"),
+    ],
     ids=["non-utf8", "code-int", "code-dict"],
 )
 def test_kdkit_run_on_broken_data_prints_the_message(fault, says, tmp_path):
@@ -374,7 +396,9 @@ def test_a_kill_at_any_moment_leaves_all_old_or_all_new_splits(tmp_path):
     """``kill -9`` of a rebuild at staggered moments: the splits at --out are never mixed."""
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     seen = set()
     for delay in (0.0, 0.03, 0.06):
         out = tmp_path / f"out{delay}"
@@ -393,5 +417,7 @@ def test_a_kill_at_any_moment_leaves_all_old_or_all_new_splits(tmp_path):
     assert "old" in seen  # the early kills did land before the swap
     out = tmp_path / "unkilled"  # and left alone, the same script puts the new build in place
     build_atomically(out, _fake_build("old"))
-    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(script), str(out)], env=env, check=True, capture_output=True
+    )
     assert _tags(out) == {"new"}

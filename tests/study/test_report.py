@@ -382,7 +382,10 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
     # 0.7x beside 0.8x and 0.9x beside 1x collided: one of each pair is kept
     assert spaced_ticks([0.66, 0.83, 1.96, 3.8]) == [0.7, 1.0, 2.0, 3.8]
     assert spaced_ticks([0.9, 1.8, 3.3]) == [1.0, 1.8, 3.3]
-    assert spaced_ticks([0.04, 2.0]) == [1.0, 2.0]  # 0.04 rounds to 0.0: no tick (was ZeroDivisionError)
+    assert spaced_ticks([0.04, 2.0]) == [
+        1.0,
+        2.0,
+    ]  # 0.04 rounds to 0.0: no tick (was ZeroDivisionError)
     b = Baselines.from_dict(_baselines_entry(majority=0.675))
 
     def cell(mean):
