@@ -7,6 +7,7 @@ whether ``text_pair`` is read, ``fingerprint()`` keys the cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -332,11 +333,20 @@ def cache_path(
     return cache_root(cache_dir) / "baselines" / f"{task.name}-{key}.json"
 
 
+def _checksum_path(path: Path) -> Path:
+    """The SHA-256 written beside a cached baselines file (a flipped digit is valid JSON)."""
+    return path.with_name(path.name + ".sha256")
+
+
 def _read_cache(path: Path, task: Any) -> Baselines | None:
     if not path.is_file():
         return None
     try:
-        found = Baselines.from_dict(json.loads(path.read_text(encoding="utf-8")), from_cache=True)
+        data = path.read_bytes()
+        digest = _checksum_path(path)
+        if digest.is_file() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise ValueError("the file changed since it was written (its SHA-256 differs)")
+        found = Baselines.from_dict(json.loads(data.decode("utf-8")), from_cache=True)
         if found.fingerprint != task.fingerprint() or found.version != VERSION:
             raise ValueError("fingerprint or version does not match its key")
         return found
@@ -402,5 +412,7 @@ def compute_baselines(
     if found is not None:
         return found
     result = _compute(task, report, options)
-    _write_atomic(path, result.to_json())
+    text = result.to_json()
+    _write_atomic(path, text)
+    _write_atomic(_checksum_path(path), hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")
     return result

@@ -199,6 +199,15 @@ def test_second_call_reads_cache_and_corrupt_cache_is_recomputed(tmp_path):
     assert Baselines.from_json(path.read_text()) == first  # rewritten, valid again
     assert not list(path.parent.glob(".*"))  # no temporary file left behind
 
+    # a changed digit is still valid JSON: the SHA-256 beside the file catches it
+    text = path.read_text()
+    score = repr(first.splits["test"].scores["tfidf_lr"])
+    assert score in text
+    path.write_text(text.replace(score, "0.999", 1))
+    with pytest.warns(UserWarning, match="SHA-256 differs"):
+        fourth = compute_baselines(task, cache_dir=tmp_path, options=FAST)
+    assert not fourth.from_cache and fourth == first
+
 
 def test_json_round_trip_and_verdicts(tmp_path):
     b = compute_baselines(keyword_task(), cache_dir=tmp_path, options=FAST)
