@@ -18,6 +18,7 @@ from typing import Any
 
 from kdkit.baselines import Baselines
 from kdkit.engine.persist import atomic_write_text
+from kdkit.integrity import write_manifest
 from kdkit.study.baselines import baselines_csv, collect_baselines
 from kdkit.study.figures import score_vs_size, score_vs_speedup
 from kdkit.study.html import render_html
@@ -131,4 +132,5 @@ def write_report(
         "missing": data.missing,
     }
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2, default=str) + "\n")
+    write_manifest(out, "study report")  # results.json, the pages and figures, checked on reuse
     return out

@@ -211,7 +211,16 @@ def collect(paths: Sequence[Path], log: Callable[[str], None] | None = None) -> 
 def from_results_json(path: Path) -> tuple[list[RunRecord], dict[str, Any]]:
     """The runs a report's ``results.json`` lists, and what else it holds (``name``, ``axes`` in
     the order of its cells, ``efficiency``, ``baselines``): to write a report again from a copy
-    of its results, without the run directories (e.g. the committed ``docs/results/*``)."""
+    of its results, without the run directories (e.g. the committed ``docs/results/*``).
+    A report folder's integrity manifest (written by ``kdkit report``) is checked first."""
+    from kdkit.integrity import verify
+
+    verify(
+        Path(path).parent,
+        artefact=f"study report in {Path(path).parent}",
+        fix="write the report again (`kdkit report STUDY_DIR`) or restore its files",
+        note=False,
+    )
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         from kdkit.errors import KdkitError

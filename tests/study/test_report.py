@@ -423,3 +423,10 @@ def test_report_written_again_from_its_results_json(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", str(tmp_path / "bad.json")]) == 2
     assert "not a kdkit report's results.json" in capsys.readouterr().err
+    # the report folder's manifest: a changed number in results.json is refused, named
+    assert (first / "kdkit-manifest.json").is_file()
+    text = (first / "results.json").read_text()
+    (first / "results.json").write_text(text.replace('"seed": 0', '"seed": 9', 1))
+    assert main(["report", str(first / "results.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "results.json" in err and "kdkit report" in err and "Traceback" not in err
