@@ -18,6 +18,7 @@ KINDS = {
     "tokenizers": "student BPE tokenizers per data and vocabulary size",
     "built": "offline datasets built from local code",
     "pretrained": "code encoders pre-trained on local code (code-teacher's pretrain), HF folders",
+    "baselines": "majority / stratified / TF-IDF baselines per task data and options (JSON + SHA-256)",
     "datasets": "prepared task splits",
 }
 
@@ -67,6 +68,18 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _check_baselines(path: Path) -> dict:
+    """A cached baselines file against the SHA-256 written beside it."""
+    import hashlib
+
+    digest = path.with_name(path.name + ".sha256")
+    if not digest.is_file():
+        return {"path": str(path), "status": "unchecked", "problems": []}
+    same = digest.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+    problems = [] if same else [f"{path.name} changed since it was written (its SHA-256 differs)"]
+    return {"path": str(path), "status": "ok" if same else "damaged", "problems": problems}
+
+
 def _entries(root: Path) -> list[dict]:
     out = []
     for kind in KINDS:
@@ -74,9 +87,10 @@ def _entries(root: Path) -> list[dict]:
         if not base.is_dir():
             continue
         for d in sorted(base.iterdir()):
-            if d.name.startswith("."):
-                continue
-            entry = {"kind": kind, "key": d.name, "path": str(d), "bytes": _size(d)}
+            if d.name.startswith(".") or (kind == "baselines" and d.suffix != ".json"):
+                continue  # (a baselines entry is NAME.json; NAME.json.sha256 goes with it)
+            key = d.stem if kind == "baselines" else d.name
+            entry = {"kind": kind, "key": key, "path": str(d), "bytes": _size(d)}
             meta = d / "meta.json"
             if kind == "teacher-outputs" and meta.is_file():
                 try:
@@ -149,6 +163,9 @@ def _verify(args: argparse.Namespace) -> int:
         path = Path(e["path"])
         if e["kind"] == "pretrained":  # the artefact is the model folder (beside its lock)
             path = path / "model"
+        if e["kind"] == "baselines":
+            results.append({**_check_baselines(path), "kind": e["kind"], "key": e["key"]})
+            continue
         try:
             damage = check(path) if path.is_dir() else None
             status = "unchecked" if damage is None else "damaged" if damage else "ok"
@@ -214,6 +231,10 @@ def _clear(args: argparse.Namespace) -> int:
             )
         victims += found
     for v in victims:
-        shutil.rmtree(v)
+        if v.is_file():  # a baselines entry and its checksum
+            v.unlink()
+            v.with_name(v.name + ".sha256").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(v)
         print(f"removed {v}")
     return 0

@@ -288,3 +288,20 @@ def test_baselines_logits_go_through_the_tasks_evaluate(tmp_path):
     b = compute_baselines(inv, cache_dir=tmp_path, options=FAST)
     assert b.splits["test"].majority == pytest.approx(1 - 12 / 30)
     assert torch.isfinite(torch.tensor(b.splits["test"].lexical["tfidf_lr"]))
+
+
+def test_cache_verify_and_clear_know_cached_baselines(tmp_path, capsys):
+    from kdkit.cli import main
+
+    task = keyword_task()
+    first = compute_baselines(task, cache_dir=tmp_path, options=FAST)
+    path = cache_path(task, ("validation", "test"), FAST, tmp_path)
+    assert main(["cache", "--dir", str(tmp_path), "verify"]) == 0
+    assert f"ok        baselines        {path.stem}" in capsys.readouterr().out
+    score = repr(first.splits["test"].scores["tfidf_lr"])
+    path.write_text(path.read_text().replace(score, "0.999", 1))
+    assert main(["cache", "--dir", str(tmp_path), "verify"]) == 2
+    captured = capsys.readouterr()
+    assert "SHA-256 differs" in captured.out and f"kdkit cache clear {path.stem}" in captured.err
+    assert main(["cache", "--dir", str(tmp_path), "clear", path.stem]) == 0
+    assert not path.exists() and not path.with_name(path.name + ".sha256").exists()
