@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kdkit.config import apply_overrides, default_document, load_document, validate
 from kdkit.discovery import load_plugins
 from kdkit.errors import KdkitError
 
@@ -36,21 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def pretrain(args: argparse.Namespace) -> int:
     """Pre-train (or reuse) the encoder; print its folder and record as JSON."""
-    import torch
-
-    from kdkit.api import BuildContext
-    from kdkit.engine.runner import resolve_device
-    from kdkit.engine.tokenization import default_cache_dir
+    from kdkit.cli.teach import teacher_context, teacher_run
     from kdkit.plugins.models.pretrain import read_record
     from kdkit.plugins.teachers.hf import code_encoder
 
-    plugins = load_plugins()
-    doc = default_document() if args.file is None else load_document(args.file)
-    apply_overrides(doc, args.overrides)
-    default = default_document().data
-    for unused in ("student", "method"):  # pre-training needs neither: take the default run's
-        doc.data.setdefault(unused, default[unused])
-    resolved = validate(doc, plugins.registry)
+    resolved = teacher_run(args.file, args.overrides, load_plugins().registry)
     where = args.file or "<default run>"
     teacher = resolved.components.get("teacher")
     if teacher is None or teacher.component.name != "code-teacher":
@@ -74,16 +63,7 @@ def pretrain(args: argparse.Namespace) -> int:
             where=str(out),
             fix="choose a new --output directory (kdkit never overwrites)",
         )
-    run = resolved.run
-    if run.training.num_threads:
-        torch.set_num_threads(run.training.num_threads)
-    ctx = BuildContext(
-        device=resolve_device(run.training.device),
-        seed=run.seed,
-        cache_dir=str(default_cache_dir(run.cache.dir)),
-        max_length=run.training.max_length,
-        extra={"progress": not args.quiet},
-    )
+    ctx = teacher_context(resolved.run, progress=not args.quiet)
     folder = code_encoder(options, ctx)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from kdkit.config import apply_overrides, default_document, load_document, validate
 from kdkit.discovery import load_plugins
@@ -42,23 +43,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=teach)
 
 
+def teacher_run(file: str | None, overrides: list[str], registry: Any) -> Any:
+    """The validated run of ``file`` (default: the default run) for a command that needs only
+    its task and teacher: a missing ``student`` or ``method`` is taken from the default run."""
+    doc = default_document() if file is None else load_document(file)
+    apply_overrides(doc, overrides)
+    default = default_document().data
+    for unused in ("student", "method"):
+        doc.data.setdefault(unused, default[unused])
+    return validate(doc, registry)
+
+
+def teacher_context(run: Any, *, progress: bool) -> Any:
+    """The :class:`~kdkit.api.BuildContext` a teacher is built in for ``run`` (its device, seed,
+    cache, max length), with ``training.num_threads`` applied to torch."""
+    import torch
+
+    from kdkit.api import BuildContext
+    from kdkit.engine.runner import resolve_device
+    from kdkit.engine.tokenization import default_cache_dir
+
+    if run.training.num_threads:
+        torch.set_num_threads(run.training.num_threads)
+    return BuildContext(
+        device=resolve_device(run.training.device),
+        seed=run.seed,
+        cache_dir=str(default_cache_dir(run.cache.dir)),
+        max_length=run.training.max_length,
+        extra={"progress": progress},
+    )
+
+
 def teach(args: argparse.Namespace) -> int:
     """Fine-tune (or train and copy) the run file's teacher into ``--output``; print its metrics."""
     import torch
 
-    from kdkit.api import BuildContext
     from kdkit.config import TrainingConfig
-    from kdkit.engine.runner import resolve_device
     from kdkit.engine.teach import FineTuneJob, fine_tune
-    from kdkit.engine.tokenization import default_cache_dir
 
     plugins = load_plugins()
-    doc = default_document() if args.file is None else load_document(args.file)
-    apply_overrides(doc, args.overrides)
-    default = default_document().data
-    for unused in ("student", "method"):  # a teacher needs neither: take the default run's
-        doc.data.setdefault(unused, default[unused])
-    resolved = validate(doc, plugins.registry)
+    resolved = teacher_run(args.file, args.overrides, plugins.registry)
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise KdkitError(
@@ -73,16 +97,8 @@ def teach(args: argparse.Namespace) -> int:
             fix="add e.g. `teacher: {name: hf, path: DIR}` or `teacher: code-teacher`",
         )
     run = resolved.run
-    if run.training.num_threads:
-        torch.set_num_threads(run.training.num_threads)
-    device = resolve_device(run.training.device)
-    ctx = BuildContext(
-        device=device,
-        seed=run.seed,
-        cache_dir=str(default_cache_dir(run.cache.dir)),
-        max_length=run.training.max_length,
-        extra={"progress": not args.quiet},
-    )
+    ctx = teacher_context(run, progress=not args.quiet)
+    device = ctx.device
     tcomp = resolved.components["task"]
     task = tcomp.component.build(tcomp.options, ctx)
     ctx.task, ctx.splits = task, task.load()
