@@ -246,9 +246,21 @@ class RobertaShape:
 
 def build_roberta(tokenizer: Any, num_labels: int, shape: RobertaShape, max_length: int) -> Any:
     """A randomly initialised ``RobertaForSequenceClassification`` for ``tokenizer``."""
-    from transformers import RobertaConfig, RobertaForSequenceClassification
+    from transformers import RobertaForSequenceClassification
 
-    config = RobertaConfig(
+    return RobertaForSequenceClassification(
+        roberta_config(tokenizer, shape, max_length, num_labels=num_labels)
+    )
+
+
+def roberta_config(
+    tokenizer: Any, shape: RobertaShape, max_length: int, *, num_labels: int = 2
+) -> Any:
+    """The ``RobertaConfig`` of a from-scratch encoder for ``tokenizer`` (position table of at
+    least 514 entries, so fine-tuning may use up to 512 tokens); shared with MLM pre-training."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -263,4 +275,3 @@ def build_roberta(tokenizer: Any, num_labels: int, shape: RobertaShape, max_leng
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return RobertaForSequenceClassification(config)

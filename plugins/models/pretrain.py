@@ -55,7 +55,7 @@ from kdkit.engine.optim import build_schedule, clip_gradients
 from kdkit.engine.persist import atomic_dir
 from kdkit.errors import KdkitError
 from kdkit.integrity import verify, write_manifest
-from kdkit.plugins.models.hf_classifier import quiet_transformers
+from kdkit.plugins.models.hf_classifier import RobertaShape, quiet_transformers, roberta_config
 from kdkit.plugins.models.mlm import mask_tokens
 from kdkit.progress import progress_bar
 
@@ -267,23 +267,11 @@ def _corpus(
 
 
 def _model(shape: EncoderShape, tok: Any) -> Any:
-    from transformers import RobertaConfig, RobertaForMaskedLM
+    """A randomly initialised ``RobertaForMaskedLM`` of ``shape`` (the classifier's config)."""
+    from transformers import RobertaForMaskedLM
 
-    config = RobertaConfig(
-        vocab_size=len(tok),
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=4 * shape.hidden,
-        hidden_dropout_prob=shape.dropout,
-        attention_probs_dropout_prob=shape.dropout,
-        max_position_embeddings=514,  # as build_roberta: fine-tuning may use up to 512 tokens
-        type_vocab_size=1,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    return RobertaForMaskedLM(config)
+    dims = RobertaShape(shape.hidden, shape.layers, shape.heads, 4 * shape.hidden, shape.dropout)
+    return RobertaForMaskedLM(roberta_config(tok, dims, 512))
 
 
 def _batch(
