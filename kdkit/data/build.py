@@ -196,11 +196,14 @@ def split_by_group(
         if kept:
             kept_groups.append((g, kept))
     splits: dict[str, list[T]] = {s: [] for s in SPLITS}
-    if eval_allowed is not None:
-        for _, kept in kept_groups:
-            if not eval_allowed(group_of(kept[0])):
+    if eval_allowed is not None:  # groups that may not be evaluated on go to train first
+        eligible = []
+        for g, kept in kept_groups:
+            if eval_allowed(g):
+                eligible.append((g, kept))
+            else:
                 splits["train"].extend(kept)
-        kept_groups = [(g, kept) for g, kept in kept_groups if eval_allowed(g)]
+        kept_groups = eligible
     if label_of is None:
         # Each group goes to the split furthest below its share (ties: train, validation, test),
         # so shares are met closely and, with at least three groups, no split is left empty.
