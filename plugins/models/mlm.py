@@ -45,6 +45,24 @@ def mask_tokens(
     return inputs, labels
 
 
+def masked_lm_loss(
+    mlm: torch.nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The MLM loss of a ``RobertaForMaskedLM`` with the vocabulary head applied to the chosen
+    positions only.
+
+    The same value as ``mlm(input_ids=..., labels=...).loss`` (the mean cross-entropy over the
+    positions whose label is not -100), but the ``[hidden, vocab]`` head runs on ~15 % of the
+    ``B·L`` positions instead of all of them: with a 256-wide encoder and an 8,000-token vocabulary
+    the full head costs more than the encoder itself (measured: 1.9 s vs ~0.8 s per step of
+    32 × 128 tokens on 2 CPU cores).
+    """
+    hidden = mlm.roberta(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
+    chosen = labels != -100  # [B, L]
+    logits = mlm.lm_head(hidden[chosen])  # [n_chosen, vocab]
+    return torch.nn.functional.cross_entropy(logits, labels[chosen])
+
+
 def pretrain_mlm(
     classifier: HFClassifier, texts: Sequence[str], settings: MLMSettings
 ) -> list[float]:
@@ -78,17 +96,13 @@ def pretrain_mlm(
             inputs, labels = mask_tokens(
                 ids, torch.isin(ids, special_ids), tok.mask_token_id, len(tok), gen
             )
-            out = mlm(
-                input_ids=inputs.to(device),
-                attention_mask=attn.to(device),
-                labels=labels.to(device),
-            )
+            loss = masked_lm_loss(mlm, inputs.to(device), attn.to(device), labels.to(device))
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             clip_gradients(params, 1.0)
             opt.step()
             schedule.step()
-            total, n = total + float(out.loss), n + 1
+            total, n = total + float(loss), n + 1
         losses.append(total / max(n, 1))
         settings.log(f"  teacher MLM epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f}")
     model.roberta.load_state_dict(mlm.roberta.state_dict(), strict=False)

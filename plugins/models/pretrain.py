@@ -56,7 +56,7 @@ from kdkit.engine.persist import atomic_dir
 from kdkit.errors import KdkitError
 from kdkit.integrity import verify, write_manifest
 from kdkit.plugins.models.hf_classifier import RobertaShape, quiet_transformers, roberta_config
-from kdkit.plugins.models.mlm import mask_tokens
+from kdkit.plugins.models.mlm import mask_tokens, masked_lm_loss
 from kdkit.progress import progress_bar
 
 #: The masked token of the exception task: one token of the pre-trained vocabulary.
@@ -348,24 +348,20 @@ def _train(
             inputs, labels = mask_tokens(
                 ids, torch.isin(ids, special), tok.mask_token_id, len(tok), gen
             )
-            out = model(
-                input_ids=inputs.to(device),
-                attention_mask=attn.to(device),
-                labels=labels.to(device),
-            )
-            if not torch.isfinite(out.loss.detach()):
+            loss = masked_lm_loss(model, inputs.to(device), attn.to(device), labels.to(device))
+            if not torch.isfinite(loss.detach()):
                 raise KdkitError(
-                    f"the pre-training loss became {out.loss.item()} at step {step}",
+                    f"the pre-training loss became {loss.item()} at step {step}",
                     where="teacher.pretrain",
                     fix="lower teacher.pretrain.lr (the checkpoint before it is kept)",
                 )
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             clip_gradients(params, 1.0)
             opt.step()
             schedule.step()
             step += 1
-            window_loss.append(out.loss.item())
+            window_loss.append(loss.item())
             bar.update(1)
             if step % options.save_every == 0 or step == options.steps:
                 losses.append({"step": step, "loss": round(sum(window_loss) / len(window_loss), 4)})

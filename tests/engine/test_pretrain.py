@@ -220,3 +220,43 @@ def test_a_bit_flip_in_the_cached_encoder_is_detected_before_use(src, tmp_path):
         pt.pretrained_encoder(options(src), SHAPE, tmp_path, progress=False, log=lambda m: 0)
     key = folder.parent.name
     assert "model.safetensors" in str(err.value) and f"kdkit cache clear {key}" in err.value.fix
+
+
+def test_the_masked_only_head_gives_the_full_heads_loss_and_gradients():
+    """masked_lm_loss applies the vocabulary head to the chosen positions only; its loss and every
+    gradient equal RobertaForMaskedLM's own (which runs the head on all positions)."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from kdkit.plugins.models.mlm import mask_tokens, masked_lm_loss
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = RobertaForMaskedLM(cfg)
+    ids = torch.randint(5, 300, (4, 24))
+    attn = torch.ones_like(ids)
+    attn[1, 15:] = 0
+    gen = torch.Generator().manual_seed(1)
+    inputs, labels = mask_tokens(ids, attn == 0, 4, 300, gen)
+    assert 0 < int((labels != -100).sum()) < labels.numel() // 2
+
+    ref = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    ours = masked_lm_loss(model, inputs, attn, labels)
+    ours.backward()
+    assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    assert ref_grads and all(
+        torch.allclose(p.grad, ref_grads[n], rtol=1e-5, atol=1e-6)
+        for n, p in model.named_parameters()
+        if n in ref_grads
+    )
