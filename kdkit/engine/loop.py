@@ -210,6 +210,8 @@ class Trainer:
             "rng": rng_state(),
             "method_extra": self.method.extra_state(),
         }
+        if self.scaler is not None:  # fp16: the loss scale it has found (else it restarts at 2^16)
+            state["grad_scaler"] = self.scaler.state_dict()
         if self.dist.enabled:  # each rank's own stream (collective: every rank calls this)
             state["rng_ranks"] = self.dist.all_gather_object(state["rng"])
         return state
@@ -231,6 +233,8 @@ class Trainer:
         changed = self._apply_hyperparameters(fresh)
         if state.get("method_extra") is not None:  # absent in checkpoints of older versions
             self.method.load_extra_state(state["method_extra"])
+        if self.scaler is not None and isinstance(state.get("grad_scaler"), dict):
+            self.scaler.load_state_dict(state["grad_scaler"])
         ranks = state.get("rng_ranks")
         same_world = ranks is not None and len(ranks) == self.dist.world_size
         set_rng_state(ranks[self.dist.rank] if ranks is not None and same_world else state["rng"])

@@ -110,7 +110,7 @@ class GRURecurrence(torch.autograd.Function):
 
     ``gi`` [D, B, L, 3H] (input projections with ``b_ih``), ``w_hh`` [D, H, 3H] (``weight_hh``
     transposed), ``b_hh`` [D, 1, 3H] -> states [D, B, L, H]. Forward and backward are exact (the
-    backward is checked with ``gradcheck`` in float64, tests/students/test_gru_fast.py).
+    backward is checked with ``gradcheck`` in float64, tests/engine/test_gru_fast.py).
     """
 
     @staticmethod
@@ -172,7 +172,12 @@ def bigru_layer(
     x_rev = x.gather(1, rev.unsqueeze(-1).expand(-1, -1, width))  # [B, L, In]
     both = torch.stack([x, x_rev]).view(2, b * steps, width)  # [2, B*L, In]
     gi = torch.baddbmm(b_ih, both, w_ih.transpose(1, 2)).view(2, b, steps, 3 * hidden)
-    states = GRURecurrence.apply(gi, w_hh, b_hh)  # [2, B, L, H]
+    # The recurrence runs in fp32 whatever autocast chose for the projections (under fp16/bf16
+    # autocast ``gi`` is half while the weights are fp32; 512 sequential steps in fp16 would also
+    # round the state at every step). Float64 stays float64; outside autocast the casts are no-ops.
+    dtype = torch.promote_types(torch.promote_types(gi.dtype, w_hh.dtype), torch.float32)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        states = GRURecurrence.apply(gi.to(dtype), w_hh.to(dtype), b_hh.to(dtype))  # [2, B, L, H]
     fwd = states[0]
     bwd = states[1].gather(1, rev.unsqueeze(-1).expand(-1, -1, hidden))  # back in text order
     last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # [B, 1, H]

@@ -197,3 +197,43 @@ def test_method_sees_progress_and_its_state_survives_stop_and_resume(
     assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
     extras = [load_state(str(d))["method_extra"] for d in last]
     assert extras[0] == extras[1] == {"epochs_seen": [0, 1, 2]}
+
+
+def test_an_fp16_run_checkpoints_its_loss_scale_and_a_resume_restores_it(
+    plugins, tmp_path, monkeypatch
+):
+    """The GradScaler's scale is part of the checkpoint: a resumed fp16 run continues with the
+    scale it had found instead of restarting at 2^16 (and skipping steps while it backs off)."""
+    from kdkit.engine.checkpoint import load_state
+    from kdkit.engine.loop import Trainer
+
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    overrides = ("method=ft", "training.precision=fp16", "training.save_every=2")
+    run_once(tiny_config(plugins, tmp_path / "a", *overrides), plugins, progress=False)
+    saved = load_state(str(tmp_path / "a" / "checkpoints" / "last"))["grad_scaler"]
+    assert saved["scale"] > 0 and saved["growth_interval"] == 2000
+
+    seen: list[float] = []
+    original = Trainer.restore
+
+    def restore_and_record(self, state):
+        state["grad_scaler"]["scale"] = 128.0  # as if the first segment had backed off to 2^7
+        changed = original(self, state)
+        seen.append(self.scaler.get_scale())
+        return changed
+
+    cut = tmp_path / "b"
+    real_step = Trainer.train_step
+
+    def stop_at_step_4(self, rows):
+        if self.state.step == 4:
+            raise KeyboardInterrupt
+        return real_step(self, rows)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_once(tiny_config(plugins, cut, *overrides), plugins, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "restore", restore_and_record)
+    run_once(tiny_config(plugins, cut, *overrides), plugins, resume=str(cut), progress=False)
+    assert seen == [128.0]

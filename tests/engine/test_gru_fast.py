@@ -72,3 +72,24 @@ def test_student_cpu_path_equals_packed_path(tiny_context):
     torch.testing.assert_close(fast.logits, want, rtol=0, atol=1e-6)
     torch.testing.assert_close(fast.pooled[2], final, rtol=0, atol=1e-6)
     torch.testing.assert_close(fast.hidden_states[2], x, rtol=0, atol=1e-6)
+
+
+def test_layer_runs_under_fp16_and_bf16_autocast_with_an_fp32_recurrence():
+    """Under autocast the input projections come out in half precision while the weights stay
+    fp32; the recurrence runs in fp32 and agrees with the fp32 layer to the projections' rounding."""
+    torch.manual_seed(2)
+    layer = nn.GRU(8, 6, batch_first=True, bidirectional=True)
+    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    rev, valid = reversal_index(lengths, 5)
+    ref, ref_final = bigru_layer(layer, x, rev, lengths)
+    for dtype, tol in ((torch.float16, 2e-3), (torch.bfloat16, 2e-2)):
+        with torch.autocast("cpu", dtype=dtype):
+            out, final = bigru_layer(layer, x, rev, lengths)
+        assert out.dtype == torch.float32 and final.dtype == torch.float32
+        mask = valid.unsqueeze(-1)
+        assert float(((out - ref) * mask).detach().abs().max()) < tol
+        assert float((final - ref_final).detach().abs().max()) < tol
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        x.grad = None
