@@ -14,11 +14,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from kdkit.api import BuildContext
+from kdkit.shared_work import SharedWorkBusy, without_waiting
 from kdkit.study.resolve import PlannedRun
 
 
@@ -121,8 +124,10 @@ class TeacherGate:
     ``gate(run, wait)`` returns True when ``run`` can start: it needs no teacher, its teacher
     is ready (built by any worker of this study directory: a ``.teacher-KEY.ready`` marker
     written under the lock), or this worker got the teacher's lock and built it. With
-    ``wait=False`` it returns False at once when another worker holds the lock (building);
-    with ``wait=True`` it waits for that worker, then proceeds.
+    ``wait=False`` it returns False at once when another worker holds the lock (building), and
+    also when the build needs shared work another process is doing (the code encoder's
+    pre-training, :mod:`kdkit.shared_work`): the build stops before training anything and is
+    retried after ``retry_s`` seconds. With ``wait=True`` it waits for both, then proceeds.
     """
 
     def __init__(
@@ -131,12 +136,16 @@ class TeacherGate:
         *,
         log: Callable[[str], None] = print,
         build: Callable[[PlannedRun], None] = build_teacher,
+        retry_s: float = 30.0,
     ) -> None:
         self.lock_dir = lock_dir
         self.log = log
         self.build = build
+        self.retry_s = retry_s
         #: keys this worker has seen ready (built here or found built)
         self.ready: set[str] = set()
+        #: keys whose build found shared work busy, and when (not retried before ``retry_s``)
+        self.busy: dict[str, float] = {}
 
     def _marker(self, key: str) -> Path:
         return self.lock_dir / f".teacher-{key}.ready"
@@ -148,16 +157,25 @@ class TeacherGate:
         if self._marker(key).exists():
             self.ready.add(key)
             return True
+        if not wait and time.monotonic() - self.busy.get(key, -math.inf) < self.retry_s:
+            return False  # its shared work was busy a moment ago: do not rebuild the task yet
         with file_lock(self.lock_dir / f".teacher-{key}.lock", wait=wait) as held:
             if not held:
                 return False  # another worker is building it: run something else meanwhile
             if not self._marker(key).exists():  # not built while this worker waited
                 labels = run.point.labels()
-                self.log(
-                    f"teacher {labels['teacher']} for {labels['task']}: building "
-                    "(or reading the cache)"
-                )
-                self.build(run)
+                what = f"teacher {labels['teacher']} for {labels['task']}"
+                if key not in self.busy:
+                    self.log(f"{what}: building (or reading the cache)")
+                try:
+                    with contextlib.nullcontext() if wait else without_waiting():
+                        self.build(run)
+                except SharedWorkBusy as busy:
+                    if key not in self.busy:
+                        self.log(f"{what}: {busy}; running other work meanwhile")
+                    self.busy[key] = time.monotonic()
+                    return False
                 self._marker(key).write_text(run.run_id + "\n", encoding="utf-8")
+        self.busy.pop(key, None)
         self.ready.add(key)
         return True

@@ -58,6 +58,7 @@ from kdkit.integrity import verify, write_manifest
 from kdkit.plugins.models.hf_classifier import RobertaShape, quiet_transformers, roberta_config
 from kdkit.plugins.models.mlm import mask_tokens, masked_lm_loss
 from kdkit.progress import progress_bar
+from kdkit.shared_work import SharedWorkBusy, may_wait
 
 #: The masked token of the exception task: one token of the pre-trained vocabulary.
 HOLE = "__HOLE__"
@@ -157,6 +158,8 @@ def _locked(path: Path, log: Callable[[str], None]) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not may_wait():  # a study worker: it runs other work meanwhile
+                raise SharedWorkBusy("pre-training the code encoder", path.parent) from None
             log(f"kdkit: waiting for another process pre-training {path.parent}")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -90,3 +90,43 @@ def test_gate_with_a_ready_teacher_does_not_build_again(write_grid, tmp_path, st
     assert first(kd, False) and built == [kd.run_id]
     second = TeacherGate(grid.output_dir, build=lambda r: built.append(r.run_id), log=print)
     assert second(kd, False) and built == [kd.run_id]  # the marker says ready
+
+
+def test_a_teacher_whose_pretraining_another_process_runs_is_put_off_not_waited_for(
+    write_grid, tmp_path, study_plugins
+):
+    """The build of a teacher needs the code encoder another process is pre-training (its OS lock
+    held): with ``wait=False`` the gate gives up at once (no marker, the teacher's lock released)
+    and does not retry for ``retry_s``; once the lock is free the teacher is built."""
+    import fcntl
+
+    from kdkit.plugins.models.pretrain import _locked
+
+    grid = load_grid(write_grid(GRID.format(out=tmp_path / "study")))
+    runs = plan(grid, study_plugins.registry)
+    kd = next(r for r in runs if "__kd__" in r.run_id)
+    lock_path = tmp_path / "pretrained" / "lock"
+    lock_path.parent.mkdir()
+    attempts: list[str] = []
+
+    def build(run):  # what the code teacher does: take the encoder's lock, then train
+        attempts.append(run.run_id)
+        with _locked(lock_path, print):
+            pass
+
+    messages: list[str] = []
+    holder = open(lock_path, "a+")  # another process pre-training
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        gate = TeacherGate(grid.output_dir, build=build, log=messages.append, retry_s=3600)
+        assert gate(kd, False) is False
+        assert gate(kd, False) is False  # within retry_s: not even attempted again
+        assert len(attempts) == 1 and not list(grid.output_dir.glob(".teacher-*.ready"))
+        assert any("pre-training the code encoder" in m and "meanwhile" in m for m in messages)
+        gate.retry_s = 0.0
+        assert gate(kd, False) is False and len(attempts) == 2  # retried, still busy
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        holder.close()
+    assert gate(kd, False) is True and len(attempts) == 3
+    assert list(grid.output_dir.glob(".teacher-*.ready"))
