@@ -10,6 +10,7 @@ from typing import Any
 
 from kdkit.api import BuildContext, NoOptions, Options, Student
 from kdkit.errors import KdkitError, PluginError
+from kdkit.shared_work import SharedWorkBusy
 
 #: Component kinds, in the order ``kdkit plugins`` lists them, with the hook that registers each.
 KINDS: dict[str, str] = {
@@ -86,7 +87,7 @@ class Component:
     def _call(self, fn: Callable[..., Any], what: str, *args: Any) -> Any:
         try:
             return fn(*args)
-        except KdkitError:
+        except (KdkitError, SharedWorkBusy):  # a user error, or "shared work busy" for the study
             raise
         except Exception as exc:  # a plugin bug: name the plugin, keep the cause chained
             raise PluginError(

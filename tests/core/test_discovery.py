@@ -250,3 +250,20 @@ def test_a_plugin_name_taken_by_kdkit_is_not_loaded_and_says_why(tmp_path):
     assert "rename the entry point 'console'" in failed["fix"]
     (console,) = [c for c in listed["components"] if c["name"] == "console"]
     assert console["distribution"] == "kdkit" and listed["collisions"] == []
+
+
+def test_shared_work_busy_passes_through_the_plugin_error_wrapper():
+    """A component's build that finds shared work busy (a study worker's teacher build while
+    another process pre-trains) must reach the study's gate as itself, not as a plugin bug."""
+    from kdkit.shared_work import SharedWorkBusy
+
+    plugins = load_plugins(allow=[], extra=[("core-test", CorePlugin())])
+    comp = plugins.registry.get("kd_method", "kd")
+
+    def busy():
+        raise SharedWorkBusy("pre-training the code encoder", "/cache/pretrained/x")
+
+    with pytest.raises(SharedWorkBusy, match="another process is pre-training"):
+        comp._call(busy, "build")
+    with pytest.raises(PluginError, match="failed to build: ValueError"):
+        comp._call(lambda: int("x"), "build")
