@@ -17,7 +17,8 @@ A grid file is a ``base`` run file plus axes whose product gives the runs::
 
 An axis value is a component name or a component section (``name`` + the component's options)
 with two study-only keys: ``label`` (its name in directory names and tables) and ``training``
-(settings merged into the run's ``training``, e.g. CKD's batch 16). A section whose ``name``
+(settings merged into the run's ``training``, e.g. CKD's batch 16) — except on the teacher axis,
+where ``training`` is the teacher's own option (its fine-tuning schedule). A section whose ``name``
 equals the base's section of that kind is merged into it (the axis wins). Tasks may carry the
 study-only hint ``train_size`` (training rows, used only by ``--dry-run``'s estimate when the task
 has no ``max_train``).
@@ -301,7 +302,13 @@ def _axis_value(
             "e.g. {name: ..., label: ...}",
         )
         return None
-    training = item.get("training", {})
+    # On the teacher axis ``training`` is the teacher's own option (the fine-tuning schedule of
+    # code-teacher and minilm), never the study key: a teacher value cannot change the run's
+    # training (an include with a method value can).
+    study_keys = (
+        STUDY_KEYS if axis != "teacher" else tuple(k for k in STUDY_KEYS if k != "training")
+    )
+    training = item.get("training", {}) if axis != "teacher" else {}
     if not isinstance(training, dict):
         bad((*where, "training"), "'training' must be a mapping of training settings")
         training = {}
@@ -310,7 +317,7 @@ def _axis_value(
         not isinstance(hints["train_size"], int) or hints["train_size"] < 1
     ):
         bad((*where, "train_size"), "train_size must be a positive integer (training rows)")
-    section = {k: v for k, v in item.items() if k not in STUDY_KEYS}
+    section = {k: v for k, v in item.items() if k not in study_keys}
     label = item.get("label")
     if label is not None and (not isinstance(label, str) or safe_label(label) != label):
         bad(

@@ -298,3 +298,24 @@ def test_needs_a_teacher_is_read_from_declared_requirements_without_building():
     assert answer(value({"name": "kdd"})) is True
     assert answer(value({"name": "optional", "alpha": 7})) is True
     assert built == []  # nothing was built to answer
+
+
+def test_training_on_the_teacher_axis_is_the_teachers_fine_tuning_not_the_runs(
+    write_grid, tmp_path, study_plugins
+):
+    """``training`` of a teacher value is the teacher's option (minilm's fine-tuning schedule):
+    it must reach the teacher, and leave the student's run training as the base says."""
+    body = GRID.replace(
+        "teacher: [tiny-teacher]",
+        "teacher: [{{name: minilm, label: mini, training: {{epochs: 2, lr: 1.0e-4}}}}]",
+    )
+    from kdkit.discovery import load_plugins
+
+    from .conftest import BUILTINS, StudyTinyPlugin
+
+    plugins = load_plugins(allow=[*BUILTINS, "hf-teacher"], extra=[("t", StudyTinyPlugin())])
+    runs = plan(_grid(write_grid, tmp_path, body=body), plugins.registry)
+    kd = next(r for r in runs if "__mini__" in r.run_id and "__kd__" in r.run_id).resolved
+    teacher = kd.components["teacher"].options
+    assert (teacher.training.epochs, teacher.training.lr) == (2, 1.0e-4)
+    assert kd.run.training.epochs == 1 and kd.run.training.lr == 3e-4  # the base's
