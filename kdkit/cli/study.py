@@ -17,10 +17,18 @@ from kdkit.errors import KdkitError
 
 
 def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
-    """Run shards 1..N of the study as N ``kdkit study --shard i/N`` subprocesses; wait for all."""
+    """Run the study with N worker subprocesses sharing one queue of runs; wait for all.
+
+    Each worker walks every run and claims the next unclaimed one (``--queue DIR``:
+    :class:`kdkit.study.runner.RunQueue`), so no worker idles while another still has a backlog.
+    """
+    import os
+    import shutil
     import subprocess
+    import time
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    queue = output_dir / f".queue-{os.getpid()}-{time.time_ns()}"  # private to this call
     procs = []
     for i in range(1, args.workers + 1):
         cmd = [
@@ -29,8 +37,8 @@ def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
             "kdkit",
             "study",
             args.grid,
-            "--shard",
-            f"{i}/{args.workers}",
+            "--queue",
+            str(queue),
             "--output-dir",
             str(output_dir),
             "--no-measure",
@@ -55,6 +63,9 @@ def run_workers(args: argparse.Namespace, output_dir: Path) -> int:
         for proc, _log in procs:
             proc.terminate()
         raise
+    finally:
+        if all(proc.poll() is not None for proc, _log in procs):
+            shutil.rmtree(queue, ignore_errors=True)
     bad = [i + 1 for i, c in enumerate(codes) if c != 0]
     if bad:
         print(
@@ -85,6 +96,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run only shard I of N (1-based; disjoint, same split on every worker)",
     )
     p.add_argument("--output-dir", metavar="DIR", help="study directory (default: the grid's)")
+    # internal: a worker of `--workers N`, claiming runs from the call's shared queue
+    p.add_argument("--queue", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -98,8 +111,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="run N shards at once as subprocesses on this machine (e.g. one per core; "
-        "default: the grid's `workers`, else 1)",
+        help="run N workers at once as subprocesses on this machine (e.g. one per core), "
+        "sharing one queue of runs (default: the grid's `workers`, else 1)",
     )
     p.add_argument("--max-runs", type=int, metavar="N", help="stop after starting N runs")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
@@ -129,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
     from kdkit.study.grid import load_grid
     from kdkit.study.resolve import plan
     from kdkit.study.results import run_status
-    from kdkit.study.runner import engine_executor, run_study, subprocess_executor
+    from kdkit.study.runner import RunQueue, engine_executor, run_study, subprocess_executor
     from kdkit.study.shard import parse_shard, select
 
     shard = parse_shard(args.shard)
     plugins = load_plugins()
     grid = load_grid(args.grid, args.output_dir)
     if args.workers is None:
-        args.workers = 1 if args.shard else grid.workers
+        args.workers = 1 if args.shard or args.queue else grid.workers
     elif args.workers < 1:
         raise KdkitError(
             f"--workers {args.workers}: need at least 1",
@@ -187,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 else None
             ),
             gate=TeacherGate(grid.output_dir) if args.max_runs != 0 else None,
+            claim=RunQueue(Path(args.queue)) if args.queue else None,
             progress=True,
         )
         print(

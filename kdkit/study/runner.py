@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,33 @@ Executor = Callable[[PlannedRun, bool], None]
 #: ``wait=False`` it may say no at once (the teacher is being built elsewhere), with
 #: ``wait=True`` it blocks until the run can start (:class:`kdkit.study.teachers.TeacherGate`).
 Gate = Callable[[PlannedRun, bool], bool]
+#: ``claim(run) -> bool``: whether this worker may run ``run`` (False: another worker took it).
+Claim = Callable[[PlannedRun], bool]
+
+
+class RunQueue:
+    """The runs of one ``kdkit study --workers N`` call, shared by its N local workers.
+
+    Every worker walks the whole study in the same order and claims a run just before starting it,
+    by creating ``DIR/<run id>`` exclusively (``O_CREAT | O_EXCL``: atomic on a local file
+    system); a run another worker claimed is skipped. So a worker that finishes its share early
+    takes the next runs instead of idling, whatever each run costs (a fixed ``--shard i/N`` split
+    balances run *counts*, not run *times*). ``DIR`` is private to the call: a run claimed by a
+    worker that then failed or died is retried by the next call, as with shards.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, run: PlannedRun) -> bool:
+        try:
+            fd = os.open(self.directory / run.run_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return True
 
 
 @dataclass
@@ -55,6 +83,8 @@ class StudyOutcome:
     ran: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: runs another worker of the same call claimed (:class:`RunQueue`)
+    taken: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -146,6 +176,7 @@ def run_study(
     prepare: Callable[[Sequence[PlannedRun], int], Any] | None = None,
     progress: bool = False,
     gate: Gate | None = None,
+    claim: Claim | None = None,
 ) -> StudyOutcome:
     """Run this shard's incomplete runs in seed-major order (see :func:`execution_order`).
 
@@ -181,7 +212,7 @@ def run_study(
     if progress and log is print and not isinstance(bar, PlainProgress):
         log = bar.write  # a print() would break the redrawn bar
     try:
-        _run_all(todo, n_todo, execute, outcome, bar, log, max_runs, fail_fast, gate)
+        _run_all(todo, n_todo, execute, outcome, bar, log, max_runs, fail_fast, gate, claim)
     finally:
         bar.close()
     outcome.seconds = time.perf_counter() - start
@@ -198,6 +229,7 @@ def _run_all(
     max_runs: int | None,
     fail_fast: bool,
     gate: Gate | None = None,
+    claim: Claim | None = None,
 ) -> None:
     """The loop of :func:`run_study`: each incomplete run in ``todo`` (``n_todo`` of them),
     recorded in ``outcome``; ``bar`` counts the runs done. A run ``gate`` puts off goes back to
@@ -224,6 +256,9 @@ def _run_all(
         pending.remove(run)
         if status == "complete":  # a later run that is already complete
             outcome.skipped.append(run.run_id)
+            continue
+        if claim is not None and not claim(run):
+            outcome.taken.append(run.run_id)  # another worker of this call runs it
             continue
         resume = status == "partial"
         done += 1

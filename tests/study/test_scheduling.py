@@ -130,3 +130,49 @@ def test_a_teacher_whose_pretraining_another_process_runs_is_put_off_not_waited_
         holder.close()
     assert gate(kd, False) is True and len(attempts) == 3
     assert list(grid.output_dir.glob(".teacher-*.ready"))
+
+
+def test_workers_sharing_a_queue_run_every_run_once_and_balance_by_time(
+    write_grid, tmp_path, study_plugins
+):
+    """Two workers walk the whole study with one :class:`RunQueue`: each run executes exactly
+    once, and the runs of very different cost are shared by time, not count (a fixed split of
+    this grid would give one worker both slow runs)."""
+    from kdkit.study.runner import RunQueue
+
+    grid = load_grid(write_grid(GRID.format(out=tmp_path / "study")))
+    runs = plan(grid, study_plugins.registry)
+    slow = {r.run_id for r in runs if "__kd__" in r.run_id}  # 2 of the 4 runs
+    executed: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def execute(run, resume):
+        time.sleep(1.0 if run.run_id in slow else 0.05)
+        (run.run_dir / "summary.json").write_text(json.dumps({"fake": True}))
+        with lock:
+            executed.append((threading.current_thread().name, run.run_id))
+
+    queue = RunQueue(tmp_path / "study" / ".queue-test")
+    outcomes = {}
+
+    def worker(name):
+        outcomes[name] = run_study(
+            grid, runs, execute, log=lambda _m: None, gate=lambda r, w: True, claim=queue
+        )
+
+    threads = [threading.Thread(target=worker, args=(n,), name=n) for n in ("w1", "w2")]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    wall = time.monotonic() - t0
+    ids = [rid for _w, rid in executed]
+    assert sorted(ids) == sorted(r.run_id for r in runs)  # every run, once
+    by_worker = {w: [rid for ww, rid in executed if ww == w] for w in ("w1", "w2")}
+    assert all(len(v) >= 1 for v in by_worker.values())
+    # the two slow runs ran at the same time, one per worker: about 1 s, not 2
+    assert sum(rid in slow for rid in by_worker["w1"]) == 1 and wall < 1.8
+    w1 = outcomes["w1"]  # every run: its own, taken by w2, or already complete when reached
+    assert sorted(w1.taken + w1.ran + w1.skipped) == sorted(r.run_id for r in runs)
+    assert set(w1.ran) == set(by_worker["w1"])
