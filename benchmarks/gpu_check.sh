@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine (carry .whl/ if it lacks packages)
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh  # CPU rehearsal: static sm_90 check, interpreter tests,
-#                                           # tiny bench shapes (limits 120 + 240 + 150 s)
+#                                           # tiny bench shapes (limits 240 + 240 + 150 s)
 #
 # Packages: benchmarks/check_imports.py lists what is missing; when .whl/ holds wheels (from
 # benchmarks/fetch_device_wheels.sh, run where pip reaches PyPI) they are installed with
@@ -98,7 +98,7 @@ if [ "$DEVICE" = cuda ]; then
     --max-seconds 120 $PLOTS
 else
   # 1. the static sm_90 check (what a GPU would compile; no GPU needed)
-  step "static sm_90 check" 120 env TRITON_INTERPRET=0 "${KDKIT[@]}" bench --static --quick \
+  step "static sm_90 check" 240 env TRITON_INTERPRET=0 "${KDKIT[@]}" bench --static --quick \
     --out "$DEST/static"
   # 2. a subset of the kernel tests in the interpreter (the numerics reproducers + kd_loss)
   step "pytest (interpreter, numerics + kd)" 240 "$PY" -m pytest -q -x -p no:cacheprovider \

@@ -13,8 +13,11 @@ gradient). The kernels make 7 HBM passes' worth, forward + backward:
   gradient (1).
 
 No raw moments anywhere (their cancellation loses the Pearson correlation of near-uniform
-columns). Reaching 5 would need the column statistics gathered in the row kernel's sweep (a
-cross-program merge per column): left.
+columns). 5 units (the column statistics gathered in the row kernel's L2 sweep, merged by a
+second kernel over per-tile partials) is not reachable at C = 32,000: a program owning ``BR``
+rows writes ``20 / (BR b)`` units of fp32 partials (read again by the merge), and its sweep 2 is
+L2-resident only for ``BR <= ~2`` (``SMs * BR * C * 2b <= L2 / 2``), where the partials cost
+~10 units; see docs/kernels.md.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 ``sim = s t^T / tau`` is never materialised. Forward: one program per block of student rows
 keeps an online base-2 log-sum-exp over blocks of teacher rows and stores ``lse [B]`` (O(B)).
-Backward recomputes the similarity tiles: one kernel accumulates ``P t`` for blocks of student
-rows, another ``P^T s`` for blocks of teacher rows (only when the teacher needs a gradient), each
-program owning its output rows (no atomics). Extra memory is O(B * d). L2-normalisation, the
+Backward recomputes each similarity tile once: in chunks of student rows (``chunk_rows``) a
+kernel writes ``dS = P - I`` (bf16/fp16 on the tensor-core path, else fp32) and both gradients
+are GEMMs over the chunk, ``dS t`` and ``dS^T s``, accumulating in fp32 (no atomics). Forward +
+backward: ``8 B^2 d`` FLOPs against the ``6 B^2 d`` floor. Extra memory is O(B * d) plus one
+chunk of ``dS`` (at most ``CHUNK_ELEMS`` entries). L2-normalisation, the
 diagonal term and the ``grad_output`` scaling are O(B * d) PyTorch ops around the kernels.
 """
 
@@ -17,6 +19,7 @@ import triton.language as tl
 
 from kdkit.kernels.dispatch import interpreting
 from kdkit.kernels.infonce.reference import NORM_EPS
+from kdkit.kernels.kd.fused_linear import gemm_f32
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -126,77 +129,62 @@ def _infonce_fwd_kernel(
 
 
 @triton.jit
-def _infonce_bwd_kernel(
-    x_ptr,
-    y_ptr,
+def _infonce_ds_kernel(
+    s_ptr,
+    t_ptr,
     stats_ptr,
-    out_ptr,
+    ds_ptr,
     B,
     D,
-    stride_x,
-    stride_y,
-    stride_o,
+    row0,
+    n_rows,
+    stride_s,
+    stride_t,
+    stride_ds,
     scale,
-    LSE_ON_OTHER: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
     BD: tl.constexpr,
     LOWP: tl.constexpr,
 ):
-    """out[own] = sum_other (P - I)[own, other] y[other] with P recomputed tile by tile.
+    """One ``[BM, BN]`` tile of ``dS = P - I`` for the student rows ``[row0, row0 + n_rows)``.
 
-    Student side (``LSE_ON_OTHER=False``): x = s, y = t, P_ij = exp2((x_ij - m_i) scale - L_i).
-    Teacher side (``LSE_ON_OTHER=True``): x = t, y = s, the row statistics are those of the
-    other index. On the diagonal ``P - 1`` is taken as ``-q = -l_off / l`` (exact, no
-    cancellation). Each program owns BM rows of ``out`` [B, D] (fp32, zeroed) and accumulates
-    into them in place.
+    The similarity tile is recomputed once (the forward's ``2 B^2 d`` again, the only recompute),
+    ``P_ij = exp2((x_ij - m_i) scale - log2 l_i)`` from the forward's row statistics, the
+    diagonal ``P_ii - 1`` taken as ``-q_i`` (exact, no cancellation), and the tile is stored in
+    ``ds_ptr``'s dtype (bf16/fp16 for tensor-core GEMMs, else fp32) at row ``i - row0``. Both
+    gradients then come from GEMMs over the chunk (``dS t`` and ``dS^T s``): no atomics, every
+    program writes its own tile.
     """
-    rows = tl.program_id(0) * BM + tl.arange(0, BM)
-    rmask = rows < B
-    if not LSE_ON_OTHER:
-        m_own = tl.load(stats_ptr + rows, mask=rmask, other=0.0)
-        lg_own = tl.load(stats_ptr + B + rows, mask=rmask, other=0.0)
-        q_own = tl.load(stats_ptr + 2 * B + rows, mask=rmask, other=0.0)
-    for n0 in range(0, B, BN):
-        cols = n0 + tl.arange(0, BN)
-        cmask = cols < B
-        x = _sim_tile(
-            x_ptr, y_ptr, rows, cols, rmask, cmask, D, stride_x, stride_y, BM, BN, BD, LOWP
-        )
-        on_diag = rows[:, None] == cols[None, :]
-        if LSE_ON_OTHER:
-            m_o = tl.load(stats_ptr + cols, mask=cmask, other=0.0)
-            lg_o = tl.load(stats_ptr + B + cols, mask=cmask, other=0.0)
-            q_o = tl.load(stats_ptr + 2 * B + cols, mask=cmask, other=0.0)
-            p = tl.exp2((x - m_o[None, :]) * scale - lg_o[None, :])
-            p = tl.where(on_diag, -q_o[None, :], p)
-        else:
-            p = tl.exp2((x - m_own[:, None]) * scale - lg_own[:, None])
-            p = tl.where(on_diag, -q_own[:, None], p)
-        p = tl.where(rmask[:, None] & cmask[None, :], p, 0.0)  # [BM, BN]
-        for d0 in range(0, D, BD):
-            dd = d0 + tl.arange(0, BD)
-            dm = dd < D
-            yv = tl.load(
-                y_ptr + cols[:, None] * stride_y + dd[None, :],
-                mask=cmask[:, None] & dm[None, :],
-                other=0.0,
-            )
-            yv = yv.to(tl.float32)
-            if LOWP == 1:
-                contrib = tl.dot(p.to(tl.bfloat16), yv.to(tl.bfloat16))
-            elif LOWP == 2:
-                contrib = tl.dot(p.to(tl.float16), yv.to(tl.float16))
-            else:
-                contrib = tl.dot(p, yv, input_precision="ieee")
-            o_ptrs = out_ptr + rows[:, None] * stride_o + dd[None, :]
-            om = rmask[:, None] & dm[None, :]
-            tl.store(o_ptrs, tl.load(o_ptrs, mask=om, other=0.0) + contrib, mask=om)
+    rows = row0 + tl.program_id(0) * BM + tl.arange(0, BM)
+    rmask = (rows < row0 + n_rows) & (rows < B)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
+    cmask = cols < B
+    x = _sim_tile(s_ptr, t_ptr, rows, cols, rmask, cmask, D, stride_s, stride_t, BM, BN, BD, LOWP)
+    m = tl.load(stats_ptr + rows, mask=rmask, other=0.0)
+    lg = tl.load(stats_ptr + B + rows, mask=rmask, other=0.0)
+    q = tl.load(stats_ptr + 2 * B + rows, mask=rmask, other=0.0)
+    p = tl.exp2((x - m[:, None]) * scale - lg[:, None])
+    p = tl.where(rows[:, None] == cols[None, :], -q[:, None], p)
+    ok = rmask[:, None] & cmask[None, :]
+    ptrs = ds_ptr + (rows - row0)[:, None].to(tl.int64) * stride_ds + cols[None, :]
+    tl.store(ptrs, p.to(ds_ptr.dtype.element_ty), mask=ok)
 
 
 #: ``(BM, BN, BD, num_warps, num_stages)`` on a GPU by operand kind (0 = fp32 IEEE, 1/2 =
 #: bf16/fp16 tensor cores); checked spill-free for sm_90 by ``kdkit bench --static``.
 GPU_CONFIGS = {0: (32, 32, 32, 4, 2), 1: (128, 128, 64, 8, 3), 2: (128, 128, 64, 8, 3)}
+#: The most ``dS`` entries one backward chunk holds (32 MB in bf16, 64 MB in fp32).
+CHUNK_ELEMS = 1 << 24
+
+
+def chunk_rows(b: int, bm: int) -> int:
+    """Student rows per backward chunk: ``min(CHUNK_ELEMS // B, B // 16)`` rounded down to a
+    multiple of ``BM`` (at least ``BM``, at most ``B``) — the chunk is at most a sixteenth of the
+    ``B x B`` matrix and at most ``CHUNK_ELEMS`` entries (B = 8192 and B = 32768: 512 rows, 8 MB
+    and 32 MB in bf16), large enough that each chunk's GEMMs fill the GPU."""
+    rows = min(CHUNK_ELEMS // b, b // 16)
+    return min(max(bm, rows // bm * bm), b)
 
 
 def _config(d: int, lowp: int) -> tuple[int, int, int, int, int]:
@@ -219,22 +207,25 @@ class _InfoNCECore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, temperature, lowp):
-        s = s.contiguous()
-        t = t.contiguous()
+        # The tile products' operands: bf16/fp16 copies when the tensor cores run them (what the
+        # kernels rounded to in registers before; the backward's GEMMs need them in memory).
+        op_dtype = {1: torch.bfloat16, 2: torch.float16}.get(lowp, s.dtype)
+        s_op = s.to(op_dtype).contiguous()
+        t_op = t.to(op_dtype).contiguous()
         b, d = s.shape
         bm, bn, bd, warps, stages = _config(d, lowp)
         stats = torch.empty(3, b, device=s.device, dtype=torch.float32)
         rows = torch.empty(b, device=s.device, dtype=torch.float32)
         scale = LOG2E / temperature
         _infonce_fwd_kernel[(triton.cdiv(b, bm),)](
-            s,
-            t,
+            s_op,
+            t_op,
             stats,
             rows,
             b,
             d,
-            s.stride(0),
-            t.stride(0),
+            s_op.stride(0),
+            t_op.stride(0),
             scale,
             BM=bm,
             BN=bn,
@@ -243,33 +234,38 @@ class _InfoNCECore(torch.autograd.Function):
             num_warps=warps,
             num_stages=stages,
         )
-        ctx.save_for_backward(s, t, stats)
+        ctx.save_for_backward(s_op, t_op, stats)
         ctx.temperature, ctx.lowp = temperature, lowp
+        ctx.dtypes = (s.dtype, t.dtype)
         return rows.mean()
 
     @staticmethod
     def backward(ctx, grad_out):
-        s, t, stats = ctx.saved_tensors
-        b, d = s.shape
+        s_op, t_op, stats = ctx.saved_tensors
+        b, d = s_op.shape
         bm, bn, bd, warps, stages = _config(d, ctx.lowp)
         scale = LOG2E / ctx.temperature
         coef = grad_out / (ctx.temperature * b)
-        grid = (triton.cdiv(b, bm),)
-        ds = dt = None
-        if ctx.needs_input_grad[0]:
-            acc = torch.zeros(b, d, device=s.device, dtype=torch.float32)
-            _infonce_bwd_kernel[grid](
-                s,
-                t,
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ch = chunk_rows(b, bm)
+        ds_buf = torch.empty(ch, b, device=s_op.device, dtype=s_op.dtype)  # dS, one chunk
+        acc_s = torch.empty(b, d, device=s_op.device, dtype=torch.float32) if need_s else None
+        acc_t = torch.zeros(b, d, device=s_op.device, dtype=torch.float32) if need_t else None
+        for r0 in range(0, b, ch):
+            n = min(ch, b - r0)
+            _infonce_ds_kernel[(triton.cdiv(n, bm), triton.cdiv(b, bn))](
+                s_op,
+                t_op,
                 stats,
-                acc,
+                ds_buf,
                 b,
                 d,
-                s.stride(0),
-                t.stride(0),
-                acc.stride(0),
+                r0,
+                n,
+                s_op.stride(0),
+                t_op.stride(0),
+                ds_buf.stride(0),
                 scale,
-                LSE_ON_OTHER=False,
                 BM=bm,
                 BN=bn,
                 BD=bd,
@@ -277,29 +273,13 @@ class _InfoNCECore(torch.autograd.Function):
                 num_warps=warps,
                 num_stages=stages,
             )
-            ds = (acc * coef).to(s.dtype)  # dL/ds_i = sum_j (P - I)_ij t_j / (tau B)
-        if ctx.needs_input_grad[1]:
-            acc = torch.zeros(b, d, device=s.device, dtype=torch.float32)
-            _infonce_bwd_kernel[grid](
-                t,
-                s,
-                stats,
-                acc,
-                b,
-                d,
-                t.stride(0),
-                s.stride(0),
-                acc.stride(0),
-                scale,
-                LSE_ON_OTHER=True,
-                BM=bm,
-                BN=bn,
-                BD=bd,
-                LOWP=ctx.lowp,
-                num_warps=warps,
-                num_stages=stages,
-            )
-            dt = (acc * coef).to(t.dtype)  # dL/dt_j = sum_i (P - I)_ij s_i / (tau B)
+            dsc = ds_buf[:n]  # [n, B]
+            if need_s:  # dL/ds_i = sum_j (P - I)_ij t_j / (tau B), rows of this chunk
+                acc_s[r0 : r0 + n] = gemm_f32(dsc, t_op)
+            if need_t:  # dL/dt_j = sum_i (P - I)_ij s_i / (tau B), this chunk's share
+                acc_t += gemm_f32(dsc.t(), s_op[r0 : r0 + n])
+        ds = (acc_s * coef).to(ctx.dtypes[0]) if need_s else None
+        dt = (acc_t * coef).to(ctx.dtypes[1]) if need_t else None
         return ds, dt, None, None
 
 
