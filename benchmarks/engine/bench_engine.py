@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from kdkit.api import Needs
+from kdkit.api import Needs, NoOptions
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
 from kdkit.engine.batching import Encoder, batches_of, epoch_order, make_split, split_examples
@@ -45,9 +45,23 @@ from kdkit.engine.loop import Trainer, TrainSetup
 from kdkit.engine.runner import build_components, resolve_device, signal_kind
 from kdkit.engine.teacher_cache import CacheSlot, LiveTeacher, TeacherPass, load_or_build
 from kdkit.errors import KdkitError
+from kdkit.hookspecs import hookimpl
+from kdkit.testing.tiny import TinyTask, TinyTeacher
 
 #: Methods also timed with the teacher running live (the cost the cache removes).
 LIVE_REFERENCES = ("kd", "ckd")
+
+
+class _TinyPlugin:
+    """``--tiny``: registers kdkit.testing's tiny task and tiny frozen teacher."""
+
+    @hookimpl
+    def register_tasks(self, register):
+        register("tiny", lambda o, c: TinyTask(), config=NoOptions, description="tiny task")
+
+    @hookimpl
+    def register_teachers(self, register):
+        register("tiny-teacher", lambda o, c: TinyTeacher(), config=NoOptions, description="tiny")
 
 
 def _tokens(method) -> bool:
@@ -76,6 +90,20 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--work", default="/tmp/kdkit-bench-engine", help="scratch directory")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (1 on a shared machine: idle threads spin and their CPU time counts)",
+    )
+    ap.add_argument("--no-live", action="store_true", help="skip the live-teacher references")
+    ap.add_argument("--no-inference", action="store_true", help="skip teacher/student inference")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="kdkit.testing's tiny task (48 stdlib functions) and tiny teacher instead of the "
+        "default run's: no dataset build, no teacher training (a smoke run, or a machine "
+        "too loaded for the real one); the student, batch and max_length stay the default's",
+    )
     args = ap.parse_args()
     if args.quick:
         args.steps, args.rounds = min(args.steps, 8), min(args.rounds, 2)
@@ -85,7 +113,11 @@ def main() -> None:
             "task.max_train=640",
             *args.overrides,
         ]
-    plugins = load_plugins()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plugins = load_plugins(extra=[("bench-tiny", _TinyPlugin())] if args.tiny else ())
+    if args.tiny:
+        args.overrides = ["task=tiny", "teacher=tiny-teacher", *args.overrides]
     resolved = load_config(None, plugins.registry, args.overrides)
     cfg = resolved.run.training
     device = resolve_device(cfg.device)
@@ -137,7 +169,7 @@ def main() -> None:
     entries: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     modes = ["ft", *[n for n in names if n != "ft"]]
-    modes += [f"{n}-live" for n in LIVE_REFERENCES if n in names]
+    modes += [f"{n}-live" for n in LIVE_REFERENCES if n in names and not args.no_live]
     built = {}
     for mode in modes:
         name, live = mode.removesuffix("-live"), mode.endswith("-live")
@@ -196,12 +228,15 @@ def main() -> None:
                 progress=False,
             )
         )
-    batches = list(batches_of(epoch_order(len(train), 0, 0), cfg.batch_size))
+    needed = 1 + args.rounds * args.steps  # epochs after epoch 0 when one is not enough
+    batches = [
+        b for e in range(needed) for b in batches_of(epoch_order(len(train), 0, e), cfg.batch_size)
+    ][:needed]
     for trainer in trainers.values():
         trainer.train_step(batches[0])  # warm-up
     per_round: dict[str, list[dict[str, float]]] = {m: [] for m in trainers}
     for r in range(args.rounds):
-        rows = batches[1 + r * args.steps : 1 + (r + 1) * args.steps] or batches[1 : 1 + args.steps]
+        rows = batches[1 + r * args.steps : 1 + (r + 1) * args.steps]
         for mode, trainer in trainers.items():
             cpu, wall = timed_steps(trainer, rows)
             per_round[mode].append(
@@ -237,6 +272,9 @@ def main() -> None:
         if "token_states" in (meta := json.loads((d / "meta.json").read_text()))
     }
     print(json.dumps(results["over_ft"], indent=2), flush=True)
+    if args.no_inference:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     examples = split_examples(c.splits["test"], is_pair)
     teacher_inf = measure_inference(c.teacher, examples, cfg.max_length, device=device)
     c.student.eval()
