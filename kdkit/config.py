@@ -122,6 +122,12 @@ class CacheConfig(Options):
         description="use (or build) the teacher-output cache in this directory instead of the "
         "automatic key; a cache of another teacher or data is refused",
     )
+    token_states: Literal["bf16", "fp16", "int8", "fp32", "off"] = Field(
+        "bf16",
+        description="how the teacher's token states are cached for methods that need them "
+        "(CKD, fitnets features: tokens): bf16, fp16, int8 (per-token scale) or fp32; off "
+        "runs the teacher live on every batch instead (docs/caching.md)",
+    )
 
 
 class KernelsConfig(Options):

@@ -1,17 +1,33 @@
-"""Engine benchmarks: training step time FT vs KD (teacher live vs cached), and inference
-latency/throughput of teacher vs student. Not a test: numbers depend on the machine.
+"""Engine benchmarks: the training step time of every KD method relative to FT (the teacher
+signal read from the cache, as a run reads it; KD and CKD also with the teacher live), and
+inference latency/throughput of teacher vs student. Not a test: numbers depend on the machine.
 
-    python benchmarks/engine/bench_engine.py [--steps 30] [--out benchmarks/engine/results.json]
+    python benchmarks/engine/bench_engine.py [--quick] [--steps 30] [--rounds 3]
+        [--methods ft kd ckd ...] [--out benchmarks/engine/results.json]
         [--set KEY=VALUE ...]       # overrides of the default run (same syntax as kdkit run)
 
 Uses the default run's task, teacher and student (the code teacher is trained once and cached,
-like the default job does). All ratios are measured in the same process, one after the other.
+like the default job does). Every mode (FT, each method with the cache, the live references)
+gets its own copy of the same initial student and the same batches; the modes are timed in
+turns (``--rounds`` rounds of ``--steps`` steps each, after one warm-up step), so a change of
+machine load hits all of them alike. Each ratio is the median over rounds of (the mode's median
+step / FT's median step in that round), for process CPU time (all threads' work: robust on a
+shared machine) and for wall time.
+
+The methods without token states share one cache entry holding the union of their needs (one
+teacher pass instead of one per distinct need; each lookup copies a few more ``[B, H]`` rows than
+the method's own entry would); each method with token states gets its own entry, as in a run.
+
+``--quick`` = 2 rounds of 8 steps, 640 training rows (``task.max_train``) and a teacher trained
+1 epoch on 32-token inputs: the teacher's weights and the number of rows do not change what one
+step costs (its shape, the batch size and ``max_length`` do, and they are the default run's).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import statistics
@@ -20,39 +36,92 @@ from pathlib import Path
 
 import torch
 
+from kdkit.api import Needs, NoOptions
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
 from kdkit.engine.batching import Encoder, batches_of, epoch_order, make_split, split_examples
 from kdkit.engine.default_job import measure_inference
 from kdkit.engine.loop import Trainer, TrainSetup
-from kdkit.engine.runner import build_components, resolve_device
+from kdkit.engine.runner import build_components, resolve_device, signal_kind
 from kdkit.engine.teacher_cache import CacheSlot, LiveTeacher, TeacherPass, load_or_build
+from kdkit.errors import KdkitError
+from kdkit.hookspecs import hookimpl
+from kdkit.testing.tiny import TinyTask, TinyTeacher
+
+#: Methods also timed with the teacher running live (the cost the cache removes).
+LIVE_REFERENCES = ("kd", "ckd")
 
 
-def step_times(trainer: Trainer, train, steps: int, batch_size: int) -> list[float]:
-    """Seconds per optimisation step over ``steps`` steps (after one warm-up step)."""
-    order = epoch_order(len(train), 0, 0)
-    rows = list(batches_of(order, batch_size))
-    trainer.train_step(rows[0])  # warm-up
-    times = []
-    for r in rows[1 : steps + 1]:
-        t0 = time.perf_counter()
+class _TinyPlugin:
+    """``--tiny``: registers kdkit.testing's tiny task and tiny frozen teacher."""
+
+    @hookimpl
+    def register_tasks(self, register):
+        register("tiny", lambda o, c: TinyTask(), config=NoOptions, description="tiny task")
+
+    @hookimpl
+    def register_teachers(self, register):
+        register("tiny-teacher", lambda o, c: TinyTeacher(), config=NoOptions, description="tiny")
+
+
+def _tokens(method) -> bool:
+    """Whether a method asks the teacher for token states."""
+    needs = method.requirements.teacher
+    return needs is not None and bool(needs.hidden_layers)
+
+
+def timed_steps(trainer: Trainer, rows: list[list[int]]) -> tuple[list[float], list[float]]:
+    """(process CPU seconds, wall seconds) of one optimisation step per batch of ``rows``."""
+    cpu, wall = [], []
+    for r in rows:
+        c0, w0 = time.process_time(), time.perf_counter()
         trainer.train_step(r)
-        times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return cpu, wall
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per mode and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of turns over the modes")
+    ap.add_argument("--quick", action="store_true", help="2 rounds x 8 steps, 1-epoch teacher")
+    ap.add_argument("--methods", nargs="*", help="methods to time (default: every registered)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--work", default="/tmp/kdkit-bench-engine", help="scratch directory")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (1 on a shared machine: idle threads spin and their CPU time counts)",
+    )
+    ap.add_argument("--no-live", action="store_true", help="skip the live-teacher references")
+    ap.add_argument("--no-inference", action="store_true", help="skip teacher/student inference")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="kdkit.testing's tiny task (48 stdlib functions) and tiny teacher instead of the "
+        "default run's: no dataset build, no teacher training (a smoke run, or a machine "
+        "too loaded for the real one); the student, batch and max_length stay the default's",
+    )
     args = ap.parse_args()
-    plugins = load_plugins()
+    if args.quick:
+        args.steps, args.rounds = min(args.steps, 8), min(args.rounds, 2)
+        args.overrides = [
+            "teacher.training.epochs=1",
+            "teacher.training.max_length=32",
+            "task.max_train=640",
+            *args.overrides,
+        ]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plugins = load_plugins(extra=[("bench-tiny", _TinyPlugin())] if args.tiny else ())
+    if args.tiny:
+        args.overrides = ["task=tiny", "teacher=tiny-teacher", *args.overrides]
     resolved = load_config(None, plugins.registry, args.overrides)
     cfg = resolved.run.training
     device = resolve_device(cfg.device)
-    work = Path("/tmp/kdkit-bench-engine")
+    work = Path(args.work)
     c = build_components(resolved, device, work)
     is_pair = c.task.is_pair
     t0 = time.perf_counter()
@@ -65,11 +134,10 @@ def main() -> None:
         Encoder.of_teacher(c.teacher),
     )
     tokenise_s = time.perf_counter() - t0
+    cached_train = dataclasses.replace(train, teacher=None)  # what a cached run trains on
     val = make_split(
         "validation", c.splits["validation"], is_pair, cfg.max_length, Encoder.of_student(c.student)
     )
-    ft_method = plugins.registry.get("kd_method", "ft")
-    kd_comp = resolved.components["method"]
     results = {
         "machine": {
             "platform": platform.platform(),
@@ -84,58 +152,129 @@ def main() -> None:
             "batch_size": cfg.batch_size,
             "max_length": cfg.max_length,
             "train_rows": len(train),
+            "token_states": resolved.run.cache.token_states,
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "overrides": args.overrides,
         },
         "tokenise_train_seconds": tokenise_s,
     }
+    names = args.methods or plugins.registry.names("kd_method")
+    configured = resolved.components["method"]
     initial = copy.deepcopy(c.student.state_dict())
-    modes = {}
-    for mode in ("ft", "kd-live", "kd-cache"):
-        c.student.load_state_dict(initial)
-        if mode == "ft":
-            method, signal = ft_method.build(ft_method.options({}), c.context), None
-        else:
-            method = kd_comp.component.build(kd_comp.options, c.context)
-            if mode == "kd-live":
-                signal = LiveTeacher(c.teacher, method.requirements.teacher, device)
-            else:
-                tc = time.perf_counter()
-                root = Path(work) / "cache"
-                job = TeacherPass(
-                    c.teacher,
-                    method.requirements.teacher,
-                    train.teacher,
-                    device,
-                    2 * cfg.batch_size,
-                    progress=False,
-                )
-                slot = CacheSlot("train", c.task.fingerprint(), cfg.max_length, root)
-                signal = load_or_build(job, slot)
-                results["teacher_cache_build_seconds"] = time.perf_counter() - tc
-        trainer = Trainer(
+    cache_root = work / "cache"
+    trainers: dict[str, Trainer] = {}
+    signals: dict[str, str] = {}
+    builds: dict[str, float] = {}
+    entries: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    modes = ["ft", *[n for n in names if n != "ft"]]
+    modes += [f"{n}-live" for n in LIVE_REFERENCES if n in names and not args.no_live]
+    built = {}
+    for mode in modes:
+        name, live = mode.removesuffix("-live"), mode.endswith("-live")
+        comp = plugins.registry.get("kd_method", name)
+        options = configured.options if name == configured.component.name else comp.options({})
+        student = copy.deepcopy(c.student)
+        student.load_state_dict(initial)
+        try:
+            method = comp.build(options, c.context)
+        except KdkitError as exc:  # a method that cannot pair these models: say so, go on
+            skipped[mode] = exc.what
+            continue
+        needs = method.requirements.teacher
+        built[mode] = (student, method, "live" if live else signal_kind(needs, resolved.run.cache))
+    shared = [m for m, (_, meth, k) in built.items() if k == "cache" and not _tokens(meth)]
+    union = Needs()
+    for mode in shared:
+        union = union.union(built[mode][1].requirements.teacher)
+
+    def cached(needs: Needs, mode: str):
+        tc = time.perf_counter()
+        job = TeacherPass(c.teacher, needs, train.teacher, device, 2 * cfg.batch_size, False)
+        slot = CacheSlot(
+            "train",
+            c.task.fingerprint(),
+            cfg.max_length,
+            cache_root,
+            token_states=resolved.run.cache.token_states,
+        )
+        signal = load_or_build(job, slot)
+        builds[mode] = time.perf_counter() - tc
+        entries[mode] = signal.directory
+        return signal
+
+    union_signal = cached(union, "+".join(shared)) if shared else None
+    for mode, (student, method, kind) in built.items():
+        needs = method.requirements.teacher
+        signal = None
+        if kind == "live":
+            signal = LiveTeacher(c.teacher, needs, device)
+        elif kind == "cache":
+            signal = union_signal if mode in shared else cached(needs, mode)
+        signals[mode] = kind or "none"
+        trainers[mode] = Trainer(
             TrainSetup(
-                student=c.student,
+                student=student,
                 method=method,
                 task=c.task,
-                train=train,
+                train=train if kind == "live" else cached_train,
                 validation=val,
                 cfg=cfg,
                 seed=0,
                 device=device,
-                run_dir=work,
+                run_dir=work / mode,
                 teacher_signal=signal,
                 progress=False,
             )
         )
-        times = step_times(trainer, train, args.steps, cfg.batch_size)
-        modes[mode] = {
-            "median_step_s": statistics.median(times),
-            "mean_step_s": statistics.mean(times),
-            "steps": len(times),
+    needed = 1 + args.rounds * args.steps  # epochs after epoch 0 when one is not enough
+    batches = [
+        b for e in range(needed) for b in batches_of(epoch_order(len(train), 0, e), cfg.batch_size)
+    ][:needed]
+    for trainer in trainers.values():
+        trainer.train_step(batches[0])  # warm-up
+    per_round: dict[str, list[dict[str, float]]] = {m: [] for m in trainers}
+    for r in range(args.rounds):
+        rows = batches[1 + r * args.steps : 1 + (r + 1) * args.steps]
+        for mode, trainer in trainers.items():
+            cpu, wall = timed_steps(trainer, rows)
+            per_round[mode].append(
+                {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
+            )
+            print(f"round {r}: {mode:<16} cpu {per_round[mode][-1]['cpu_s'] * 1e3:8.1f} ms "
+                  f"wall {per_round[mode][-1]['wall_s'] * 1e3:8.1f} ms", flush=True)
+    table = {}
+    modes = list(trainers)
+    for mode in modes:
+        ratio = {
+            k: statistics.median(
+                p[f"{k}_s"] / f[f"{k}_s"] for p, f in zip(per_round[mode], per_round["ft"])
+            )
+            for k in ("cpu", "wall")
         }
-        print(mode, modes[mode], flush=True)
-    results["train_step"] = modes
-    results["kd_cache_over_ft"] = modes["kd-cache"]["median_step_s"] / modes["ft"]["median_step_s"]
-    results["kd_live_over_ft"] = modes["kd-live"]["median_step_s"] / modes["ft"]["median_step_s"]
+        table[mode] = {
+            "teacher_signal": signals[mode],
+            "median_step_cpu_s": statistics.median(p["cpu_s"] for p in per_round[mode]),
+            "median_step_wall_s": statistics.median(p["wall_s"] for p in per_round[mode]),
+            "over_ft_cpu": ratio["cpu"],
+            "over_ft_wall": ratio["wall"],
+
+            "rounds": per_round[mode],
+        }
+    results["train_step"] = table
+    results["over_ft"] = {m: round(t["over_ft_cpu"], 3) for m, t in table.items()}
+    results["skipped"] = skipped
+    results["cache_build_seconds"] = builds
+    results["token_cache"] = {
+        mode: meta["token_states"]
+        for mode, d in entries.items()
+        if "token_states" in (meta := json.loads((d / "meta.json").read_text()))
+    }
+    print(json.dumps(results["over_ft"], indent=2), flush=True)
+    if args.no_inference:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     examples = split_examples(c.splits["test"], is_pair)
     teacher_inf = measure_inference(c.teacher, examples, cfg.max_length, device=device)
     c.student.eval()

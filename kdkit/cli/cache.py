@@ -13,7 +13,8 @@ from kdkit.errors import KdkitError
 
 #: Sub-folders of the cache root and what they hold.
 KINDS = {
-    "teacher-outputs": "teacher logits/features per teacher, data and split (safetensors)",
+    "teacher-outputs": "teacher logits/features/token states per teacher, data and split "
+    "(safetensors)",
     "teachers": "teachers kdkit trained (code-teacher, minilm), save_pretrained format",
     "tokenizers": "student BPE tokenizers per data and vocabulary size",
     "built": "offline datasets built from local code",
@@ -102,6 +103,12 @@ def _entries(root: Path) -> list[dict]:
                         teacher_fingerprint=m.get("teacher_fingerprint"),
                         data_fingerprint=m.get("data_fingerprint"),
                     )
+                    tokens = m.get("token_states")
+                    if isinstance(tokens, dict):  # an entry with token states (docs/caching.md)
+                        entry.update(
+                            token_states=tokens.get("format"),
+                            bytes_per_token=tokens.get("bytes_per_token"),
+                        )
                 except (ValueError, AttributeError):
                     entry["damaged"] = True
             spec = d / "spec.json"
@@ -127,6 +134,8 @@ def _ls(args: argparse.Namespace) -> int:
         print("  (empty)")
     for e in entries:
         extra = "  ".join(f"{k}={e[k]}" for k in ("teacher", "split", "rows", "preset") if e.get(k))
+        if e.get("bytes_per_token"):
+            extra += f"  {e['bytes_per_token']} B/token ({e.get('token_states')})"
         if e.get("damaged"):
             extra += "  DAMAGED (run `kdkit cache verify`)"
         print(f"  {e['kind']:<16} {e['key']:<40} {e['bytes'] / 1e6:8.2f} MB  {extra}")

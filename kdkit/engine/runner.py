@@ -330,7 +330,7 @@ def signal_kind(needs: Needs | None, cache: CacheConfig) -> str | None:
     it needs, ``"live"`` (the teacher runs on each batch) otherwise, ``None`` without a teacher."""
     if needs is None:
         return None
-    return "cache" if cache.enabled and cacheable(needs) else "live"
+    return "cache" if cache.enabled and cacheable(needs, cache.token_states) else "live"
 
 
 def tokenise(c: Components, env: RunEnv, name: str, with_teacher: bool = False) -> SplitData:
@@ -369,6 +369,7 @@ def teacher_signal(
         env.training.max_length,
         env.cache_root,
         cache.teacher_outputs,
+        cache.token_states,
     )
     signal = load_or_build(job, slot)
     train.teacher = None  # not needed any more: free the teacher tokenisation

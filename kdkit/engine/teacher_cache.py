@@ -9,9 +9,11 @@ makes a KD epoch cost about what an FT epoch costs. The cache lives in
 * the split, what is cached (:class:`Needs`) and ``max_length``.
 
 What is cached: logits, pooled layer features and the head's feature — ``[N, C]`` / ``[N, H]``
-per split, small at any size. Token states (``hidden_layers``, for CKD-like methods) are
-``[N, L, H]`` per layer — gigabytes for a real dataset — so a method that asks for them gets a
-teacher that runs live (and the run records ``teacher_signal: live``).
+per split, small at any size — and, for a method that asks for token states (``hidden_layers``,
+CKD-like methods), those layers' states of every real token in the format ``cache.token_states``
+(bf16 by default; :mod:`kdkit.engine.token_cache`, whose format is part of the key). With
+``cache.token_states: off`` such a method gets a teacher that runs live (``teacher_signal:
+live``). docs/caching.md describes the formats and sizes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from safetensors.torch import load_file, save_file
 from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
 from kdkit.engine.batching import EncodedRows
 from kdkit.engine.distributed import Dist, rank_batches
+from kdkit.engine.token_cache import (
+    DEFAULT_FORMAT,
+    TokenStates,
+    attach_states,
+    build_entry,
+    read_entry,
+)
 from kdkit.errors import KdkitError
 from kdkit.integrity import verify, write_manifest
 from kdkit.progress import progress_bar
@@ -41,13 +50,22 @@ CACHE_VERSION = 1
 SHARD_ROWS = 4096
 
 
-def cacheable(needs: Needs) -> bool:
-    """Whether every output in ``needs`` is cached (token states are not)."""
-    return not needs.hidden_layers
+def cacheable(needs: Needs, token_states: str = DEFAULT_FORMAT) -> bool:
+    """Whether every output in ``needs`` is cached: token states are, unless ``token_states``
+    (``cache.token_states``) is ``"off"``."""
+    return not needs.hidden_layers or token_states != "off"
 
 
-def cache_key(teacher_fp: str, data_fp: str, split: str, needs: Needs, max_length: int) -> str:
-    """The directory name of one cache entry."""
+def cache_key(
+    teacher_fp: str,
+    data_fp: str,
+    split: str,
+    needs: Needs,
+    max_length: int,
+    token_states: str | None = None,
+) -> str:
+    """The directory name of one cache entry (``token_states``: the storage format of an entry
+    with token states; ``None`` for one without, whose key is what it always was)."""
     what = {
         "teacher": teacher_fp,
         "data": data_fp,
@@ -56,6 +74,8 @@ def cache_key(teacher_fp: str, data_fp: str, split: str, needs: Needs, max_lengt
         "max_length": max_length,
         "version": CACHE_VERSION,
     }
+    if token_states is not None:
+        what["token_states"] = token_states
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -88,11 +108,17 @@ class CachedTeacher:
     kind = "cache"
 
     def __init__(
-        self, tensors: dict[str, torch.Tensor], needs: Needs, device: torch.device, directory: Path
+        self,
+        tensors: dict[str, torch.Tensor],
+        needs: Needs,
+        device: torch.device,
+        directory: Path,
+        tokens: TokenStates | None = None,
     ) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.needs = needs
         self.directory = directory
+        self.tokens = tokens  # token states (kept in host memory), when the method needs them
 
     @property
     def logits(self) -> torch.Tensor:
@@ -106,9 +132,10 @@ class CachedTeacher:
             int(k.split(".")[1]): v[idx] for k, v in self.tensors.items() if k.startswith("pooled.")
         }
         emb = self.tensors.get("embedding")
-        return ModelOutput(
+        out = ModelOutput(
             logits=self.logits[idx], pooled=pooled, embedding=None if emb is None else emb[idx]
         )
+        return out if self.tokens is None else attach_states(out, self.tokens, batch, idx.device)
 
 
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
@@ -159,6 +186,8 @@ class CacheSlot:
         cache_root: the cache directory (entries under ``teacher-outputs/<key>``).
         explicit_dir: a directory given by the user (``cache.teacher_outputs``): the entry is
             ``explicit_dir/<split>`` and must match.
+        token_states: the storage format of token states (``cache.token_states``), used when
+            the needs include ``hidden_layers``.
     """
 
     split: str
@@ -166,6 +195,7 @@ class CacheSlot:
     max_length: int
     cache_root: Path
     explicit_dir: str | None = None
+    token_states: str = DEFAULT_FORMAT
 
 
 def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
@@ -185,7 +215,10 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
         "max_length": slot.max_length,
         "needs": _needs_json(needs),
     }
-    key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length)
+    token_fmt = slot.token_states if needs.hidden_layers else None  # the token-state format
+    if token_fmt == "off":
+        raise ValueError("token states are not cached with cache.token_states: off")
+    key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length, token_fmt)
     directory = (
         Path(slot.explicit_dir) / slot.split
         if slot.explicit_dir
@@ -224,8 +257,15 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
                 where=str(directory),
                 fix=f"delete it with `kdkit cache clear {directory.name}`",
             )
+        if token_fmt is not None:
+            tensors, tokens = read_entry(directory, meta, num_rows, token_fmt)
+            return CachedTeacher(tensors, needs, job.device, directory, tokens)
         tensors = _read_shards(directory, meta)
         return CachedTeacher(tensors, needs, job.device, directory)
+    if token_fmt is not None:  # built and written by token_cache; then read like any entry
+        meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name}
+        build_entry(job, directory, {**meta, "created": dist.on_main(time.time)}, token_fmt)
+        return load_or_build(job, slot)
     tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
     meta = {
         **expect,

@@ -29,7 +29,16 @@ from kdkit.engine.runner import run_once
 from kdkit.testing.tiny import TinyTask, TinyTeacher
 from tests.engine.conftest import tiny_config
 
-from .worker import CACHE_NEEDS, CACHE_SHARD_ROWS, EVAL_BATCH_SIZES, RUN_A, RUN_B, tiny_student
+from .worker import (
+    CACHE_NEEDS,
+    CACHE_SHARD_ROWS,
+    EVAL_BATCH_SIZES,
+    RUN_A,
+    RUN_B,
+    TOKEN_NEEDS,
+    TOKEN_SHARD_ROWS,
+    tiny_student,
+)
 
 #: Measured: the largest relative per-step loss (and grad-norm) difference of runs A and B is
 #: 1.8e-7 (fp32).
@@ -152,6 +161,37 @@ def test_sharded_teacher_cache_equals_a_single_process_build(launched, tmp_path,
             assert all(torch.equal(a[k], b[k]) for k in a), name
     assert json.loads((out / "cache_reload.json").read_text()) == {"reloaded_equal": [True, True]}
     assert not [p for p in dist_dir.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_sharded_token_cache_equals_a_single_process_build(launched, tmp_path, monkeypatch):
+    from kdkit.engine import token_cache
+
+    out, _ = launched
+    monkeypatch.setattr(token_cache, "TOKEN_SHARD_ROWS", TOKEN_SHARD_ROWS)
+    task, teacher = TinyTask(), TinyTeacher()
+    rows = EncodedRows.build(teacher.encode, split_examples(task.load()["train"], False), 64, 0)
+    one = teacher_cache.load_or_build(
+        teacher_cache.TeacherPass(teacher, TOKEN_NEEDS, rows, torch.device("cpu"), 5, False),
+        teacher_cache.CacheSlot("train", task.fingerprint(), 64, tmp_path),
+    )
+    dist_dir = out / "cache-dist" / "teacher-outputs" / one.directory.name  # the same key
+    files = sorted(p.name for p in dist_dir.iterdir())
+    assert files == sorted(p.name for p in one.directory.iterdir())
+    assert len([f for f in files if f.startswith("tokens-")]) == 4  # 7 batches of 5, 2 a shard
+    meta_d = json.loads((dist_dir / "meta.json").read_text())
+    meta_1 = json.loads((one.directory / "meta.json").read_text())
+    assert {k: v for k, v in meta_d.items() if k != "created"} == {
+        k: v for k, v in meta_1.items() if k != "created"
+    }
+    for name in files:
+        if name.startswith("tokens-"):
+            a, b = load_file(str(dist_dir / name)), load_file(str(one.directory / name))
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a), name
+    got = load_file(str(out / "token_lookup.safetensors"))
+    states, mask, _ = one.tokens.lookup(torch.arange(len(rows)), torch.device("cpu"))
+    assert torch.equal(got["mask"], mask)
+    assert all(torch.equal(got[f"hidden.{k}"], v) for k, v in states.items())
 
 
 @pytest.mark.parametrize("name, overrides", [("run-a", RUN_A), ("run-b", RUN_B)])

@@ -7,7 +7,8 @@ It joins one gloo group and runs, in order (rank 0 writes the results under ``OU
 1. ``eval``: a seeded tiny student's logits over the tiny train split, predicted by both ranks
    and gathered (batch sizes 3, 5 and 64 — the last leaves rank 1 without a batch);
 2. ``cache``: a teacher-output cache built by both ranks (7-row shard files, so each rank writes
-   several), then loaded again through the "exists" path;
+   several), then loaded again through the "exists" path; and a token-state entry (bf16,
+   10-row shards of 5-row batches: each rank writes two of the four);
 3. ``runs``: the tiny KD run (``kd``, global batch 5: uneven 3/2 shares), the tiny FT run with
    global batch 31 (the last batch's single row leaves rank 1 an empty share), and the KD run
    interrupted after step 5 on every rank and resumed;
@@ -31,7 +32,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from kdkit.api import Needs  # noqa: E402
 from kdkit.discovery import load_plugins  # noqa: E402
-from kdkit.engine import teacher_cache  # noqa: E402
+from kdkit.engine import teacher_cache, token_cache  # noqa: E402
 from kdkit.engine.batching import EncodedRows, Encoder, make_split, split_examples  # noqa: E402
 from kdkit.engine.distributed import setup  # noqa: E402
 from kdkit.engine.loop import Trainer, predict_logits  # noqa: E402
@@ -45,6 +46,8 @@ from tests.engine.conftest import tiny_config  # noqa: E402
 EVAL_BATCH_SIZES = (3, 5, 64)
 CACHE_NEEDS = Needs(pooled_layers=(1, 2), embedding=True)
 CACHE_SHARD_ROWS = 7
+TOKEN_NEEDS = Needs(hidden_layers=(1, 3), pooled_layers=(2,))
+TOKEN_SHARD_ROWS = 10
 RUN_A = ("training.batch_size=5", "student.dropout=0", "training.save_every=2")
 RUN_B = ("method=ft", "training.batch_size=31", "student.dropout=0")
 RUN_F = (*RUN_A, "training.distributed=fsdp")
@@ -87,6 +90,18 @@ def cache_part(out: Path, dist) -> None:
     if dist.is_main:
         (out / "cache_reload.json").write_text(json.dumps({"reloaded_equal": flags}))
     teacher_cache.SHARD_ROWS = 4096
+    token_cache.TOKEN_SHARD_ROWS = TOKEN_SHARD_ROWS
+    job = teacher_cache.TeacherPass(
+        teacher, TOKEN_NEEDS, rows, torch.device("cpu"), 5, progress=False, dist=dist
+    )
+    tokens = teacher_cache.load_or_build(job, slot)  # every rank reads the entry back
+    states, mask, _ = tokens.tokens.lookup(torch.arange(len(rows)), torch.device("cpu"))
+    if dist.is_main:
+        save_file(
+            {"mask": mask, **{f"hidden.{k}": v for k, v in states.items()}},
+            str(out / "token_lookup.safetensors"),
+        )
+    token_cache.TOKEN_SHARD_ROWS = 1024
 
 
 def runs_part(out: Path, dist, plugins) -> None:

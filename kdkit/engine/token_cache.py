@@ -1,0 +1,341 @@
+"""Token-level teacher states in the teacher cache: ragged, compact, checked like the rest.
+
+A method that asks for the teacher's token states (``Needs.hidden_layers``: CKD, FitNets with
+``features: tokens``, any plugin method) gets them from a cache entry built in one teacher
+pass, like logits. The entry lives beside the logit entries (``CACHE/teacher-outputs/<key>/``,
+the key adding the storage format to the teacher, data, split, needs and ``max_length``) and
+holds, in safetensors shards of whole batches of the build's length-sorted plan:
+
+=====================  ==========  ==========================================================
+tensor                 dtype       shape (``n`` rows of the shard, ``T`` their real tokens)
+=====================  ==========  ==========================================================
+``rows``               int64       ``[n]`` split row numbers
+``lengths``            int32       ``[n]`` real tokens per row (the teacher's attention mask)
+``offsets``            int32       ``[T, 2]`` character spans of those tokens
+``hidden.L``           format      ``[T, H]`` layer ``L``'s states, row after row, no padding
+``hidden.L.scale``     float32     ``[T]`` per-token scale (``int8`` only)
+``logits``             float32     ``[n, C]``; ``pooled.L`` / ``embedding`` ``[n, H]`` if asked
+=====================  ==========  ==========================================================
+
+Only real tokens are stored (ragged, with per-row offsets into the token arrays): padding to
+``max_length`` would store ``max_length / mean length`` times more (``meta.json`` records both
+sizes). A batch read from the entry is padded to its longest row exactly as the live teacher's
+batch is (:meth:`kdkit.engine.batching.EncodedRows.collate`), so methods see the same states,
+attention mask and offsets; padded positions hold zeros (the live teacher's padded states are
+arbitrary and every method masks them).
+
+Formats (``cache.token_states``): ``bf16`` (default; relative rounding error ≤ 2⁻⁸), ``fp16``
+(≤ 2⁻¹¹, range ±65504), ``int8`` (per-token absmax scale: error ≤ ``max|h| / 254`` per element,
+:func:`int8_error_bound`), ``fp32`` (exact), ``off`` (the teacher runs live).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from kdkit.api import Batch, Needs
+from kdkit.engine.distributed import rank_batches
+from kdkit.errors import KdkitError
+from kdkit.integrity import write_manifest
+from kdkit.progress import progress_bar
+
+#: Storage formats of token states and the dtype each is written in.
+FORMATS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": torch.int8,
+}
+#: The format used when the config does not say (``cache.token_states``).
+DEFAULT_FORMAT = "bf16"
+#: Rows per shard (about; a shard holds whole batches of the build plan).
+TOKEN_SHARD_ROWS = 1024
+#: Bytes of one stored character span (two int32).
+OFFSET_BYTES = 8
+
+
+def quantise_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T, H]`` float -> ``(q [T, H] int8, scale [T] float32)`` with ``x ≈ q * scale``.
+
+    Symmetric per-token absmax scaling: ``scale = max_j |x_j| / 127``, ``q = round(x / scale)``.
+    A token whose states are all zero gets scale 0 (and decodes to zeros).
+    """
+    x = x.float()
+    scale = x.abs().amax(dim=-1) / 127.0  # [T]
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(x / safe.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantise_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``q [..., H] int8``, ``scale [...]`` -> float32 ``q * scale``."""
+    return q.float() * scale.unsqueeze(-1)
+
+
+def int8_error_bound(x: torch.Tensor) -> torch.Tensor:
+    """``[T]`` the largest error :func:`quantise_int8` may make on a token of ``x [T, H]``:
+    half a quantisation step, ``max_j |x_j| / 254`` (rounding to the nearest step)."""
+    return x.float().abs().amax(dim=-1) / 254.0
+
+
+def element_bytes(fmt: str) -> int:
+    """Bytes of one stored state element in ``fmt``."""
+    return torch.empty((), dtype=FORMATS[fmt]).element_size()
+
+
+def bytes_per_token(fmt: str, hidden_sizes: Sequence[int]) -> int:
+    """Stored bytes per real token: every cached layer's state (plus its int8 scale) and the
+    token's character span."""
+    per_layer = [h * element_bytes(fmt) + (4 if fmt == "int8" else 0) for h in hidden_sizes]
+    return sum(per_layer) + OFFSET_BYTES
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` if it is a storage format, else a :class:`KdkitError` listing them."""
+    if fmt not in FORMATS:
+        raise KdkitError(
+            f"unknown token-state format {fmt!r}",
+            where="cache.token_states",
+            fix=f"use one of {', '.join(FORMATS)} or off",
+        )
+    return fmt
+
+
+class TokenStates:
+    """The cached token states of a split, ragged, looked up per batch.
+
+    Args:
+        stored: layer -> ``[T, H]`` states in the storage dtype, all rows' real tokens.
+        scales: layer -> ``[T]`` float32 per-token scales (``int8`` only).
+        offsets: ``[T, 2]`` int32 character spans.
+        starts: ``[N]`` int64 index of row ``r``'s first token in the token arrays.
+        lengths: ``[N]`` int64 real tokens of row ``r``.
+    """
+
+    def __init__(
+        self,
+        stored: dict[int, torch.Tensor],
+        scales: dict[int, torch.Tensor],
+        offsets: torch.Tensor,
+        starts: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> None:
+        self.stored, self.scales = stored, scales
+        self.offsets, self.starts, self.lengths = offsets, starts, lengths
+
+    def lookup(
+        self, index: torch.Tensor, device: torch.device
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``index [B]`` rows -> ``({layer: [B, L, H] float32}, mask [B, L], offsets [B, L, 2])``
+        with ``L`` the longest of the rows, right-padded (zeros) like a live batch."""
+        index = index.cpu()
+        lengths = self.lengths[index]  # [B]
+        width = int(lengths.max()) if len(index) else 0
+        pos = torch.arange(width)
+        valid = pos.unsqueeze(0) < lengths.unsqueeze(1)  # [B, L]
+        flat = torch.where(valid, self.starts[index].unsqueeze(1) + pos, 0)  # [B, L]
+        states = {}
+        for layer, stored in self.stored.items():
+            got = stored[flat]  # [B, L, H]
+            got = dequantise_int8(got, self.scales[layer][flat]) if layer in self.scales else got
+            states[layer] = (got.float() * valid.unsqueeze(-1)).to(device)
+        offsets = (self.offsets[flat].long() * valid.unsqueeze(-1)).to(device)  # [B, L, 2]
+        return states, valid.long().to(device), offsets
+
+
+def _encode_layer(states: torch.Tensor, fmt: str, name: str) -> dict[str, torch.Tensor]:
+    """``[T, H]`` float states -> the shard tensors of one layer in ``fmt``."""
+    if fmt == "int8":
+        q, scale = quantise_int8(states)
+        return {name: q, f"{name}.scale": scale}
+    return {name: states.to(FORMATS[fmt])}
+
+
+@torch.no_grad()
+def _run_group(
+    job: Any, group: Sequence[Sequence[int]], fmt: str, bar: Any
+) -> dict[str, torch.Tensor]:
+    """Run the teacher on one shard's batches; the shard's tensors (see the module docstring)."""
+    needs: Needs = job.needs
+    parts: dict[str, list[torch.Tensor]] = {}
+    for rows in group:
+        enc = job.rows.collate(rows).to(job.device)
+        out = job.teacher(enc, needs)
+        mask = (out.attention_mask if out.attention_mask is not None else enc.attention_mask).bool()
+        spans = out.offsets if out.offsets is not None else enc.offsets
+        got = {
+            "rows": torch.as_tensor(list(rows), dtype=torch.long),
+            "lengths": mask.sum(1).to(torch.int32),
+            "offsets": spans[mask].to(torch.int32),  # [T_b, 2] real tokens, row after row
+            "logits": out.logits.float(),
+        }
+        got.update({f"pooled.{layer}": out.pooled[layer].float() for layer in needs.pooled_layers})
+        if needs.embedding and out.embedding is not None:
+            got["embedding"] = out.embedding.float()
+        for layer in needs.hidden_layers:
+            states = out.hidden_states[layer][mask].float()  # [T_b, H] real tokens only
+            got.update(_encode_layer(states, fmt, f"hidden.{layer}"))
+        for k, v in got.items():
+            parts.setdefault(k, []).append(v.cpu())
+        bar.update(len(rows))
+    return {k: torch.cat(v).contiguous() for k, v in parts.items()}
+
+
+def shard_plan(num_rows: int, lengths: Sequence[int], batch_size: int) -> list[list[list[int]]]:
+    """The build's shards: the length-sorted batch plan of ``compute_outputs``, cut into groups
+    of whole batches of about :data:`TOKEN_SHARD_ROWS` rows (the same on any number of ranks)."""
+    order = sorted(range(num_rows), key=lambda r: lengths[r])
+    plan = [order[s : s + batch_size] for s in range(0, num_rows, batch_size)]
+    per_shard = max(1, TOKEN_SHARD_ROWS // batch_size)
+    return [plan[g : g + per_shard] for g in range(0, len(plan), per_shard)]
+
+
+def build_entry(job: Any, directory: Path, meta: dict[str, Any], fmt: str) -> None:
+    """Run the teacher over every row and write the token-state entry ``directory``.
+
+    ``job`` is a :class:`kdkit.engine.teacher_cache.TeacherPass`. Over several ranks each rank
+    runs and writes its shards (shard ``k`` on rank ``k % world``) into a temporary directory
+    beside the entry; rank 0 then writes ``meta.json`` and the integrity manifest and renames
+    the directory into place — the same files as one process writes. The ranks must share the
+    cache directory (docs/distributed.md).
+    """
+    dist = job.dist
+    lengths = [int(ids.numel()) for ids in job.rows.input_ids]
+    shards = shard_plan(len(lengths), lengths, job.batch_size)
+    names = [f"tokens-{i:05d}.safetensors" for i in range(len(shards))]
+    tmp = directory.with_name(f".{directory.name}.tmp{dist.on_main(os.getpid)}")
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    mine = rank_batches(list(range(len(shards))), dist.rank, dist.world_size)
+    total = sum(len(rows) for k in mine for rows in shards[k])
+    shapes: dict[str, list[int]] = {}
+    tokens = 0
+    desc = f"teacher cache, token states ({meta['split']})"
+    with progress_bar(total=total, desc=desc, disable=not job.progress, leave=False) as bar:
+        for k in mine:
+            tensors = _run_group(job, shards[k], fmt, bar)
+            part = tmp / f".rank{dist.rank}"
+            part.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(part / names[k]))
+            os.replace(part / names[k], tmp / names[k])
+            part.rmdir()
+            tokens += int(tensors["lengths"].long().sum())
+            if not shapes:
+                shapes = {n: list(v.shape[1:]) for n, v in tensors.items()}
+    dist.barrier()
+    tokens = sum(dist.all_gather_object(tokens))
+    shapes = dist.on_main(lambda: shapes)  # rank 0 ran shard 0, so it knows the widths
+    final = {**meta, "shapes": shapes, "tokens": tokens}
+    dist.on_main(lambda: _finish(directory, tmp, names, final, fmt))
+    dist.barrier()
+
+
+def _finish(directory: Path, tmp: Path, names: list[str], meta: dict[str, Any], fmt: str) -> None:
+    """Rank 0: check every shard arrived, write ``meta.json`` and the manifest, rename."""
+    missing = [n for n in names if not (tmp / n).is_file()]
+    if missing:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KdkitError(
+            f"token-state shards written by other ranks are missing here: {', '.join(missing)}",
+            where=str(tmp),
+            fix="put cache.dir (or KDKIT_CACHE) on storage every node shares, as "
+            "docs/distributed.md says",
+        )
+    shapes, tokens = meta.pop("shapes"), meta.pop("tokens")
+    layers = list(meta["needs"]["hidden_layers"])
+    hidden = [shapes[f"hidden.{layer}"][0] for layer in layers]
+    per_token = bytes_per_token(fmt, hidden)
+    rows = int(meta["rows"])
+    meta["token_states"] = {
+        "format": fmt,
+        "layers": layers,
+        "hidden_sizes": hidden,
+        "tokens": tokens,
+        "mean_tokens_per_example": tokens / max(rows, 1),
+        "bytes_per_token": per_token,
+        "bytes_per_example": per_token * tokens / max(rows, 1),
+        "padded_bytes_per_example": per_token * int(meta["max_length"]),
+        "layout": "ragged (real tokens only, per-row offsets)",
+    }
+    meta["shards"] = names
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_manifest(tmp, "teacher-output cache entry")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    if directory.exists():  # a concurrent run built it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.replace(tmp, directory)
+
+
+def read_entry(
+    directory: Path, meta: dict[str, Any], num_rows: int, fmt: str
+) -> tuple[dict[str, torch.Tensor], TokenStates]:
+    """Read a verified token-state entry: the row tensors in row order (``logits``,
+    ``pooled.L``, ``embedding``) and the :class:`TokenStates`.
+
+    Raises:
+        KdkitError: the entry was stored in another format (a ``cache.teacher_outputs``
+            directory of another run), or a shard cannot be read or does not add up.
+    """
+    fix = f"delete it with `kdkit cache clear {directory.name}`; it is rebuilt on the next run"
+    stored_fmt = (meta.get("token_states") or {}).get("format")
+    if stored_fmt != fmt:
+        raise KdkitError(
+            f"the teacher cache holds token states as {stored_fmt!r}, this run asks for {fmt!r}",
+            where=str(directory),
+            fix="set cache.token_states to the cache's format, or " + fix,
+        )
+    parts: dict[str, list[torch.Tensor]] = {}
+    name = ""
+    try:
+        for name in meta["shards"]:
+            if not isinstance(name, str) or "/" in name or name.startswith("."):
+                raise ValueError(f"meta.json lists an odd shard name {name!r}")
+            for k, v in load_file(str(directory / name)).items():
+                parts.setdefault(k, []).append(v)
+        cat = {k: torch.cat(v) for k, v in parts.items()}
+        rows, lengths = cat.pop("rows"), cat.pop("lengths").long()
+        if sorted(rows.tolist()) != list(range(num_rows)):
+            raise ValueError(f"the shards do not hold rows 0..{num_rows - 1} once each")
+        token_start = torch.cumsum(lengths, 0) - lengths  # [N] in stored order
+        offsets = cat.pop("offsets")
+        if offsets.shape[0] != int(lengths.sum()):
+            raise ValueError("the token arrays do not match the row lengths")
+        starts = torch.empty(num_rows, dtype=torch.long)
+        starts[rows] = token_start
+        by_row = torch.empty(num_rows, dtype=torch.long)
+        by_row[rows] = lengths
+        stored, scales, row_tensors = {}, {}, {}
+        for k, v in cat.items():
+            if k.startswith("hidden."):
+                layer = int(k.split(".")[1])
+                (scales if k.endswith(".scale") else stored)[layer] = v
+            else:
+                row_tensors[k] = torch.empty_like(v).index_copy_(0, rows, v)  # row order
+    except Exception as exc:  # safetensors raises its own error types
+        raise KdkitError(
+            f"the teacher cache is damaged: {type(exc).__name__}: {exc}",
+            where=str(directory / name) if name else str(directory),
+            fix=fix,
+        ) from None
+    return row_tensors, TokenStates(stored, scales, offsets, starts, by_row)
+
+
+def attach_states(out: Any, states: TokenStates, batch: Batch, device: torch.device) -> Any:
+    """``out`` (a :class:`kdkit.api.ModelOutput` of the batch's cached row tensors) with the
+    batch's token states, attention mask and offsets filled in."""
+    hidden, mask, offsets = states.lookup(batch.index, device)
+    out.hidden_states = hidden
+    out.attention_mask = mask
+    out.offsets = offsets
+    return out
