@@ -122,6 +122,23 @@ class CacheConfig(Options):
         description="use (or build) the teacher-output cache in this directory instead of the "
         "automatic key; a cache of another teacher or data is refused",
     )
+    logits: Literal["full", "topk"] = Field(
+        "full",
+        description="how the teacher-output cache stores logits: full [N, C], or topk (the "
+        "teacher's top-k log-probabilities + indices + tail mass, docs/caching-topk-import.md)",
+    )
+    k: int = Field(64, ge=1, description="entries per row of a topk logits cache (k >= C: all)")
+    topk_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="temperature T0 the top-k log-probabilities are taken at (rescaled to the "
+        "method's T; exact when T = T0 or k >= C)",
+    )
+    teacher_import: str | None = Field(
+        None,
+        description="train from teacher outputs imported with `kdkit cache import --name NAME` "
+        "(the import's NAME); the run then needs no teacher section",
+    )
 
 
 class KernelsConfig(Options):

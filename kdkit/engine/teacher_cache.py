@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
 from kdkit.engine.batching import EncodedRows
 from kdkit.engine.distributed import Dist, rank_batches
+from kdkit.engine.topk_cache import LogitsFormat, TopKCachedTeacher, is_topk_entry, size_meta
 from kdkit.errors import KdkitError
 from kdkit.integrity import verify, write_manifest
 from kdkit.progress import progress_bar
@@ -46,9 +47,17 @@ def cacheable(needs: Needs) -> bool:
     return not needs.hidden_layers
 
 
-def cache_key(teacher_fp: str, data_fp: str, split: str, needs: Needs, max_length: int) -> str:
-    """The directory name of one cache entry."""
-    what = {
+def cache_key(
+    teacher_fp: str,
+    data_fp: str,
+    split: str,
+    needs: Needs,
+    max_length: int,
+    logits_format: dict[str, Any] | None = None,
+) -> str:
+    """The directory name of one cache entry (``logits_format``: a top-k entry's
+    :meth:`LogitsFormat.key_json`; ``None`` for full logits, whose keys it leaves unchanged)."""
+    what: dict[str, Any] = {
         "teacher": teacher_fp,
         "data": data_fp,
         "split": split,
@@ -56,6 +65,8 @@ def cache_key(teacher_fp: str, data_fp: str, split: str, needs: Needs, max_lengt
         "max_length": max_length,
         "version": CACHE_VERSION,
     }
+    if logits_format is not None:
+        what["logits"] = logits_format
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -111,8 +122,21 @@ class CachedTeacher:
         )
 
 
+def open_signal(
+    tensors: dict[str, torch.Tensor],
+    needs: Needs,
+    device: torch.device,
+    directory: Path,
+    meta: dict[str, Any],
+) -> CachedTeacher | TopKCachedTeacher:
+    """The teacher signal of an entry's tensors: full logits or the top-k form."""
+    if is_topk_entry(tensors):
+        return TopKCachedTeacher(tensors, needs, device, directory, meta)
+    return CachedTeacher(tensors, needs, device, directory)
+
+
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
-    for name in ("teacher_fingerprint", "data_fingerprint", "split", "max_length", "needs"):
+    for name in expect:
         if meta.get(name) != expect[name]:
             raise KdkitError(
                 f"the teacher cache does not match this run: {name} is {meta.get(name)!r} in "
@@ -159,6 +183,7 @@ class CacheSlot:
         cache_root: the cache directory (entries under ``teacher-outputs/<key>``).
         explicit_dir: a directory given by the user (``cache.teacher_outputs``): the entry is
             ``explicit_dir/<split>`` and must match.
+        logits: how the entry stores the logits (full, or top-k: ``kdkit.engine.topk_cache``).
     """
 
     split: str
@@ -166,9 +191,10 @@ class CacheSlot:
     max_length: int
     cache_root: Path
     explicit_dir: str | None = None
+    logits: LogitsFormat = LogitsFormat()
 
 
-def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
+def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher | TopKCachedTeacher:
     """Load the cached teacher outputs of a split, computing and storing them when missing.
 
     Over several ranks (``job.dist``) rank 0 decides whether the entry exists; a build is shared
@@ -184,8 +210,11 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
         "split": slot.split,
         "max_length": slot.max_length,
         "needs": _needs_json(needs),
+        "logits_format": slot.logits.key_json(),  # None (absent in older entries): full logits
     }
-    key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length)
+    key = cache_key(
+        teacher_fp, slot.data_fp, slot.split, needs, slot.max_length, slot.logits.key_json()
+    )
     directory = (
         Path(slot.explicit_dir) / slot.split
         if slot.explicit_dir
@@ -225,17 +254,23 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
                 fix=f"delete it with `kdkit cache clear {directory.name}`",
             )
         tensors = _read_shards(directory, meta)
-        return CachedTeacher(tensors, needs, job.device, directory)
+        return open_signal(tensors, needs, job.device, directory, meta)
     tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
+    num_classes = int(tensors["logits"].shape[1])
+    tensors = slot.logits.encode(tensors)  # full logits, or the top-k form
     meta = {
         **expect,
         "rows": num_rows,
         "key": key,
         "teacher": teacher.info.name,
-        "created": dist.on_main(time.time),
-    }  # one value for the whole job
+        "created": dist.on_main(time.time),  # one value for the whole job
+        "num_classes": num_classes,
+        **size_meta(tensors, num_classes),
+    }
+    if slot.logits.is_topk:  # the k actually stored: the requested one, capped at C
+        meta["k_stored"] = int(tensors["topk_indices"].shape[1])
     _write_entry(directory, tensors, meta, dist)
-    return CachedTeacher(tensors, needs, job.device, directory)
+    return open_signal(tensors, needs, job.device, directory, meta)
 
 
 @torch.no_grad()
