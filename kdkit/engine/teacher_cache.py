@@ -6,7 +6,9 @@ makes a KD epoch cost about what an FT epoch costs. The cache lives in
 
 * the teacher's fingerprint (weights + tokenizer + config),
 * the data fingerprint (the task's),
-* the split, what is cached (:class:`Needs`) and ``max_length``.
+* the split, what is cached (:class:`Needs`) and ``max_length``,
+* for a top-k entry (``cache.logits: topk``), its ``k`` and temperature
+  (:mod:`kdkit.engine.topk_cache`; full-logit entries keep the keys they always had).
 
 What is cached: logits, pooled layer features and the head's feature — ``[N, C]`` / ``[N, H]``
 per split, small at any size. Token states (``hidden_layers``, for CKD-like methods) are

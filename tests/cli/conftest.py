@@ -41,7 +41,7 @@ task:
   name: exception
   labels: {json.dumps(LABELS)}
   data_files: {json.dumps(data_files)}
-student: {{name: gru, size: 0.6M, vocab_size: 200, hidden_size: 16}}
+student: {{name: gru, size: 0.6M, vocab_size: 300, hidden_size: 16}}
 method: {method}
 training: {{epochs: 1, batch_size: 8, lr: 0.003, max_length: 64, device: cpu, baselines: false}}
 cache: {{dir: {cache}}}

@@ -161,6 +161,7 @@ def test_each_bad_file_is_refused_with_what_where_and_fix(data_run, tmp_path, ca
         path = _write(tmp_path / f"{name}.safetensors", tensors, meta)
         assert _import(run_file, cache, path, *extra) == 2, name
         err = capsys.readouterr().err
+        err = err[err.index("kdkit: error: ") :]  # (after any datasets progress bar)
         assert err.startswith(f"kdkit: error: {path}"), (name, err)
         assert "Traceback" not in err and "\n  fix: " in err, (name, err)
         for part in parts:
