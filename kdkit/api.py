@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
     import datasets
 
     from kdkit.data.build import BuildReport
+    from kdkit.kernels.sparse_kd.topk import TopKTeacher
 
 #: Joins the two halves of a pair example into the single text that offsets refer to.
 PAIR_SEPARATOR = "\n\n"
@@ -231,6 +232,12 @@ class ModelOutput:
         embedding: ``[B, H]`` the feature the head reads, when asked.
         attention_mask: ``[B, L]`` the mask of the tokenisation the states belong to.
         offsets: ``[B, L, 2]`` character spans of those tokens (for cross-tokenizer alignment).
+        topk: only for a teacher signal read from a top-k logits cache (``cache.logits: topk``
+            or an imported top-k file): the teacher's top-k log-probabilities, indices and tail
+            mass (:class:`kdkit.kernels.TopKTeacher`, at the temperature they were stored at).
+            ``logits`` then holds a dense reconstruction (exact when k = C; the tail spread
+            evenly over the other classes when k < C). A method that can use the top-k form
+            directly (``kdkit.kernels.sparse_kd_loss``) should prefer it.
     """
 
     logits: torch.Tensor
@@ -239,6 +246,7 @@ class ModelOutput:
     embedding: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
+    topk: TopKTeacher | None = None
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,23 @@ class CacheConfig(Options):
         "(CKD, fitnets features: tokens): bf16, fp16, int8 (per-token scale) or fp32; off "
         "runs the teacher live on every batch instead (docs/caching.md)",
     )
+    logits: Literal["full", "topk"] = Field(
+        "full",
+        description="how the teacher-output cache stores logits: full [N, C], or topk (the "
+        "teacher's top-k log-probabilities + indices + tail mass, docs/caching.md)",
+    )
+    k: int = Field(64, ge=1, description="entries per row of a topk logits cache (k >= C: all)")
+    topk_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="temperature T0 the top-k log-probabilities are taken at (rescaled to the "
+        "method's T; exact when T = T0 or k >= C)",
+    )
+    teacher_import: str | None = Field(
+        None,
+        description="train from teacher outputs imported with `kdkit cache import --name NAME` "
+        "(the import's NAME); the run then needs no teacher section",
+    )
 
 
 class KernelsConfig(Options):

@@ -242,8 +242,11 @@ def main() -> None:
             per_round[mode].append(
                 {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
             )
-            print(f"round {r}: {mode:<16} cpu {per_round[mode][-1]['cpu_s'] * 1e3:8.1f} ms "
-                  f"wall {per_round[mode][-1]['wall_s'] * 1e3:8.1f} ms", flush=True)
+            print(
+                f"round {r}: {mode:<16} cpu {per_round[mode][-1]['cpu_s'] * 1e3:8.1f} ms "
+                f"wall {per_round[mode][-1]['wall_s'] * 1e3:8.1f} ms",
+                flush=True,
+            )
     table = {}
     modes = list(trainers)
     for mode in modes:
@@ -259,7 +262,6 @@ def main() -> None:
             "median_step_wall_s": statistics.median(p["wall_s"] for p in per_round[mode]),
             "over_ft_cpu": ratio["cpu"],
             "over_ft_wall": ratio["wall"],
-
             "rounds": per_round[mode],
         }
     results["train_step"] = table

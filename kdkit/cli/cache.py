@@ -1,5 +1,6 @@
-"""``kdkit cache ls|verify|clear``: what kdkit keeps in its cache, checking it against its
-integrity manifests, and removing it (only on request)."""
+"""``kdkit cache ls|verify|clear|import``: what kdkit keeps in its cache, checking it against its
+integrity manifests, removing it (only on request), and importing teacher outputs made elsewhere
+(:mod:`kdkit.cli.cache_import`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from kdkit.cli.cache_import import add_import_parser, logits_fields
 from kdkit.errors import KdkitError
 
 #: Sub-folders of the cache root and what they hold.
 KINDS = {
-    "teacher-outputs": "teacher logits/features/token states per teacher, data and split "
-    "(safetensors)",
+    "teacher-outputs": "teacher logits (full or top-k)/features/token states per teacher, data "
+    "and split (safetensors)",
+    "teacher-imports": "teacher outputs imported with `kdkit cache import` (safetensors)",
     "teachers": "teachers kdkit trained (code-teacher, minilm), save_pretrained format",
     "tokenizers": "student BPE tokenizers per data and vocabulary size",
     "built": "offline datasets built from local code",
@@ -27,9 +30,10 @@ KINDS = {
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cache",
-        help="list or clear kdkit's caches",
-        description="List or clear the teacher-output cache, trained teachers, "
-        "tokenizers and built datasets. Nothing is deleted unless named.",
+        help="list, verify, clear kdkit's caches; import teacher outputs",
+        description="List, verify or clear the teacher-output cache, imported teacher outputs, "
+        "trained teachers, tokenizers and built datasets (nothing is deleted unless named); "
+        "import teacher outputs computed elsewhere (`kdkit cache import`).",
     )
     p.add_argument("--dir", help="cache root (default: $KDKIT_CACHE or ~/.cache/kdkit)")
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
@@ -55,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("targets", nargs="*", metavar="TARGET")
     q.add_argument("--all", action="store_true", help="delete the whole cache")
     q.set_defaults(func=_clear)
+    add_import_parser(csub)
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -93,7 +98,7 @@ def _entries(root: Path) -> list[dict]:
             key = d.stem if kind == "baselines" else d.name
             entry = {"kind": kind, "key": key, "path": str(d), "bytes": _size(d)}
             meta = d / "meta.json"
-            if kind == "teacher-outputs" and meta.is_file():
+            if kind in ("teacher-outputs", "teacher-imports") and meta.is_file():
                 try:
                     m = json.loads(meta.read_text(encoding="utf-8"))
                     entry.update(
@@ -102,6 +107,7 @@ def _entries(root: Path) -> list[dict]:
                         rows=m.get("rows"),
                         teacher_fingerprint=m.get("teacher_fingerprint"),
                         data_fingerprint=m.get("data_fingerprint"),
+                        **logits_fields(m),
                     )
                     tokens = m.get("token_states")
                     if isinstance(tokens, dict):  # an entry with token states (docs/caching.md)
@@ -133,9 +139,15 @@ def _ls(args: argparse.Namespace) -> int:
     if not entries:
         print("  (empty)")
     for e in entries:
-        extra = "  ".join(f"{k}={e[k]}" for k in ("teacher", "split", "rows", "preset") if e.get(k))
+        shown = ("teacher", "split", "rows", "preset", "logits", "source_model")
+        extra = "  ".join(f"{k}={e[k]}" for k in shown if e.get(k))
         if e.get("bytes_per_token"):
             extra += f"  {e['bytes_per_token']} B/token ({e.get('token_states')})"
+        if e.get("bytes_per_example") and e.get("full_logits_bytes_per_example"):
+            extra += (
+                f"  {e['bytes_per_example']} B/example "
+                f"(full logits: {e['full_logits_bytes_per_example']} B)"
+            )
         if e.get("damaged"):
             extra += "  DAMAGED (run `kdkit cache verify`)"
         print(f"  {e['kind']:<16} {e['key']:<40} {e['bytes'] / 1e6:8.2f} MB  {extra}")

@@ -115,6 +115,17 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ),
         ("delete the whole cache", "kdkit cache clear --all"),
     ],
+    "cache import": [
+        (
+            "import teacher outputs made elsewhere for a run file's task (train from them with "
+            "--set cache.teacher_import=my-teacher)",
+            "kdkit cache import teacher-train.safetensors --config run.yaml --name my-teacher",
+        ),
+        (
+            "the same for a task with its default options",
+            "kdkit cache import teacher-train.safetensors --task exception",
+        ),
+    ],
     "export": [
         (
             "a run's best student as an ONNX model, checked against PyTorch and timed",

@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import kdkit.kernels as kernels  # (not "from kdkit import": mypy cannot see kernels/ as kdkit/)
-from kdkit.api import BuildContext, KDMethod, Needs, Reporter, RunInfo, Student, Task, Teacher
+from kdkit.api import (
+    BuildContext,
+    KDMethod,
+    ModelInfo,
+    Needs,
+    Reporter,
+    RunInfo,
+    Student,
+    Task,
+    Teacher,
+)
 from kdkit.baselines.runs import flags, from_summary, run_baselines
 from kdkit.config import CacheConfig, ResolvedConfig, TrainingConfig
 from kdkit.discovery import Plugins
@@ -39,7 +49,9 @@ from kdkit.engine.teacher_cache import (
     compute_outputs,
     load_or_build,
 )
+from kdkit.engine.teacher_import import imported_teacher_summary, load_import
 from kdkit.engine.tokenization import default_cache_dir
+from kdkit.engine.topk_cache import LogitsFormat
 from kdkit.errors import KdkitError, NonFiniteLossError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -115,6 +127,15 @@ def build_components(
     ctx.student = student.info
     teacher = None
     method_comp = comps["method"]
+    if run.cache.teacher_import and "teacher" in comps:
+        raise KdkitError(
+            "the run has a teacher section and cache.teacher_import: the teacher's outputs come "
+            "from the import",
+            where="teacher",
+            fix="remove the teacher section (or cache.teacher_import to run the teacher)",
+        )
+    if run.cache.teacher_import:  # methods see a teacher; its outputs are logits only
+        ctx.teacher = ModelInfo(f"imported:{run.cache.teacher_import}", "imported", 0, 0, 0)
     if "teacher" in comps:
         teacher = comps["teacher"].component.build(comps["teacher"].options, ctx)
         ctx.teacher = teacher.info
@@ -123,7 +144,7 @@ def build_components(
     seed_everything(run.seed + 1)  # projections: independent of how the teacher was obtained
     method = method_comp.component.build(method_comp.options, ctx)
     method.to(device)
-    if method.requires_teacher and teacher is None:
+    if method.requires_teacher and teacher is None and not run.cache.teacher_import:
         raise KdkitError(
             f"method '{method_comp.component.name}' needs a teacher",
             where="teacher",
@@ -326,10 +347,13 @@ class Prepared:
 
 
 def signal_kind(needs: Needs | None, cache: CacheConfig) -> str | None:
-    """How a method's teacher needs are served: ``"cache"`` when the cache is on and holds what
-    it needs, ``"live"`` (the teacher runs on each batch) otherwise, ``None`` without a teacher."""
+    """How a method's teacher needs are served: ``"import"`` from imported teacher outputs
+    (``cache.teacher_import``), ``"cache"`` when the cache is on and holds what it needs,
+    ``"live"`` (the teacher runs on each batch) otherwise, ``None`` without a teacher."""
     if needs is None:
         return None
+    if cache.teacher_import:
+        return "import"
     return "cache" if cache.enabled and cacheable(needs, cache.token_states) else "live"
 
 
@@ -353,13 +377,17 @@ def teacher_signal(
     (or built into) the teacher cache, after which the train split's teacher tokenisation is
     dropped (nothing needs it any more)."""
     needs = c.method.requirements.teacher
+    cache = env.resolved.run.cache
+    if kind == "import" and needs is not None and cache.teacher_import:
+        return load_import(
+            cache.teacher_import, "train", env.cache_root, c.task, len(train), needs, env.device
+        )
     if kind is None or needs is None or c.teacher is None:
         return None
     if kind == "live":
         return LiveTeacher(c.teacher, needs, env.device)
     if train.teacher is None:
         raise ValueError("the train split was tokenised without the teacher")
-    cache = env.resolved.run.cache
     job = TeacherPass(
         c.teacher, needs, train.teacher, env.device, env.eval_batch_size, env.progress, env.dist
     )
@@ -370,6 +398,7 @@ def teacher_signal(
         env.cache_root,
         cache.teacher_outputs,
         cache.token_states,
+        LogitsFormat.of(cache),  # full logits or top-k (docs/caching.md)
     )
     signal = load_or_build(job, slot)
     train.teacher = None  # not needed any more: free the teacher tokenisation
@@ -569,7 +598,11 @@ def finish_run(
     if dist.is_main:
         atomic_write_text(run_dir / "predictions-test.jsonl", "\n".join(lines) + "\n")
     teacher_summary: dict[str, Any] | None = None
-    if c.teacher is not None:
+    if c.teacher is None and resolved.run.cache.teacher_import:
+        teacher_summary = imported_teacher_summary(
+            resolved.run.cache.teacher_import, env.cache_root, c.task, test.labels
+        )
+    elif c.teacher is not None:
         teacher_summary = {
             "name": c.teacher.info.name,
             "parameters": c.teacher.info.num_parameters,

@@ -6,7 +6,9 @@ makes a KD epoch cost about what an FT epoch costs. The cache lives in
 
 * the teacher's fingerprint (weights + tokenizer + config),
 * the data fingerprint (the task's),
-* the split, what is cached (:class:`Needs`) and ``max_length``.
+* the split, what is cached (:class:`Needs`) and ``max_length``,
+* for a top-k entry (``cache.logits: topk``), its ``k`` and temperature
+  (:mod:`kdkit.engine.topk_cache`; full-logit entries keep the keys they always had).
 
 What is cached: logits, pooled layer features and the head's feature — ``[N, C]`` / ``[N, H]``
 per split, small at any size — and, for a method that asks for token states (``hidden_layers``,
@@ -40,6 +42,7 @@ from kdkit.engine.token_cache import (
     build_entry,
     read_entry,
 )
+from kdkit.engine.topk_cache import LogitsFormat, TopKCachedTeacher, is_topk_entry, size_meta
 from kdkit.errors import KdkitError
 from kdkit.integrity import verify, write_manifest
 from kdkit.progress import progress_bar
@@ -63,10 +66,12 @@ def cache_key(
     needs: Needs,
     max_length: int,
     token_states: str | None = None,
+    logits_format: dict[str, Any] | None = None,
 ) -> str:
     """The directory name of one cache entry (``token_states``: the storage format of an entry
-    with token states; ``None`` for one without, whose key is what it always was)."""
-    what = {
+    with token states; ``logits_format``: a top-k entry's :meth:`LogitsFormat.key_json`; ``None``
+    for an entry without token states / with full logits, whose key is what it always was)."""
+    what: dict[str, Any] = {
         "teacher": teacher_fp,
         "data": data_fp,
         "split": split,
@@ -76,6 +81,8 @@ def cache_key(
     }
     if token_states is not None:
         what["token_states"] = token_states
+    if logits_format is not None:
+        what["logits"] = logits_format
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -138,8 +145,21 @@ class CachedTeacher:
         return out if self.tokens is None else attach_states(out, self.tokens, batch, idx.device)
 
 
+def open_signal(
+    tensors: dict[str, torch.Tensor],
+    needs: Needs,
+    device: torch.device,
+    directory: Path,
+    meta: dict[str, Any],
+) -> CachedTeacher | TopKCachedTeacher:
+    """The teacher signal of an entry's tensors: full logits or the top-k form."""
+    if is_topk_entry(tensors):
+        return TopKCachedTeacher(tensors, needs, device, directory, meta)
+    return CachedTeacher(tensors, needs, device, directory)
+
+
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
-    for name in ("teacher_fingerprint", "data_fingerprint", "split", "max_length", "needs"):
+    for name in expect:
         if meta.get(name) != expect[name]:
             raise KdkitError(
                 f"the teacher cache does not match this run: {name} is {meta.get(name)!r} in "
@@ -188,6 +208,7 @@ class CacheSlot:
             ``explicit_dir/<split>`` and must match.
         token_states: the storage format of token states (``cache.token_states``), used when
             the needs include ``hidden_layers``.
+        logits: how the entry stores the logits (full, or top-k: ``kdkit.engine.topk_cache``).
     """
 
     split: str
@@ -196,9 +217,10 @@ class CacheSlot:
     cache_root: Path
     explicit_dir: str | None = None
     token_states: str = DEFAULT_FORMAT
+    logits: LogitsFormat = LogitsFormat()
 
 
-def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
+def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher | TopKCachedTeacher:
     """Load the cached teacher outputs of a split, computing and storing them when missing.
 
     Over several ranks (``job.dist``) rank 0 decides whether the entry exists; a build is shared
@@ -214,11 +236,27 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
         "split": slot.split,
         "max_length": slot.max_length,
         "needs": _needs_json(needs),
+        "logits_format": slot.logits.key_json(),  # None (absent in older entries): full logits
     }
     token_fmt = slot.token_states if needs.hidden_layers else None  # the token-state format
     if token_fmt == "off":
         raise ValueError("token states are not cached with cache.token_states: off")
-    key = cache_key(teacher_fp, slot.data_fp, slot.split, needs, slot.max_length, token_fmt)
+    if token_fmt is not None and slot.logits.is_topk:
+        raise KdkitError(
+            "a top-k logits cache cannot hold token states (the method needs both)",
+            where="cache.logits: topk",
+            fix="set cache.logits: full for this method, or cache.token_states: off to run the "
+            "teacher live",
+        )
+    key = cache_key(
+        teacher_fp,
+        slot.data_fp,
+        slot.split,
+        needs,
+        slot.max_length,
+        token_fmt,
+        slot.logits.key_json(),
+    )
     directory = (
         Path(slot.explicit_dir) / slot.split
         if slot.explicit_dir
@@ -261,21 +299,27 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher:
             tensors, tokens = read_entry(directory, meta, num_rows, token_fmt)
             return CachedTeacher(tensors, needs, job.device, directory, tokens)
         tensors = _read_shards(directory, meta)
-        return CachedTeacher(tensors, needs, job.device, directory)
+        return open_signal(tensors, needs, job.device, directory, meta)
     if token_fmt is not None:  # built and written by token_cache; then read like any entry
         meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name}
         build_entry(job, directory, {**meta, "created": dist.on_main(time.time)}, token_fmt)
         return load_or_build(job, slot)
     tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
+    num_classes = int(tensors["logits"].shape[1])
+    tensors = slot.logits.encode(tensors)  # full logits, or the top-k form
     meta = {
         **expect,
         "rows": num_rows,
         "key": key,
         "teacher": teacher.info.name,
-        "created": dist.on_main(time.time),
-    }  # one value for the whole job
+        "created": dist.on_main(time.time),  # one value for the whole job
+        "num_classes": num_classes,
+        **size_meta(tensors, num_classes),
+    }
+    if slot.logits.is_topk:  # the k actually stored: the requested one, capped at C
+        meta["k_stored"] = int(tensors["topk_indices"].shape[1])
     _write_entry(directory, tensors, meta, dist)
-    return CachedTeacher(tensors, needs, job.device, directory)
+    return open_signal(tensors, needs, job.device, directory, meta)
 
 
 @torch.no_grad()

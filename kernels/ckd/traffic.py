@@ -82,9 +82,7 @@ def traffic(params: dict[str, Any], dtype: str) -> dict[str, Any]:
         "bytes_per_element": units * BYTES[dtype],
         "l2_atomic_bytes_per_element": 0,
         # halo re-reads from L2 per element: student twice (Gram, dX), teacher once
-        "l2_reread_bytes_per_element": (bt / r)
-        * BYTES[dtype]
-        * (2 + params["ht"] / params["hs"]),
+        "l2_reread_bytes_per_element": (bt / r) * BYTES[dtype] * (2 + params["ht"] / params["hs"]),
         "flops_per_element": flops["total"],
         "flops": flops,
     }

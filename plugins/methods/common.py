@@ -17,7 +17,8 @@ from pydantic import Field
 from kdkit.api import Batch, BuildContext, LossTerms, ModelInfo, ModelOutput, Options
 from kdkit.errors import KdkitError
 from kdkit.features import LayerStrategy, map_layers
-from kdkit.kernels import kd_loss
+from kdkit.kernels import TopKTeacher, kd_loss, sparse_kd_loss
+from kdkit.kernels.sparse_kd import bucket_logprobs
 from kdkit.losses import cross_entropy
 
 
@@ -51,19 +52,41 @@ def logit_terms(
                 where="method.alpha",
                 fix="configure a teacher, or set alpha: 0",
             )
-        zt = teacher.logits.to(zs.dtype)  # cached teachers may be fp16
-        soft = kd_loss(
-            zs,
-            zt,
-            temperature=options.temperature,
-            alpha=1.0,
-            soft=options.soft,
-            t2_scaling=options.t2_scaling,
-        )
+        topk = getattr(teacher, "topk", None)  # a top-k cache or import: KL over k + 1 buckets
+        if topk is not None:
+            soft = topk_soft_term(options, zs, topk)
+        else:
+            zt = teacher.logits.to(zs.dtype)  # cached teachers may be fp16
+            soft = kd_loss(
+                zs,
+                zt,
+                temperature=options.temperature,
+                alpha=1.0,
+                soft=options.soft,
+                t2_scaling=options.t2_scaling,
+            )
         terms["kd"] = options.alpha * soft
     if options.alpha < 1:
         terms["ce"] = (1.0 - options.alpha) * cross_entropy(zs, batch.labels)
     return terms
+
+
+def topk_soft_term(options: LogitOptions, zs: torch.Tensor, topk: TopKTeacher) -> torch.Tensor:
+    """The soft KD term from a top-k teacher (``ModelOutput.topk``): ``[T² ·] KL`` between the
+    teacher's ``k + 1`` buckets (top-k + tail, moved from their stored temperature to ``T`` by
+    :func:`kdkit.kernels.sparse_kd_loss`) and the student's distribution collapsed onto them.
+
+    With ``k = C`` it is the full-logit KL exactly; ``soft: ce`` adds the teacher's bucket
+    entropy (the full entropy when ``k = C``; a constant either way: the gradient is the KL's).
+    """
+    t = options.temperature
+    soft = sparse_kd_loss(zs, topk, t, t2_scaling=options.t2_scaling)
+    if options.soft == "ce":
+        log_p, log_q = bucket_logprobs(topk, t, num_classes=zs.shape[1])  # [B, k], [B]
+        both = torch.cat([log_p, log_q.unsqueeze(1)], dim=1)  # the k + 1 buckets at T
+        entropy = -torch.where(both.exp() > 0, both.exp() * both, 0.0).sum(1).mean()
+        soft = soft + (t * t if options.t2_scaling else 1.0) * entropy
+    return soft
 
 
 class LayerOptions(Options):

@@ -84,7 +84,9 @@ def test_result_does_not_depend_on_the_chunk(monkeypatch, chunk_elems):
     from kdkit.kernels.infonce import triton as it
 
     monkeypatch.setattr(it, "CHUNK_ELEMS", chunk_elems)
-    monkeypatch.setattr(it, "chunk_rows", lambda b, bm: min(max(bm, chunk_elems // b // bm * bm), b))
+    monkeypatch.setattr(
+        it, "chunk_rows", lambda b, bm: min(max(bm, chunk_elems // b // bm * bm), b)
+    )
     run_case(40, 12, tau=0.1)
 
 
