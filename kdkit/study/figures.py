@@ -172,6 +172,19 @@ def score_vs_size(
         for j, family in enumerate(families):
             ax = axes[i][j]
             mine = [c for c in cells if c.task == task and (c.student_family or "?") == family]
+            if not mine:  # a grid may train a family on some tasks only: say so, draw nothing
+                ax.axis("off")
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{task}: no {family} students in this study",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=9,
+                    color="0.4",
+                )
+                continue
             drawn: set[tuple[str, str]] = set()
             for teacher in table_teachers:
                 for method in methods:
