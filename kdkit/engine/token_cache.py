@@ -315,7 +315,9 @@ def read_entry(
         starts[rows] = token_start
         by_row = torch.empty(num_rows, dtype=torch.long)
         by_row[rows] = lengths
-        stored, scales, row_tensors = {}, {}, {}
+        stored: dict[int, torch.Tensor] = {}  # layer -> [tokens, H] stored values
+        scales: dict[int, torch.Tensor] = {}  # layer -> [tokens] int8 scales
+        row_tensors: dict[str, torch.Tensor] = {}
         for k, v in cat.items():
             if k.startswith("hidden."):
                 layer = int(k.split(".")[1])
