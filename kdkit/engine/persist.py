@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +49,11 @@ def atomic_dir(target: str | Path, write: Callable[[str], Any]) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (write a sibling, then ``os.replace``)."""
+    """Write a text file atomically (write a sibling, then ``os.replace``). The sibling's name is
+    unique per process *and* thread, so concurrent writers of one file never share it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

@@ -176,3 +176,27 @@ def test_workers_sharing_a_queue_run_every_run_once_and_balance_by_time(
     w1 = outcomes["w1"]  # every run: its own, taken by w2, or already complete when reached
     assert sorted(w1.taken + w1.ran + w1.skipped) == sorted(r.run_id for r in runs)
     assert set(w1.ran) == set(by_worker["w1"])
+
+
+def test_atomic_writes_of_one_file_from_two_threads_never_collide(tmp_path):
+    """Two queue workers in one process (as in the test above) write study.json and grid.yaml at
+    the same time: the temporary sibling is per thread, so neither ``os.replace`` loses its file."""
+    from kdkit.engine.persist import atomic_write_text
+
+    target = tmp_path / "study.json"
+    errors: list[BaseException] = []
+
+    def write(tag: str) -> None:
+        try:
+            for i in range(300):
+                atomic_write_text(target, f"{tag} {i}\n")
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and target.read_text().endswith(" 299\n")
+    assert not list(tmp_path.glob(".study.json.tmp*"))  # no sibling left behind
