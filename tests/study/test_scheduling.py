@@ -190,7 +190,7 @@ def test_atomic_writes_of_one_file_from_two_threads_never_collide(tmp_path):
         try:
             for i in range(300):
                 atomic_write_text(target, f"{tag} {i}\n")
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:  # recorded for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(t,)) for t in ("a", "b")]
