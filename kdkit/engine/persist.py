@@ -7,6 +7,7 @@ model and calls that component's ``load`` callback: the core never imports a mod
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdkit.errors import KdkitError, PluginError
-from kdkit.integrity import MANIFEST, has_manifest, verify
+from kdkit.integrity import MANIFEST, has_manifest, verify, write_manifest
 from kdkit.models import KDKIT_META, MODEL_KINDS, ComponentRef, read_model_meta, saved_component
 
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
@@ -56,6 +57,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def publish_entry(tmp: Path, directory: Path, meta: dict[str, Any], artefact: str) -> None:
+    """Finish a cache entry built in the private folder ``tmp``: write its ``meta.json`` and
+    integrity manifest, then move it to ``directory`` — unless a concurrent run published it
+    first, in which case theirs is kept and ``tmp`` is removed."""
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_manifest(tmp, artefact)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    if directory.exists():  # a concurrent run built it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.replace(tmp, directory)
 
 
 def find_model_dir(path: str | Path) -> Path:

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from kdkit.api import Batch, Encoded, ModelOutput, Needs, Teacher
 from kdkit.engine.batching import EncodedRows
 from kdkit.engine.distributed import Dist, rank_batches
+from kdkit.engine.persist import publish_entry
 from kdkit.engine.token_cache import (
     DEFAULT_FORMAT,
     TokenStates,
@@ -44,7 +45,7 @@ from kdkit.engine.token_cache import (
 )
 from kdkit.engine.topk_cache import LogitsFormat, TopKCachedTeacher, is_topk_entry, size_meta
 from kdkit.errors import KdkitError
-from kdkit.integrity import verify, write_manifest
+from kdkit.integrity import verify
 from kdkit.progress import progress_bar
 
 #: Bump when the cache layout changes (older entries are then simply not found).
@@ -412,13 +413,7 @@ def _finish_entry(
 ) -> None:
     """Write ``meta.json`` (the index) into ``tmp`` and move ``tmp`` to ``directory``."""
     meta = {**meta, "shards": shards, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    write_manifest(tmp, "teacher-output cache entry")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():  # a concurrent run built it first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.replace(tmp, directory)
+    publish_entry(tmp, directory, meta, "teacher-output cache entry")
 
 
 def _read_shards(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -31,7 +31,6 @@ Formats (``cache.token_states``): ``bf16`` (default; relative rounding error ≤
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -43,8 +42,8 @@ from safetensors.torch import load_file, save_file
 
 from kdkit.api import Batch, Needs
 from kdkit.engine.distributed import rank_batches
+from kdkit.engine.persist import publish_entry
 from kdkit.errors import KdkitError
-from kdkit.integrity import write_manifest
 from kdkit.progress import progress_bar
 
 #: Storage formats of token states and the dtype each is written in.
@@ -268,13 +267,7 @@ def _finish(directory: Path, tmp: Path, names: list[str], meta: dict[str, Any], 
         "layout": "ragged (real tokens only, per-row offsets)",
     }
     meta["shards"] = names
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    write_manifest(tmp, "teacher-output cache entry")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():  # a concurrent run built it first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.replace(tmp, directory)
+    publish_entry(tmp, directory, meta, "teacher-output cache entry")
 
 
 def read_entry(
