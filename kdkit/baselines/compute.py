@@ -32,9 +32,32 @@ from .lexical import Fitted, fit_jaccard, fit_tfidf_lr
 from .result import Baselines, SplitBaselines
 
 #: Bump when the computation changes, so cached baselines computed by older code are not reused.
-VERSION = 2
+VERSION = 3  # 3: the best constant prediction (chosen on validation)
 
 SPLITS = ("train", "validation", "test")
+
+#: Below this many training rows the grid is fitted in this process: starting worker processes
+#: (each imports numpy, scikit-learn and torch, ~2-3 s) costs more than the fits.
+PARALLEL_MIN_ROWS = 1000
+
+
+def default_workers() -> int:
+    """Worker processes for the lexical grid: ``KDKIT_BASELINE_WORKERS`` if set, else the CPUs
+    this process may use (at most 8)."""
+    env = os.environ.get("KDKIT_BASELINE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise KdkitError(
+                f"KDKIT_BASELINE_WORKERS={env!r} is not a whole number",
+                where="environment variable KDKIT_BASELINE_WORKERS",
+                fix="set it to the number of worker processes (1 = none), or unset it",
+            ) from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cpus or 1))
+
+
 _FIX_SPLITS = (
     "give the task more rows (e.g. raise max_train / max_eval, or build with more sources) "
     "so every split has at least two labels and enough rows to tune on"
@@ -204,6 +227,31 @@ def _prior_logits(prior: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(np.tile(logp, (n, 1)))
 
 
+def _constant_logits(label: int, n: int, num_classes: int) -> torch.Tensor:
+    """``[N, C]`` logits that rank ``label`` first for every row (then the other ids in order)."""
+    logits = torch.zeros(n, num_classes, dtype=torch.float64)
+    logits[:, label] = 1.0
+    return logits
+
+
+def _best_constant(
+    scorer: _Scorer, labels: torch.Tensor, num_classes: int, prior: np.ndarray
+) -> tuple[int, float]:
+    """The label whose constant prediction scores best on ``labels`` (the validation split) and
+    that score. Ties go to the more frequent train label, then the lowest id.
+
+    For accuracy the best constant is the validation split's most frequent label, usually the
+    majority class; for F1 of the positive class it is "always positive", which majority (a train
+    frequency) misses whenever the negative class is as frequent or more.
+    """
+    order = sorted(range(num_classes), key=lambda c: (-prior[c], c))
+    scores = {
+        c: scorer.headline(_constant_logits(c, len(labels), num_classes), labels) for c in order
+    }
+    best = max(order, key=lambda c: scores[c])  # max() keeps the first of equal scores
+    return best, scores[best]
+
+
 def _stratified(
     scorer: _Scorer, prior: np.ndarray, labels: torch.Tensor, seed: int
 ) -> tuple[float, tuple[float, float], dict[str, float]]:
@@ -227,7 +275,7 @@ def _stratified(
     return mean[scorer.metric], (float(lo), float(hi)), mean
 
 
-def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Baselines:
+def _compute(task: Any, report: Sequence[str], options: BaselineOptions, workers: int) -> Baselines:
     start = time.perf_counter()
     data = _columns(task, task.load())
     _check(task, data, options)
@@ -257,10 +305,13 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Base
                 headline=scorer.headline,
                 grid=options.grid(),
                 seed=options.seed,
+                workers=workers if len(train["label"]) >= PARALLEL_MIN_ROWS else 1,
             )
         }
     if task.is_pair:
         fitted["jaccard"] = fit_jaccard(data["validation"], headline=scorer.headline)
+    val_y = torch.as_tensor(data["validation"]["label"], dtype=torch.long)
+    constant, constant_val = _best_constant(scorer, val_y, num_classes, prior)
     # Ties go to tfidf_lr (first in the dict): max() keeps the first maximum.
     best_lexical = max(fitted, key=lambda k: fitted[k].val_score)
 
@@ -268,7 +319,10 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Base
     for k, split in enumerate(report):
         rows = data[split]
         y = torch.as_tensor(rows["label"], dtype=torch.long)
-        logits = {"majority": _prior_logits(prior, len(y))}
+        logits = {
+            "majority": _prior_logits(prior, len(y)),
+            "constant": _constant_logits(constant, len(y), num_classes),
+        }
         logits.update({name: f.logits(rows) for name, f in fitted.items()})
         scores: dict[str, float] = {}
         ci: dict[str, tuple[float, float]] = {}
@@ -292,6 +346,7 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions) -> Base
         name: {**f.params, "val_score": f.val_score, "tried": f.tried} for name, f in fitted.items()
     }
     tuned["tfidf_lr"]["train_rows"] = len(train["label"])
+    tuned["constant"] = {"label": labels[constant], "val_score": constant_val}
     return Baselines(
         task=task.name,
         fingerprint=task.fingerprint(),
@@ -378,6 +433,7 @@ def compute_baselines(
     options: BaselineOptions | None = None,
     *,
     use_cache: bool = True,
+    workers: int | None = None,
 ) -> Baselines:
     """Majority-class, stratified-random and lexical baselines of ``task`` on its own splits.
 
@@ -390,6 +446,9 @@ def compute_baselines(
         options: grid, bootstrap and seeds (default :class:`BaselineOptions`).
         use_cache: read and write ``<cache>/baselines/`` (a corrupt file is recomputed with a
             warning).
+        workers: processes that fit the lexical grid (default :func:`default_workers`; tasks
+            with fewer than :data:`PARALLEL_MIN_ROWS` training rows always use one). The result
+            does not depend on it, so it is not part of the cache key.
 
     Raises:
         KdkitError: splits too small to tune (fewer than two labels in train, validation under
@@ -405,13 +464,14 @@ def compute_baselines(
             where="compute_baselines(splits=...)",
             fix=f"choose among {list(SPLITS)}",
         )
+    workers = default_workers() if workers is None else max(1, workers)
     if not use_cache:
-        return _compute(task, report, options)
+        return _compute(task, report, options, workers)
     path = cache_path(task, report, options, cache_dir)
     found = _read_cache(path, task)
     if found is not None:
         return found
-    result = _compute(task, report, options)
+    result = _compute(task, report, options, workers)
     text = result.to_json()
     _write_atomic(path, text)
     _write_atomic(_checksum_path(path), hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")

@@ -6,7 +6,6 @@ Every scorer returns ``[N, C]`` logits so the task's own ``evaluate`` computes t
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 from collections.abc import Callable
@@ -119,6 +118,81 @@ def _lr_logits(clf: Any, features: Any, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+#: One chain of the grid: (pair mode, word n-grams, char n-grams, class weight). Its fits share
+#: one vectorizer and run over ascending ``C`` with warm starts.
+Chain = tuple[str | None, tuple[int, int], tuple[int, int] | None, str | None]
+
+
+def _chains(grid: dict[str, Any], is_pair: bool) -> list[Chain]:
+    """The grid's chains in tie-break order (simpler features and no class weight first)."""
+    pair_modes = list(grid["pair_features"]) if is_pair else [None]
+    return [
+        (pair_mode, tuple(word), tuple(char) if char is not None else None, weight)
+        for pair_mode, word, char in itertools.product(
+            pair_modes, grid["word_ngrams"], grid["char_ngrams"]
+        )
+        for weight in grid["class_weight"]
+    ]
+
+
+def _fit_chain(
+    train: dict[str, list[Any]],
+    chain: Chain,
+    cs: list[float],
+    max_features: int,
+    seed: int,
+    *,
+    stop_at: float | None = None,
+    val: dict[str, list[Any]] | None = None,
+    num_classes: int = 0,
+) -> tuple[list[np.ndarray], Any, Callable[[dict], Any]]:
+    """Fit one chain: the vectorizer on train, then logistic regression for each ``C`` in
+    ascending order, each fit warm-started from the previous (more regularised) solution, which
+    cuts the solver's iterations several-fold; the optimum is the same.
+
+    Returns the validation log-probabilities ``[N_val, C]`` after each fit (when ``val`` is
+    given), the classifier as it is after the fit at ``stop_at`` (the last fit otherwise) and the
+    featurizer. Deterministic: a chain re-fitted up to ``stop_at`` is the classifier that scored.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    pair_mode, word, char, weight = chain
+    featurize = _featurizer(train, pair_mode, word, char, max_features)
+    x_train = featurize(train)
+    x_val = featurize(val) if val is not None else None
+    y_train = np.asarray(train["label"])
+    clf = LogisticRegression(class_weight=weight, max_iter=2000, warm_start=True, random_state=seed)
+    val_logits: list[np.ndarray] = []
+    for c in cs:
+        clf.set_params(C=float(c))
+        clf.fit(x_train, y_train)
+        if x_val is not None:
+            val_logits.append(_lr_logits(clf, x_val, num_classes).numpy())
+        if stop_at is not None and c == stop_at:
+            break
+    return val_logits, clf, featurize
+
+
+def _chain_val_logits(
+    train: dict[str, list[Any]],
+    val: dict[str, list[Any]],
+    chain: Chain,
+    cs: list[float],
+    max_features: int,
+    num_classes: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """:func:`_fit_chain`'s validation log-probabilities, one BLAS/OpenMP thread (a worker
+    process's entry point: plain arrays go back, never a fitted model)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        logits, _, _ = _fit_chain(
+            train, chain, cs, max_features, seed, val=val, num_classes=num_classes
+        )
+    return logits
+
+
 def fit_tfidf_lr(
     train: dict[str, list[Any]],
     val: dict[str, list[Any]],
@@ -128,6 +202,7 @@ def fit_tfidf_lr(
     headline: Headline,
     grid: dict[str, Any],
     seed: int,
+    workers: int = 1,
 ) -> Fitted:
     """Grid-search TF-IDF features x logistic regression on ``val``; return the best.
 
@@ -135,44 +210,46 @@ def fit_tfidf_lr(
     ``class_weight`` and, for pairs, ``pair_features`` (``"diff_prod"``, ``"joined"``); plus
     ``max_features``. Ties keep the earlier grid point (simpler features, no class weight, then
     smaller ``C``), so the choice is deterministic.
-    """
-    from sklearn.linear_model import LogisticRegression
 
-    y_train = np.asarray(train["label"])
+    ``workers`` > 1 fits the grid's chains (one per feature set and class weight) in that many
+    worker processes (spawned: the parent may hold torch's thread pools, which do not survive a
+    fork), then re-fits the chosen chain here. The result does not depend on ``workers``: every
+    fit is deterministic and only validation scores cross the process boundary.
+    """
+    chains = _chains(grid, is_pair)
+    cs = sorted(float(c) for c in grid["C"])
+    max_features = int(grid["max_features"])
+    args = [(train, val, ch, cs, max_features, num_classes, seed) for ch in chains]
+    workers = max(1, min(workers, len(chains)))
+    if workers == 1:
+        per_chain = [_chain_val_logits(*a) for a in args]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            per_chain = list(pool.map(_chain_val_logits, *zip(*args)))
     y_val = torch.as_tensor(val["label"])
-    pair_modes = list(grid["pair_features"]) if is_pair else [None]
-    best: tuple[float, dict[str, Any], Any, Any] | None = None
-    tried = 0
-    for pair_mode, word, char in itertools.product(
-        pair_modes, grid["word_ngrams"], grid["char_ngrams"]
-    ):
-        word = tuple(word)
-        char = tuple(char) if char is not None else None
-        featurize = _featurizer(train, pair_mode, word, char, int(grid["max_features"]))
-        x_train, x_val = featurize(train), featurize(val)
-        for weight in grid["class_weight"]:
-            # Ascending C with warm starts: each fit starts from the previous (more regularised)
-            # solution, which cuts the solver's iterations several-fold; the optimum is the same.
-            clf = LogisticRegression(
-                class_weight=weight, max_iter=2000, warm_start=True, random_state=seed
-            )
-            for c in sorted(grid["C"]):
-                clf.set_params(C=float(c))
-                clf.fit(x_train, y_train)
-                score = headline(_lr_logits(clf, x_val, num_classes), y_val)
-                tried += 1
-                if best is None or score > best[0]:
-                    params = {
-                        "word_ngrams": list(word),
-                        "C": float(c),
-                        "class_weight": weight,
-                        "char_ngrams": list(char) if char else None,
-                    }
-                    if pair_mode is not None:
-                        params["pair_features"] = pair_mode
-                    best = (score, params, copy.deepcopy(clf), featurize)
+    best: tuple[float, Chain, float] | None = None
+    for chain, logits in zip(chains, per_chain):
+        for c, lg in zip(cs, logits):
+            score = headline(torch.from_numpy(lg), y_val)
+            if best is None or score > best[0]:
+                best = (score, chain, c)
     assert best is not None
-    score, params, clf, featurize = best
+    score, chain, c = best
+    _, clf, featurize = _fit_chain(train, chain, cs, max_features, seed, stop_at=c)
+    pair_mode, word, char, weight = chain
+    params: dict[str, Any] = {
+        "word_ngrams": list(word),
+        "C": c,
+        "class_weight": weight,
+        "char_ngrams": list(char) if char else None,
+    }
+    if pair_mode is not None:
+        params["pair_features"] = pair_mode
+    tried = len(chains) * len(cs)
     return Fitted(params, score, tried, lambda r: _lr_logits(clf, featurize(r), num_classes))
 
 

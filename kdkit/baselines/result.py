@@ -14,10 +14,17 @@ TEACHER_FLAG = (
 )
 #: The flag printed when a student scores at (or within ``margin`` of) the majority class.
 STUDENT_FLAG = "the student is at the majority class: it has learnt nothing from the inputs"
+#: The flag printed when a student scores at the best constant prediction (e.g. always "clone"
+#: for F1), which is not the majority class.
+CONSTANT_FLAG = (
+    "the student is at a constant prediction: it scores what always predicting one label scores "
+    "and has learnt nothing from the inputs"
+)
 
 #: Display names of the baselines, in the order tables show them.
 NAMES: dict[str, str] = {
     "majority": "majority class",
+    "constant": "best constant prediction",
     "stratified": "stratified random",
     "tfidf_lr": "TF-IDF + logistic regression",
     "jaccard": "token-Jaccard threshold",
@@ -31,8 +38,10 @@ class SplitBaselines:
     Attributes:
         rows: rows in the split.
         label_counts: rows per label name (labels with no row are left out).
-        scores: headline metric per baseline name (``majority``, ``stratified``, ``tfidf_lr``,
-            ``jaccard`` for pair tasks), fractions in [0, 1].
+        scores: headline metric per baseline name (``majority``, ``constant``, ``stratified``,
+            ``tfidf_lr``, ``jaccard`` for pair tasks), fractions in [0, 1]. ``constant`` is
+            always predicting the one label chosen on validation (for F1: usually the positive
+            one, which ``majority`` misses when the classes are balanced).
         ci: 95 % interval of each score: a bootstrap over the split's rows for the fitted
             baselines, the 2.5–97.5 percentiles of the seeded draws for ``stratified``.
         metrics: every metric of the task's ``evaluate`` per baseline (``stratified``: the mean
@@ -49,6 +58,18 @@ class SplitBaselines:
     def majority(self) -> float:
         """Score of always predicting the train split's most frequent label."""
         return self.scores["majority"]
+
+    @property
+    def constant(self) -> float:
+        """Score of always predicting the label chosen on validation (``majority`` in caches
+        written before this baseline existed)."""
+        return self.scores.get("constant", self.scores["majority"])
+
+    @property
+    def trivial(self) -> float:
+        """The best score that needs no input: max(majority, constant). A model at or below it
+        has learnt nothing from its inputs."""
+        return max(self.majority, self.constant)
 
     @property
     def stratified(self) -> float:
@@ -73,7 +94,8 @@ class Baselines:
         majority_label: the train split's most frequent label (ties: the lowest class id).
         splits: per reported split (``validation``, ``test`` by default) its scores.
         tuned: per lexical baseline, the hyper-parameters chosen on validation and the
-            validation score they reached (``val_score``), plus ``tried`` (grid points fitted).
+            validation score they reached (``val_score``), plus ``tried`` (grid points fitted);
+            ``constant``: the chosen ``label`` and its ``val_score``.
         best_lexical: the lexical baseline with the best validation score (ties: ``tfidf_lr``).
         options: the options it was computed with (they key the cache, with the fingerprint).
         seconds: wall time of the computation (not of a cache read).
@@ -96,6 +118,11 @@ class Baselines:
     def score(self, name: str, split: str = "test") -> float:
         """The headline score of baseline ``name`` on ``split``."""
         return self.splits[split].scores[name]
+
+    @property
+    def constant_label(self) -> str:
+        """The label of the best constant prediction (chosen on validation)."""
+        return str(self.tuned.get("constant", {}).get("label", self.majority_label))
 
     def lexical_score(self, split: str = "test") -> float:
         """The score of the best lexical baseline (chosen on validation) on ``split``."""
@@ -151,9 +178,22 @@ class Baselines:
         return cls.from_dict(json.loads(text))
 
     def table(self, split: str = "test") -> list[tuple[str, float, tuple[float, float]]]:
-        """``(display name, score, 95 % interval)`` rows of ``split``, in :data:`NAMES` order."""
+        """``(display name, score, 95 % interval)`` rows of ``split``, in :data:`NAMES` order.
+
+        The best constant prediction is listed (as ``always 'LABEL'``) only where its label is
+        not the majority class: otherwise it would repeat the majority row."""
         s = self.splits[split]
-        return [(NAMES[k], s.scores[k], s.ci[k]) for k in NAMES if k in s.scores]
+        rows = []
+        for k in NAMES:
+            if k not in s.scores:
+                continue
+            if k == "constant":
+                if self.constant_label == self.majority_label:
+                    continue
+                rows.append((f"always '{self.constant_label}'", s.scores[k], s.ci[k]))
+                continue
+            rows.append((NAMES[k], s.scores[k], s.ci[k]))
+        return rows
 
 
 def verdict(
@@ -169,7 +209,7 @@ def verdict(
     A teacher is flagged when it is not above the best lexical baseline (the one chosen on
     validation): distilling it cannot show what a method transfers. A student is flagged when it
     is within ``margin`` (absolute, default one point) of the majority class, i.e. it predicts the
-    prior. Both texts end with the numbers compared, e.g. ``"(teacher top1 0.366 <= TF-IDF +
+    prior, or of the best constant prediction (e.g. always "clone" for F1). Both texts end with the numbers compared, e.g. ``"(teacher top1 0.366 <= TF-IDF +
     logistic regression 0.651 on test)"``.
     """
     metric = baselines.headline_metric
@@ -189,6 +229,12 @@ def verdict(
             return (
                 f"{STUDENT_FLAG} (student {metric} {score:.3f}, majority class "
                 f"'{baselines.majority_label}' {majority:.3f} on {split})"
+            )
+        constant = baselines.splits[split].constant
+        if score <= constant + margin:
+            return (
+                f"{CONSTANT_FLAG} (student {metric} {score:.3f}, always "
+                f"'{baselines.constant_label}' {constant:.3f} on {split})"
             )
         return None
     raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")

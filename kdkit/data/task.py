@@ -239,6 +239,9 @@ class CodeTask:
     builder_options: ClassVar[type[Options] | None] = None
     #: The offline builder, ``(out_dir, options, *, quiet=False) -> BuildReport``; ``None``: none.
     build_offline: ClassVar[Callable[..., BuildReport] | None] = None
+    #: Bump when the builder writes other rows from the same inputs and options (a fix), so a
+    #: build cached by the older builder is not reused; part of the build's cache key.
+    build_version: ClassVar[int] = 1
     #: The public-format reader, ``(data_dir, explicit, build_hint) -> (rows, files read)``, as a
     #: ``staticmethod``; the default :meth:`read_local` calls it.
     reader: ClassVar[Callable[..., tuple[Rows, list[Path]]] | None] = None
@@ -352,6 +355,8 @@ class CodeTask:
                 "seed": self.options.build_seed,
                 "opts": self.offline_overrides(),
                 "format": FORMAT_VERSION,
+                # Only when bumped, so builds cached before this field existed keep their key.
+                **({"builder": self.build_version} if self.build_version != 1 else {}),
             }
         )
         return self.cache / "built" / f"{self.name}-{key}"

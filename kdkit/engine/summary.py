@@ -110,11 +110,17 @@ def baseline_rows(entry: Any, split: str = "test") -> list[tuple[str, str]]:
     scores = (entry.get("splits") or {}).get(split)
     if not scores:
         return []
+    constant = ((entry.get("tuned") or {}).get("constant") or {}).get("label")
     out = []
     for key, name in BASELINE_NAMES.items():
-        if key in scores["scores"]:
-            lo, hi = scores["ci"][key]
-            out.append((f"{name} ({split})", f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))
+        if key not in scores["scores"]:
+            continue
+        if key == "constant":  # listed only where it is not the majority class (as in the table)
+            if constant is None or constant == entry.get("majority_label"):
+                continue
+            name = f"always '{constant}'"
+        lo, hi = scores["ci"][key]
+        out.append((f"{name} ({split})", f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))
     return out
 
 

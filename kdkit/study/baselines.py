@@ -145,13 +145,26 @@ def collect_baselines(
 
 
 def at_majority(mean: float, b: Baselines | None, split: str = "test") -> bool:
-    """Whether a score is at the majority class (within :data:`STUDENT_MARGIN`): the model
-    predicts the prior and has learnt nothing from its inputs."""
+    """Whether a score is at a trivial predictor (within :data:`STUDENT_MARGIN` of the majority
+    class or of the best constant prediction, or below): the model has learnt nothing from its
+    inputs."""
     from kdkit.baselines.runs import STUDENT_MARGIN
 
-    return (
-        b is not None and split in b.splits and mean <= b.score("majority", split) + STUDENT_MARGIN
-    )
+    return b is not None and split in b.splits and mean <= b.splits[split].trivial + STUDENT_MARGIN
+
+
+def trivial_mark(mean: float, b: Baselines | None, split: str = "test") -> str | None:
+    """The table mark of a score at a trivial predictor: ``= majority`` (within one point of the
+    majority class), ``< majority`` (more than a point below it), ``= always 'LABEL'`` (at the
+    best constant prediction, where that is not the majority class); ``None`` otherwise."""
+    from kdkit.baselines.runs import STUDENT_MARGIN
+
+    if b is None or not at_majority(mean, b, split):
+        return None
+    majority = b.score("majority", split)
+    if mean <= majority + STUDENT_MARGIN:
+        return "< majority" if mean < majority - STUDENT_MARGIN else "= majority"
+    return f"= always '{b.constant_label}'"
 
 
 def _score_ci(b: Baselines, name: str, split: str = "test") -> str:
@@ -167,6 +180,7 @@ BASELINE_COLUMNS = [
     "metric",
     "test rows",
     "majority (label)",
+    "best constant (label)",
     "stratified",
     "TF-IDF + LR [95 % CI]",
     "token Jaccard [95 % CI]",
@@ -191,6 +205,7 @@ def baseline_table_rows(found: Mapping[str, Baselines], split: str = "test") -> 
                 b.headline_metric,
                 str(s.rows),
                 f"{100 * s.majority:.1f} ({b.majority_label})",
+                f"{100 * s.constant:.1f} ({b.constant_label})",
                 f"{100 * s.stratified:.1f}",
                 _score_ci(b, "tfidf_lr", split),
                 _score_ci(b, "jaccard", split),
@@ -218,6 +233,8 @@ def margin_lines(
             f"{100 * lexical:.1f} ({100 * (ts.score - lexical):+.1f} points) and majority "
             f"class {100 * b.score('majority', split):.1f}"
         )
+        if b.constant_label != b.majority_label:
+            line += f" (always '{b.constant_label}': {100 * b.splits[split].constant:.1f})"
         flag = verdict(ts.score, b, role="teacher", split=split)
         out.append(line + (f" — {flag.split(' (')[0]}." if flag else "."))
     return out
@@ -238,10 +255,16 @@ def majority_lines(cells: Sequence[Any], found: Mapping[str, Baselines]) -> list
                 if len(stuck) == len(mine)
                 else ""
             )
+            constant = (
+                f"; or at the best constant prediction, always '{b.constant_label}' "
+                f"({100 * b.splits['test'].constant:.1f}): '= always '{b.constant_label}''"
+                if b.constant_label != b.majority_label
+                else ""
+            )
             out.append(
                 f"{task}: {len(stuck)} of {len(mine)} cells at or below the majority "
                 f"class ({100 * b.score('majority'):.1f}, '{b.majority_label}'; within 1 "
-                f"point: '= majority' in the tables, lower: '< majority'){every}."
+                f"point: '= majority' in the tables, lower: '< majority'{constant}){every}."
             )
     return out
 

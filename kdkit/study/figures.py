@@ -7,10 +7,11 @@
   in one process), one panel per task; the teacher sits at 1x.
 
 Every panel draws its task's baselines as reference lines (majority class: grey dotted; the best
-lexical baseline, chosen on validation: green dash-dot), each with a legend entry. The legend is
-one, outside the panels (right of them), so it never covers data; a panel where no method scores
-above the majority class (each within one point of it, or below) is marked "degenerate" in its
-title and shaded.
+constant prediction where it is another label, e.g. always "clone" for F1: light grey, sparse
+dots; the best lexical baseline, chosen on validation: green dash-dot), each with a legend entry.
+The legend is one, outside the panels (right of them), so it never covers data; a panel where no
+method scores above a constant prediction (each within one point of the majority class or the
+best constant, or below) is marked "degenerate" in its title and shaded.
 Parameter ticks use one unit per axis (all ``K`` or all ``M``); speed-ups read ``2x``.
 """
 
@@ -97,7 +98,8 @@ def _colors(methods: Sequence[str]) -> dict[str, str]:
 
 
 def _reference_lines(ax: Any, b: Baselines | None) -> None:
-    """The task's majority-class and best lexical baselines (test) as labelled lines."""
+    """The task's majority-class, best constant (where it is another label) and best lexical
+    baselines (test) as labelled lines."""
     if b is None or "test" not in b.splits:
         return
     ax.axhline(
@@ -107,6 +109,14 @@ def _reference_lines(ax: Any, b: Baselines | None) -> None:
         linewidth=1.3,
         label="majority class",
     )
+    if b.constant_label != b.majority_label:
+        ax.axhline(
+            100 * b.splits["test"].constant,
+            color="#b0b0b0",
+            linestyle=(0, (1, 3)),
+            linewidth=1.3,
+            label=f"always '{b.constant_label}'",
+        )
     lexical = b.lexical_score("test")
     ax.axhline(
         100 * lexical,
@@ -125,7 +135,8 @@ def _degenerate(ax: Any, mine: Sequence[Cell], b: Baselines | None, title: str) 
     or below): the panel shows no learning, whatever the method. Returns its (marked) title."""
     if mine and b is not None and all(at_majority(c.mean, b) for c in mine):
         ax.set_facecolor("#f1f1f1")
-        return title + "\n(degenerate: no method above the majority class)"
+        what = "the majority class" if b.constant_label == b.majority_label else "a constant"
+        return title + f"\n(degenerate: no method above {what})"
     return title
 
 

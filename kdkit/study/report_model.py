@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from kdkit.baselines import Baselines
-from kdkit.baselines.runs import STUDENT_MARGIN
 from kdkit.study.baselines import (
     BASELINE_COLUMNS,
-    at_majority,
     baseline_table_rows,
     majority_lines,
     margin_lines,
+    trivial_mark,
 )
 from kdkit.study.results import RunRecord
 from kdkit.study.tables import (
@@ -333,13 +332,14 @@ def _group_title(task: str, teacher: str, ts: TeacherScore | None) -> str:
 
 def _group_rows(group: Sequence[Cell], b: Baselines | None) -> list[list[str]]:
     """The group's table rows, a score at the majority class (within one point) marked
-    ``(= majority)``, one more than a point below it ``(< majority)``."""
+    ``(= majority)``, one more than a point below it ``(< majority)``, one at the best constant
+    prediction (not the majority class) ``(= always 'LABEL')``."""
     rows = table_rows(group)
     score = TABLE_COLUMNS.index("score")
     for row, cell in zip(rows, group):
-        if b is not None and at_majority(cell.mean, b):
-            below = cell.mean < b.score("majority") - STUDENT_MARGIN
-            row[score] += " (< majority)" if below else " (= majority)"
+        mark = trivial_mark(cell.mean, b)
+        if mark:
+            row[score] += f" ({mark})"
     return rows
 
 

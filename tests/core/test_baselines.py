@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kdkit.baselines import (
+    CONSTANT_FLAG,
     STUDENT_FLAG,
     TEACHER_FLAG,
     BaselineOptions,
@@ -169,6 +170,17 @@ def test_pair_task_jaccard_threshold_separates_and_tfidf_pair_features_tuned(tmp
     # majority on a balanced split: train has 20/20, the tie goes to class 0 -> F1 of class 1 = 0
     assert b.majority_label == "different"
     assert b.splits["test"].majority == 0.0
+    # ... which always predicting "clone" beats: chosen on validation (F1 of "always clone" on
+    # 15 of 30 positives = 2 * 0.5 / 1.5), scored on test (also 15 of 30)
+    assert b.constant_label == "clone" and b.tuned["constant"]["val_score"] == pytest.approx(2 / 3)
+    assert b.splits["test"].constant == pytest.approx(2 / 3)
+    assert b.splits["test"].trivial == pytest.approx(2 / 3)
+    assert b.splits["test"].metrics["constant"]["recall"] == 1.0
+    # the table lists it (it is not the majority class) and a student at it is flagged
+    assert ("always 'clone'", pytest.approx(2 / 3), b.splits["test"].ci["constant"]) in b.table()
+    text = verdict(0.67, b, role="student")
+    assert text is not None and text.startswith(CONSTANT_FLAG) and "always 'clone' 0.667" in text
+    assert verdict(0.70, b, role="student") is None
 
 
 def test_jaccard_value():
@@ -225,6 +237,8 @@ def test_json_round_trip_and_verdicts(tmp_path):
     with pytest.raises(ValueError):
         verdict(0.5, b, split="train")
     rows = b.table("test")
+    # the best constant on validation is the majority class "A" here: not listed twice
+    assert b.constant_label == "A" and b.splits["test"].constant == b.splits["test"].majority
     assert [r[0] for r in rows][:2] == ["majority class", "stratified random"]
 
 
@@ -305,3 +319,42 @@ def test_cache_verify_and_clear_know_cached_baselines(tmp_path, capsys):
     assert "SHA-256 differs" in captured.out and f"kdkit cache clear {path.stem}" in captured.err
     assert main(["cache", "--dir", str(tmp_path), "clear", path.stem]) == 0
     assert not path.exists() and not path.with_name(path.name + ".sha256").exists()
+
+
+def test_lexical_grid_in_worker_processes_equals_one_process(tmp_path):
+    """The chains fitted in spawned workers choose the same point and give the same logits."""
+    from kdkit.baselines.lexical import fit_tfidf_lr
+
+    task = keyword_task(n_train=150, n_eval=120, random_labels=True, seed=3)
+    rows = {s: dict(r) for s, r in task.rows.items()}
+    grid = {**FAST.grid(), "class_weight": (None, "balanced")}  # 2 chains x 2 C
+
+    def fit(workers):
+        return fit_tfidf_lr(
+            rows["train"],
+            rows["validation"],
+            num_classes=3,
+            is_pair=False,
+            headline=lambda lg, y: float((lg.argmax(-1) == y).float().mean()),
+            grid=grid,
+            seed=0,
+            workers=workers,
+        )
+
+    one, two = fit(1), fit(2)
+    assert (
+        one.params == two.params and one.val_score == two.val_score and one.tried == 4 == two.tried
+    )
+    assert torch.equal(one.logits(rows["test"]), two.logits(rows["test"]))
+    # the chosen point is the best validation score of the grid (random labels: not 1.0)
+    assert 0.2 < one.val_score < 0.7
+
+
+def test_baseline_workers_env_is_checked(monkeypatch):
+    from kdkit.baselines.compute import default_workers
+
+    monkeypatch.setenv("KDKIT_BASELINE_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.setenv("KDKIT_BASELINE_WORKERS", "two")
+    with pytest.raises(KdkitError, match="KDKIT_BASELINE_WORKERS='two' is not a whole number"):
+        default_workers()

@@ -19,17 +19,23 @@ def test_default_job_compares_teacher_ft_and_kd(plugins, tmp_path, monkeypatch, 
     resolved = tiny_config(plugins, tmp_path / "ignored")
     result = run_default_job(resolved, plugins, output=str(tmp_path / "job"), progress=False)
     rows = result["rows"]
+    base = result["baselines"]
+    # the best constant is listed only where its label (chosen on validation) is not the majority
+    constant = base["tuned"]["constant"]["label"]
+    always = [f"baseline: always '{constant}'"] if constant != base["majority_label"] else []
     assert [r["model"].split(" (")[0] for r in rows] == [
         "teacher",
         "FT student",
         "KD student",
         "baseline: majority class",
+        *always,
         "baseline: stratified random",
         "baseline: TF-IDF + logistic regression",
     ]
-    base = result["baselines"]
     assert rows[3]["accuracy"] == base["splits"]["test"]["scores"]["majority"]
-    assert rows[5]["ci"] == base["splits"]["test"]["ci"]["tfidf_lr"]
+    if always:
+        assert rows[4]["accuracy"] == base["splits"]["test"]["scores"]["constant"]
+    assert rows[-1]["ci"] == base["splits"]["test"]["ci"]["tfidf_lr"]
     # computed in the FT run, read from the cache by the KD run
     assert result["baselines_seconds"]["ft"] is not None and base["from_cache"] is True
     expected_flags = runs.flags(

@@ -56,7 +56,7 @@ def test_run_stores_baselines_in_summary_and_table(plugins, tmp_path, monkeypatc
     assert b is not None and b.task == "tiny" and b.headline_metric == "accuracy"
     assert set(b.splits) == {"validation", "test"} and b.splits["test"].rows == 8
     assert entry["from_cache"] is False and entry["lookup_seconds"] >= 0
-    assert set(b.splits["test"].scores) == {"majority", "stratified", "tfidf_lr"}
+    assert set(b.splits["test"].scores) == {"majority", "constant", "stratified", "tfidf_lr"}
     assert b.tuned["tfidf_lr"]["C"] == 1.0
     lo, hi = b.splits["test"].ci["majority"]
     assert lo <= b.score("majority") <= hi

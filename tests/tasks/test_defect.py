@@ -156,3 +156,29 @@ def test_offline_task_options_are_declared_by_the_builders_model():
     with pytest.raises(ValidationError):
         CloneOptions(near_miss_share=1.5)
     assert "(default 40)" in DefectOptions.model_fields["max_lines"].description
+
+
+def test_no_text_is_written_twice_and_the_fix_keys_the_cache(tmp_path):
+    from kdkit.data.corpus import stdlib_sample
+    from kdkit.data.pyfuncs import normalise_code
+
+    # shutil.py twice under another name: every function of it repeats in a second file
+    files = stdlib_sample(("shutil.py", "pathlib.py", "tarfile.py", "inspect.py"))
+    copy = tmp_path / "src" / "shutil_copy.py"
+    copy.parent.mkdir()
+    copy.write_text(files[0].read_text())
+    report = build(
+        tmp_path / "out", DefectBuildOptions(files=[*files, copy], min_examples=10), quiet=True
+    )
+    texts = [
+        normalise_code(json.loads(line)["func"])
+        for s in ("train", "valid", "test")
+        for line in (tmp_path / "out" / f"{s}.jsonl").read_text().splitlines()
+    ]
+    assert len(texts) == len(set(texts)) == sum(report.sizes.values())
+    assert report.skipped["duplicate_text"] >= 20  # shutil.py has dozens of mutable functions
+
+    class OldBuilder(DefectTask):
+        build_version = 1
+
+    assert OldBuilder(DefectOptions()).built_dir() != DefectTask(DefectOptions()).built_dir()

@@ -41,6 +41,7 @@ class DefectTask(CodeTask):
     metrics = staticmethod(binary_metrics)
     builder_options = DefectBuildOptions
     build_offline = staticmethod(build)
+    build_version = 2  # 2: no repeated text in a build
 
     def default_labels(self) -> Sequence[str]:
         return ["correct", "defective"]

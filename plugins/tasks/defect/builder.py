@@ -3,7 +3,8 @@
 For every real function that admits a mutation (:mod:`kdkit.plugins.tasks.mutations`: variable misuse,
 swapped operands, wrong binary operator) the build writes the function as it is (``target`` 0)
 and one mutant (``target`` 1), so the classes are exactly balanced and the two rows differ in one
-token only. Output is the Devign/CodeXGLUE defect JSONL (``func``, ``target``, ``idx``) plus
+token only. No text appears twice in a build (a function repeated in a file, or a mutant equal
+to another function, is skipped and counted as ``duplicate_text``). Output is the Devign/CodeXGLUE defect JSONL (``func``, ``target``, ``idx``) plus
 ``bug_kind``, ``pair`` (the id the two rows of a function share: subsampling keeps them together)
 and ``info`` (provenance), so :mod:`kdkit.plugins.tasks.defect` reads it like the
 public files. The correct and buggy rows of a function always fall in the same split.
@@ -79,12 +80,21 @@ def build(
     rng = random.Random(o.seed)
     items = []  # (group, key, correct row, buggy row)
     skipped = dict(corpus.skipped)
-    no_site = 0
+    no_site = duplicate = 0
+    # Normalised texts already written (correct and buggy rows alike): the same function in two
+    # places of one file, or a mutant that is another real function, would repeat a row (and a
+    # mutant equal to a correct row would be one text with both labels).
+    seen: set[str] = set()
     for sf, fn in functions:
         edit = mutate(fn, rng, tuple(o.kinds))
         if edit is None:
             no_site += 1
             continue
+        keys = {normalise_code(fn.text), normalise_code(edit.apply(fn.text))}
+        if len(keys) < 2 or keys & seen:
+            duplicate += 1
+            continue
+        seen |= keys
         info = f"{sf.root}:{sf.rel} {fn.qualname}"
         correct = {
             "func": fn.text,
@@ -102,6 +112,7 @@ def build(
         }
         items.append((sf.group(o.split_by), normalise_code(fn.text), correct, buggy))
     skipped["no_mutation_site"] = no_site
+    skipped["duplicate_text"] = duplicate
     result = offline.split_by_group(
         items, lambda i: i[0], lambda i: i[1], o.seed, eval_allowed=o.eval_allowed
     )
