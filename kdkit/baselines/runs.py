@@ -8,13 +8,16 @@ into a note, and the run goes on.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from kdkit.errors import KdkitError
 
-from .compute import BaselineOptions, compute_baselines
+from .compute import BaselineOptions, compute_baselines, default_workers
 from .result import Baselines, verdict
 
 #: A student within this many points (absolute, fractions) of the majority class is flagged as
@@ -70,8 +73,13 @@ def run_baselines(
     *,
     enabled: bool = True,
     options: BaselineOptions | None = None,
+    workers: int | None = None,
 ) -> RunBaselines:
     """The baselines of ``task`` (cached with its data), or a note saying why there are none.
+
+    ``workers``: processes for the lexical grid; by default ``KDKIT_BASELINE_WORKERS`` if set,
+    else as many as the run's torch CPU threads (a run limited to one thread, e.g. a study
+    worker beside others, stays on one core).
 
     Never raises for a task whose data cannot carry baselines (too few rows or labels to tune on,
     a label that train never shows, missing columns): those become :attr:`RunBaselines.note`.
@@ -80,7 +88,13 @@ def run_baselines(
         return RunBaselines(None, None, 0.0, enabled=False)
     start = time.perf_counter()
     try:
-        found = compute_baselines(task, cache_dir=cache_dir, options=options or RUN_OPTIONS)
+        if workers is None:
+            workers = default_workers()
+            if not os.environ.get("KDKIT_BASELINE_WORKERS", "").strip():
+                workers = min(workers, torch.get_num_threads())
+        found = compute_baselines(
+            task, cache_dir=cache_dir, options=options or RUN_OPTIONS, workers=workers
+        )
     except KdkitError as exc:
         return RunBaselines(None, unavailable_note(exc), time.perf_counter() - start)
     except Exception as exc:
