@@ -6,8 +6,11 @@ Every scorer returns ``[N, C]`` logits so the task's own ``evaluate`` computes t
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -182,8 +185,7 @@ def _chain_val_logits(
     num_classes: int,
     seed: int,
 ) -> list[np.ndarray]:
-    """:func:`_fit_chain`'s validation log-probabilities, one BLAS/OpenMP thread (a worker
-    process's entry point: plain arrays go back, never a fitted model)."""
+    """:func:`_fit_chain`'s validation log-probabilities, with one BLAS/OpenMP thread."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
@@ -191,6 +193,63 @@ def _chain_val_logits(
             train, chain, cs, max_features, seed, val=val, num_classes=num_classes
         )
     return logits
+
+
+def _columns(rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The columns a fit reads, as JSON values."""
+    keep = ("text", "text_pair", "label")
+    return {
+        k: [int(v) for v in rows[k]] if k == "label" else list(rows[k]) for k in keep if k in rows
+    }
+
+
+def _in_workers(
+    train: dict[str, list[Any]],
+    val: dict[str, list[Any]],
+    chains: list[Chain],
+    cs: list[float],
+    max_features: int,
+    num_classes: int,
+    seed: int,
+    workers: int,
+) -> list[list[np.ndarray]]:
+    """The chains' validation logits from ``workers`` processes of
+    :mod:`kdkit.baselines.worker` (chains dealt round-robin, so each process starts once)."""
+    import subprocess
+    import sys
+
+    shares = [list(range(w, len(chains), workers)) for w in range(workers)]
+    base = {
+        "train": _columns(train),
+        "val": _columns(val),
+        "cs": cs,
+        "max_features": max_features,
+        "num_classes": num_classes,
+        "seed": seed,
+    }
+    procs = []
+    for share in shares:
+        job = json.dumps({**base, "chains": [list(chains[i]) for i in share]})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kdkit.baselines.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        procs.append((proc, job))
+    results: list[list[np.ndarray]] = [[] for _ in chains]
+    failures = []
+    for share, (proc, job) in zip(shares, procs):
+        out, err = proc.communicate(job.encode("utf-8"))
+        if proc.returncode != 0:
+            failures.append(err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"])
+            continue
+        stacked = np.load(io.BytesIO(out), allow_pickle=False)  # [chains, len(cs), N_val, C]
+        for i, arr in zip(share, stacked):
+            results[i] = list(arr)
+    if failures:
+        raise RuntimeError(f"a baseline worker process failed: {failures[0][0]}")
+    return results
 
 
 def fit_tfidf_lr(
@@ -212,24 +271,31 @@ def fit_tfidf_lr(
     smaller ``C``), so the choice is deterministic.
 
     ``workers`` > 1 fits the grid's chains (one per feature set and class weight) in that many
-    worker processes (spawned: the parent may hold torch's thread pools, which do not survive a
-    fork), then re-fits the chosen chain here. The result does not depend on ``workers``: every
-    fit is deterministic and only validation scores cross the process boundary.
+    worker processes (:mod:`kdkit.baselines.worker`, fresh interpreters: the caller may hold
+    torch's thread pools, which do not survive a fork), then re-fits the chosen chain here. The
+    result does not depend on ``workers``: every fit is deterministic and only validation
+    log-probabilities cross the process boundary. If a worker fails, the grid is fitted here
+    (with a warning).
     """
     chains = _chains(grid, is_pair)
     cs = sorted(float(c) for c in grid["C"])
     max_features = int(grid["max_features"])
     args = [(train, val, ch, cs, max_features, num_classes, seed) for ch in chains]
     workers = max(1, min(workers, len(chains)))
-    if workers == 1:
+    per_chain: list[list[np.ndarray]] | None = None
+    if workers > 1:
+        try:
+            per_chain = _in_workers(
+                train, val, chains, cs, max_features, num_classes, seed, workers
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            warnings.warn(
+                f"kdkit: fitting the lexical baseline in {workers} processes failed ({exc}); "
+                "fitting it in this process",
+                stacklevel=2,
+            )
+    if per_chain is None:
         per_chain = [_chain_val_logits(*a) for a in args]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            per_chain = list(pool.map(_chain_val_logits, *zip(*args)))
     y_val = torch.as_tensor(val["label"])
     best: tuple[float, Chain, float] | None = None
     for chain, logits in zip(chains, per_chain):

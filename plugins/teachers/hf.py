@@ -317,6 +317,35 @@ class TeachTraining(Options):
     max_length: int | None = Field(
         None, ge=8, le=MAX_LENGTH_CAP, description="default: the run's max_length"
     )
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32",
+        description="autocast precision of the teacher's training; auto: bf16 where the "
+        "device computes it natively (a bf16 GPU, or a CPU with AVX512-BF16/AMX), else fp32",
+    )
+
+
+def teach_precision(precision: str, device: torch.device) -> str:
+    """The precision a teacher trains at: ``auto`` becomes ``bf16`` where bf16 is native (a CUDA
+    device that supports it; a CPU whose oneDNN has bf16 kernels: AVX512-BF16 or AMX, measured 2x
+    faster than fp32 for the 4 x 256 code teacher's step), else ``fp32``; others are kept."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return "bf16" if native is not None and native() else "fp32"
+    return "fp32"
+
+
+def _spec_options(options: Options) -> dict[str, Any]:
+    """The options as the teacher's cache key reads them; ``training.precision`` only when not
+    fp32, so teachers cached before the option existed keep their key."""
+    dumped = options.model_dump(mode="json")
+    training = dumped.get("training")
+    if isinstance(training, dict) and training.get("precision") == "fp32":
+        del training["precision"]
+    return dumped
 
 
 class CodeTeacherOptions(Options):
@@ -365,6 +394,7 @@ def _training_config(t: TeachTraining, context: BuildContext) -> TrainingConfig:
         warmup_ratio=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_length=t.max_length or context.max_length,
+        precision=teach_precision(t.precision, torch.device(context.device)),
     )
 
 
@@ -407,7 +437,7 @@ def build_code_teacher(options: CodeTeacherOptions, context: BuildContext) -> HF
     cache = default_cache_dir(context.cache_dir)
     spec = {
         "preset": "code-teacher",
-        "options": options.model_dump(mode="json"),
+        "options": _spec_options(options),
         "data": task.fingerprint(),
         "max_length": cfg.max_length,
         "version": 1,
@@ -553,7 +583,7 @@ def build_minilm_teacher(options: MiniLMOptions, context: BuildContext) -> HFTea
     spec = {
         "preset": "minilm",
         "base": base,
-        "options": options.model_dump(mode="json"),
+        "options": _spec_options(options),
         "data": task.fingerprint(),
         "max_length": cfg.max_length,
         "version": 1,

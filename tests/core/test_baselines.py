@@ -358,3 +358,24 @@ def test_baseline_workers_env_is_checked(monkeypatch):
     monkeypatch.setenv("KDKIT_BASELINE_WORKERS", "two")
     with pytest.raises(KdkitError, match="KDKIT_BASELINE_WORKERS='two' is not a whole number"):
         default_workers()
+
+
+def test_a_failing_worker_process_falls_back_to_this_process(monkeypatch):
+    import sys
+
+    from kdkit.baselines.lexical import fit_tfidf_lr
+
+    task = keyword_task()
+    rows = {s: dict(r) for s, r in task.rows.items()}
+    kwargs = dict(
+        num_classes=3,
+        is_pair=False,
+        headline=lambda lg, y: float((lg.argmax(-1) == y).float().mean()),
+        grid={**FAST.grid(), "class_weight": (None, "balanced")},
+        seed=0,
+    )
+    expected = fit_tfidf_lr(rows["train"], rows["validation"], workers=1, **kwargs)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # every worker exits 1
+    with pytest.warns(UserWarning, match="in 2 processes failed .* fitting it in this process"):
+        got = fit_tfidf_lr(rows["train"], rows["validation"], workers=2, **kwargs)
+    assert got.params == expected.params and got.val_score == expected.val_score == 1.0

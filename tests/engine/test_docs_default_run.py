@@ -17,4 +17,5 @@ def test_configuration_doc_shows_what_kdkit_config_show_prints(capsys):
     assert first_block is not None
     assert first_block.group(1) == printed  # after a change to the defaults: paste it again
     # the facts the page states in words
-    assert "  temperature: 2.0\n" in printed and "  epochs: 10\n" in printed
+    assert "  name: contrastive\n  alpha: 0.0\n" in printed and "  epochs: 10\n" in printed
+    assert "  nce_temperature: 0.07\n" in printed

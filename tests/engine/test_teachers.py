@@ -251,3 +251,22 @@ def test_kdkit_teach_fine_tunes_an_hf_teacher_through_its_trainable(
     assert model.num_labels == 3
     teacher = build_hf_teacher(HFOptions(path=str(out)), BuildContext(task=tinyplug.TinyTask()))
     check_teacher(teacher, num_labels=3)
+
+
+def test_teacher_precision_auto_follows_native_bf16_and_keeps_old_cache_keys(monkeypatch):
+    from kdkit.plugins.teachers import hf
+
+    cpu = torch.device("cpu")
+    assert hf.teach_precision("fp32", cpu) == "fp32" and hf.teach_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert hf.teach_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert hf.teach_precision("auto", cpu) == "fp32"  # emulated bf16 is slower than fp32
+    # the default (fp32) leaves the cache key as it was before the option existed
+    plain = hf.CodeTeacherOptions()
+    assert "precision" not in hf._spec_options(plain)["training"]
+    assert hf._spec_options(plain)["training"] == {
+        k: v for k, v in plain.training.model_dump(mode="json").items() if k != "precision"
+    }
+    auto = hf.CodeTeacherOptions(training={"precision": "auto"})
+    assert hf._spec_options(auto)["training"]["precision"] == "auto"
