@@ -8,7 +8,6 @@ into a note, and the run goes on.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +76,10 @@ def run_baselines(
 ) -> RunBaselines:
     """The baselines of ``task`` (cached with its data), or a note saying why there are none.
 
-    ``workers``: processes for the lexical grid; by default ``KDKIT_BASELINE_WORKERS`` if set,
-    else as many as the run's torch CPU threads (a run limited to one thread, e.g. a study
-    worker beside others, stays on one core).
+    ``workers``: processes for the lexical grid; by default
+    :func:`~kdkit.baselines.compute.default_workers` (``KDKIT_BASELINE_WORKERS``, else 1),
+    at most the run's torch CPU threads (a run limited to one thread, e.g. a study worker beside
+    others, stays on one core).
 
     Never raises for a task whose data cannot carry baselines (too few rows or labels to tune on,
     a label that train never shows, missing columns): those become :attr:`RunBaselines.note`.
@@ -89,9 +89,7 @@ def run_baselines(
     start = time.perf_counter()
     try:
         if workers is None:
-            workers = default_workers()
-            if not os.environ.get("KDKIT_BASELINE_WORKERS", "").strip():
-                workers = min(workers, torch.get_num_threads())
+            workers = min(default_workers(), torch.get_num_threads())
         found = compute_baselines(
             task, cache_dir=cache_dir, options=options or RUN_OPTIONS, workers=workers
         )

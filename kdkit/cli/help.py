@@ -129,11 +129,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "export": [
         (
             "a run's best student as an ONNX model, checked against PyTorch and timed",
-            "kdkit export runs/default/kd --format onnx --out exported/kd-onnx",
+            "kdkit export runs/default/contrastive --format onnx --out exported/student-onnx",
         ),
         (
             "a saved Transformer student as a Hugging Face folder with real label names",
-            "kdkit export runs/default/kd --format hf --out exported/kd-hf",
+            "kdkit export runs/default/contrastive --format hf --out exported/student-hf",
         ),
     ],
     "profile": [
