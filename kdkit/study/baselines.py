@@ -205,7 +205,10 @@ def baseline_table_rows(found: Mapping[str, Baselines], split: str = "test") -> 
                 b.headline_metric,
                 str(s.rows),
                 f"{100 * s.majority:.1f} ({b.majority_label})",
-                f"{100 * s.constant:.1f} ({b.constant_label})",
+                # "–" for baselines computed before the best constant existed (version < 3)
+                f"{100 * s.scores['constant']:.1f} ({b.constant_label})"
+                if "constant" in s.scores
+                else "–",
                 f"{100 * s.stratified:.1f}",
                 _score_ci(b, "tfidf_lr", split),
                 _score_ci(b, "jaccard", split),

@@ -314,8 +314,8 @@ def test_report_shows_baselines_from_the_runs_summaries(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Baselines (test split, same metric; chosen on validation)" in md
     assert (
-        # an entry written before the best constant existed: it falls back to the majority class
-        "| exc | top1 | 100 | 62.0 (OSError) | 62.0 (OSError) | 53.0 | 85.0 [78.0, 91.0] | – | "
+        # an entry written before the best constant existed: no constant column value
+        "| exc | top1 | 100 | 62.0 (OSError) | – | 53.0 | 85.0 [78.0, 91.0] | – | "
         "tfidf_lr: C=0.3, "
         "word_ngrams=[1, 2], char_ngrams=None, class_weight=None |"
     ) in md
@@ -357,7 +357,7 @@ def test_report_reads_baselines_json_for_runs_that_predate_them(tmp_path):
     )
     out = write_report(root, log=lambda _m: None)
     md = (out / "report.md").read_text()
-    assert "| exc | top1 | 100 | 50.0 (OSError) | 50.0 (OSError) | 53.0 | 70.0 [78.0, 91.0] |" in md
+    assert "| exc | top1 | 100 | 50.0 (OSError) | – | 53.0 | 70.0 [78.0, 91.0] |" in md
     assert (
         "- exc / code: teacher 80.0 vs TF-IDF + logistic regression 70.0 (+10.0 points) and "
         "majority class 50.0." in md
@@ -373,7 +373,6 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
 
     from kdkit.baselines import Baselines
     from kdkit.study.figures import _degenerate, params_label, short, spaced_ticks
-    from kdkit.study.tables import Cell
 
     label = params_label([57_970, 249_000])
     assert [label(57_970), label(249_000)] == ["58K", "249K"]  # not "58K" beside "0.249M"
@@ -432,3 +431,42 @@ def test_report_written_again_from_its_results_json(tmp_path, capsys):
     assert main(["report", str(first / "results.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "results.json" in err and "kdkit report" in err and "Traceback" not in err
+
+
+def test_a_best_constant_that_is_not_the_majority_is_tabulated_marked_and_drawn(tmp_path):
+    """F1-like case: majority 'OSError' scores 0.30, always 'KeyError' 0.66 (chosen on
+    validation); a cell at 0.66 is marked at the constant, not left unflagged."""
+    from kdkit.baselines import Baselines
+    from kdkit.study.figures import _reference_lines
+
+    entry = _baselines_entry(majority=0.30)
+    for split in entry["splits"].values():
+        split["scores"]["constant"] = 0.66
+        split["ci"]["constant"] = [0.6, 0.7]
+    entry["tuned"]["constant"] = {"label": "KeyError", "val_score": 0.66}
+    entry["version"] = 3
+    root = write_study(tmp_path / "s")
+    for summary_path in (root / "runs").glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["baselines"] = entry
+        summary_path.write_text(json.dumps(summary))
+    md = (write_report(root, log=lambda _m: None) / "report.md").read_text()
+    assert "| exc | top1 | 100 | 30.0 (OSError) | 66.0 (KeyError) | 53.0 |" in md
+    assert "or at the best constant prediction, always 'KeyError' (66.0)" in md
+    b = Baselines.from_dict(entry)
+    from kdkit.study.baselines import trivial_mark
+
+    assert trivial_mark(0.665, b) == "= always 'KeyError'"
+    assert trivial_mark(0.30, b) == "= majority" and trivial_mark(0.10, b) == "< majority"
+    assert trivial_mark(0.70, b) is None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    _reference_lines(ax, b)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["majority class", "always 'KeyError'", "lexical: TF-IDF + LR"]
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [30.0, 66.0, 85.0]
+    plt.close(fig)
