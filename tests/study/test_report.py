@@ -373,6 +373,7 @@ def test_figure_helpers_one_unit_short_names_degenerate_panels():
 
     from kdkit.baselines import Baselines
     from kdkit.study.figures import _degenerate, params_label, short, spaced_ticks
+    from kdkit.study.tables import Cell
 
     label = params_label([57_970, 249_000])
     assert [label(57_970), label(249_000)] == ["58K", "249K"]  # not "58K" beside "0.249M"
