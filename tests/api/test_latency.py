@@ -60,3 +60,18 @@ def test_no_grad_holds_inside_the_timer():
             return SimpleNamespace(logits=torch.zeros(encoded.rows, 2))
 
     measure_inference(GradProbe(), ["a"], 16, latency_rows=1, batch_size=1)
+
+
+def test_throughput_reads_at_most_throughput_rows_spread_over_the_lengths():
+    seen: list[int] = []
+
+    class Recorder(SleepyModel):
+        def encode(self, examples, max_length):
+            seen.extend(len(e) for e in examples)
+            return super().encode(examples, max_length)
+
+    examples = ["x" * n for n in range(1, 101)]  # lengths 1..100
+    measure_inference(Recorder(), examples, 16, latency_rows=1, batch_size=5, throughput_rows=10)
+    batched = seen[1:]  # after the one latency row
+    assert len(batched) == 10 and batched[0] == 1 and batched[-1] == 100  # both ends kept
+    assert batched == sorted(batched) and len(set(batched)) == 10
