@@ -20,25 +20,22 @@ import numpy as np
 
 
 def run_job(job: dict[str, Any]) -> np.ndarray:
-    """Fit each chain of ``job`` (one BLAS/OpenMP thread) and stack its validation logits."""
-    from threadpoolctl import threadpool_limits
-
-    from kdkit.baselines.lexical import _fit_chain
+    """Fit each chain of ``job`` and stack its validation logits."""
+    from kdkit.baselines.lexical import _chain_val_logits
 
     out = []
-    with threadpool_limits(limits=1):
-        for pair_mode, word, char, weight in job["chains"]:
-            chain = (pair_mode, tuple(word), tuple(char) if char is not None else None, weight)
-            logits, _, _ = _fit_chain(
-                job["train"],
-                chain,
-                job["cs"],
-                job["max_features"],
-                job["seed"],
-                val=job["val"],
-                num_classes=job["num_classes"],
-            )
-            out.append(np.stack(logits))
+    for pair_mode, word, char, weight in job["chains"]:
+        chain = (pair_mode, tuple(word), tuple(char) if char is not None else None, weight)
+        logits = _chain_val_logits(
+            job["train"],
+            job["val"],
+            chain,
+            job["cs"],
+            job["max_features"],
+            job["num_classes"],
+            job["seed"],
+        )
+        out.append(np.stack(logits))
     return np.stack(out)
 
 
