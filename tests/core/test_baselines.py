@@ -379,15 +379,3 @@ def test_a_failing_worker_process_falls_back_to_this_process(monkeypatch):
     with pytest.warns(UserWarning, match="in 2 processes failed .* fitting it in this process"):
         got = fit_tfidf_lr(rows["train"], rows["validation"], workers=2, **kwargs)
     assert got.params == expected.params and got.val_score == expected.val_score == 1.0
-
-
-def test_a_train_split_of_unique_words_falls_back_to_every_ngram():
-    """min_df=2 would leave no word: the vectorizer keeps every n-gram instead of failing."""
-    from kdkit.baselines.lexical import _featurizer
-
-    rows = {"text": ["alpha beta", "gamma delta", "eps zeta"], "label": [0, 1, 0]}
-    featurize = _featurizer(rows, None, (1, 1), None, 100)
-    assert featurize(rows).shape == (3, 6)
-    # with repeated words only those in two documents are kept
-    rows = {"text": ["alpha beta", "alpha gamma", "beta delta"], "label": [0, 1, 0]}
-    assert _featurizer(rows, None, (1, 1), None, 100)(rows).shape == (3, 2)
