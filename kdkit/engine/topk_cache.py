@@ -25,12 +25,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdkit.api import Batch, ModelOutput, Needs
 from kdkit.kernels import TopKTeacher, topk_teacher
+
+if TYPE_CHECKING:
+    from kdkit.engine.token_cache import TokenStates
 
 #: The tensors of a top-k entry (besides pooled features and the embedding, as in a full one).
 TOPK_TENSORS = ("topk_logprobs", "topk_indices", "tail")
@@ -141,10 +144,12 @@ class TopKCachedTeacher:
         device: torch.device,
         directory: Path,
         meta: dict[str, Any],
+        tokens: TokenStates | None = None,
     ) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.needs = needs
         self.directory = directory
+        self.tokens = tokens  # token states (host memory), when the method needs them
         fmt = meta.get("logits_format") or {}
         self.temperature = float(fmt.get("temperature", 1.0))
         self.num_classes = int(meta["num_classes"])
@@ -167,16 +172,22 @@ class TopKCachedTeacher:
         return dense_logits(self.topk())
 
     def __call__(self, batch: Batch) -> ModelOutput:
-        """The cached outputs of ``batch.index`` rows: ``topk`` and its dense ``logits``."""
+        """The cached outputs of ``batch.index`` rows: ``topk`` and its dense ``logits`` (and the
+        token states, attention mask and offsets of an entry that holds token states)."""
         idx = batch.index.to(self.tensors["topk_indices"].device)
         top = self.topk(idx)
         pooled = {
             int(k.split(".")[1]): v[idx] for k, v in self.tensors.items() if k.startswith("pooled.")
         }
         emb = self.tensors.get("embedding")
-        return ModelOutput(
+        out = ModelOutput(
             logits=dense_logits(top),
             pooled=pooled,
             embedding=None if emb is None else emb[idx],
             topk=top,
         )
+        if self.tokens is None:
+            return out
+        from kdkit.engine.token_cache import attach_states  # token_cache imports this module
+
+        return attach_states(out, self.tokens, batch, idx.device)
