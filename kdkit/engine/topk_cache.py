@@ -25,15 +25,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from kdkit.api import Batch, ModelOutput, Needs
 from kdkit.kernels import TopKTeacher, topk_teacher
-
-if TYPE_CHECKING:
-    from kdkit.engine.token_cache import TokenStates
 
 #: The tensors of a top-k entry (besides pooled features and the embedding, as in a full one).
 TOPK_TENSORS = ("topk_logprobs", "topk_indices", "tail")
@@ -144,12 +141,14 @@ class TopKCachedTeacher:
         device: torch.device,
         directory: Path,
         meta: dict[str, Any],
-        tokens: TokenStates | None = None,
+        tokens: Any = None,
     ) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.needs = needs
         self.directory = directory
-        self.tokens = tokens  # token states (host memory), when the method needs them
+        # a kdkit.engine.token_cache.TokenStates (host memory) when the method needs token
+        # states; not imported here: token_cache imports this module
+        self.tokens = tokens
         fmt = meta.get("logits_format") or {}
         self.temperature = float(fmt.get("temperature", 1.0))
         self.num_classes = int(meta["num_classes"])
@@ -186,8 +185,8 @@ class TopKCachedTeacher:
             embedding=None if emb is None else emb[idx],
             topk=top,
         )
-        if self.tokens is None:
-            return out
-        from kdkit.engine.token_cache import attach_states  # token_cache imports this module
-
-        return attach_states(out, self.tokens, batch, idx.device)
+        if self.tokens is not None:  # as token_cache.attach_states does for a full entry
+            out.hidden_states, out.attention_mask, out.offsets = self.tokens.lookup(
+                batch.index, idx.device
+            )
+        return out
