@@ -163,8 +163,8 @@ def _encode_layer(states: torch.Tensor, fmt: str, name: str) -> dict[str, torch.
     return {name: states.to(FORMATS[fmt])}
 
 
-#: The per-row tensors of a token-state shard that are not logits (``pooled.L``, ``embedding``
-#: are per-row too); everything ``hidden.*`` is per token.
+#: A shard's layout tensors (row numbers, row lengths, token offsets): neither teacher outputs
+#: per row nor token states (``hidden.*``).
 _BOOKKEEPING = ("rows", "lengths", "offsets")
 
 
@@ -248,7 +248,7 @@ def build_entry(
     mine = rank_batches(list(range(len(shards))), dist.rank, dist.world_size)
     total = sum(len(rows) for k in mine for rows in shards[k])
     shapes: dict[str, list[int]] = {}
-    sizes: dict[str, Any] = {}  # logits format, classes and bytes per row (from shard 0)
+    sizes: dict[str, Any] = {}  # classes; for top-k also k stored and bytes per row (shard 0)
     tokens = 0
     desc = f"teacher cache, token states ({meta['split']})"
     with progress_bar(total=total, desc=desc, disable=not job.progress, leave=False) as bar:
