@@ -16,6 +16,7 @@ from kdkit.kernels import (
     kd_loss,
     sparse_kd_loss,
 )
+from kdkit.kernels.ckd.packed import ckd_loss_packed
 from kdkit.kernels.ckd.reference import ckd_loss_naive, ckd_loss_reference
 from kdkit.kernels.dispatch import interpreting, triton_import_error
 from kdkit.kernels.dist.reference import dist_loss_reference
@@ -208,7 +209,7 @@ def ckd_bench_op(options: Any = None, context: Any = None) -> BenchOp:
             ckd_loss_reference,
             compile_skip_quick="compiling the Gram CKD reference takes minutes on a CPU (run without --quick)",
         )
-        + [Provider("naive", ckd_loss_naive)],
+        + [Provider("packed", ckd_loss_packed), Provider("naive", ckd_loss_naive)],
         shapes={
             "priority": [
                 {"b": 16, "k": k, "t": t, "hs": 384, "ht": 768, "w": 10}

@@ -44,6 +44,7 @@ from kdkit.engine.default_job import measure_inference
 from kdkit.engine.loop import Trainer, TrainSetup
 from kdkit.engine.runner import build_components, resolve_device, signal_kind
 from kdkit.engine.teacher_cache import CacheSlot, LiveTeacher, TeacherPass, load_or_build
+from kdkit.engine.topk_cache import LogitsFormat
 from kdkit.errors import KdkitError
 from kdkit.hookspecs import hookimpl
 from kdkit.testing.tiny import TinyTask, TinyTeacher
@@ -198,6 +199,7 @@ def main() -> None:
             cfg.max_length,
             cache_root,
             token_states=resolved.run.cache.token_states,
+            logits=LogitsFormat.of(resolved.run.cache),  # --set cache.logits=topk is honoured
         )
         signal = load_or_build(job, slot)
         builds[mode] = time.perf_counter() - tc

@@ -152,11 +152,13 @@ def open_signal(
     device: torch.device,
     directory: Path,
     meta: dict[str, Any],
+    tokens: TokenStates | None = None,
 ) -> CachedTeacher | TopKCachedTeacher:
-    """The teacher signal of an entry's tensors: full logits or the top-k form."""
+    """The teacher signal of an entry's tensors: full logits or the top-k form (with the
+    entry's token states, if it holds them)."""
     if is_topk_entry(tensors):
-        return TopKCachedTeacher(tensors, needs, device, directory, meta)
-    return CachedTeacher(tensors, needs, device, directory)
+        return TopKCachedTeacher(tensors, needs, device, directory, meta, tokens)
+    return CachedTeacher(tensors, needs, device, directory, tokens)
 
 
 def _check_meta(meta: dict[str, Any], expect: dict[str, Any], directory: Path) -> None:
@@ -242,13 +244,6 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher | TopKCach
     token_fmt = slot.token_states if needs.hidden_layers else None  # the token-state format
     if token_fmt == "off":
         raise ValueError("token states are not cached with cache.token_states: off")
-    if token_fmt is not None and slot.logits.is_topk:
-        raise KdkitError(
-            "a top-k logits cache cannot hold token states (the method needs both)",
-            where="cache.logits: topk",
-            fix="set cache.logits: full for this method, or cache.token_states: off to run the "
-            "teacher live",
-        )
     key = cache_key(
         teacher_fp,
         slot.data_fp,
@@ -298,12 +293,13 @@ def load_or_build(job: TeacherPass, slot: CacheSlot) -> CachedTeacher | TopKCach
             )
         if token_fmt is not None:
             tensors, tokens = read_entry(directory, meta, num_rows, token_fmt)
-            return CachedTeacher(tensors, needs, job.device, directory, tokens)
+            return open_signal(tensors, needs, job.device, directory, meta, tokens)
         tensors = _read_shards(directory, meta)
         return open_signal(tensors, needs, job.device, directory, meta)
     if token_fmt is not None:  # built and written by token_cache; then read like any entry
         meta = {**expect, "rows": num_rows, "key": key, "teacher": teacher.info.name}
-        build_entry(job, directory, {**meta, "created": dist.on_main(time.time)}, token_fmt)
+        meta["created"] = dist.on_main(time.time)
+        build_entry(job, directory, meta, token_fmt, slot.logits)  # full or top-k logits
         return load_or_build(job, slot)
     tensors = compute_outputs(job, desc=f"teacher cache ({slot.split})")
     num_classes = int(tensors["logits"].shape[1])

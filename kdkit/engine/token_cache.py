@@ -17,6 +17,10 @@ tensor                 dtype       shape (``n`` rows of the shard, ``T`` their r
 ``logits``             float32     ``[n, C]``; ``pooled.L`` / ``embedding`` ``[n, H]`` if asked
 =====================  ==========  ==========================================================
 
+With ``cache.logits: topk`` the shards hold ``topk_logprobs`` / ``topk_indices`` / ``tail``
+(:mod:`kdkit.engine.topk_cache`) instead of ``logits``, and ``meta.json`` the top-k entry's
+``num_classes``, ``k_stored`` and bytes per example.
+
 Only real tokens are stored (ragged, with per-row offsets into the token arrays): padding to
 ``max_length`` would store ``max_length / mean length`` times more (``meta.json`` records both
 sizes). A batch read from the entry is padded to its longest row exactly as the live teacher's
@@ -43,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from kdkit.api import Batch, Needs
 from kdkit.engine.distributed import rank_batches
 from kdkit.engine.persist import publish_entry
+from kdkit.engine.topk_cache import LogitsFormat, size_meta
 from kdkit.errors import KdkitError
 from kdkit.progress import progress_bar
 
@@ -158,11 +163,24 @@ def _encode_layer(states: torch.Tensor, fmt: str, name: str) -> dict[str, torch.
     return {name: states.to(FORMATS[fmt])}
 
 
+#: A shard's layout tensors (row numbers, row lengths, token offsets): neither teacher outputs
+#: per row nor token states (``hidden.*``).
+_BOOKKEEPING = ("rows", "lengths", "offsets")
+
+
+def row_tensors_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-row payload of a shard: logits (full or top-k), pooled features, embedding."""
+    return {
+        k: v for k, v in tensors.items() if k not in _BOOKKEEPING and not k.startswith("hidden.")
+    }
+
+
 @torch.no_grad()
 def _run_group(
-    job: Any, group: Sequence[Sequence[int]], fmt: str, bar: Any
-) -> dict[str, torch.Tensor]:
-    """Run the teacher on one shard's batches; the shard's tensors (see the module docstring)."""
+    job: Any, group: Sequence[Sequence[int]], fmt: str, bar: Any, logits: LogitsFormat
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Run the teacher on one shard's batches: the shard's tensors (see the module docstring;
+    the logits stored as ``logits`` asks: full or top-k) and the number of classes."""
     needs: Needs = job.needs
     parts: dict[str, list[torch.Tensor]] = {}
     for rows in group:
@@ -185,7 +203,9 @@ def _run_group(
         for k, v in got.items():
             parts.setdefault(k, []).append(v.cpu())
         bar.update(len(rows))
-    return {k: torch.cat(v).contiguous() for k, v in parts.items()}
+    tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+    num_classes = int(tensors["logits"].shape[1])
+    return logits.encode(tensors), num_classes  # top-k is per row: per shard = per split
 
 
 def shard_plan(num_rows: int, lengths: Sequence[int], batch_size: int) -> list[list[list[int]]]:
@@ -197,8 +217,17 @@ def shard_plan(num_rows: int, lengths: Sequence[int], batch_size: int) -> list[l
     return [plan[g : g + per_shard] for g in range(0, len(plan), per_shard)]
 
 
-def build_entry(job: Any, directory: Path, meta: dict[str, Any], fmt: str) -> None:
+def build_entry(
+    job: Any,
+    directory: Path,
+    meta: dict[str, Any],
+    fmt: str,
+    logits: LogitsFormat | None = None,
+) -> None:
     """Run the teacher over every row and write the token-state entry ``directory``.
+
+    ``logits`` says how the entry stores the logits (default full; ``topk``: the same tensors as
+    a top-k logit entry, :mod:`kdkit.engine.topk_cache`, beside the token states).
 
     ``job`` is a :class:`kdkit.engine.teacher_cache.TeacherPass`. Over several ranks each rank
     runs and writes its shards (shard ``k`` on rank ``k % world``) into a temporary directory
@@ -207,6 +236,7 @@ def build_entry(job: Any, directory: Path, meta: dict[str, Any], fmt: str) -> No
     cache directory (docs/distributed.md).
     """
     dist = job.dist
+    logits = logits or LogitsFormat()
     lengths = [int(ids.numel()) for ids in job.rows.input_ids]
     shards = shard_plan(len(lengths), lengths, job.batch_size)
     names = [f"tokens-{i:05d}.safetensors" for i in range(len(shards))]
@@ -218,11 +248,12 @@ def build_entry(job: Any, directory: Path, meta: dict[str, Any], fmt: str) -> No
     mine = rank_batches(list(range(len(shards))), dist.rank, dist.world_size)
     total = sum(len(rows) for k in mine for rows in shards[k])
     shapes: dict[str, list[int]] = {}
+    sizes: dict[str, Any] = {}  # classes; for top-k also k stored and bytes per row (shard 0)
     tokens = 0
     desc = f"teacher cache, token states ({meta['split']})"
     with progress_bar(total=total, desc=desc, disable=not job.progress, leave=False) as bar:
         for k in mine:
-            tensors = _run_group(job, shards[k], fmt, bar)
+            tensors, num_classes = _run_group(job, shards[k], fmt, bar, logits)
             part = tmp / f".rank{dist.rank}"
             part.mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(part / names[k]))
@@ -231,10 +262,15 @@ def build_entry(job: Any, directory: Path, meta: dict[str, Any], fmt: str) -> No
             tokens += int(tensors["lengths"].long().sum())
             if not shapes:
                 shapes = {n: list(v.shape[1:]) for n, v in tensors.items()}
+                sizes = {"num_classes": num_classes}
+                if logits.is_topk:  # the k actually stored (capped at C) and the bytes per row
+                    sizes["k_stored"] = int(tensors["topk_indices"].shape[1])
+                    sizes.update(size_meta(row_tensors_of(tensors), num_classes))
     dist.barrier()
     tokens = sum(dist.all_gather_object(tokens))
     shapes = dist.on_main(lambda: shapes)  # rank 0 ran shard 0, so it knows the widths
-    final = {**meta, "shapes": shapes, "tokens": tokens}
+    sizes = dist.on_main(lambda: sizes)
+    final = {**meta, **sizes, "shapes": shapes, "tokens": tokens}
     dist.on_main(lambda: _finish(directory, tmp, names, final, fmt))
     dist.barrier()
 

@@ -141,10 +141,14 @@ class TopKCachedTeacher:
         device: torch.device,
         directory: Path,
         meta: dict[str, Any],
+        tokens: Any = None,
     ) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.needs = needs
         self.directory = directory
+        # a kdkit.engine.token_cache.TokenStates (host memory) when the method needs token
+        # states; not imported here: token_cache imports this module
+        self.tokens = tokens
         fmt = meta.get("logits_format") or {}
         self.temperature = float(fmt.get("temperature", 1.0))
         self.num_classes = int(meta["num_classes"])
@@ -167,16 +171,22 @@ class TopKCachedTeacher:
         return dense_logits(self.topk())
 
     def __call__(self, batch: Batch) -> ModelOutput:
-        """The cached outputs of ``batch.index`` rows: ``topk`` and its dense ``logits``."""
+        """The cached outputs of ``batch.index`` rows: ``topk`` and its dense ``logits`` (and the
+        token states, attention mask and offsets of an entry that holds token states)."""
         idx = batch.index.to(self.tensors["topk_indices"].device)
         top = self.topk(idx)
         pooled = {
             int(k.split(".")[1]): v[idx] for k, v in self.tensors.items() if k.startswith("pooled.")
         }
         emb = self.tensors.get("embedding")
-        return ModelOutput(
+        out = ModelOutput(
             logits=dense_logits(top),
             pooled=pooled,
             embedding=None if emb is None else emb[idx],
             topk=top,
         )
+        if self.tokens is not None:  # as token_cache.attach_states does for a full entry
+            out.hidden_states, out.attention_mask, out.offsets = self.tokens.lookup(
+                batch.index, idx.device
+            )
+        return out

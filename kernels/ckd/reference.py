@@ -2,8 +2,10 @@
 
 Two formulations of the same maths:
 
-* :func:`ckd_loss_reference` — the Gram formulation (the CPU path): distances and angles come
-  from dot products ``G_xy = h_x . h_y`` only, so no ``[..., T, 2W+1, H]`` difference tensor exists;
+* :func:`ckd_loss_reference` — the Gram formulation (the spec): distances and angles come
+  from dot products ``G_xy = h_x . h_y`` only, so no ``[..., T, 2W+1, H]`` difference tensor exists
+  (the CPU path, :func:`kdkit.kernels.ckd.packed.ckd_loss_packed`, computes the same formulas on
+  the valid entries only);
 * :func:`ckd_loss_naive` — the textbook formulation that builds the difference vectors
   ``h_j - h_i`` explicitly (for tests and benchmarks only).
 
