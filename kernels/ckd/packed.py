@@ -261,5 +261,3 @@ def ckd_loss_packed(
     else:
         wr = _StudentWordLoss.apply(g_s, side_t, lists, window)
     return CKDTerms(wr, layer_relation_packed(hs, ht, mask))
-
-

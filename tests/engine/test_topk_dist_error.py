@@ -43,7 +43,9 @@ def _dist(zs: torch.Tensor, zt: torch.Tensor, t: float) -> tuple[float, torch.Te
 @pytest.mark.parametrize("t0, t", [(1.0, 1.0), (1.0, 2.0), (4.0, 1.0)])
 def test_dist_from_topk_with_k_equal_c_is_exact(t0, t):
     zt = _teacher("classifier", 24, 37, 0)
-    zs = zt + 2.0 * torch.randn(24, 37, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    zs = zt + 2.0 * torch.randn(
+        24, 37, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     recon = dense_logits(topk_teacher(zt, 37, t0)).double()
     full_loss, full_grad = _dist(zs, zt, t)
     loss, grad = _dist(zs, recon, t)
@@ -71,7 +73,9 @@ def test_reconstruction_error_never_grows_with_k(kind):
 def test_dist_error_falls_as_k_grows(kind):
     c, n, t = 300, 48, 1.0
     zt = _teacher(kind, n, c, 3)
-    zs = zt + 2.0 * torch.randn(n, c, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    zs = zt + 2.0 * torch.randn(
+        n, c, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
     full_loss, full_grad = _dist(zs, zt, t)
     loss_err, grad_err = [], []
     for k in (4, 16, 64, c):

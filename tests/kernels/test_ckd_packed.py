@@ -64,7 +64,9 @@ def test_packed_equals_reference_float64(seed, b, k, t, hs, ht, w, holes):
 
 
 @pytest.mark.parametrize("holes", [False, True])
-@pytest.mark.parametrize("shape", [(4, 2, 126, 64, 24, 10), (3, 3, 37, 16, 8, 4), (2, 1, 5, 8, 8, 10)])
+@pytest.mark.parametrize(
+    "shape", [(4, 2, 126, 64, 24, 10), (3, 3, 37, 16, 8, 4), (2, 1, 5, 8, 8, 10)]
+)
 def test_packed_equals_reference_float32(shape, holes):
     """fp32 at the CKD method's real shapes (batch x 2 layers x 126 spans, W = 10) and odd ones:
     both equal the float64 reference to fp32 rounding."""
