@@ -323,10 +323,9 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions, workers
     for k, split in enumerate(report):
         rows = data[split]
         y = torch.as_tensor(rows["label"], dtype=torch.long)
-        logits = {
-            "majority": _prior_logits(prior, len(y)),
-            "constant": _constant_logits(constant, len(y), num_classes),
-        }
+        logits = {"majority": _prior_logits(prior, len(y))}
+        if constant != majority:  # else it is the majority's prediction: copied below
+            logits["constant"] = _constant_logits(constant, len(y), num_classes)
         logits.update({name: f.logits(rows) for name, f in fitted.items()})
         scores: dict[str, float] = {}
         ci: dict[str, tuple[float, float]] = {}
@@ -335,6 +334,11 @@ def _compute(task: Any, report: Sequence[str], options: BaselineOptions, workers
             metrics[name] = scorer.metrics(lg, y)
             scores[name] = metrics[name][scorer.metric]
             ci[name] = scorer.bootstrap(lg, y, options.seed + 1000 * k + j)
+        if constant == majority:
+            # The same top-1 for every row as the majority's log-prior logits; the metrics are
+            # the majority's (a top-k metric ranks the rest by train frequency here too).
+            scores["constant"], ci["constant"] = scores["majority"], ci["majority"]
+            metrics["constant"] = dict(metrics["majority"])
         s_score, s_ci, s_metrics = _stratified(scorer, prior, y, options.seed + 1000 * k + 999)
         scores["stratified"], ci["stratified"], metrics["stratified"] = s_score, s_ci, s_metrics
         label_counts = Counter(labels[int(i)] for i in rows["label"])

@@ -6,6 +6,7 @@ Every scorer returns ``[N, C]`` logits so the task's own ``evaluate`` computes t
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import json
@@ -148,6 +149,7 @@ def _fit_chain(
     stop_at: float | None = None,
     val: dict[str, list[Any]] | None = None,
     num_classes: int = 0,
+    on_fit: Callable[[float, Any, np.ndarray, Callable[[dict], Any]], None] | None = None,
 ) -> tuple[list[np.ndarray], Any, Callable[[dict], Any]]:
     """Fit one chain: the vectorizer on train, then logistic regression for each ``C`` in
     ascending order, each fit warm-started from the previous (more regularised) solution, which
@@ -156,6 +158,8 @@ def _fit_chain(
     Returns the validation log-probabilities ``[N_val, C]`` after each fit (when ``val`` is
     given), the classifier as it is after the fit at ``stop_at`` (the last fit otherwise) and the
     featurizer. Deterministic: a chain re-fitted up to ``stop_at`` is the classifier that scored.
+    ``on_fit(C, classifier, validation logits, featurizer)`` is called after each fit (with
+    ``val``), so a caller in this process can keep the best classifier without re-fitting.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -171,6 +175,8 @@ def _fit_chain(
         clf.fit(x_train, y_train)
         if x_val is not None:
             val_logits.append(_lr_logits(clf, x_val, num_classes).numpy())
+            if on_fit is not None:
+                on_fit(c, clf, val_logits[-1], featurize)
         if stop_at is not None and c == stop_at:
             break
     return val_logits, clf, featurize
@@ -280,8 +286,10 @@ def fit_tfidf_lr(
     chains = _chains(grid, is_pair)
     cs = sorted(float(c) for c in grid["C"])
     max_features = int(grid["max_features"])
-    args = [(train, val, ch, cs, max_features, num_classes, seed) for ch in chains]
     workers = max(1, min(workers, len(chains)))
+    y_val = torch.as_tensor(val["label"])
+    # (score, chain, C, classifier, featurizer) of the best point so far; ties keep the first
+    best: tuple[float, Chain, float, Any, Callable[[dict], Any] | None] | None = None
     per_chain: list[list[np.ndarray]] | None = None
     if workers > 1:
         try:
@@ -294,18 +302,43 @@ def fit_tfidf_lr(
                 "fitting it in this process",
                 stacklevel=2,
             )
-    if per_chain is None:
-        per_chain = [_chain_val_logits(*a) for a in args]
-    y_val = torch.as_tensor(val["label"])
-    best: tuple[float, Chain, float] | None = None
-    for chain, logits in zip(chains, per_chain):
-        for c, lg in zip(cs, logits):
-            score = headline(torch.from_numpy(lg), y_val)
-            if best is None or score > best[0]:
-                best = (score, chain, c)
+    if per_chain is not None:
+        for chain, logits in zip(chains, per_chain):
+            for c, lg in zip(cs, logits):
+                score = headline(torch.from_numpy(lg), y_val)
+                if best is None or score > best[0]:
+                    best = (score, chain, c, None, None)
+        assert best is not None
+        # the chosen chain again, here, up to the chosen C: the classifier that scored
+        _, clf, featurize = _fit_chain(train, best[1], cs, max_features, seed, stop_at=best[2])
+        best = (best[0], best[1], best[2], clf, featurize)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        for chain in chains:
+
+            def keep(
+                c: float, clf: Any, lg: np.ndarray, featurize: Any, chain: Chain = chain
+            ) -> None:
+                nonlocal best
+                score = headline(torch.from_numpy(lg), y_val)
+                if best is None or score > best[0]:
+                    best = (score, chain, c, copy.deepcopy(clf), featurize)
+
+            with threadpool_limits(limits=1):
+                _fit_chain(
+                    train,
+                    chain,
+                    cs,
+                    max_features,
+                    seed,
+                    val=val,
+                    num_classes=num_classes,
+                    on_fit=keep,
+                )
     assert best is not None
-    score, chain, c = best
-    _, clf, featurize = _fit_chain(train, chain, cs, max_features, seed, stop_at=c)
+    score, chain, c, clf, featurize = best
+    assert featurize is not None
     pair_mode, word, char, weight = chain
     params: dict[str, Any] = {
         "word_ngrams": list(word),
