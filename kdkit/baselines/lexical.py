@@ -310,8 +310,10 @@ def fit_tfidf_lr(
                     best = (score, chain, c, None, None)
         assert best is not None
         # the chosen chain again, here, up to the chosen C: the classifier that scored
-        _, clf, featurize = _fit_chain(train, best[1], cs, max_features, seed, stop_at=best[2])
-        best = (best[0], best[1], best[2], clf, featurize)
+        _, refit, refit_featurize = _fit_chain(
+            train, best[1], cs, max_features, seed, stop_at=best[2]
+        )
+        best = (best[0], best[1], best[2], refit, refit_featurize)
     else:
         from threadpoolctl import threadpool_limits
 
@@ -337,8 +339,9 @@ def fit_tfidf_lr(
                     on_fit=keep,
                 )
     assert best is not None
-    score, chain, c, clf, featurize = best
-    assert featurize is not None
+    score, chain, c, clf, chosen = best
+    assert chosen is not None
+    featurize = chosen
     pair_mode, word, char, weight = chain
     params: dict[str, Any] = {
         "word_ngrams": list(word),
