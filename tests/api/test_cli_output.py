@@ -82,7 +82,7 @@ def test_dry_run_json_is_the_resolved_run_alone_on_stdout(tmp_path, capsys):
     assert main(["run", "--dry-run", "--json", "--set", "training.epochs=3"]) == 0
     out = capsys.readouterr().out
     data = json.loads(out)
-    assert data["training"]["epochs"] == 3 and data["method"]["name"] == "kd"
+    assert data["training"]["epochs"] == 3 and data["method"]["name"] == "contrastive"
 
 
 def test_a_run_logged_to_files_json_on_stdout_plain_progress_on_stderr(tmp_path):
