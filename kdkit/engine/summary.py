@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdkit.baselines.result import NAMES as BASELINE_NAMES
 from kdkit.engine.persist import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -107,21 +106,16 @@ def baseline_rows(entry: Any, split: str = "test") -> list[tuple[str, str]]:
         return [("baselines", "switched off (training.baselines: false)")]
     if entry.get("unavailable"):
         return [("baselines", "unavailable (see the note below)")]
-    scores = (entry.get("splits") or {}).get(split)
-    if not scores:
+    from kdkit.baselines.runs import from_summary
+
+    baselines = from_summary(dict(entry))
+    if baselines is None or split not in baselines.splits:
         return []
-    constant = ((entry.get("tuned") or {}).get("constant") or {}).get("label")
-    out = []
-    for key, name in BASELINE_NAMES.items():
-        if key not in scores["scores"]:
-            continue
-        if key == "constant":  # listed only where it is not the majority class (as in the table)
-            if constant is None or constant == entry.get("majority_label"):
-                continue
-            name = f"always '{constant}'"
-        lo, hi = scores["ci"][key]
-        out.append((f"{name} ({split})", f"{scores['scores'][key]:.4f} [{lo:.3f}, {hi:.3f}]"))
-    return out
+    # Baselines.table: the same rows, names and order as the default job's comparison table
+    return [
+        (f"{name} ({split})", f"{score:.4f} [{lo:.3f}, {hi:.3f}]")
+        for name, score, (lo, hi) in baselines.table(split)
+    ]
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]], head: str) -> str:
