@@ -466,6 +466,9 @@ def _run_once(env: RunEnv, plugins: Plugins, resume: str | None) -> dict[str, An
         raise
     summary = finish_run(c, trainer, env, prep, plugins.registry)
     events.end(summary)
+    # no rank leaves the process group while another still talks to it: gloo aborts (SIGABRT,
+    # "terminate called without an active exception") a rank whose peer closed its pair early
+    dist.barrier()
     return summary
 
 

@@ -35,6 +35,9 @@ def main(out: str) -> None:
         for p, g in res["params"].items():  # type: ignore[union-attr]
             flat[f"{name}.param.{p}"] = g
     save_file({k: v.contiguous() for k, v in flat.items()}, f"{out}/rank{rank}.safetensors")
+    # both ranks are done before either leaves: a rank whose peer closed the gloo pair early
+    # aborts ("terminate called without an active exception"), seen once in CI
+    tdist.barrier()
     tdist.destroy_process_group()
 
 
