@@ -156,7 +156,9 @@ def at_majority(mean: float, b: Baselines | None, split: str = "test") -> bool:
 def trivial_mark(mean: float, b: Baselines | None, split: str = "test") -> str | None:
     """The table mark of a score at a trivial predictor: ``= majority`` (within one point of the
     majority class), ``< majority`` (more than a point below it), ``= always 'LABEL'`` (at the
-    best constant prediction, where that is not the majority class); ``None`` otherwise."""
+    best constant prediction, where that is not the majority class), ``< always 'LABEL'`` (more
+    than a point below it, but above the majority class: e.g. an F1 score under "always
+    positive"); ``None`` otherwise."""
     from kdkit.baselines.runs import STUDENT_MARGIN
 
     if b is None or not at_majority(mean, b, split):
@@ -164,7 +166,8 @@ def trivial_mark(mean: float, b: Baselines | None, split: str = "test") -> str |
     majority = b.score("majority", split)
     if mean <= majority + STUDENT_MARGIN:
         return "< majority" if mean < majority - STUDENT_MARGIN else "= majority"
-    return f"= always '{b.constant_label}'"
+    below = mean < b.splits[split].constant - STUDENT_MARGIN
+    return f"{'<' if below else '='} always '{b.constant_label}'"
 
 
 def _score_ci(b: Baselines, name: str, split: str = "test") -> str:
@@ -260,7 +263,8 @@ def majority_lines(cells: Sequence[Any], found: Mapping[str, Baselines]) -> list
             )
             constant = (
                 f"; or at the best constant prediction, always '{b.constant_label}' "
-                f"({100 * b.splits['test'].constant:.1f}): '= always '{b.constant_label}''"
+                f"({100 * b.splits['test'].constant:.1f}): '= always '{b.constant_label}'', lower: "
+                f"'< always '{b.constant_label}''"
                 if b.constant_label != b.majority_label
                 else ""
             )

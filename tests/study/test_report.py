@@ -458,6 +458,8 @@ def test_a_best_constant_that_is_not_the_majority_is_tabulated_marked_and_drawn(
     from kdkit.study.baselines import trivial_mark
 
     assert trivial_mark(0.665, b) == "= always 'KeyError'"
+    # above the majority but more than a point under the constant: below it, not at it
+    assert trivial_mark(0.50, b) == "< always 'KeyError'"
     assert trivial_mark(0.30, b) == "= majority" and trivial_mark(0.10, b) == "< majority"
     assert trivial_mark(0.70, b) is None
     import matplotlib
