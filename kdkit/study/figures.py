@@ -197,6 +197,7 @@ def score_vs_size(
                 )
                 continue
             drawn: set[tuple[str, str]] = set()
+            series: list[tuple[str, str, list[Cell]]] = []  # (teacher, method, its cells)
             for teacher in table_teachers:
                 for method in methods:
                     pts = sorted(
@@ -206,24 +207,29 @@ def score_vs_size(
                     if not pts or (pts[0].baseline and (method, "none") in drawn):
                         continue  # FT appears in every teacher's table: draw it once
                     drawn.add((method, "none" if pts[0].baseline else teacher))
-                    label = (
-                        method
-                        if len(table_teachers) == 1 or pts[0].baseline
-                        else f"{method} ({short(teacher)})"
-                    )
-                    ax.errorbar(
-                        [c.student_params for c in pts],
-                        [100 * c.mean for c in pts],
-                        yerr=[100 * (c.std or 0) for c in pts],
-                        marker=_MARKERS[methods.index(method) % len(_MARKERS)],
-                        color=colors[method],
-                        capsize=3,
-                        label=label,
-                        linewidth=1.4,
-                        linestyle="-"
-                        if len(table_teachers) == 1 or pts[0].baseline
-                        else style[teacher],
-                    )
+                    series.append((teacher, method, pts))
+            for k, (teacher, method, pts) in enumerate(series):
+                label = (
+                    method
+                    if len(table_teachers) == 1 or pts[0].baseline
+                    else f"{method} ({short(teacher)})"
+                )
+                # the series of a panel share its student sizes: spread them a little around
+                # each size on the log axis so that points and error bars stay apart
+                nudge = 1 + 0.012 * (k - (len(series) - 1) / 2)
+                ax.errorbar(
+                    [c.student_params * nudge if c.student_params else math.nan for c in pts],
+                    [100 * c.mean for c in pts],
+                    yerr=[100 * (c.std or 0) for c in pts],
+                    marker=_MARKERS[methods.index(method) % len(_MARKERS)],
+                    color=colors[method],
+                    capsize=3,
+                    label=label,
+                    linewidth=1.4,
+                    linestyle="-"
+                    if len(table_teachers) == 1 or pts[0].baseline
+                    else style[teacher],
+                )
             for teacher in table_teachers:
                 ts = teachers.get((task, teacher))
                 if ts is not None:
