@@ -185,8 +185,8 @@ class TopKCachedTeacher:
             embedding=None if emb is None else emb[idx],
             topk=top,
         )
-        if self.tokens is not None:  # as token_cache.attach_states does for a full entry
-            out.hidden_states, out.attention_mask, out.offsets = self.tokens.lookup(
-                batch.index, idx.device
-            )
-        return out
+        if self.tokens is None:
+            return out
+        from kdkit.engine.token_cache import attach_states  # token_cache imports this module
+
+        return attach_states(out, self.tokens, batch, idx.device)

@@ -36,6 +36,7 @@ from kdkit.kernels.ckd.reference import (
     check_ckd_args,
     relations,
 )
+from kdkit.kernels.ckd.reference import _acc as to_accumulation
 from kdkit.kernels.ckd.reference import _masked_mse as masked_mse
 
 
@@ -251,9 +252,8 @@ def ckd_loss_packed(
 ) -> CKDTerms:
     """:func:`kdkit.kernels.ckd.reference.ckd_loss_reference`, on the valid entries only."""
     check_ckd_args(student, teacher, mask, window)
-    acc = torch.float64 if student.dtype == torch.float64 else torch.float32
-    hs, ht = student.to(acc), teacher.to(acc)
-    lists = window_lists(mask, window, hs.shape[1], acc)
+    hs, ht = to_accumulation(student), to_accumulation(teacher)
+    lists = window_lists(mask, window, hs.shape[1], hs.dtype)
     g_s = gram_entries(hs, lists, window)
     side_t = side_relations(gram_entries(ht, lists, window), lists, window)
     if ht.requires_grad:  # a teacher that needs gradients: plain autograd through both sides
