@@ -39,7 +39,6 @@ from kdkit.engine.persist import publish_entry
 from kdkit.engine.token_cache import (
     DEFAULT_FORMAT,
     TokenStates,
-    attach_states,
     build_entry,
     read_entry,
 )
@@ -143,7 +142,7 @@ class CachedTeacher:
         out = ModelOutput(
             logits=self.logits[idx], pooled=pooled, embedding=None if emb is None else emb[idx]
         )
-        return out if self.tokens is None else attach_states(out, self.tokens, batch, idx.device)
+        return out if self.tokens is None else self.tokens.attach(out, batch, idx.device)
 
 
 def open_signal(

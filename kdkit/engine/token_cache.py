@@ -154,6 +154,12 @@ class TokenStates:
         offsets = (self.offsets[flat].long() * valid.unsqueeze(-1)).to(device)  # [B, L, 2]
         return states, valid.long().to(device), offsets
 
+    def attach(self, out: Any, batch: Batch, device: torch.device) -> Any:
+        """``out`` (a :class:`kdkit.api.ModelOutput` of the batch's cached row tensors, full or
+        top-k logits) with the batch's token states, attention mask and offsets filled in."""
+        out.hidden_states, out.attention_mask, out.offsets = self.lookup(batch.index, device)
+        return out
+
 
 def _encode_layer(states: torch.Tensor, fmt: str, name: str) -> dict[str, torch.Tensor]:
     """``[T, H]`` float states -> the shard tensors of one layer in ``fmt``."""
@@ -360,13 +366,3 @@ def read_entry(
             fix=fix,
         ) from None
     return row_tensors, TokenStates(stored, scales, offsets, starts, by_row)
-
-
-def attach_states(out: Any, states: TokenStates, batch: Batch, device: torch.device) -> Any:
-    """``out`` (a :class:`kdkit.api.ModelOutput` of the batch's cached row tensors) with the
-    batch's token states, attention mask and offsets filled in."""
-    hidden, mask, offsets = states.lookup(batch.index, device)
-    out.hidden_states = hidden
-    out.attention_mask = mask
-    out.offsets = offsets
-    return out

@@ -185,8 +185,4 @@ class TopKCachedTeacher:
             embedding=None if emb is None else emb[idx],
             topk=top,
         )
-        if self.tokens is None:
-            return out
-        from kdkit.engine.token_cache import attach_states  # token_cache imports this module
-
-        return attach_states(out, self.tokens, batch, idx.device)
+        return out if self.tokens is None else self.tokens.attach(out, batch, idx.device)
