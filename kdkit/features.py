@@ -174,16 +174,20 @@ def pool_to_spans(hidden: torch.Tensor, index: torch.Tensor, num_spans: int) -> 
     """Mean-pool tokens onto spans: ``[B, L, H]`` with ``index`` ``[B, L]`` -> ``[B, T, H]``.
 
     ``index[b, i]`` is the span of token ``i`` (``-1``: the token belongs to no span). Spans
-    without tokens are zeros. Vectorised with one ``scatter_add`` (differentiable in ``hidden``).
+    without tokens are zeros. Vectorised with one ``index_add`` of whole ``H``-wide rows into
+    ``B (T + 1)`` slots (differentiable in ``hidden``): the same sums in the same order as a
+    ``scatter_add`` with an expanded index, bit for bit, at about half its CPU time.
     """
     b, length, h = hidden.shape
     slot = torch.where(index >= 0, index, num_spans)  # unassigned tokens -> a dump slot
-    out = hidden.new_zeros(b, num_spans + 1, h)
-    out = out.scatter_add(1, slot.unsqueeze(-1).expand(b, length, h), hidden)
-    counts = hidden.new_zeros(b, num_spans + 1).scatter_add(
-        1, slot, torch.ones_like(slot, dtype=hidden.dtype)
+    # row b's slots are b (T + 1) .. b (T + 1) + T: every token row goes to one slot row
+    rows = (slot + torch.arange(b, device=slot.device).unsqueeze(-1) * (num_spans + 1)).reshape(-1)
+    out = hidden.new_zeros(b * (num_spans + 1), h).index_add(0, rows, hidden.reshape(-1, h))
+    counts = hidden.new_zeros(b * (num_spans + 1)).index_add(
+        0, rows, torch.ones_like(rows, dtype=hidden.dtype)
     )
-    return out[:, :num_spans] / counts[:, :num_spans].clamp_min(1.0).unsqueeze(-1)
+    out = out.view(b, num_spans + 1, h)[:, :num_spans]
+    return out / counts.view(b, num_spans + 1)[:, :num_spans].clamp_min(1.0).unsqueeze(-1)
 
 
 # ------------------------------------------------------------------------------- alignment

@@ -10,10 +10,12 @@ grouping of every term and the same ``EPS``), computed only where it counts:
 * **one triangle.** ``angle(a; j, k)`` is symmetric in ``j, k``, so the ``U = W (2W - 1)`` pairs
   ``j < k`` are computed once and counted twice; the diagonal ``j == k`` (angle ~1 on both
   sides) comes from the ``2W`` others.
-* **one banded matmul.** The Gram entries ``h_x . h_y`` for ``|x - y| <= 2W`` come from one
-  batched matmul of blocks of ``2W`` positions against their neighbours' blocks, not from
-  ``4W+1`` shifted products (whose backward allocated and summed ``4W+1`` full-size gradients);
-  one gather with precomputed indices picks every anchor's entries out of it.
+* **banded matmuls over half the band.** The Gram entries ``h_x . h_y`` for ``|x - y| <= 2W``
+  come from batched matmuls of blocks of ``2W`` positions against themselves and their next
+  block; G is symmetric, so each block's entries with its previous block are the transpose of
+  that block's "next" (:func:`gram_blocks`). Not from ``4W+1`` shifted products (whose backward
+  allocated and summed ``4W+1`` full-size gradients); one gather with precomputed indices picks
+  every anchor's entries out.
 * **a hand-written backward** for the student's word relation (:class:`_StudentWordLoss`): the
   gradient with respect to its Gram entries in a few passes over the ``[K, N, U]`` triangle
   instead of autograd's chain through every elementwise op.
@@ -67,17 +69,27 @@ def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
     """``[B, K, T, H]`` -> ``[B, K, nb, bt, 3 bt]`` (``bt = 2W``, ``nb = ceil(T / bt)``) with
     ``out[b, k, x // bt, x % bt, bt + x % bt + d] = h_x . h_{x+d}`` for ``|d| <= 2W``.
 
-    One batched matmul: each block of ``bt`` positions against itself and its two neighbours
-    (positions outside ``0..T-1`` are zeros).
+    Each block of ``bt`` positions against itself and its two neighbours (positions outside
+    ``0..T-1`` are zeros). G is symmetric, so only each block against itself and against its
+    *next* block are multiplied; the block against its previous one is the transpose of the
+    previous block's "next" (a copy of ``bt x bt`` entries). Every ``(b, k)`` row is padded
+    with one zero block and the rows are laid end to end, so both products are batched matmuls
+    of plain views of one tensor: no ``H``-wide state is copied (a previous version
+    concatenated three shifted copies of the states, and computed a third more).
     """
     b, k, t, hd = h.shape
     bt = _block(window)
     nb = -(-t // bt)
-    hp = F.pad(h, (0, 0, bt, (nb + 1) * bt - t))  # [B, K, (nb + 2) bt, H], zeros around
-    hb = hp.view(b, k, nb + 2, bt, hd)
-    rows = hb[:, :, 1 : nb + 1]  # [B, K, nb, bt, H]
-    cols = torch.cat([hb[:, :, :nb], rows, hb[:, :, 2:]], dim=-2)  # [B, K, nb, 3 bt, H]
-    return rows @ cols.transpose(-1, -2)
+    hp = F.pad(h, (0, 0, 0, (nb + 1) * bt - t))  # [B, K, (nb + 1) bt, H], >= one zero block
+    flat = hp.reshape(-1, bt, hd)  # [M, bt, H], M = B K (nb + 1) blocks end to end
+    own = flat @ flat.transpose(1, 2)  # [M, bt, bt]: G(block, itself)
+    # G(block, next block); a row's zero block is last, so its real blocks' "next" is right and
+    # the zero block's own products (with the next row's first block) are zeros
+    nxt = F.pad(flat[:-1] @ flat[1:].transpose(1, 2), (0, 0, 0, 0, 0, 1))  # [M, bt, bt]
+    # G(block, previous block) = G(previous, block)^T: the zero block before a row's first
+    prev = F.pad(nxt[:-1].transpose(1, 2), (0, 0, 0, 0, 1, 0))  # [M, bt, bt]
+    out = torch.cat([prev, own, nxt], dim=-1).view(b, k, nb + 1, bt, 3 * bt)
+    return out[:, :, :nb]
 
 
 def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -> WindowLists:

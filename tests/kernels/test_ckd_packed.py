@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdkit.kernels import ckd_loss, dispatch
-from kdkit.kernels.ckd.packed import ckd_loss_packed
+from kdkit.kernels.ckd.packed import ckd_loss_packed, gram_blocks
 from kdkit.kernels.ckd.reference import ckd_loss_reference
 
 
@@ -37,6 +37,31 @@ def _loss_and_grads(fn, s, te, mask, window, teacher_grad=False):
     terms = fn(s, te, mask, window=window)
     (3.0 * terms.word_relation + 0.5 * terms.layer_relation).backward()
     return terms, s.grad, te.grad
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    k=st.integers(1, 3),
+    t=st.integers(1, 50),
+    w=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_gram_blocks_hold_every_band_entry(b, k, t, w, seed):
+    """Every entry ``h_x . h_{x+d}``, ``|d| <= 2W``, sits where the docstring says (zeros past the
+    row's ends), including at the seams between rows, where the symmetric formulation reads the
+    previous row's zero block."""
+    h = torch.randn(b, k, t, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    out = gram_blocks(h, w)
+    bt = 2 * w
+    assert out.shape == (b, k, -(-t // bt), bt, 3 * bt)
+    nb = -(-t // bt)
+    hp = torch.nn.functional.pad(h, (0, 0, bt, (nb + 1) * bt - t))  # zeros around the row
+    x = torch.arange(nb * bt)
+    for d in range(-bt, bt + 1):
+        want = (hp[:, :, bt + x] * hp[:, :, bt + x + d]).sum(-1)  # [B, K, nb bt]: h_x . h_{x+d}
+        got = out[:, :, x // bt, x % bt, bt + x % bt + d]
+        assert torch.allclose(got, want, atol=1e-12), d
 
 
 def _close(a, b, rtol, atol):
