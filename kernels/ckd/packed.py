@@ -74,8 +74,8 @@ def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
     *next* block are multiplied; the block against its previous one is the transpose of the
     previous block's "next" (a copy of ``bt x bt`` entries). Every ``(b, k)`` row is padded
     with one zero block and the rows are laid end to end, so both products are batched matmuls
-    of plain views of one tensor: no ``H``-wide state is copied (a previous version
-    concatenated three shifted copies of the states, and computed a third more).
+    of plain views of the one padded copy of the states (a previous version
+    concatenated three shifted copies of the states and multiplied each block by all three).
     """
     b, k, t, hd = h.shape
     bt = _block(window)
