@@ -47,6 +47,7 @@ from kdkit.engine.teacher_cache import CacheSlot, LiveTeacher, TeacherPass, load
 from kdkit.engine.topk_cache import LogitsFormat
 from kdkit.errors import KdkitError
 from kdkit.hookspecs import hookimpl
+from kdkit.host_allocator import keep_freed_memory
 from kdkit.testing.tiny import TinyTask, TinyTeacher
 
 #: Methods also timed with the teacher running live (the cost the cache removes).
@@ -99,6 +100,12 @@ def main() -> None:
     ap.add_argument("--no-live", action="store_true", help="skip the live-teacher references")
     ap.add_argument("--no-inference", action="store_true", help="skip teacher/student inference")
     ap.add_argument(
+        "--malloc-tuning",
+        action="store_true",
+        help="raise glibc's malloc thresholds first, as KDKIT_MALLOC_TUNING=1 makes the kdkit "
+        "command do (kdkit.host_allocator)",
+    )
+    ap.add_argument(
         "--tiny",
         action="store_true",
         help="kdkit.testing's tiny task (48 stdlib functions) and tiny teacher instead of the "
@@ -116,6 +123,8 @@ def main() -> None:
         ]
     if args.threads:
         torch.set_num_threads(args.threads)
+    # what KDKIT_MALLOC_TUNING=1 makes the kdkit command do at start (kdkit.host_allocator)
+    malloc_tuned = keep_freed_memory() if args.malloc_tuning else False
     plugins = load_plugins(extra=[("bench-tiny", _TinyPlugin())] if args.tiny else ())
     if args.tiny:
         args.overrides = ["task=tiny", "teacher=tiny-teacher", *args.overrides]
@@ -144,6 +153,7 @@ def main() -> None:
             "platform": platform.platform(),
             "threads": torch.get_num_threads(),
             "device": str(device),
+            "malloc_tuned": malloc_tuned,
         },
         "config": {
             "student": c.student.info.name,
