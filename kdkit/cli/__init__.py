@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from kdkit import host_allocator
 from kdkit.errors import KdkitError, PluginError
 
 if TYPE_CHECKING:
@@ -164,8 +165,6 @@ def _unknown_command(name: str, plugins: Plugins, choices: list[str]) -> KdkitEr
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdkit`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    from kdkit import host_allocator
-
     if host_allocator.requested():  # KDKIT_MALLOC_TUNING=1: freed temporaries stay mapped
         host_allocator.keep_freed_memory()
     if not args_list:

@@ -54,8 +54,8 @@ def test_gram_blocks_hold_every_band_entry(b, k, t, w, seed):
     h = torch.randn(b, k, t, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = gram_blocks(h, w)
     bt = 2 * w
-    assert out.shape == (b, k, -(-t // bt), bt, 3 * bt)
     nb = -(-t // bt)
+    assert out.shape == (b, k, nb, bt, 3 * bt)
     hp = torch.nn.functional.pad(h, (0, 0, bt, (nb + 1) * bt - t))  # zeros around the row
     x = torch.arange(nb * bt)
     for d in range(-bt, bt + 1):
