@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from kdkit.errors import KdkitError
 from kdkit.kernels import dispatch
-from kdkit.kernels.ckd.packed import ckd_loss_packed
+from kdkit.kernels.ckd.packed import TeacherRelations, ckd_loss_packed, teacher_relations
 from kdkit.kernels.ckd.reference import (
     EPS,
     CKDTerms,
@@ -21,6 +22,9 @@ __all__ = [
     "ckd_loss_naive",
     "ckd_loss_packed",
     "ckd_loss_reference",
+    "TeacherRelations",
+    "teacher_relations",
+    "relations_path",
 ]
 
 
@@ -34,9 +38,16 @@ def _triton_reason(student: torch.Tensor, teacher: torch.Tensor, window: int) ->
     return None
 
 
+def relations_path(student: torch.Tensor, impl: str | None = None) -> bool:
+    """Whether :func:`ckd_loss` would run the CPU (packed) path for ``student``, which also takes
+    the teacher's precomputed :class:`TeacherRelations` (the Triton kernel takes states only)."""
+    want = dispatch.requested_impl(impl)
+    return want == "reference" or (want == "auto" and student.device.type != "cuda")
+
+
 def ckd_loss(
     student: torch.Tensor,  # [B, K, T, Hs]
-    teacher: torch.Tensor,  # [B, K, T, Ht]
+    teacher: torch.Tensor | TeacherRelations,  # [B, K, T, Ht], or its relations on mask
     mask: torch.Tensor,  # [B, T] bool or 0/1
     *,
     window: int = 10,
@@ -50,7 +61,21 @@ def ckd_loss(
     relation: the same statistics per valid token across the ``K`` layers. Tokens must already be
     aligned across the two tokenisations; widths may differ. Computed from Gram entries, with
     ``EPS`` (1e-8) added to squared norms.
+
+    ``teacher`` may also be the teacher's :func:`teacher_relations` on ``mask`` (constants in
+    training, so a method can keep them between epochs): the same loss and student gradient on
+    the CPU path, which then skips the teacher's half of the work (see :func:`relations_path`).
     """
+    if isinstance(teacher, TeacherRelations):
+        if not relations_path(student, impl):
+            raise KdkitError(
+                "ckd_loss got the teacher's precomputed relations, which only the CPU (packed) "
+                "path takes",
+                where="ckd_loss(teacher=TeacherRelations)",
+                fix="pass the teacher's states [B, K, T, Ht] to the Triton kernel",
+            )
+        dispatch.choose("ckd_loss", "reference", (student,))
+        return ckd_loss_packed(student, teacher, mask, window=window)
     check_ckd_args(student, teacher, mask, window)
     which = dispatch.choose(
         "ckd_loss", impl, (student, teacher), _triton_reason(student, teacher, window)

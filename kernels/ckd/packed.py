@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from kdkit.errors import KdkitError
 from kdkit.kernels.ckd.reference import (
     EPS,
     CKDTerms,
@@ -41,23 +42,31 @@ from kdkit.kernels.ckd.reference import (
 from kdkit.kernels.ckd.reference import _acc as to_accumulation
 from kdkit.kernels.ckd.reference import _masked_mse as masked_mse
 
+#: Anchors per chunk of the word relation: the ``[K, chunk, U]`` temporaries of one chunk stay in
+#: the core's L2 cache (~0.4 MB each at K = 2, W = 10), which made the relations ~3x faster on
+#: the CPU than whole-batch tensors that stream through L3 on every elementwise op.
+ANCHOR_CHUNK = 256
+
 
 class WindowLists(NamedTuple):
     """Where the valid word-relation entries of one batch are (depends on the mask and W only).
 
     Anchors are the ``N`` valid tokens; each has ``2W`` others (offsets ``-W..W`` without 0) and
-    ``U = W (2W - 1)`` pairs of others ``j < k``. ``index`` points every anchor's Gram entries into
-    the flattened blocks of :func:`gram_blocks` padded by ``margin`` zeros at both ends (layer 0;
-    add ``k * layer_stride`` for layer ``k``).
+    ``U = W (2W - 1)`` pairs of others ``j < k``. ``index`` points every anchor's Gram entries,
+    layer by layer, into the flattened blocks of :func:`gram_blocks`.
     """
 
-    index: torch.Tensor  # [N, 1 + 2W + 2W + U] int64: G_aa, G_aj (2W), G_jj (2W), G_jk (U)
+    index: torch.Tensor  # [K, N, 1 + 2W + 2W + U] int64: G_aa, G_aj (2W), G_jj (2W), G_jk (U)
     pair_valid: torch.Tensor  # [N, 2W] 0/1 (float): the other token is real
     upper_valid: torch.Tensor  # [N, U] 0/1 (float): both others of the pair are real
     pick_j: torch.Tensor  # [2W, U] one-hot: x @ pick_j = x[..., j of each pair]
     pick_k: torch.Tensor  # [2W, U] one-hot: x @ pick_k = x[..., k of each pair]
-    layer_stride: int  # entries of one layer in the flattened blocks
-    margin: int  # zeros before and after the flattened blocks
+
+    def chunks(self, size: int | None = None) -> list[slice]:
+        """Consecutive anchor ranges of at most ``size`` (:data:`ANCHOR_CHUNK`; none when there
+        are no anchors)."""
+        n, size = self.pair_valid.shape[0], size or ANCHOR_CHUNK
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _block(window: int) -> int:
@@ -66,30 +75,28 @@ def _block(window: int) -> int:
 
 
 def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
-    """``[B, K, T, H]`` -> ``[B, K, nb, bt, 3 bt]`` (``bt = 2W``, ``nb = ceil(T / bt)``) with
-    ``out[b, k, x // bt, x % bt, bt + x % bt + d] = h_x . h_{x+d}`` for ``|d| <= 2W``.
+    """``[B, K, T, H]`` -> ``[M, bt, 2 bt]`` (``bt = 2W``, ``M = B K ceil(T / bt)``): the Gram
+    entries of every position with itself and the ``2 bt - 1`` positions after it.
 
-    Each block of ``bt`` positions against itself and its two neighbours (positions outside
-    ``0..T-1`` are zeros). G is symmetric, so only each block against itself and against its
-    *next* block are multiplied; the block against its previous one is the transpose of the
-    previous block's "next" (a copy of ``bt x bt`` entries). Every ``(b, k)`` row is padded
-    with one zero block and the rows are laid end to end, so both products are batched matmuls
-    of plain views of the one padded copy of the states (a previous version
-    concatenated three shifted copies of the states and multiplied each block by all three).
+    The ``(b, k)`` rows are padded with zeros to whole blocks of ``bt`` positions and laid end to
+    end (position ``X`` of the whole layout; one zero block after the last), and
+    ``out[m, q, p] = h_X . h_{X - q + p}`` with ``X = m bt + q``: block ``m`` against itself and
+    its next block, in one batched matmul of the blocks against overlapping *views* (``unfold``)
+    of the same padded copy. Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of a row is there; G
+    is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see :func:`window_lists`). Past a row's
+    end the entries read its zero padding or the next row: finite values that the masks drop.
     """
     b, k, t, hd = h.shape
     bt = _block(window)
     nb = -(-t // bt)
-    hp = F.pad(h, (0, 0, 0, (nb + 1) * bt - t))  # [B, K, (nb + 1) bt, H], >= one zero block
-    flat = hp.reshape(-1, bt, hd)  # [M, bt, H], M = B K (nb + 1) blocks end to end
-    own = flat @ flat.transpose(1, 2)  # [M, bt, bt]: G(block, itself)
-    # G(block, next block); a row's zero block is last, so its real blocks' "next" is right and
-    # the zero block's own products (with the next row's first block) are zeros
-    nxt = F.pad(flat[:-1] @ flat[1:].transpose(1, 2), (0, 0, 0, 0, 0, 1))  # [M, bt, bt]
-    # G(block, previous block) = G(previous, block)^T: the zero block before a row's first
-    prev = F.pad(nxt[:-1].transpose(1, 2), (0, 0, 0, 0, 1, 0))  # [M, bt, bt]
-    out = torch.cat([prev, own, nxt], dim=-1).view(b, k, nb + 1, bt, 3 * bt)
-    return out[:, :, :nb]
+    m = b * k * nb
+    rows = h.new_zeros(m * bt + bt, hd)  # [positions, H]: whole blocks and one zero block
+    rows[: m * bt].view(b, k, nb * bt, hd)[:, :, :t] = h
+    own = rows[: m * bt].view(m, bt, hd)  # [M, bt, H]
+    nxt = rows[bt:].view(m, bt, hd)  # [M, bt, H]: each block's next (a view)
+    # two products and a small copy: one product against unfold()ed windows was slower, its
+    # backward (unfold_backward) costing more than both products
+    return torch.cat([own @ own.transpose(1, 2), own @ nxt.transpose(1, 2)], dim=-1)
 
 
 def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -> WindowLists:
@@ -103,18 +110,22 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
     offs = torch.cat([torch.arange(-w, 0, device=dev), torch.arange(1, w + 1, device=dev)])
     uj, uk = torch.triu_indices(2 * w, 2 * w, 1, device=dev)  # [U] pairs of others, j < k
     zero = torch.zeros(1, dtype=torch.long, device=dev)
-    # entry G(a + r, a + r + c): row offset r and column offset c from the anchor a
-    r = torch.cat([zero, zero.expand(2 * w), offs, offs[uj]])  # [C]
-    c = torch.cat([zero, offs, zero.expand(2 * w), offs[uk] - offs[uj]])
-    # position x = bt * blk + q + r sits at (row_start + x) * 3bt + bt + x % bt + c, and
-    # x % bt = (q + r) % bt: a table over q = a % bt, added to a per-anchor block base
-    q = torch.arange(bt, device=dev).unsqueeze(-1) + r  # [bt, C]
-    table = q * (3 * bt) + bt + q % bt + c
+    # entry G(a + r, a + r + c): row offset r and column offset c >= 0 from the anchor a (G_aj of
+    # an earlier other, c < 0, is read as G(a + c, a): G is symmetric; pairs j < k have c > 0)
+    r = torch.cat([zero, offs.clamp_max(0), offs, offs[uj]])  # [C]
+    c = torch.cat([zero, offs.abs(), zero.expand(2 * w), offs[uk] - offs[uj]])
+    # position x = a + r of block (a - q) / bt + (q + r) // bt, q = a % bt: a table over q, added
+    # to the anchor's block; entry (x, x + c) of block m is m bt 2bt + (x % bt)(2bt + 1) + c
+    qr = torch.arange(bt, device=dev).unsqueeze(-1) + r  # [bt, C]
+    per_block = bt * 2 * bt
+    table = torch.div(qr, bt, rounding_mode="floor") * per_block + (qr % bt) * (2 * bt + 1) + c
     ab, aa = m.nonzero(as_tuple=True)  # [N] anchors
-    # others outside the row (masked) may point before or after the blocks: the margin holds them
-    margin = (w + 2) * 3 * bt
-    base = ((ab * k) * (nb * bt) + aa - aa % bt) * (3 * bt) + margin  # [N]
-    index = table.index_select(0, aa % bt) + base.unsqueeze(-1)  # [N, C]
+    layers = torch.arange(k, device=dev).view(k, 1)
+    block = (ab * k + layers) * nb + torch.div(aa, bt, rounding_mode="floor")  # [K, N]
+    index = table.index_select(0, aa % bt) + (block * per_block).unsqueeze(-1)  # [K, N, C]
+    # others before the first row or after the last: clamped onto the first entry (a squared
+    # norm) and the last (a zero of the padding block); masked like every other absent token
+    index.clamp_(0, b * k * nb * per_block - 1)
     mp = F.pad(m, (w, w), value=False)
     pair_valid = mp[ab.unsqueeze(-1), (aa + w).unsqueeze(-1) + offs]  # [N, 2W]
     u = uj.numel()
@@ -123,7 +134,7 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
     pick_k = torch.zeros(2 * w, u, dtype=dtype, device=dev)
     pick_k[uk, torch.arange(u, device=dev)] = 1.0
     # float 0/1 masks: masking by a product is ~10x cheaper than torch.where on CPU, and every
-    # masked entry is finite (its Gram index is clamped inside the blocks)
+    # masked entry is finite (see gram_blocks)
     pv = pair_valid.to(dtype)
     return WindowLists(
         index=index,
@@ -131,18 +142,18 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
         upper_valid=(pv @ pick_j) * (pv @ pick_k),
         pick_j=pick_j,
         pick_k=pick_k,
-        layer_stride=nb * bt * 3 * bt,
-        margin=margin,
     )
+
+
+def gather_entries(blocks: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[K, n, C]`` Gram entries of ``index`` (a chunk of :attr:`WindowLists.index`) from the
+    flattened :func:`gram_blocks`."""
+    return blocks.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def gram_entries(h: torch.Tensor, lists: WindowLists, window: int) -> torch.Tensor:
     """``[K, N, 1 + 4W + U]``: every anchor's ``G_aa, G_aj, G_jj, G_jk`` (differentiable in h)."""
-    k = h.shape[1]
-    flat = F.pad(gram_blocks(h, window).reshape(-1), (lists.margin, lists.margin))
-    idx = lists.index
-    offs = torch.arange(k, device=idx.device).view(k, 1, 1) * lists.layer_stride
-    return flat.index_select(0, (idx + offs).reshape(-1)).view(k, *idx.shape)
+    return gather_entries(gram_blocks(h, window).reshape(-1), lists.index)
 
 
 class _Side(NamedTuple):
@@ -177,99 +188,248 @@ def side_relations(g: torch.Tensor, lists: WindowLists, window: int) -> _Side:
     return _Side(dist, diag, num / su, p, raw, dd, sd, su)
 
 
-def _errors(s: _Side, t: _Side, lists: WindowLists, k: int):
-    """Masked differences ``(dist, diag, upper)`` and the reference's two counts: ``K x P``
-    distances and ``K x (P + 2Q)`` angles (``(j, k)`` and ``(k, j)``)."""
-    pv, uv = lists.pair_valid, lists.upper_valid
-    n_pair = int(pv.sum().item())
+def _counts(lists: WindowLists, k: int) -> tuple[int, int]:
+    """The reference's two counts: ``K x P`` distances and ``K x (P + 2Q)`` angles (``(j, k)``
+    and ``(k, j)``), at least 1 each."""
+    n_pair = int(lists.pair_valid.sum().item())
     n_dist = max(k * n_pair, 1)
-    n_angle = max(k * (n_pair + 2 * int(uv.sum().item())), 1)
-    e = ((s.dist - t.dist) * pv, (s.diag - t.diag) * pv, (s.upper - t.upper) * uv)
-    return e, n_dist, n_angle
+    n_angle = max(k * (n_pair + 2 * int(lists.upper_valid.sum().item())), 1)
+    return n_dist, n_angle
+
+
+def _errors(s: _Side, t, lists: WindowLists, rows: slice = slice(None)):
+    """Masked differences ``(dist, diag, upper)`` of the anchors ``rows`` (``s``: theirs only;
+    ``t``: the teacher's relations of every anchor, or of those rows when ``rows`` is all)."""
+    pv, uv = lists.pair_valid[rows], lists.upper_valid[rows]
+    return (
+        (s.dist - t.dist[:, rows]) * pv,
+        (s.diag - t.diag[:, rows]) * pv,
+        (s.upper - t.upper[:, rows]) * uv,
+    )
 
 
 def _word_loss(s: _Side, t: _Side, lists: WindowLists, k: int) -> torch.Tensor:
     """The word-relation loss (differentiable through both sides by autograd)."""
-    (e1, e2, e3), n_dist, n_angle = _errors(s, t, lists, k)
+    e1, e2, e3 = _errors(s, t, lists)
+    n_dist, n_angle = _counts(lists, k)
     return (e1 * e1).sum() / n_dist + ((e2 * e2).sum() + 2.0 * (e3 * e3).sum()) / n_angle
 
 
 class _StudentWordLoss(torch.autograd.Function):
-    """Word-relation loss from the student's Gram entries and the teacher's relations, with the
-    gradient with respect to the student's Gram entries written by hand."""
+    """Word-relation loss from the student's flattened Gram blocks and the teacher's relations,
+    chunk of anchors after chunk (:data:`ANCHOR_CHUNK`), with the gradient written by hand.
+
+    Nothing of size ``[K, N, U]`` is saved: the backward recomputes each chunk's relations from
+    the blocks (cheap while the chunk sits in cache) and adds its gradient into the blocks'.
+    """
 
     @staticmethod
-    def forward(ctx, g, teacher: _Side, lists: WindowLists, window: int):
-        """The loss from the student's entries ``g`` ``[K, N, C]`` and the teacher's relations."""
-        s = side_relations(g, lists, window)
-        (e1, e2, e3), n_dist, n_angle = _errors(s, teacher, lists, g.shape[0])
-        loss = (e1 * e1).sum() / n_dist + ((e2 * e2).sum() + 2.0 * (e3 * e3).sum()) / n_angle
-        ctx.save_for_backward(g, e1, e2, e3, s.dist, s.diag, s.upper, s.sq_norm, s.raw, s.dd)
-        ctx.extra = (s.sd, s.su, lists, window, n_dist, n_angle)
-        return loss
+    def forward(ctx, blocks, teacher, lists: WindowLists, window: int):
+        """The loss from the student's blocks ``[M bt 2bt]`` and the teacher's relations."""
+        n_dist, n_angle = _counts(lists, lists.index.shape[0])
+        sums = blocks.new_zeros(3)  # sum e1^2, e2^2, e3^2 over the chunks
+        for rows in lists.chunks():
+            s = side_relations(gather_entries(blocks, lists.index[:, rows]), lists, window)
+            e1, e2, e3 = _errors(s, teacher, lists, rows)
+            sums += torch.stack([(e1 * e1).sum(), (e2 * e2).sum(), (e3 * e3).sum()])
+        ctx.save_for_backward(blocks)
+        ctx.extra = (teacher, lists, window, n_dist, n_angle)
+        return sums[0] / n_dist + (sums[1] + 2.0 * sums[2]) / n_angle
 
     @staticmethod
     def backward(ctx, grad_out):
-        """``dL/dg`` ``[K, N, C]`` by the chain rule through the reference's formulas."""
-        g, e1, e2, e3, dist, diag, upper, p, raw, dd = ctx.saved_tensors
-        sd, su, lists, window, n_dist, n_angle = ctx.extra
-        w2 = 2 * window
-        g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[-1] - 1 - 2 * w2], dim=-1)
-        g1 = e1 * (2.0 * grad_out / n_dist)  # dL/d dist
-        g2 = e2 * (2.0 * grad_out / n_angle)  # dL/d diag
-        g3 = e3 * (4.0 * grad_out / n_angle)  # dL/d upper (counted twice)
+        """``dL/dblocks`` by the chain rule through the reference's formulas, per chunk."""
+        (blocks,) = ctx.saved_tensors
+        teacher, lists, window, n_dist, n_angle = ctx.extra
+        grad = torch.zeros_like(blocks)
         inc = (lists.pick_j + lists.pick_k).T  # [U, 2W]: the pair has that other as j or k
-        # upper = num / su, su = sqrt(dd_j dd_k): d/dnum = 1/su, d/ddd_j = -upper / (2 dd_j)
-        gnum = g3 / su  # [K, N, U]
-        gnum_o = gnum @ inc  # [K, N, 2W]: sum over the pairs of each other
-        gup_o = (g3 * upper) @ inc
-        # diag = nd / sd, sd = sqrt(dd^2): d/dnd = 1/sd, d/ddd = -diag dd / sd^2
-        gnd = g2 / sd
-        gdd = -0.5 * gup_o / dd - g2 * diag * dd / (sd * sd)
-        graw = gdd * (raw >= 0).to(g.dtype)  # clamp_min(0)'s gradient
-        # dist = 1 - g_aj / sqrt(p), p = (g_aa + EPS)(g_jj + EPS)
-        rp = torch.sqrt(p)
-        gp = 0.5 * g1 * (1.0 - dist) / p  # = g1 g_aj / (2 p^1.5)
-        # num = (G_jk - G_aj) - (G_ak - G_aa); nd = (G_jj - G_aj) - (G_aj - G_aa);
-        # raw = (G_aa - G_aj) + (G_jj - G_aj)
-        d_aj = -g1 / rp - gnum_o - 2.0 * gnd - 2.0 * graw
-        d_jj = gp * (g_aa + EPS) + gnd + graw
-        d_aa = (gp * (g_jj + EPS) + gnd + graw).sum(-1, keepdim=True) + gnum.sum(-1, keepdim=True)
-        return torch.cat([d_aa, d_aj, d_jj, gnum], dim=-1), None, None, None
+        for rows in lists.chunks():
+            index = lists.index[:, rows]
+            g = gather_entries(blocks, index)
+            s = side_relations(g, lists, window)
+            e1, e2, e3 = _errors(s, teacher, lists, rows)
+            grad.index_add_(
+                0,
+                index.reshape(-1),
+                _entry_grad(
+                    g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle
+                ).reshape(-1),
+            )
+        return grad, None, None, None
 
 
-def layer_relation_packed(hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) -> torch.Tensor:
+    """``dL/dg`` ``[K, n, C]`` of one chunk's Gram entries (``per_dist = dL/dloss / n_dist``,
+    ``per_angle`` likewise)."""
+    w2 = 2 * window
+    g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[-1] - 1 - 2 * w2], dim=-1)
+    g1 = e1 * (2.0 * per_dist)  # dL/d dist
+    g2 = e2 * (2.0 * per_angle)  # dL/d diag
+    g3 = e3 * (4.0 * per_angle)  # dL/d upper (counted twice)
+    # upper = num / su, su = sqrt(dd_j dd_k): d/dnum = 1/su, d/ddd_j = -upper / (2 dd_j)
+    gnum = g3 / s.su  # [K, n, U]
+    gnum_o = gnum @ inc  # [K, n, 2W]: sum over the pairs of each other
+    gup_o = (g3 * s.upper) @ inc
+    # diag = nd / sd, sd = sqrt(dd^2): d/dnd = 1/sd, d/ddd = -diag dd / sd^2
+    gnd = g2 / s.sd
+    gdd = -0.5 * gup_o / s.dd - g2 * s.diag * s.dd / (s.sd * s.sd)
+    graw = gdd * (s.raw >= 0).to(g.dtype)  # clamp_min(0)'s gradient
+    # dist = 1 - g_aj / sqrt(p), p = (g_aa + EPS)(g_jj + EPS)
+    p = s.sq_norm
+    gp = 0.5 * g1 * (1.0 - s.dist) / p  # = g1 g_aj / (2 p^1.5)
+    # num = (G_jk - G_aj) - (G_ak - G_aa); nd = (G_jj - G_aj) - (G_aj - G_aa);
+    # raw = (G_aa - G_aj) + (G_jj - G_aj)
+    d_aj = -g1 / torch.sqrt(p) - gnum_o - 2.0 * gnd - 2.0 * graw
+    d_jj = gp * (g_aa + EPS) + gnd + graw
+    d_aa = (gp * (g_jj + EPS) + gnd + graw).sum(-1, keepdim=True) + gnum.sum(-1, keepdim=True)
+    return torch.cat([d_aa, d_aj, d_jj, gnum], dim=-1)
+
+
+def layer_side(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One side's layer-transforming relations on the ``N`` real tokens of ``mask``: ``(dist
+    [N, K, K], angle [N, K, K, K])``, the reference's formulas on the per-token ``K x K`` Gram
+    matrices (by broadcasting instead of a batched matmul of ``N`` tiny matrices)."""
+    x = h.permute(0, 2, 1, 3)[mask.to(torch.bool)]  # [N, K, H]: the real tokens only
+    g = (x.unsqueeze(1) * x.unsqueeze(2)).sum(-1)  # [N, K, K]
+    diag = torch.diagonal(g, dim1=-2, dim2=-1)  # [N, K]
+    return relations(diag, g, diag.unsqueeze(-2), g.unsqueeze(-3))
+
+
+def layer_masks(k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer relation's valid entries: ``(pairs [K, K], angles [K, K, K])`` (other layers)."""
+    off = ~torch.eye(k, dtype=torch.bool, device=device)  # [K, K]
+    return off, off.unsqueeze(-1) & off.unsqueeze(-2)
+
+
+def layer_relation_packed(
+    hs: torch.Tensor, ht: torch.Tensor | tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
     """The reference's layer-transforming relation (per token, across the K layers) on the real
-    tokens only, with the ``K x K`` Gram matrices by broadcasting instead of a batched matmul of
-    ``B T`` tiny matrices."""
-    k = hs.shape[1]
-    m = mask.to(torch.bool)
-    off = ~torch.eye(k, dtype=torch.bool, device=hs.device)  # [K, K]
-    ang = off.unsqueeze(-1) & off.unsqueeze(-2)  # [K, K, K]
-    out = []
-    for h in (hs, ht):
-        g = (h.unsqueeze(1) * h.unsqueeze(2)).sum(-1).permute(0, 3, 1, 2)[m]  # [N, K, K]
-        diag = torch.diagonal(g, dim1=-2, dim2=-1)  # [N, K]
-        out.append(relations(diag, g, diag.unsqueeze(-2), g.unsqueeze(-3)))
-    (ds, as_), (dt, at) = out
+    tokens only; ``ht`` is the teacher's states or its :func:`layer_side`."""
+    off, ang = layer_masks(hs.shape[1], hs.device)
+    ds, as_ = layer_side(hs, mask)
+    dt, at = layer_side(ht, mask) if isinstance(ht, torch.Tensor) else ht
     return masked_mse(ds, dt, off) + masked_mse(as_, at, ang)
+
+
+class TeacherRelations(NamedTuple):
+    """The teacher's side of the CKD relations on a batch's ``N`` anchors (its real tokens, row
+    after row): what :func:`ckd_loss_packed` compares the student's relations with.
+
+    They depend on the teacher's states and the mask only, so in training they are constants of
+    each example: :func:`teacher_relations` computes them once, :meth:`rows` splits them per
+    example and :meth:`cat` joins examples back into a batch (``kdkit.plugins.methods.ckd``
+    keeps them between epochs).
+    """
+
+    dist: torch.Tensor  # [K, N, 2W]
+    diag: torch.Tensor  # [K, N, 2W] angle(a; j, j)
+    upper: torch.Tensor  # [K, N, U]  angle(a; j, k), j < k
+    layer_dist: torch.Tensor  # [N, K, K]
+    layer_angle: torch.Tensor  # [N, K, K, K]
+
+    @property
+    def anchors(self) -> int:
+        """``N``, the anchors the relations are for."""
+        return self.layer_dist.shape[0]
+
+    def rows(self, counts: list[int]) -> list[TeacherRelations]:
+        """Split into consecutive examples of ``counts`` anchors each (views)."""
+        word = [x.split(counts, dim=1) for x in (self.dist, self.diag, self.upper)]
+        layer = [x.split(counts, dim=0) for x in (self.layer_dist, self.layer_angle)]
+        return [TeacherRelations(*parts) for parts in zip(*word, *layer, strict=True)]
+
+    @staticmethod
+    def cat(parts: list[TeacherRelations], dtype: torch.dtype = torch.float32) -> TeacherRelations:
+        """Join examples in order (anchors row after row), as ``dtype``."""
+        dims = (1, 1, 1, 0, 0)
+        return TeacherRelations(
+            *(torch.cat([p[i] for p in parts], dim=d).to(dtype) for i, d in enumerate(dims))
+        )
+
+    def to(self, dtype: torch.dtype) -> TeacherRelations:
+        """A copy in ``dtype`` (e.g. fp16 to keep, fp32 to compute with)."""
+        return TeacherRelations(*(x.to(dtype) for x in self))
+
+
+def teacher_relations(
+    teacher: torch.Tensor,  # [B, K, T, Ht]
+    mask: torch.Tensor,  # [B, T]
+    *,
+    window: int = 10,
+) -> TeacherRelations:
+    """The teacher's relations of :func:`ckd_loss_packed` (no gradient), chunk after chunk."""
+    with torch.no_grad():
+        ht = to_accumulation(teacher)
+        k, w2 = ht.shape[1], 2 * window
+        lists = window_lists(mask, window, k, ht.dtype)
+        blocks = gram_blocks(ht, window).reshape(-1)
+        n, u = lists.upper_valid.shape
+        dist, diag = (ht.new_empty(k, n, w2) for _ in range(2))
+        upper = ht.new_empty(k, n, u)
+        for rows in lists.chunks():
+            side = side_relations(gather_entries(blocks, lists.index[:, rows]), lists, window)
+            pv, uv = lists.pair_valid[rows], lists.upper_valid[rows]
+            # entries of absent others are finite but unbounded: zeros instead, so the relations
+            # keep in fp16 (every kept value is a cosine or 1 - cosine, |x| <= 2)
+            dist[:, rows], diag[:, rows] = side.dist * pv, side.diag * pv
+            upper[:, rows] = side.upper * uv
+        off, ang = layer_masks(k, ht.device)
+        layer_dist, layer_angle = layer_side(ht, mask)
+        zero = ht.new_zeros(())
+        return TeacherRelations(
+            dist,
+            diag,
+            upper,
+            torch.where(off, layer_dist, zero),
+            torch.where(ang, layer_angle, zero),
+        )
 
 
 def ckd_loss_packed(
     student: torch.Tensor,  # [B, K, T, Hs]
-    teacher: torch.Tensor,  # [B, K, T, Ht]
+    teacher: torch.Tensor | TeacherRelations,  # [B, K, T, Ht], or its relations on mask
     mask: torch.Tensor,  # [B, T] (1 = real token)
     *,
     window: int = 10,
 ) -> CKDTerms:
-    """:func:`kdkit.kernels.ckd.reference.ckd_loss_reference`, on the valid entries only."""
-    check_ckd_args(student, teacher, mask, window)
-    hs, ht = to_accumulation(student), to_accumulation(teacher)
-    lists = window_lists(mask, window, hs.shape[1], hs.dtype)
-    g_s = gram_entries(hs, lists, window)
-    side_t = side_relations(gram_entries(ht, lists, window), lists, window)
-    if ht.requires_grad:  # a teacher that needs gradients: plain autograd through both sides
-        wr = _word_loss(side_relations(g_s, lists, window), side_t, lists, hs.shape[1])
+    """:func:`kdkit.kernels.ckd.reference.ckd_loss_reference`, on the valid entries only.
+
+    ``teacher`` may be the teacher's states or its :class:`TeacherRelations` on ``mask`` (the
+    same loss and student gradient, without the teacher's half of the work)."""
+    hs = to_accumulation(student)
+    k = hs.shape[1]
+    if isinstance(teacher, TeacherRelations):
+        check_relations(student, teacher, mask, window)
+        side_t: TeacherRelations = teacher
     else:
-        wr = _StudentWordLoss.apply(g_s, side_t, lists, window)
-    return CKDTerms(wr, layer_relation_packed(hs, ht, mask))
+        check_ckd_args(student, teacher, mask, window)
+        ht = to_accumulation(teacher)
+        if ht.requires_grad:  # a teacher that needs gradients: plain autograd through both sides
+            lists = window_lists(mask, window, k, hs.dtype)
+            side_s = side_relations(gram_entries(hs, lists, window), lists, window)
+            side_h = side_relations(gram_entries(ht, lists, window), lists, window)
+            wr = _word_loss(side_s, side_h, lists, k)
+            return CKDTerms(wr, layer_relation_packed(hs, ht, mask))
+        side_t = teacher_relations(ht, mask, window=window)
+    lists = window_lists(mask, window, k, hs.dtype)
+    blocks = gram_blocks(hs, window).reshape(-1)
+    wr = _StudentWordLoss.apply(blocks, side_t, lists, window)
+    return CKDTerms(wr, layer_relation_packed(hs, (side_t.layer_dist, side_t.layer_angle), mask))
+
+
+def check_relations(
+    student: torch.Tensor, teacher: TeacherRelations, mask: torch.Tensor, window: int
+) -> None:
+    """Raise a :class:`KdkitError` when ``teacher`` is not the relations of ``mask``'s anchors."""
+    b, k, t, _ = student.shape
+    n = int(mask.to(torch.bool).sum())
+    want = {"dist": (k, n, 2 * window), "upper": (k, n, window * (2 * window - 1))}
+    got = {"dist": tuple(teacher.dist.shape), "upper": tuple(teacher.upper.shape)}
+    if student.dim() != 4 or mask.shape != (b, t) or got != want or teacher.anchors != n:
+        raise KdkitError(
+            f"teacher relations {got} do not fit a student {tuple(student.shape)} with mask "
+            f"{tuple(mask.shape)} ({n} real tokens) and window {window}: want {want}",
+            where="ckd_loss(teacher=TeacherRelations)",
+            fix="compute them with teacher_relations() on the same mask and window",
+        )

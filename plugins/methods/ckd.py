@@ -24,12 +24,16 @@ maths is :func:`kdkit.kernels.ckd_loss`.
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
 from pydantic import Field
 
 from kdkit.api import Batch, BuildContext, KDMethod, LossTerms, ModelOutput, Needs, Requirements
 from kdkit.features import SpanAlignment, align_outputs, stack_layers
 from kdkit.hookspecs import hookimpl
 from kdkit.kernels import ckd_loss
+from kdkit.kernels.ckd import TeacherRelations, relations_path, teacher_relations
 from kdkit.plugins.methods.common import LayerOptions, LogitOptions, layer_pairs, logit_terms
 
 
@@ -43,6 +47,18 @@ class CKDOptions(LogitOptions, LayerOptions):
     beta: float = Field(10.0, ge=0, description="weight of the contextual relations")
     gamma: float = Field(10.0, ge=0, description="weight of LTR relative to WR")
     window: int = Field(10, ge=1, description="word-relation window W (in aligned spans)")
+    teacher_relations: Literal["fp16", "fp32", "off"] = Field(
+        "fp16",
+        description="keep the teacher's relations of each training example between epochs (CPU "
+        "path) in this precision: fp16 (relations rounded to fp16 at every step, ~0.5 KB per "
+        "span and layer at W=10), fp32 (exact, twice that), off (recomputed every step)",
+    )
+    teacher_memory_mb: float = Field(
+        1024,
+        ge=0,
+        description="at most this much host memory (MB) for the kept relations; examples past "
+        "it have theirs recomputed every step",
+    )
 
 
 def _with_encoding(out: ModelOutput, batch: Batch, side: str) -> ModelOutput:
@@ -73,6 +89,11 @@ class CKD(KDMethod):
             student=Needs(hidden_layers=tuple(sorted(set(self.student_layers)))),
             teacher=Needs(hidden_layers=tuple(sorted(set(self.teacher_layers)))),
         )
+        keep = options.teacher_relations != "off"
+        self.memo = TeacherMemo(
+            int(options.teacher_memory_mb * 2**20) if keep else 0,
+            torch.float16 if options.teacher_relations == "fp16" else torch.float32,
+        )
 
     @staticmethod
     def _pool(align: SpanAlignment, stacked, student_side: bool):
@@ -89,14 +110,77 @@ class CKD(KDMethod):
         teacher = _with_encoding(teacher, batch, "teacher")
         align = align_outputs(student, teacher, "method (ckd)")
         hs = stack_layers(student.hidden_states, self.student_layers, "method (ckd): student")
-        ht = stack_layers(teacher.hidden_states, self.teacher_layers, "method (ckd): teacher")
         hs = self._pool(align, hs, True)  # [B, K, T, Hs]
-        ht = self._pool(align, ht.to(hs.dtype), False)  # [B, K, T, Ht]
-        rel = ckd_loss(hs, ht, align.span_mask, window=self.options.window)
         o = self.options
+        if self.memo.usable(batch) and relations_path(hs):
+            side = self._teacher_relations(align, teacher, batch, hs.dtype)
+        else:
+            side = self._teacher_states(align, teacher, hs.dtype)
+        rel = ckd_loss(hs, side, align.span_mask, window=o.window)
         terms["wr"] = o.beta * rel.word_relation
         terms["ltr"] = o.beta * o.gamma * rel.layer_relation
         return terms
+
+    def _teacher_states(self, align: SpanAlignment, teacher: ModelOutput, dtype) -> torch.Tensor:
+        """``[B, K, T, Ht]``: the teacher's matched layers pooled onto the spans."""
+        ht = stack_layers(teacher.hidden_states, self.teacher_layers, "method (ckd): teacher")
+        return self._pool(align, ht.to(dtype), False)
+
+    def _teacher_relations(
+        self, align: SpanAlignment, teacher: ModelOutput, batch: Batch, dtype
+    ) -> TeacherRelations:
+        """The batch's teacher relations, from the memo where every row is in it."""
+        counts = align.span_mask.sum(1).tolist()  # anchors per row
+        keys = [(batch.split, int(i)) for i in batch.index.tolist()]
+        kept = self.memo.get(keys, counts)
+        if kept is not None:
+            return TeacherRelations.cat(kept, dtype)
+        ht = self._teacher_states(align, teacher, dtype)
+        rel = teacher_relations(ht, align.span_mask, window=self.options.window)
+        rel = rel.to(self.memo.dtype)  # kept or not, every step sees the same rounding
+        self.memo.put(keys, rel.rows(counts))
+        return rel.to(dtype)
+
+
+class TeacherMemo:
+    """The teacher's CKD relations of each training example, kept between epochs.
+
+    They are constants of training (frozen teacher, fixed tokenisations), and computing them
+    from the teacher's states — its banded Gram at the teacher's width, the relations, the
+    layer Gram — is about half of CKD's cost on the CPU. Examples are keyed by ``(split, row)``
+    and kept in ``dtype``; the method rounds freshly computed relations to ``dtype`` too, so a
+    batch of kept examples gives exactly the loss that recomputing gives (the same values joined
+    in the same order). Up to ``budget`` bytes; examples past it are recomputed every time. Not
+    part of the method's state: a resumed run recomputes them.
+    """
+
+    def __init__(self, budget: int, dtype: torch.dtype = torch.float16) -> None:
+        self.budget = budget
+        self.dtype = dtype
+        self.used = 0
+        self.rows: dict[tuple[str, int], TeacherRelations] = {}
+
+    def usable(self, batch: Batch) -> bool:
+        """Whether this batch's relations may be kept (training batches, a non-zero budget)."""
+        return self.budget > 0 and batch.progress is not None
+
+    def get(self, keys: list[tuple[str, int]], counts: list[int]) -> list[TeacherRelations] | None:
+        """The kept relations of every row, or ``None`` unless all are kept (with their spans)."""
+        kept = [self.rows.get(key) for key in keys]
+        if any(k is None or k.anchors != n for k, n in zip(kept, counts, strict=True)):
+            return None
+        return kept  # type: ignore[return-value]
+
+    def put(self, keys: list[tuple[str, int]], rows: list[TeacherRelations]) -> None:
+        """Keep each row's relations (copies: the batch's tensors are freed) while they fit."""
+        for key, rel in zip(keys, rows, strict=True):
+            if key in self.rows:
+                continue
+            size = sum(x.numel() * x.element_size() for x in rel)
+            if self.used + size > self.budget:
+                return
+            self.rows[key] = TeacherRelations(*(x.clone() for x in rel))
+            self.used += size
 
 
 @hookimpl

@@ -13,8 +13,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdkit.errors import KdkitError
 from kdkit.kernels import ckd_loss, dispatch
-from kdkit.kernels.ckd.packed import ckd_loss_packed, gram_blocks
+from kdkit.kernels.ckd.packed import (
+    TeacherRelations,
+    ckd_loss_packed,
+    gram_blocks,
+    gram_entries,
+    teacher_relations,
+    window_lists,
+)
 from kdkit.kernels.ckd.reference import ckd_loss_reference
 
 
@@ -48,20 +56,61 @@ def _loss_and_grads(fn, s, te, mask, window, teacher_grad=False):
     seed=st.integers(0, 10_000),
 )
 def test_gram_blocks_hold_every_band_entry(b, k, t, w, seed):
-    """Every entry ``h_x . h_{x+d}``, ``|d| <= 2W``, sits where the docstring says (zeros past the
-    row's ends), including at the seams between rows, where the symmetric formulation reads the
-    previous row's zero block."""
+    """``out[m, q, p] = h_X . h_{X - q + p}``, ``X = m bt + q``, over the rows padded to whole
+    blocks and laid end to end (one zero block after the last), as the docstring says: across
+    the seams between rows too."""
     h = torch.randn(b, k, t, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = gram_blocks(h, w)
     bt = 2 * w
     nb = -(-t // bt)
-    assert out.shape == (b, k, nb, bt, 3 * bt)
-    hp = torch.nn.functional.pad(h, (0, 0, bt, (nb + 1) * bt - t))  # zeros around the row
-    x = torch.arange(nb * bt)
-    for d in range(-bt, bt + 1):
-        want = (hp[:, :, bt + x] * hp[:, :, bt + x + d]).sum(-1)  # [B, K, nb bt]: h_x . h_{x+d}
-        got = out[:, :, x // bt, x % bt, bt + x % bt + d]
-        assert torch.allclose(got, want, atol=1e-12), d
+    assert out.shape == (b * k * nb, bt, 2 * bt)
+    rows = torch.nn.functional.pad(h, (0, 0, 0, nb * bt - t)).reshape(-1, 3)  # [X, H]
+    rows = torch.cat([rows, torch.zeros(bt, 3, dtype=rows.dtype)])
+    x = torch.arange(b * k * nb * bt)
+    for p in range(2 * bt):
+        want = (rows[x] * rows[x - x % bt + p]).sum(-1)
+        assert torch.allclose(out[x // bt, x % bt, p], want, atol=1e-12), p
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    k=st.integers(1, 3),
+    t=st.integers(1, 40),
+    w=st.integers(1, 4),
+    holes=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_window_entries_are_the_gram_entries_of_each_window(b, k, t, w, holes, seed):
+    """Every anchor's gathered entries are ``G_aa``, ``G_aj``, ``G_jj`` and ``G_jk`` (j < k) of its
+    real others, read through the symmetry for earlier others, at every layer; entries of absent
+    others are finite (the masks drop them)."""
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(b, k, t, 3, generator=gen, dtype=torch.float64)
+    mask = torch.arange(t)[None, :] < torch.randint(0, t + 1, (b,), generator=gen)[:, None]
+    if holes:
+        mask &= torch.rand(b, t, generator=gen) > 0.3
+    lists = window_lists(mask, w, k, torch.float64)
+    g = gram_entries(h, lists, w)  # [K, N, C]
+    assert torch.isfinite(g).all()
+    offs = [*range(-w, 0), *range(1, w + 1)]
+    pairs = [(i, j) for i in range(2 * w) for j in range(i + 1, 2 * w)]
+    ab, aa = mask.nonzero(as_tuple=True)
+    for n, (row, a) in enumerate(zip(ab.tolist(), aa.tolist(), strict=True)):
+        real = [0 <= a + o < t and bool(mask[row, a + o]) for o in offs]
+        assert lists.pair_valid[n].tolist() == [float(r) for r in real]
+        for layer in range(k):
+            hv = h[row, layer]
+            entries = g[layer, n]
+            assert torch.isclose(entries[0], hv[a] @ hv[a])
+            for i, o in enumerate(offs):
+                if real[i]:
+                    assert torch.isclose(entries[1 + i], hv[a] @ hv[a + o])
+                    assert torch.isclose(entries[1 + 2 * w + i], hv[a + o] @ hv[a + o])
+            for u, (i, j) in enumerate(pairs):
+                if real[i] and real[j]:
+                    want = hv[a + offs[i]] @ hv[a + offs[j]]
+                    assert torch.isclose(entries[1 + 4 * w + u], want)
 
 
 def _close(a, b, rtol, atol):
@@ -144,3 +193,52 @@ def test_ckd_loss_runs_the_packed_path_on_cpu():
     packed = ckd_loss_packed(s, te, m, window=4)
     assert torch.equal(got.word_relation, packed.word_relation)
     assert torch.equal(got.layer_relation, packed.layer_relation)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    b=st.integers(1, 3),
+    k=st.integers(1, 3),
+    t=st.integers(1, 40),
+    w=st.integers(1, 5),
+    holes=st.booleans(),
+)
+def test_teacher_relations_give_the_states_loss_and_gradient(seed, b, k, t, w, holes):
+    """The teacher's precomputed relations give the loss and student gradient of its states
+    (exactly: the states path computes the same relations), and they split into examples and
+    join back unchanged."""
+    s, te, mask = _inputs(seed, b, k, t, 5, 7, holes, torch.float64)
+    rel = teacher_relations(te, mask, window=w)
+    direct, g_direct, _ = _loss_and_grads(ckd_loss_packed, s, te, mask, w)
+    s2 = s.detach().clone().requires_grad_()
+    terms = ckd_loss_packed(s2, rel, mask, window=w)
+    (3.0 * terms.word_relation + 0.5 * terms.layer_relation).backward()
+    assert torch.equal(terms.word_relation, direct.word_relation)
+    assert torch.equal(terms.layer_relation, direct.layer_relation)
+    assert torch.equal(s2.grad, g_direct)
+    counts = mask.sum(1).tolist()
+    joined = TeacherRelations.cat(rel.rows(counts), torch.float64)
+    assert all(torch.equal(x, y) for x, y in zip(joined, rel, strict=True))
+    assert [r.anchors for r in rel.rows(counts)] == counts
+    # fp16-safe: cosines and 1 - cosines only, absent others and same-layer entries zero
+    assert all(bool((x.abs() <= 2 + 1e-9).all()) for x in rel)
+    lists = window_lists(mask, w, k, torch.float64)
+    assert not (rel.dist * (1 - lists.pair_valid)).any()
+    assert not (rel.upper * (1 - lists.upper_valid)).any()
+    assert not torch.diagonal(rel.layer_dist, dim1=-2, dim2=-1).any()
+
+
+def test_teacher_relations_of_another_mask_are_refused():
+    s, te, mask = _inputs(0, 2, 2, 12, 4, 6, False, torch.float32)
+    mask = torch.ones_like(mask)
+    rel = teacher_relations(te, mask, window=2)
+    shorter = mask.clone()
+    shorter[0, -1] = False
+    with pytest.raises(KdkitError, match="teacher relations") as err:
+        ckd_loss(s, rel, shorter, window=2)
+    assert err.value.fix
+    with pytest.raises(KdkitError, match="teacher relations"):
+        ckd_loss(s, rel, mask, window=3)
+    with pytest.raises(KdkitError, match="CPU"):
+        ckd_loss(s, rel, mask, window=2, impl="triton")

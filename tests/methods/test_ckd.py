@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdkit.api import Batch, Encoded, ModelOutput
+from kdkit.api import Batch, Encoded, ModelOutput, Progress
 from kdkit.errors import KdkitError
 from kdkit.kernels import ckd_loss
 from kdkit.plugins.methods.ckd import CKD, CKDOptions
@@ -225,3 +225,108 @@ def test_ckd_invariant_to_student_scale_and_width(seed, scale, extra):
         assert base[name].item() >= 0
         assert scaled[name].item() == pytest.approx(base[name].item(), rel=1e-5, abs=1e-8)
         assert wide[name].item() == pytest.approx(base[name].item(), rel=1e-5, abs=1e-8)
+
+
+def _memo_case(order=(0, 1)):
+    """A training batch (progress set) of the two texts in ``order``; each text's token states
+    depend on the text only (as a frozen teacher's do), padded to the batch's longest row."""
+    texts = [_texts()[i] for i in order]
+    s_enc, t_enc = _encode(texts, r"\w{1,3}|[^\w\s]"), _encode(texts, WORD)
+
+    def states(enc: Encoded, width: int, salt: int) -> dict[int, torch.Tensor]:
+        out = {}
+        for layer in (1, 2):
+            rows = [
+                torch.randn(
+                    enc.offsets.shape[1],
+                    width,
+                    generator=torch.Generator().manual_seed(100 * i + 10 * layer + salt),
+                )
+                for i in order
+            ]
+            out[layer] = torch.stack(rows)
+        return out
+
+    batch = Batch(texts, torch.tensor([0, 1]), torch.tensor(order), s_enc, t_enc)
+    batch.progress = Progress(step=1, total_steps=10, epoch=0)
+    return (
+        ModelOutput(torch.zeros(2, 3), states(s_enc, 4, 1)),
+        ModelOutput(torch.zeros(2, 3), states(t_enc, 6, 2)),
+        batch,
+    )
+
+
+def _ckd_with(**options) -> CKD:
+    return CKD(CKDOptions(window=3, **options), context(info(2, 4), info(2, 6)))
+
+
+def test_kept_teacher_relations_give_the_recomputed_loss_in_any_batch_order(monkeypatch):
+    """Training batches keep each example's teacher relations; a later batch of the same rows,
+    in another order, is served from them (no teacher relations computed) with the loss that
+    recomputing gives, bit for bit."""
+    import kdkit.plugins.methods.ckd as ckd_module
+
+    calls = []
+    real = ckd_module.teacher_relations
+    monkeypatch.setattr(
+        ckd_module, "teacher_relations", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    m = _ckd_with()
+    first = m(*_memo_case((0, 1)))
+    assert len(calls) == 1 and set(m.memo.rows) == {("train", 0), ("train", 1)}
+    again = m(*_memo_case((1, 0)))
+    assert len(calls) == 1  # served from the kept relations
+    fresh = _ckd_with()(*_memo_case((1, 0)))
+    assert len(calls) == 2
+    for name in ("wr", "ltr"):
+        assert torch.equal(again[name], fresh[name])
+        assert again[name].item() == pytest.approx(first[name].item(), rel=1e-5)
+
+
+def test_fp32_relations_are_exact_and_fp16_within_rounding():
+    """``fp32`` keeps exactly what ``off`` recomputes; ``fp16`` rounds the teacher's relations
+    (|values| <= 2, so by at most 2^-10 each) and moves the loss by far less than 1 %."""
+    off = _ckd_with(teacher_relations="off")
+    assert off.memo.budget == 0
+    want = off(*_memo_case())
+    fp32 = _ckd_with(teacher_relations="fp32")
+    fp32(*_memo_case())
+    kept = fp32(*_memo_case())
+    fp16 = _ckd_with()(*_memo_case())
+    for name in ("wr", "ltr"):
+        assert torch.equal(kept[name], want[name])
+        assert fp16[name].item() == pytest.approx(want[name].item(), rel=1e-3)
+        assert fp16[name].item() != want[name].item()
+
+
+def test_relations_past_the_memory_budget_are_recomputed():
+    """A budget too small for an example keeps nothing, and the loss is the same."""
+    tiny = _ckd_with(teacher_memory_mb=1e-6)
+    out = tiny(*_memo_case())
+    assert tiny.memo.rows == {} and tiny.memo.used == 0
+    assert torch.equal(out["wr"], _ckd_with()(*_memo_case())["wr"])
+    one = _ckd_with()
+    one.memo.budget = one.memo.used + 1  # nothing fits
+    one(*_memo_case())
+    assert one.memo.rows == {}
+
+
+def test_outside_training_nothing_is_kept():
+    """Evaluation and unit calls (no ``batch.progress``) never keep relations."""
+    m = _ckd_with()
+    s, t, batch = _memo_case()
+    batch.progress = None
+    m(s, t, batch)
+    assert m.memo.rows == {}
+
+
+def test_a_kept_example_whose_spans_changed_is_recomputed():
+    """The same row number with another text (another span count) is not served stale."""
+    m = _ckd_with()
+    m(*_memo_case((0, 1)))
+    s, t, batch = _memo_case((1, 0))
+    batch.index = torch.tensor([0, 1])  # row 0 now holds the other text
+    out = m(s, t, batch)
+    s2, t2, b2 = _memo_case((1, 0))
+    b2.index = torch.tensor([0, 1])
+    assert torch.equal(out["wr"], _ckd_with()(s2, t2, b2)["wr"])

@@ -99,5 +99,7 @@ def test_cli_lists_every_method(capsys):
             "beta",
             "gamma",
             "window",
+            "teacher_relations",
+            "teacher_memory_mb",
         ]
     )
