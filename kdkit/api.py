@@ -227,7 +227,8 @@ class ModelOutput:
 
     Attributes:
         logits: ``[B, C]`` float logits (always present).
-        hidden_states: layer -> ``[B, L, H]`` token states, for the layers that were asked.
+        hidden_states: layer -> ``[B, L, H]`` token states, for the layers that were asked (a
+            mapping to read; a teacher cache's decodes each layer when it is first read).
         pooled: layer -> ``[B, H]`` pooled features, for the layers that were asked.
         embedding: ``[B, H]`` the feature the head reads, when asked.
         attention_mask: ``[B, L]`` the mask of the tokenisation the states belong to.
@@ -241,7 +242,7 @@ class ModelOutput:
     """
 
     logits: torch.Tensor
-    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)
+    hidden_states: Mapping[int, torch.Tensor] = field(default_factory=dict)
     pooled: dict[int, torch.Tensor] = field(default_factory=dict)
     embedding: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None

@@ -8,11 +8,14 @@ inference latency/throughput of teacher vs student. Not a test: numbers depend o
 
 Uses the default run's task, teacher and student (the code teacher is trained once and cached,
 like the default job does). Every mode (FT, each method with the cache, the live references)
-gets its own copy of the same initial student and the same batches; the modes are timed in
-turns (``--rounds`` rounds of ``--steps`` steps each, after one warm-up step), so a change of
-machine load hits all of them alike. Each ratio is the median over rounds of (the mode's median
-step / FT's median step in that round), for process CPU time (all threads' work: robust on a
-shared machine) and for wall time.
+gets its own copy of the same initial student and the same batches. First every mode trains
+``--warm-epochs`` untimed epochs (default 1), step by step in turns: a run's later epochs are
+what most of its steps are, and a method may do per-example work once (``ckd`` keeps the
+teacher's relations of each example after its first epoch); the median step of that first
+epoch is reported too (``first_epoch_*``). Then the modes are timed in turns (``--rounds``
+rounds of ``--steps`` steps each), so a change of machine load hits all of them alike. Each
+ratio is the median over rounds of (the mode's median step / FT's median step in that round),
+for process CPU time (all threads' work: robust on a shared machine) and for wall time.
 
 The methods without token states share one cache entry holding the union of their needs (one
 teacher pass instead of one per distinct need; each lookup copies a few more ``[B, H]`` rows than
@@ -98,6 +101,12 @@ def main() -> None:
         help="torch threads (1 on a shared machine: idle threads spin and their CPU time counts)",
     )
     ap.add_argument("--no-live", action="store_true", help="skip the live-teacher references")
+    ap.add_argument(
+        "--warm-epochs",
+        type=int,
+        default=1,
+        help="untimed epochs before the timed rounds (0: one warm-up step only)",
+    )
     ap.add_argument("--no-inference", action="store_true", help="skip teacher/student inference")
     ap.add_argument(
         "--malloc-tuning",
@@ -166,6 +175,7 @@ def main() -> None:
             "token_states": resolved.run.cache.token_states,
             "steps": args.steps,
             "rounds": args.rounds,
+            "warm_epochs": args.warm_epochs,
             "overrides": args.overrides,
         },
         "tokenise_train_seconds": tokenise_s,
@@ -240,15 +250,23 @@ def main() -> None:
                 progress=False,
             )
         )
-    needed = 1 + args.rounds * args.steps  # epochs after epoch 0 when one is not enough
-    batches = [
-        b for e in range(needed) for b in batches_of(epoch_order(len(train), 0, e), cfg.batch_size)
-    ][:needed]
-    for trainer in trainers.values():
-        trainer.train_step(batches[0])  # warm-up
+    per_epoch = -(-len(train) // cfg.batch_size)
+    needed = args.rounds * args.steps
+    epochs = [
+        list(batches_of(epoch_order(len(train), 0, e), cfg.batch_size))
+        for e in range(args.warm_epochs + -(-needed // per_epoch))
+    ]
+    warm = [rows for e in epochs[: args.warm_epochs] for rows in e] or [epochs[0][0]]
+    timed = [rows for e in epochs[args.warm_epochs :] for rows in e][:needed]
+    first_epoch: dict[str, list[float]] = {m: [] for m in trainers}
+    for i, rows in enumerate(warm):  # the modes in turns, one step each
+        for mode, trainer in trainers.items():
+            first_epoch[mode] += timed_steps(trainer, [rows])[0]
+        if (i + 1) % 20 == 0 or i + 1 == len(warm):
+            print(f"warm-up: {i + 1}/{len(warm)} steps per mode", flush=True)
     per_round: dict[str, list[dict[str, float]]] = {m: [] for m in trainers}
     for r in range(args.rounds):
-        rows = batches[1 + r * args.steps : 1 + (r + 1) * args.steps]
+        rows = timed[r * args.steps : (r + 1) * args.steps]
         for mode, trainer in trainers.items():
             cpu, wall = timed_steps(trainer, rows)
             per_round[mode].append(
@@ -276,8 +294,16 @@ def main() -> None:
             "over_ft_wall": ratio["wall"],
             "rounds": per_round[mode],
         }
+        if args.warm_epochs:
+            first = statistics.median(first_epoch[mode])
+            table[mode]["first_epoch_step_cpu_s"] = first
+            table[mode]["first_epoch_over_ft_cpu"] = first / statistics.median(first_epoch["ft"])
     results["train_step"] = table
     results["over_ft"] = {m: round(t["over_ft_cpu"], 3) for m, t in table.items()}
+    if args.warm_epochs:
+        results["first_epoch_over_ft"] = {
+            m: round(t["first_epoch_over_ft_cpu"], 3) for m, t in table.items()
+        }
     results["skipped"] = skipped
     results["cache_build_seconds"] = builds
     results["token_cache"] = {

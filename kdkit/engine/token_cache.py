@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,28 +137,61 @@ class TokenStates:
 
     def lookup(
         self, index: torch.Tensor, device: torch.device
-    ) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[Mapping[int, torch.Tensor], torch.Tensor, torch.Tensor]:
         """``index [B]`` rows -> ``({layer: [B, L, H] float32}, mask [B, L], offsets [B, L, 2])``
-        with ``L`` the longest of the rows, right-padded (zeros) like a live batch."""
+        with ``L`` the longest of the rows, right-padded (zeros) like a live batch.
+
+        The states are decoded layer by layer when first read (:class:`BatchStates`): a method
+        that needs none of them for this batch (CKD with its teacher relations kept) reads none.
+        """
         index = index.cpu()
         lengths = self.lengths[index]  # [B]
         width = int(lengths.max()) if len(index) else 0
         pos = torch.arange(width)
         valid = pos.unsqueeze(0) < lengths.unsqueeze(1)  # [B, L]
         flat = torch.where(valid, self.starts[index].unsqueeze(1) + pos, 0)  # [B, L]
-        states = {}
-        for layer, stored in self.stored.items():
-            got = stored[flat]  # [B, L, H]
-            got = dequantise_int8(got, self.scales[layer][flat]) if layer in self.scales else got
-            states[layer] = (got.float() * valid.unsqueeze(-1)).to(device)
         offsets = (self.offsets[flat].long() * valid.unsqueeze(-1)).to(device)  # [B, L, 2]
-        return states, valid.long().to(device), offsets
+        return BatchStates(self, flat, valid, device), valid.long().to(device), offsets
+
+    def decode(
+        self, layer: int, flat: torch.Tensor, valid: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
+        """Layer ``layer``'s states at token positions ``flat [B, L]`` (zeros where not
+        ``valid``), as float32 ``[B, L, H]`` on ``device``."""
+        got = self.stored[layer][flat]  # [B, L, H]
+        if layer in self.scales:
+            got = dequantise_int8(got, self.scales[layer][flat])
+        return (got.float() * valid.unsqueeze(-1)).to(device)
 
     def attach(self, out: Any, batch: Batch, device: torch.device) -> Any:
         """``out`` (a :class:`kdkit.api.ModelOutput` of the batch's cached row tensors, full or
         top-k logits) with the batch's token states, attention mask and offsets filled in."""
         out.hidden_states, out.attention_mask, out.offsets = self.lookup(batch.index, device)
         return out
+
+
+class BatchStates(Mapping[int, torch.Tensor]):
+    """A batch's cached token states, ``layer -> [B, L, H]``, each decoded on first read (then
+    kept): reads like the dict a live teacher returns."""
+
+    def __init__(
+        self, tokens: TokenStates, flat: torch.Tensor, valid: torch.Tensor, device: torch.device
+    ) -> None:
+        self._tokens, self._flat, self._valid, self._device = tokens, flat, valid, device
+        self._decoded: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        if layer not in self._tokens.stored:
+            raise KeyError(layer)
+        if layer not in self._decoded:
+            self._decoded[layer] = self._tokens.decode(layer, self._flat, self._valid, self._device)
+        return self._decoded[layer]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._tokens.stored)
+
+    def __len__(self) -> int:
+        return len(self._tokens.stored)
 
 
 def _encode_layer(states: torch.Tensor, fmt: str, name: str) -> dict[str, torch.Tensor]:

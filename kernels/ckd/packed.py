@@ -10,15 +10,19 @@ grouping of every term and the same ``EPS``), computed only where it counts:
 * **one triangle.** ``angle(a; j, k)`` is symmetric in ``j, k``, so the ``U = W (2W - 1)`` pairs
   ``j < k`` are computed once and counted twice; the diagonal ``j == k`` (angle ~1 on both
   sides) comes from the ``2W`` others.
-* **banded matmuls over half the band.** The Gram entries ``h_x . h_y`` for ``|x - y| <= 2W``
-  come from batched matmuls of blocks of ``2W`` positions against themselves and their next
-  block; G is symmetric, so each block's entries with its previous block are the transpose of
-  that block's "next" (:func:`gram_blocks`). Not from ``4W+1`` shifted products (whose backward
-  allocated and summed ``4W+1`` full-size gradients); one gather with precomputed indices picks
-  every anchor's entries out.
-* **a hand-written backward** for the student's word relation (:class:`_StudentWordLoss`): the
-  gradient with respect to its Gram entries in a few passes over the ``[K, N, U]`` triangle
-  instead of autograd's chain through every elementwise op.
+* **banded matmuls over half the band.** The Gram entries ``h_x . h_y`` for ``0 <= y - x <= 2W``
+  come from two batched matmuls of blocks of ``2W`` positions, against themselves and against
+  their next block, on views of one zero-padded copy of the states (:func:`gram_blocks`); G is
+  symmetric, so an earlier other's entry ``G(a, a - d)`` is read as ``G(a - d, a)``. Not from
+  ``4W+1`` shifted products (whose backward allocated and summed ``4W+1`` full-size
+  gradients); one gather with precomputed, clamped indices picks every anchor's entries out.
+* **a hand-written backward, chunk by chunk** for the student's word relation
+  (:class:`_StudentWordLoss`): the gradient with respect to its Gram entries in a few passes
+  over the ``[K, n, U]`` triangle of :data:`ANCHOR_CHUNK` anchors at a time, recomputed from the
+  Gram blocks instead of saved (nothing of size ``[K, N, U]`` outlives the forward).
+* **the teacher's side once** (:func:`teacher_relations`, :class:`TeacherRelations`): it does not
+  depend on the student, so a caller can compute it once per example and pass it instead of the
+  teacher's states (``kdkit.plugins.methods.ckd`` keeps it between epochs).
 
 Every relation is the reference's formula on the same Gram entries; only the Gram entries
 (matmul instead of elementwise sums) and the order of the sums differ, so the losses and
@@ -61,6 +65,7 @@ class WindowLists(NamedTuple):
     upper_valid: torch.Tensor  # [N, U] 0/1 (float): both others of the pair are real
     pick_j: torch.Tensor  # [2W, U] one-hot: x @ pick_j = x[..., j of each pair]
     pick_k: torch.Tensor  # [2W, U] one-hot: x @ pick_k = x[..., k of each pair]
+    pick_jk: torch.Tensor  # [2W, U] pick_j + pick_k: x @ pick_jk = x[..., j] + x[..., k]
 
     def chunks(self, size: int | None = None) -> list[slice]:
         """Consecutive anchor ranges of at most ``size`` (:data:`ANCHOR_CHUNK`; none when there
@@ -81,8 +86,7 @@ def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
     The ``(b, k)`` rows are padded with zeros to whole blocks of ``bt`` positions and laid end to
     end (position ``X`` of the whole layout; one zero block after the last), and
     ``out[m, q, p] = h_X . h_{X - q + p}`` with ``X = m bt + q``: block ``m`` against itself and
-    its next block, in one batched matmul of the blocks against overlapping *views* (``unfold``)
-    of the same padded copy. Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of a row is there; G
+    its next block (:class:`_BlockProducts`). Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of a row is there; G
     is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see :func:`window_lists`). Past a row's
     end the entries read its zero padding or the next row: finite values that the masks drop.
     """
@@ -92,11 +96,35 @@ def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
     m = b * k * nb
     rows = h.new_zeros(m * bt + bt, hd)  # [positions, H]: whole blocks and one zero block
     rows[: m * bt].view(b, k, nb * bt, hd)[:, :, :t] = h
-    own = rows[: m * bt].view(m, bt, hd)  # [M, bt, H]
-    nxt = rows[bt:].view(m, bt, hd)  # [M, bt, H]: each block's next (a view)
-    # two products and a small copy: one product against unfold()ed windows was slower, its
-    # backward (unfold_backward) costing more than both products
-    return torch.cat([own @ own.transpose(1, 2), own @ nxt.transpose(1, 2)], dim=-1)
+    return _BlockProducts.apply(rows, m, bt)
+
+
+class _BlockProducts(torch.autograd.Function):
+    """``rows [M bt + bt, H]`` -> ``[M, bt, 2bt]``: each block of ``bt`` rows against itself and
+    its next block, as one batched matmul against a copy of the ``2bt``-row windows (one product
+    of twice the width runs faster on the CPU than two, and its backward takes two products
+    instead of autograd's four)."""
+
+    @staticmethod
+    def forward(ctx, rows, m: int, bt: int):
+        """The products; saves the blocks and the windows."""
+        own = rows[: m * bt].view(m, bt, -1)  # [M, bt, H]
+        win = torch.cat([own, rows[bt:].view(m, bt, -1)], dim=1)  # [M, 2bt, H]
+        ctx.save_for_backward(own, win)
+        ctx.m_bt = (m, bt)
+        return torch.bmm(own, win.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        """``dL/drows``: a block gets its own rows' and its windows' gradients."""
+        own, win = ctx.saved_tensors
+        m, bt = ctx.m_bt
+        d_own = torch.bmm(grad, win)  # [M, bt, H]
+        d_win = torch.bmm(grad.transpose(1, 2), own)  # [M, 2bt, H]
+        d = own.new_zeros(m * bt + bt, own.shape[-1])
+        d[: m * bt].view(m, bt, -1).copy_(d_own).add_(d_win[:, :bt])
+        d[bt:].view(m, bt, -1).add_(d_win[:, bt:])
+        return d, None, None
 
 
 def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -> WindowLists:
@@ -142,6 +170,7 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
         upper_valid=(pv @ pick_j) * (pv @ pick_k),
         pick_j=pick_j,
         pick_k=pick_k,
+        pick_jk=pick_j + pick_k,
     )
 
 
@@ -182,8 +211,10 @@ def side_relations(g: torch.Tensor, lists: WindowLists, window: int) -> _Side:
     sd = torch.sqrt(dd * dd)
     diag = ((g_jj - g_aj) - (g_aj - g_aa)) / sd
     pj, pk = lists.pick_j, lists.pick_k  # one-hot matmuls: exact gathers, cheaper on CPU
-    # num = (G_jk - G_aj) - (G_ak - G_aa), the reference's grouping
-    num = (g_jk - g_aj @ pj) - (g_aj - g_aa) @ pk
+    # num = (G_jk + G_aa) - (G_aj + G_ak): the reference's (G_jk - G_aj) - (G_ak - G_aa) to
+    # rounding, with one pick (G_aj + G_ak, exact: the pickers' zeros add nothing); a zero-length
+    # difference (h_j == h_a: G_jk == G_ak, G_aj == G_aa) still gives exactly 0
+    num = (g_jk + g_aa) - g_aj @ lists.pick_jk
     su = torch.sqrt((dd @ pj) * (dd @ pk))
     return _Side(dist, diag, num / su, p, raw, dd, sd, su)
 
@@ -217,10 +248,9 @@ def _word_loss(s: _Side, t: _Side, lists: WindowLists, k: int) -> torch.Tensor:
 
 class _StudentWordLoss(torch.autograd.Function):
     """Word-relation loss from the student's flattened Gram blocks and the teacher's relations,
-    chunk of anchors after chunk (:data:`ANCHOR_CHUNK`), with the gradient written by hand.
-
-    Nothing of size ``[K, N, U]`` is saved: the backward recomputes each chunk's relations from
-    the blocks (cheap while the chunk sits in cache) and adds its gradient into the blocks'.
+    chunk of anchors after chunk (:data:`ANCHOR_CHUNK`), with the gradient written by hand: a
+    chunk's ``[K, n, U]`` temporaries are computed while they sit in cache, and the backward
+    adds each chunk's gradient into the blocks' from what its forward kept.
     """
 
     @staticmethod
@@ -228,33 +258,28 @@ class _StudentWordLoss(torch.autograd.Function):
         """The loss from the student's blocks ``[M bt 2bt]`` and the teacher's relations."""
         n_dist, n_angle = _counts(lists, lists.index.shape[0])
         sums = blocks.new_zeros(3)  # sum e1^2, e2^2, e3^2 over the chunks
+        kept = []
         for rows in lists.chunks():
-            s = side_relations(gather_entries(blocks, lists.index[:, rows]), lists, window)
+            g = gather_entries(blocks, lists.index[:, rows])
+            s = side_relations(g, lists, window)
             e1, e2, e3 = _errors(s, teacher, lists, rows)
             sums += torch.stack([(e1 * e1).sum(), (e2 * e2).sum(), (e3 * e3).sum()])
+            kept.append((rows, g, s, e1, e2, e3))
         ctx.save_for_backward(blocks)
-        ctx.extra = (teacher, lists, window, n_dist, n_angle)
+        ctx.extra = (kept, lists, window, n_dist, n_angle)
         return sums[0] / n_dist + (sums[1] + 2.0 * sums[2]) / n_angle
 
     @staticmethod
     def backward(ctx, grad_out):
         """``dL/dblocks`` by the chain rule through the reference's formulas, per chunk."""
         (blocks,) = ctx.saved_tensors
-        teacher, lists, window, n_dist, n_angle = ctx.extra
+        kept, lists, window, n_dist, n_angle = ctx.extra
         grad = torch.zeros_like(blocks)
-        inc = (lists.pick_j + lists.pick_k).T  # [U, 2W]: the pair has that other as j or k
-        for rows in lists.chunks():
-            index = lists.index[:, rows]
-            g = gather_entries(blocks, index)
-            s = side_relations(g, lists, window)
-            e1, e2, e3 = _errors(s, teacher, lists, rows)
-            grad.index_add_(
-                0,
-                index.reshape(-1),
-                _entry_grad(
-                    g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle
-                ).reshape(-1),
-            )
+        inc = lists.pick_jk.T  # [U, 2W]: the pair has that other as j or k
+        for rows, g, s, e1, e2, e3 in kept:
+            dg = _entry_grad(g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle)
+            grad.index_add_(0, lists.index[:, rows].reshape(-1), dg.reshape(-1))
+        ctx.extra = None  # free the chunks' tensors now
         return grad, None, None, None
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdkit.api import BuildContext, Needs
+from kdkit.api import BuildContext, Needs, Progress
 from kdkit.cli import main
 from kdkit.engine.batching import Encoder, make_split
 from kdkit.engine.teacher_cache import CacheSlot, TeacherPass, cache_key, cacheable, load_or_build
@@ -220,3 +220,46 @@ def test_ckd_loss_from_a_bf16_cache_is_within_bf16_rounding(tiny_splits, tmp_pat
             assert float(live[name].detach()) > 0
             torch.testing.assert_close(cached[name], live[name], rtol=2.0**-6, atol=0)
         torch.testing.assert_close(cached["kd"], live["kd"], rtol=1e-6, atol=0)  # logits fp32
+
+
+def test_states_are_decoded_when_first_read_and_equal_an_eager_read(tiny_splits, tmp_path):
+    """A cached batch's states decode layer by layer on first read (then stay): what a method
+    never reads costs nothing, and what it reads equals the full decode."""
+    teacher = CountingTeacher()
+    train, _, _, cached = _entry(tiny_splits, tmp_path, teacher, "fp32")
+    out = cached(train.batch([4, 9, 2]))
+    states = out.hidden_states
+    assert sorted(states) == [1, 3] and len(states) == 2 and 2 not in states
+    assert states._decoded == {}
+    first = states[3]
+    assert list(states._decoded) == [3] and states[3] is first
+    live = teacher(train.batch([4, 9, 2]).teacher, NEEDS).hidden_states[3]
+    real = out.attention_mask.bool()
+    torch.testing.assert_close(first[real], live[real], rtol=0, atol=1e-6)
+    with pytest.raises(KeyError):
+        states[2]
+
+
+def test_ckd_reads_no_teacher_states_once_its_relations_are_kept(tiny_splits, tmp_path):
+    """In training, CKD's second sight of the same rows comes from its kept teacher relations:
+    the cache decodes no token state for it, and the loss is the first sight's."""
+    teacher, student = TinyTeacher(), TinyStudent()
+    context = BuildContext(
+        task=tiny_splits[0], student=student.info, teacher=teacher.info, kernel_impl="reference"
+    )
+    method = CKD(CKDOptions(alpha=0.5), context)
+    needs = method.requirements.teacher
+    train, _, _, cached = _entry(tiny_splits, tmp_path, teacher, "fp32", needs, 7, student)
+    losses = []
+    for _ in range(2):
+        batch = train.batch([3, 17, 8])
+        batch.teacher = None
+        batch.progress = Progress(step=1, total_steps=2, epoch=0)
+        t_out = cached(batch)
+        with torch.no_grad():
+            s = student.eval()(batch.student, method.requirements.student)
+        losses.append(method(s, t_out, batch))
+        decoded = list(t_out.hidden_states._decoded)
+    assert decoded == []  # the second batch read no states
+    for name in ("wr", "ltr"):
+        assert torch.equal(losses[0][name], losses[1][name])
