@@ -16,10 +16,9 @@ grouping of every term and the same ``EPS``), computed only where it counts:
   symmetric, so an earlier other's entry ``G(a, a - d)`` is read as ``G(a - d, a)``. Not from
   ``4W+1`` shifted products (whose backward allocated and summed ``4W+1`` full-size
   gradients); one gather with precomputed, clamped indices picks every anchor's entries out.
-* **a hand-written backward, chunk by chunk** for the student's word relation
-  (:class:`_StudentWordLoss`): the gradient with respect to its Gram entries in a few passes
-  over the ``[K, n, U]`` triangle of :data:`ANCHOR_CHUNK` anchors at a time, recomputed from the
-  Gram blocks instead of saved (nothing of size ``[K, N, U]`` outlives the forward).
+* **a hand-written backward** for the student's word relation (:class:`_StudentWordLoss`): the
+  gradient with respect to its Gram entries in a few passes over the ``[K, N, U]`` triangle
+  instead of autograd's chain through every elementwise op.
 * **the teacher's side once** (:func:`teacher_relations`, :class:`TeacherRelations`): it does not
   depend on the student, so a caller can compute it once per example and pass it instead of the
   teacher's states (``kdkit.plugins.methods.ckd`` keeps it between epochs).
@@ -46,11 +45,6 @@ from kdkit.kernels.ckd.reference import (
 from kdkit.kernels.ckd.reference import _acc as to_accumulation
 from kdkit.kernels.ckd.reference import _masked_mse as masked_mse
 
-#: Anchors per chunk of the word relation: the ``[K, chunk, U]`` temporaries of one chunk stay in
-#: the core's L2 cache (~0.4 MB each at K = 2, W = 10), which made the relations ~3x faster on
-#: the CPU than whole-batch tensors that stream through L3 on every elementwise op.
-ANCHOR_CHUNK = 256
-
 
 class WindowLists(NamedTuple):
     """Where the valid word-relation entries of one batch are (depends on the mask and W only).
@@ -66,12 +60,6 @@ class WindowLists(NamedTuple):
     pick_j: torch.Tensor  # [2W, U] one-hot: x @ pick_j = x[..., j of each pair]
     pick_k: torch.Tensor  # [2W, U] one-hot: x @ pick_k = x[..., k of each pair]
     pick_jk: torch.Tensor  # [2W, U] pick_j + pick_k: x @ pick_jk = x[..., j] + x[..., k]
-
-    def chunks(self, size: int | None = None) -> list[slice]:
-        """Consecutive anchor ranges of at most ``size`` (:data:`ANCHOR_CHUNK`; none when there
-        are no anchors)."""
-        n, size = self.pair_valid.shape[0], size or ANCHOR_CHUNK
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _block(window: int) -> int:
@@ -175,7 +163,7 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
 
 
 def gather_entries(blocks: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``[K, n, C]`` Gram entries of ``index`` (a chunk of :attr:`WindowLists.index`) from the
+    """``[K, n, C]`` Gram entries of ``index`` (:attr:`WindowLists.index` or a part of it) from the
     flattened :func:`gram_blocks`."""
     return blocks.index_select(0, index.reshape(-1)).view(index.shape)
 
@@ -228,15 +216,10 @@ def _counts(lists: WindowLists, k: int) -> tuple[int, int]:
     return n_dist, n_angle
 
 
-def _errors(s: _Side, t, lists: WindowLists, rows: slice = slice(None)):
-    """Masked differences ``(dist, diag, upper)`` of the anchors ``rows`` (``s``: theirs only;
-    ``t``: the teacher's relations of every anchor, or of those rows when ``rows`` is all)."""
-    pv, uv = lists.pair_valid[rows], lists.upper_valid[rows]
-    return (
-        (s.dist - t.dist[:, rows]) * pv,
-        (s.diag - t.diag[:, rows]) * pv,
-        (s.upper - t.upper[:, rows]) * uv,
-    )
+def _errors(s: _Side, t, lists: WindowLists):
+    """Masked differences ``(dist, diag, upper)`` of one side's relations and the other's."""
+    pv, uv = lists.pair_valid, lists.upper_valid
+    return (s.dist - t.dist) * pv, (s.diag - t.diag) * pv, (s.upper - t.upper) * uv
 
 
 def _word_loss(s: _Side, t: _Side, lists: WindowLists, k: int) -> torch.Tensor:
@@ -248,43 +231,40 @@ def _word_loss(s: _Side, t: _Side, lists: WindowLists, k: int) -> torch.Tensor:
 
 class _StudentWordLoss(torch.autograd.Function):
     """Word-relation loss from the student's flattened Gram blocks and the teacher's relations,
-    chunk of anchors after chunk (:data:`ANCHOR_CHUNK`), with the gradient written by hand: a
-    chunk's ``[K, n, U]`` temporaries are computed while they sit in cache, and the backward
-    adds each chunk's gradient into the blocks' from what its forward kept.
-    """
+    with the gradient with respect to the blocks written by hand."""
 
     @staticmethod
     def forward(ctx, blocks, teacher, lists: WindowLists, window: int):
         """The loss from the student's blocks ``[M bt 2bt]`` and the teacher's relations."""
         n_dist, n_angle = _counts(lists, lists.index.shape[0])
-        sums = blocks.new_zeros(3)  # sum e1^2, e2^2, e3^2 over the chunks
-        kept = []
-        for rows in lists.chunks():
-            g = gather_entries(blocks, lists.index[:, rows])
-            s = side_relations(g, lists, window)
-            e1, e2, e3 = _errors(s, teacher, lists, rows)
-            sums += torch.stack([(e1 * e1).sum(), (e2 * e2).sum(), (e3 * e3).sum()])
-            kept.append((rows, g, s, e1, e2, e3))
+        g = gather_entries(blocks, lists.index)
+        s = side_relations(g, lists, window)
+        e1, e2, e3 = _errors(s, teacher, lists)
         ctx.save_for_backward(blocks)
-        ctx.extra = (kept, lists, window, n_dist, n_angle)
-        return sums[0] / n_dist + (sums[1] + 2.0 * sums[2]) / n_angle
+        ctx.extra = (g, s, e1, e2, e3, lists, window, n_dist, n_angle)
+        return _sq(e1) / n_dist + (_sq(e2) + 2.0 * _sq(e3)) / n_angle
 
     @staticmethod
     def backward(ctx, grad_out):
-        """``dL/dblocks`` by the chain rule through the reference's formulas, per chunk."""
+        """``dL/dblocks`` by the chain rule through the reference's formulas."""
         (blocks,) = ctx.saved_tensors
-        kept, lists, window, n_dist, n_angle = ctx.extra
-        grad = torch.zeros_like(blocks)
+        g, s, e1, e2, e3, lists, window, n_dist, n_angle = ctx.extra
+        ctx.extra = None  # free the saved relations with the graph
         inc = lists.pick_jk.T  # [U, 2W]: the pair has that other as j or k
-        for rows, g, s, e1, e2, e3 in kept:
-            dg = _entry_grad(g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle)
-            grad.index_add_(0, lists.index[:, rows].reshape(-1), dg.reshape(-1))
-        ctx.extra = None  # free the chunks' tensors now
+        dg = _entry_grad(g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle)
+        grad = torch.zeros_like(blocks)
+        grad.index_add_(0, lists.index.reshape(-1), dg.reshape(-1))
         return grad, None, None, None
 
 
+def _sq(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum()`` in one pass (a dot product of the flattened tensor with itself)."""
+    flat = x.reshape(-1)
+    return torch.dot(flat, flat)
+
+
 def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) -> torch.Tensor:
-    """``dL/dg`` ``[K, n, C]`` of one chunk's Gram entries (``per_dist = dL/dloss / n_dist``,
+    """``dL/dg`` ``[K, N, C]`` of the Gram entries (``per_dist = dL/dloss / n_dist``,
     ``per_angle`` likewise)."""
     w2 = 2 * window
     g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[-1] - 1 - 2 * w2], dim=-1)
@@ -383,22 +363,16 @@ def teacher_relations(
     *,
     window: int = 10,
 ) -> TeacherRelations:
-    """The teacher's relations of :func:`ckd_loss_packed` (no gradient), chunk after chunk."""
+    """The teacher's relations of :func:`ckd_loss_packed` (no gradient)."""
     with torch.no_grad():
         ht = to_accumulation(teacher)
-        k, w2 = ht.shape[1], 2 * window
+        k = ht.shape[1]
         lists = window_lists(mask, window, k, ht.dtype)
-        blocks = gram_blocks(ht, window).reshape(-1)
-        n, u = lists.upper_valid.shape
-        dist, diag = (ht.new_empty(k, n, w2) for _ in range(2))
-        upper = ht.new_empty(k, n, u)
-        for rows in lists.chunks():
-            side = side_relations(gather_entries(blocks, lists.index[:, rows]), lists, window)
-            pv, uv = lists.pair_valid[rows], lists.upper_valid[rows]
-            # entries of absent others are finite but unbounded: zeros instead, so the relations
-            # keep in fp16 (every kept value is a cosine or 1 - cosine, |x| <= 2)
-            dist[:, rows], diag[:, rows] = side.dist * pv, side.diag * pv
-            upper[:, rows] = side.upper * uv
+        side = side_relations(gram_entries(ht, lists, window), lists, window)
+        pv, uv = lists.pair_valid, lists.upper_valid
+        # entries of absent others are finite but unbounded: zeros instead, so the relations
+        # keep in fp16 (every kept value is a cosine or 1 - cosine, |x| <= 2)
+        dist, diag, upper = side.dist * pv, side.diag * pv, side.upper * uv
         off, ang = layer_masks(k, ht.device)
         layer_dist, layer_angle = layer_side(ht, mask)
         zero = ht.new_zeros(())
