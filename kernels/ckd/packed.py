@@ -11,9 +11,9 @@ grouping of every term and the same ``EPS``), computed only where it counts:
   ``j < k`` are computed once and counted twice; the diagonal ``j == k`` (angle ~1 on both
   sides) comes from the ``2W`` others.
 * **banded matmuls over half the band.** The Gram entries ``h_x . h_y`` for ``0 <= y - x <= 2W``
-  come from two batched matmuls of blocks of ``2W`` positions, against themselves and against
-  their next block, on views of one zero-padded copy of the states (:func:`gram_blocks`); G is
-  symmetric, so an earlier other's entry ``G(a, a - d)`` is read as ``G(a - d, a)``. Not from
+  come from one batched matmul of each block of ``2W`` positions against itself and its next
+  block, on one zero-padded copy of the states (:func:`gram_blocks`); G is symmetric, so an
+  earlier other's entry ``G(a, a - d)`` is read as ``G(a - d, a)``. Not from
   ``4W+1`` shifted products (whose backward allocated and summed ``4W+1`` full-size
   gradients); one gather with precomputed, clamped indices picks every anchor's entries out.
 * **a hand-written backward** for the student's word relation (:class:`_StudentWordLoss`): the
@@ -74,9 +74,10 @@ def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
     The ``(b, k)`` rows are padded with zeros to whole blocks of ``bt`` positions and laid end to
     end (position ``X`` of the whole layout; one zero block after the last), and
     ``out[m, q, p] = h_X . h_{X - q + p}`` with ``X = m bt + q``: block ``m`` against itself and
-    its next block (:class:`_BlockProducts`). Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of a row is there; G
-    is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see :func:`window_lists`). Past a row's
-    end the entries read its zero padding or the next row: finite values that the masks drop.
+    its next block (:class:`_BlockProducts`). Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of
+    a row is there; G is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see
+    :func:`window_lists`). Past a row's end the entries read its zero padding or the next row:
+    finite values that the masks drop.
     """
     b, k, t, hd = h.shape
     bt = _block(window)
@@ -282,7 +283,7 @@ def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) 
     # dist = 1 - g_aj / sqrt(p), p = (g_aa + EPS)(g_jj + EPS)
     p = s.sq_norm
     gp = 0.5 * g1 * (1.0 - s.dist) / p  # = g1 g_aj / (2 p^1.5)
-    # num = (G_jk - G_aj) - (G_ak - G_aa); nd = (G_jj - G_aj) - (G_aj - G_aa);
+    # num = (G_jk + G_aa) - (G_aj + G_ak); nd = (G_jj - G_aj) - (G_aj - G_aa);
     # raw = (G_aa - G_aj) + (G_jj - G_aj)
     d_aj = -g1 / torch.sqrt(p) - gnum_o - 2.0 * gnd - 2.0 * graw
     d_jj = gp * (g_aa + EPS) + gnd + graw
