@@ -291,12 +291,27 @@ def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) 
     return torch.cat([d_aa, d_aj, d_jj, gnum], dim=-1)
 
 
-def layer_side(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_side(
+    h: torch.Tensor, mask: torch.Tensor, norms: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One side's layer-transforming relations on the ``N`` real tokens of ``mask``: ``(dist
     [N, K, K], angle [N, K, K, K])``, the reference's formulas on the per-token ``K x K`` Gram
-    matrices (by broadcasting instead of a batched matmul of ``N`` tiny matrices)."""
-    x = h.permute(0, 2, 1, 3)[mask.to(torch.bool)]  # [N, K, H]: the real tokens only
-    g = (x.unsqueeze(1) * x.unsqueeze(2)).sum(-1)  # [N, K, K]
+    matrices (by broadcasting instead of a batched matmul of ``N`` tiny matrices).
+
+    ``norms`` ``[N, K]``: the tokens' squared norms per layer when the caller has them (the word
+    relation's ``G_aa``); then only the ``K (K - 1) / 2`` cross-layer products are computed.
+    """
+    x = h.transpose(1, 2)[mask.to(torch.bool)]  # [N, K, H]: the real tokens only
+    if norms is None:
+        g = (x.unsqueeze(1) * x.unsqueeze(2)).sum(-1)  # [N, K, K]
+    else:
+        n, k = norms.shape
+        iu, ju = torch.triu_indices(k, k, 1, device=h.device)  # [P] layer pairs l < m
+        cross = (x[:, iu] * x[:, ju]).sum(-1)  # [N, P]
+        flat = norms.new_zeros(n, k * k)
+        flat = flat.index_copy(1, torch.arange(k, device=h.device) * (k + 1), norms)
+        flat = flat.index_copy(1, iu * k + ju, cross).index_copy(1, ju * k + iu, cross)
+        g = flat.view(n, k, k)
     diag = torch.diagonal(g, dim1=-2, dim2=-1)  # [N, K]
     return relations(diag, g, diag.unsqueeze(-2), g.unsqueeze(-3))
 
@@ -308,12 +323,16 @@ def layer_masks(k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def layer_relation_packed(
-    hs: torch.Tensor, ht: torch.Tensor | tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+    hs: torch.Tensor,
+    ht: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    mask: torch.Tensor,
+    norms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The reference's layer-transforming relation (per token, across the K layers) on the real
-    tokens only; ``ht`` is the teacher's states or its :func:`layer_side`."""
+    tokens only; ``ht`` is the teacher's states or its :func:`layer_side`, ``norms`` the
+    student's squared norms ``[N, K]`` if known (:func:`layer_side`)."""
     off, ang = layer_masks(hs.shape[1], hs.device)
-    ds, as_ = layer_side(hs, mask)
+    ds, as_ = layer_side(hs, mask, norms)
     dt, at = layer_side(ht, mask) if isinstance(ht, torch.Tensor) else ht
     return masked_mse(ds, dt, off) + masked_mse(as_, at, ang)
 
@@ -415,7 +434,9 @@ def ckd_loss_packed(
     lists = window_lists(mask, window, k, hs.dtype)
     blocks = gram_blocks(hs, window).reshape(-1)
     wr = _StudentWordLoss.apply(blocks, side_t, lists, window)
-    return CKDTerms(wr, layer_relation_packed(hs, (side_t.layer_dist, side_t.layer_angle), mask))
+    norms = gather_entries(blocks, lists.index[..., 0]).transpose(0, 1)  # [N, K]: the G_aa
+    layer_t = (side_t.layer_dist, side_t.layer_angle)
+    return CKDTerms(wr, layer_relation_packed(hs, layer_t, mask, norms))
 
 
 def check_relations(
