@@ -20,6 +20,10 @@ spans with a span mask (padding, special tokens and text seen by one side only a
 
 Defaults follow the study: alpha = 1, beta = 10, gamma = 10, T = 3, W = 10, batch 16. The heavy
 maths is :func:`kdkit.kernels.ckd_loss`.
+
+**The teacher's side, once.** On the CPU path the teacher's relations of each training example
+are computed the first time it is seen and kept (:class:`TeacherMemo`; ``teacher_relations``,
+``teacher_memory_mb``): from the second epoch on a step computes the student's side only.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class CKDOptions(LogitOptions, LayerOptions):
         1024,
         ge=0,
         description="at most this much host memory (MB) for the kept relations; examples past "
-        "it have theirs recomputed every step",
+        "it have theirs recomputed every step (0: keep nothing, as teacher_relations: off)",
     )
 
 
@@ -148,11 +152,12 @@ class TeacherMemo:
     They are constants of training (frozen teacher, fixed tokenisations), and computing them
     from the teacher's states — its banded Gram at the teacher's width, the relations, the
     layer Gram — is about two thirds of what CKD adds to an FT step on the CPU (the engine
-    benchmark's default setting: 1.77x FT in the first epoch, 1.32x in later ones). Examples are keyed by ``(split, row)``
-    and kept in ``dtype``; the method rounds freshly computed relations to ``dtype`` too, so a
-    batch of kept examples gives exactly the loss that recomputing gives (the same values joined
-    in the same order). Up to ``budget`` bytes; examples past it are recomputed every time. Not
-    part of the method's state: a resumed run recomputes them.
+    benchmark's default setting: 1.77x FT in the first epoch, 1.32x in later ones). Examples
+    are keyed by ``(split, row)`` and kept in ``dtype``; the method rounds freshly computed
+    relations to ``dtype`` too, so a batch of kept examples gives exactly the loss that
+    recomputing gives (the same values joined in the same order). Up to ``budget`` bytes;
+    examples past it are recomputed every time. Not part of the method's state: a resumed run
+    recomputes them.
     """
 
     def __init__(self, budget: int, dtype: torch.dtype = torch.float16) -> None:
