@@ -42,7 +42,10 @@ def relations_path(student: torch.Tensor, impl: str | None = None) -> bool:
     """Whether :func:`ckd_loss` would run the CPU (packed) path for ``student``, which also takes
     the teacher's precomputed :class:`TeacherRelations` (the Triton kernel takes states only)."""
     want = dispatch.requested_impl(impl)
-    return want == "reference" or (want == "auto" and student.device.type != "cuda")
+    if want != "auto":
+        return want == "reference"
+    # auto runs Triton only on CUDA tensors it can take (dispatch.choose's rule)
+    return student.device.type != "cuda" or dispatch.triton_blocker([student], None) is not None
 
 
 def ckd_loss(

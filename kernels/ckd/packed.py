@@ -382,12 +382,15 @@ def teacher_relations(
     mask: torch.Tensor,  # [B, T]
     *,
     window: int = 10,
+    lists: WindowLists | None = None,
 ) -> TeacherRelations:
-    """The teacher's relations of :func:`ckd_loss_packed` (no gradient)."""
+    """The teacher's relations of :func:`ckd_loss_packed` (no gradient); ``lists``: the mask's
+    :func:`window_lists` when the caller has them (pickers in the teacher's dtype)."""
     with torch.no_grad():
         ht = to_accumulation(teacher)
         k = ht.shape[1]
-        lists = window_lists(mask, window, k, ht.dtype)
+        if lists is None or lists.pick_j.dtype != ht.dtype:
+            lists = window_lists(mask, window, k, ht.dtype)
         side = side_relations(gram_entries(ht, lists, window), lists, window)
         pv, uv = lists.pair_valid, lists.upper_valid
         # entries of absent others are finite but unbounded: zeros instead, so the relations
@@ -420,18 +423,19 @@ def ckd_loss_packed(
     k = hs.shape[1]
     if isinstance(teacher, TeacherRelations):
         check_relations(student, teacher, mask, window)
-        side_t: TeacherRelations = teacher
     else:
         check_ckd_args(student, teacher, mask, window)
+    lists = window_lists(mask, window, k, hs.dtype)
+    if isinstance(teacher, TeacherRelations):
+        side_t: TeacherRelations = teacher
+    else:
         ht = to_accumulation(teacher)
         if ht.requires_grad:  # a teacher that needs gradients: plain autograd through both sides
-            lists = window_lists(mask, window, k, hs.dtype)
             side_s = side_relations(gram_entries(hs, lists, window), lists, window)
             side_h = side_relations(gram_entries(ht, lists, window), lists, window)
             wr = _word_loss(side_s, side_h, lists, k)
             return CKDTerms(wr, layer_relation_packed(hs, ht, mask))
-        side_t = teacher_relations(ht, mask, window=window)
-    lists = window_lists(mask, window, k, hs.dtype)
+        side_t = teacher_relations(ht, mask, window=window, lists=lists)
     blocks = gram_blocks(hs, window).reshape(-1)
     wr = _StudentWordLoss.apply(blocks, side_t, lists, window)
     norms = gather_entries(blocks, lists.index[..., 0]).transpose(0, 1)  # [N, K]: the G_aa

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kdkit.errors import KdkitError
 from kdkit.kernels import ckd_loss, dispatch
+from kdkit.kernels.ckd import relations_path
 from kdkit.kernels.ckd.packed import (
     TeacherRelations,
     ckd_loss_packed,
@@ -242,3 +243,6 @@ def test_teacher_relations_of_another_mask_are_refused():
         ckd_loss(s, rel, mask, window=3)
     with pytest.raises(KdkitError, match="CPU"):
         ckd_loss(s, rel, mask, window=2, impl="triton")
+    # which path takes relations: auto and reference on CPU tensors, never an explicit triton
+    assert relations_path(s) and relations_path(s, "reference")
+    assert not relations_path(s, "triton")
