@@ -1,4 +1,5 @@
-"""kdkit.host_allocator: opt-in (KDKIT_MALLOC_TUNING=1) glibc tuning that keeps freed host memory."""
+"""kdkit.host_allocator: glibc tuning that keeps freed host memory (on in the kdkit command
+unless KDKIT_MALLOC_TUNING=0)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pytest
 from kdkit import host_allocator
 
 
-def test_off_unless_requested(monkeypatch):
-    """The kdkit command tunes only with KDKIT_MALLOC_TUNING=1."""
+def test_on_unless_turned_off(monkeypatch):
+    """The kdkit command tunes unless KDKIT_MALLOC_TUNING says 0 / off / false / no."""
     from kdkit import cli
 
     called = []
     monkeypatch.setattr(host_allocator, "keep_freed_memory", lambda: called.append(1) or True)
-    for value, want in ((None, []), ("0", []), ("1", [1])):
+    cases = ((None, [1]), ("1", [1]), ("", [1]), ("0", []), ("off", []), (" No ", []))
+    for value, want in cases:
         called.clear()
         if value is None:
             monkeypatch.delenv(host_allocator.ENV, raising=False)

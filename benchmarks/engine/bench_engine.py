@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from kdkit import host_allocator
 from kdkit.api import Needs, NoOptions
 from kdkit.config import load_config
 from kdkit.discovery import load_plugins
@@ -110,9 +111,10 @@ def main() -> None:
     ap.add_argument("--no-inference", action="store_true", help="skip teacher/student inference")
     ap.add_argument(
         "--malloc-tuning",
-        action="store_true",
-        help="raise glibc's malloc thresholds first, as KDKIT_MALLOC_TUNING=1 makes the kdkit "
-        "command do (kdkit.host_allocator)",
+        action=argparse.BooleanOptionalAction,
+        default=host_allocator.requested(),
+        help="raise glibc's malloc thresholds first, as the kdkit command does unless "
+        "KDKIT_MALLOC_TUNING=0 (kdkit.host_allocator; default: what the command would do)",
     )
     ap.add_argument(
         "--tiny",
@@ -132,7 +134,7 @@ def main() -> None:
         ]
     if args.threads:
         torch.set_num_threads(args.threads)
-    # what KDKIT_MALLOC_TUNING=1 makes the kdkit command do at start (kdkit.host_allocator)
+    # what the kdkit command does at start unless KDKIT_MALLOC_TUNING=0 (kdkit.host_allocator)
     malloc_tuned = keep_freed_memory() if args.malloc_tuning else False
     plugins = load_plugins(extra=[("bench-tiny", _TinyPlugin())] if args.tiny else ())
     if args.tiny:

@@ -165,7 +165,7 @@ def _unknown_command(name: str, plugins: Plugins, choices: list[str]) -> KdkitEr
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdkit`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if host_allocator.requested():  # KDKIT_MALLOC_TUNING=1: freed temporaries stay mapped
+    if host_allocator.requested():  # unless KDKIT_MALLOC_TUNING=0: freed temporaries stay mapped
         host_allocator.keep_freed_memory()
     if not args_list:
         args_list = ["run"]  # `kdkit` alone runs the default job, like `kdkit run`

@@ -12,20 +12,29 @@ grouping of every term and the same ``EPS``), computed only where it counts:
   sides) comes from the ``2W`` others.
 * **banded matmuls over half the band.** The Gram entries ``h_x . h_y`` for ``0 <= y - x <= 2W``
   come from one batched matmul of each block of ``2W`` positions against itself and its next
-  block, on one zero-padded copy of the states (:func:`gram_blocks`); G is symmetric, so an
-  earlier other's entry ``G(a, a - d)`` is read as ``G(a - d, a)``. Not from
-  ``4W+1`` shifted products (whose backward allocated and summed ``4W+1`` full-size
-  gradients); one gather with precomputed, clamped indices picks every anchor's entries out.
-* **a hand-written backward** for the student's word relation (:class:`_StudentWordLoss`): the
-  gradient with respect to its Gram entries in a few passes over the ``[K, N, U]`` triangle
-  instead of autograd's chain through every elementwise op.
+  block, on one zero-padded copy of the states, layer after layer with zero blocks between
+  (:func:`gram_blocks`); G is symmetric, so an earlier other's entry ``G(a, a - d)`` is read as
+  ``G(a - d, a)``. Not from ``4W+1`` shifted products (whose backward allocated and summed
+  ``4W+1`` full-size gradients); one gather per layer with precomputed indices (the same for
+  every layer, no clamping: the zero blocks catch every index past a layer's ends) picks every
+  anchor's entries out.
+* **anchors last.** Every per-anchor tensor is ``[K, X, N]``: picking the two others of each
+  pair copies whole rows (``index_select`` on dim 1) and summing over the pairs of each other
+  adds whole rows (``index_add_``), several times cheaper on the CPU than one-hot matmuls.
+* **no square root over the pairs.** ``1 / sqrt(D_j D_k)`` is the product of the others'
+  ``1 / sqrt(D)``, with the absent others' set to 0: the pair mask comes with it.
+* **hand-written backwards** for the student's word relation (:class:`_StudentWordLoss`: the
+  gradient with respect to its Gram entries in a few passes over the ``[K, U, N]`` triangle) and
+  layer relation (:class:`_StudentLayerLoss`: tiny tensors, where autograd's chain of small ops
+  cost several times the arithmetic), instead of autograd through every elementwise op.
 * **the teacher's side once** (:func:`teacher_relations`, :class:`TeacherRelations`): it does not
   depend on the student, so a caller can compute it once per example and pass it instead of the
   teacher's states (``kdkit.plugins.methods.ckd`` keeps it between epochs).
 
 Every relation is the reference's formula on the same Gram entries; only the Gram entries
-(matmul instead of elementwise sums) and the order of the sums differ, so the losses and
-gradients equal the reference's to fp32 rounding (``tests/kernels/test_ckd_packed.py``).
+(matmul instead of elementwise sums), the order of the sums and the pairs' ``1 / sqrt`` (a
+product of two) differ, so the losses and gradients equal the reference's to fp32 rounding
+(``tests/kernels/test_ckd_packed.py``).
 """
 
 from __future__ import annotations
@@ -50,16 +59,22 @@ class WindowLists(NamedTuple):
     """Where the valid word-relation entries of one batch are (depends on the mask and W only).
 
     Anchors are the ``N`` valid tokens; each has ``2W`` others (offsets ``-W..W`` without 0) and
-    ``U = W (2W - 1)`` pairs of others ``j < k``. ``index`` points every anchor's Gram entries,
-    layer by layer, into the flattened blocks of :func:`gram_blocks`.
+    ``U = W (2W - 1)`` pairs of others ``j < k``. ``index`` points every anchor's Gram entries
+    into the flattened blocks of :func:`gram_blocks` of layer 0; layer ``l``'s are
+    ``l * layer_stride`` further on (:func:`gather_entries`).
+
+    Anchors are the last dimension of everything here and in the relations (``[K, X, N]``): a
+    pick of the others of each pair is then a copy of whole rows (``index_select`` on dim 1),
+    and a sum over the pairs of each other an ``index_add_`` of rows, both several times
+    cheaper on the CPU than the one-hot matmuls they replace.
     """
 
-    index: torch.Tensor  # [K, N, 1 + 2W + 2W + U] int64: G_aa, G_aj (2W), G_jj (2W), G_jk (U)
-    pair_valid: torch.Tensor  # [N, 2W] 0/1 (float): the other token is real
-    upper_valid: torch.Tensor  # [N, U] 0/1 (float): both others of the pair are real
-    pick_j: torch.Tensor  # [2W, U] one-hot: x @ pick_j = x[..., j of each pair]
-    pick_k: torch.Tensor  # [2W, U] one-hot: x @ pick_k = x[..., k of each pair]
-    pick_jk: torch.Tensor  # [2W, U] pick_j + pick_k: x @ pick_jk = x[..., j] + x[..., k]
+    index: torch.Tensor  # [1 + 2W + 2W + U, N] int32: G_aa, G_aj (2W), G_jj (2W), G_jk (U)
+    pair_valid: torch.Tensor  # [2W, N] 0/1 (float): the other token is real
+    layers: int  # K
+    layer_stride: int  # entries between one layer's blocks and the next's (see gram_blocks)
+    pair_j: torch.Tensor  # [U] int64: the first other (j) of each pair
+    pair_k: torch.Tensor  # [U] int64: the second (k)
 
 
 def _block(window: int) -> int:
@@ -68,57 +83,85 @@ def _block(window: int) -> int:
 
 
 def gram_blocks(h: torch.Tensor, window: int) -> torch.Tensor:
-    """``[B, K, T, H]`` -> ``[M, bt, 2 bt]`` (``bt = 2W``, ``M = B K ceil(T / bt)``): the Gram
-    entries of every position with itself and the ``2 bt - 1`` positions after it.
+    """``[B, K, T, H]`` -> ``[M, bt, 2 bt]`` (``bt = 2W``, ``M = 1 + K (B ceil(T / bt) + 1)``):
+    the Gram entries of every position with itself and the ``2 bt - 1`` positions after it.
 
-    The ``(b, k)`` rows are padded with zeros to whole blocks of ``bt`` positions and laid end to
-    end (position ``X`` of the whole layout; one zero block after the last), and
-    ``out[m, q, p] = h_X . h_{X - q + p}`` with ``X = m bt + q``: block ``m`` against itself and
-    its next block (:class:`_BlockProducts`). Every entry ``G(x, x + d)``, ``0 <= d <= 2W``, of
-    a row is there; G is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see
-    :func:`window_lists`). Past a row's end the entries read its zero padding or the next row:
-    finite values that the masks drop.
+    Layer by layer, the rows are padded with zeros to whole blocks of ``bt`` positions and laid
+    end to end, with a zero block before the first layer and after each (position ``X`` of the
+    whole layout), and ``out[m, q, p] = h_X . h_{X - q + p}`` with ``X = m bt + q``: block ``m``
+    against itself and its next block (:class:`_BlockProducts`). Every entry ``G(x, x + d)``,
+    ``0 <= d <= 2W``, of a row is there; G is symmetric, so ``d < 0`` reads ``G(x + d, x)`` (see
+    :func:`window_lists`). Past a row's end the entries read its zero padding or the next row,
+    and past a layer's first or last row its zero blocks: finite values that the masks drop, and
+    the entries ``G(x, x)`` read as squared norms are never negative.
     """
     b, k, t, hd = h.shape
     bt = _block(window)
     nb = -(-t // bt)
-    m = b * k * nb
-    rows = h.new_zeros(m * bt + bt, hd)  # [positions, H]: whole blocks and one zero block
-    rows[: m * bt].view(b, k, nb * bt, hd)[:, :, :t] = h
+    per_layer = b * nb + 1  # blocks of one layer and the zero block after it
+    m = 1 + k * per_layer
+    rows = h.new_zeros(m * bt + bt, hd)  # [positions, H]: the blocks and one zero block more
+    layers = rows[bt : bt + k * per_layer * bt].view(k, per_layer * bt, hd)
+    layers[:, : b * nb * bt].view(k, b, nb * bt, hd)[:, :, :t] = h.transpose(0, 1)
     return _BlockProducts.apply(rows, m, bt)
+
+
+def block_norms(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``[B, K, T]``: the squared norms ``G(x, x)`` of the states of ``shape`` ``[B, K, T, H]``
+    in their :func:`gram_blocks` (a view of the blocks' diagonals)."""
+    b, k, t, _ = shape
+    bt = blocks.shape[1]
+    nb = -(-t // bt)
+    diag = torch.diagonal(blocks, dim1=1, dim2=2)[1:]  # [M - 1, bt]: without the first zero block
+    per_layer = diag.view(k, b * nb + 1, bt)[:, : b * nb]  # [K, B nb, bt]
+    return per_layer.reshape(k, b, nb * bt)[:, :, :t].transpose(0, 1)
+
+
+def _layer_stride(b: int, t: int, window: int) -> int:
+    """Entries of :func:`gram_blocks` between a layer's blocks and the next layer's."""
+    bt = _block(window)
+    return (b * -(-t // bt) + 1) * bt * 2 * bt
+
+
+def _windows(rows: torch.Tensor, m: int, bt: int) -> torch.Tensor:
+    """``[M, 2bt, H]``: block ``m`` and its next one, a view (consecutive windows overlap)."""
+    hd = rows.shape[-1]
+    return rows.as_strided((m, 2 * bt, hd), (bt * hd, hd, 1))
 
 
 class _BlockProducts(torch.autograd.Function):
     """``rows [M bt + bt, H]`` -> ``[M, bt, 2bt]``: each block of ``bt`` rows against itself and
-    its next block, as one batched matmul against a copy of the ``2bt``-row windows (one product
-    of twice the width runs faster on the CPU than two, and its backward takes two products
-    instead of autograd's four)."""
+    its next block, as one batched matmul against the ``2bt``-row windows (one product of twice
+    the width runs faster on the CPU than two, and its backward takes two products instead of
+    autograd's four)."""
 
     @staticmethod
     def forward(ctx, rows, m: int, bt: int):
-        """The products; saves the blocks and the windows."""
+        """The products; saves the rows."""
         own = rows[: m * bt].view(m, bt, -1)  # [M, bt, H]
-        win = torch.cat([own, rows[bt:].view(m, bt, -1)], dim=1)  # [M, 2bt, H]
-        ctx.save_for_backward(own, win)
+        ctx.save_for_backward(rows)
         ctx.m_bt = (m, bt)
-        return torch.bmm(own, win.transpose(1, 2))
+        return torch.bmm(own, _windows(rows, m, bt).transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad):
         """``dL/drows``: a block gets its own rows' and its windows' gradients."""
-        own, win = ctx.saved_tensors
+        (rows,) = ctx.saved_tensors
         m, bt = ctx.m_bt
-        d_own = torch.bmm(grad, win)  # [M, bt, H]
-        d_win = torch.bmm(grad.transpose(1, 2), own)  # [M, 2bt, H]
-        d = own.new_zeros(m * bt + bt, own.shape[-1])
-        d[: m * bt].view(m, bt, -1).copy_(d_own).add_(d_win[:, :bt])
-        d[bt:].view(m, bt, -1).add_(d_win[:, bt:])
+        own, win = rows[: m * bt].view(m, bt, -1), _windows(rows, m, bt)
+        # d_own = grad @ win, then grad^T @ own in its two halves (the block's own rows and its
+        # next block's), accumulated in place: no [M, 2bt, H] temporary
+        d = own.new_empty(m * bt + bt, own.shape[-1])
+        d[m * bt :].zero_()
+        torch.bmm(grad, win, out=d[: m * bt].view(m, bt, -1))
+        d[: m * bt].view(m, bt, -1).baddbmm_(grad[:, :, :bt].transpose(1, 2), own)
+        d[bt:].view(m, bt, -1).baddbmm_(grad[:, :, bt:].transpose(1, 2), own)
         return d, None, None
 
 
 def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -> WindowLists:
     """The anchors of ``mask`` ``[B, T]`` and where their Gram entries are in :func:`gram_blocks`
-    of ``K = k`` layers (``dtype``: that of the one-hot pickers)."""
+    of ``K = k`` layers (``dtype``: that of the float pair mask)."""
     w, bt = window, _block(window)
     b, t = mask.shape
     dev = mask.device
@@ -137,90 +180,115 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
     per_block = bt * 2 * bt
     table = torch.div(qr, bt, rounding_mode="floor") * per_block + (qr % bt) * (2 * bt + 1) + c
     ab, aa = m.nonzero(as_tuple=True)  # [N] anchors
-    layers = torch.arange(k, device=dev).view(k, 1)
-    block = (ab * k + layers) * nb + torch.div(aa, bt, rounding_mode="floor")  # [K, N]
-    index = table.index_select(0, aa % bt) + (block * per_block).unsqueeze(-1)  # [K, N, C]
-    # others before the first row or after the last: clamped onto the first entry (a squared
-    # norm) and the last (a zero of the padding block); masked like every other absent token
-    index.clamp_(0, b * k * nb * per_block - 1)
+    # layer 0's blocks start after the first zero block; an other before a layer's first row
+    # or after its last reads a zero block (r and r + c stay within one block of the anchor's)
+    block = 1 + ab * nb + torch.div(aa, bt, rounding_mode="floor")  # [N]
+    # rows of the table, then one transposing copy (a column gather is ~6x slower on the CPU)
+    index = table.to(torch.int32).index_select(0, aa % bt).T.contiguous()  # [C, N]
+    index += (block * per_block).to(torch.int32)
     mp = F.pad(m, (w, w), value=False)
-    pair_valid = mp[ab.unsqueeze(-1), (aa + w).unsqueeze(-1) + offs]  # [N, 2W]
-    u = uj.numel()
-    pick_j = torch.zeros(2 * w, u, dtype=dtype, device=dev)
-    pick_j[uj, torch.arange(u, device=dev)] = 1.0
-    pick_k = torch.zeros(2 * w, u, dtype=dtype, device=dev)
-    pick_k[uk, torch.arange(u, device=dev)] = 1.0
+    pair_valid = mp[ab.unsqueeze(0), (aa + w).unsqueeze(0) + offs.unsqueeze(-1)]  # [2W, N]
     # float 0/1 masks: masking by a product is ~10x cheaper than torch.where on CPU, and every
     # masked entry is finite (see gram_blocks)
-    pv = pair_valid.to(dtype)
     return WindowLists(
         index=index,
-        pair_valid=pv,
-        upper_valid=(pv @ pick_j) * (pv @ pick_k),
-        pick_j=pick_j,
-        pick_k=pick_k,
-        pick_jk=pick_j + pick_k,
+        pair_valid=pair_valid.to(dtype),
+        layers=k,
+        layer_stride=_layer_stride(b, t, window),
+        pair_j=uj,
+        pair_k=uk,
     )
 
 
-def gather_entries(blocks: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``[K, n, C]`` Gram entries of ``index`` (:attr:`WindowLists.index` or a part of it) from the
-    flattened :func:`gram_blocks`."""
-    return blocks.index_select(0, index.reshape(-1)).view(index.shape)
+def _layer_views(blocks: torch.Tensor, lists: WindowLists) -> list[torch.Tensor]:
+    """Each layer's part of the flattened :func:`gram_blocks` that :attr:`WindowLists.index`
+    points into (consecutive layers share a zero block)."""
+    stride = lists.layer_stride
+    return [blocks[layer * stride : (layer + 1) * stride + stride] for layer in range(lists.layers)]
+
+
+def gather_entries(blocks: torch.Tensor, lists: WindowLists, index: torch.Tensor | None = None):
+    """``[K, C, N]`` Gram entries of ``index`` (:attr:`WindowLists.index` or a part of it) from
+    the flattened :func:`gram_blocks` (differentiable in ``blocks``)."""
+    index = lists.index if index is None else index
+    flat = index.reshape(-1)
+    views = _layer_views(blocks, lists)
+    if blocks.requires_grad and torch.is_grad_enabled():
+        return torch.stack([view.index_select(0, flat) for view in views]).view(
+            lists.layers, *index.shape
+        )
+    out = blocks.new_empty(lists.layers, flat.numel())  # gathered in place: no stack
+    for view, part in zip(views, out, strict=True):
+        torch.index_select(view, 0, flat, out=part)
+    return out.view(lists.layers, *index.shape)
+
+
+def scatter_entries(grad: torch.Tensor, lists: WindowLists, size: int) -> torch.Tensor:
+    """The flattened blocks' gradient ``[size]`` from that of their entries ``[K, C, N]``."""
+    out = grad.new_zeros(size)
+    flat = lists.index.reshape(-1)
+    for view, part in zip(_layer_views(out, lists), grad, strict=True):
+        view.index_add_(0, flat, part.reshape(-1))
+    return out
 
 
 def gram_entries(h: torch.Tensor, lists: WindowLists, window: int) -> torch.Tensor:
-    """``[K, N, 1 + 4W + U]``: every anchor's ``G_aa, G_aj, G_jj, G_jk`` (differentiable in h)."""
-    return gather_entries(gram_blocks(h, window).reshape(-1), lists.index)
+    """``[K, 1 + 4W + U, N]``: every anchor's ``G_aa, G_aj, G_jj, G_jk`` (differentiable in h)."""
+    return gather_entries(gram_blocks(h, window).reshape(-1), lists)
 
 
 class _Side(NamedTuple):
     """One side's word relations and what the student's backward reuses."""
 
-    dist: torch.Tensor  # [K, N, 2W]
-    diag: torch.Tensor  # [K, N, 2W] angle(a; j, j)
-    upper: torch.Tensor  # [K, N, U]  angle(a; j, k), j < k
-    sq_norm: torch.Tensor  # [K, N, 2W] P = (G_aa + EPS)(G_jj + EPS)
-    raw: torch.Tensor  # [K, N, 2W] |h_j - h_a|^2 before clamping
-    dd: torch.Tensor  # [K, N, 2W] clamped + EPS
-    sd: torch.Tensor  # [K, N, 2W] sqrt(dd * dd)
-    su: torch.Tensor  # [K, N, U]  sqrt(dd_j * dd_k)
+    dist: torch.Tensor  # [K, 2W, N]
+    diag: torch.Tensor  # [K, 2W, N] angle(a; j, j)
+    upper: torch.Tensor  # [K, U, N]  angle(a; j, k), j < k, 0 unless both others are real
+    sq_norm: torch.Tensor  # [K, 2W, N] P = (G_aa + EPS)(G_jj + EPS)
+    raw: torch.Tensor  # [K, 2W, N] |h_j - h_a|^2 before clamping
+    dd: torch.Tensor  # [K, 2W, N] clamped + EPS
+    sd: torch.Tensor  # [K, 2W, N] sqrt(dd * dd)
+    rr: torch.Tensor  # [K, U, N]  1 / sqrt(dd_j dd_k) where both others are real, else 0
 
 
 def side_relations(g: torch.Tensor, lists: WindowLists, window: int) -> _Side:
     """The reference's relation formulas (:func:`kdkit.kernels.ckd.reference.relations`) on one
-    side's Gram entries ``[K, N, 1 + 4W + U]`` (entries of masked others are finite garbage: the
-    loss masks them)."""
+    side's Gram entries ``[K, 1 + 4W + U, N]`` (entries of masked others are finite garbage:
+    ``dist`` and ``diag`` keep them, the loss masks them; ``upper`` is 0 there)."""
     w2 = 2 * window
-    g_aa, g_aj, g_jj, g_jk = g.split([1, w2, w2, g.shape[-1] - 1 - 2 * w2], dim=-1)
+    g_aa, g_aj, g_jj, g_jk = g.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
     p = (g_aa + EPS) * (g_jj + EPS)
     dist = 1.0 - g_aj / torch.sqrt(p)
     raw = (g_aa - g_aj) + (g_jj - g_aj)  # |h_j - h_a|^2
     dd = raw.clamp_min(0.0) + EPS
     sd = torch.sqrt(dd * dd)
     diag = ((g_jj - g_aj) - (g_aj - g_aa)) / sd
-    pj, pk = lists.pick_j, lists.pick_k  # one-hot matmuls: exact gathers, cheaper on CPU
+    pj, pk = lists.pair_j, lists.pair_k
     # num = (G_jk + G_aa) - (G_aj + G_ak): the reference's (G_jk - G_aj) - (G_ak - G_aa) to
-    # rounding, with one pick (G_aj + G_ak, exact: the pickers' zeros add nothing); a zero-length
-    # difference (h_j == h_a: G_jk == G_ak, G_aj == G_aa) still gives exactly 0
-    num = (g_jk + g_aa) - g_aj @ lists.pick_jk
-    su = torch.sqrt((dd @ pj) * (dd @ pk))
-    return _Side(dist, diag, num / su, p, raw, dd, sd, su)
+    # rounding; a zero-length difference (h_j == h_a: G_jk == G_ak, G_aj == G_aa) still gives 0
+    num = (g_jk + g_aa) - (g_aj.index_select(1, pj) + g_aj.index_select(1, pk))
+    # 1 / sqrt(dd_j dd_k) as a product of the others' 1 / sqrt(dd), the absent ones' set to 0:
+    # the pair mask comes free, and no square root or division runs over the U pairs
+    rs = torch.rsqrt(dd) * lists.pair_valid
+    rr = rs.index_select(1, pj) * rs.index_select(1, pk)
+    return _Side(dist, diag, num * rr, p, raw, dd, sd, rr)
 
 
 def _counts(lists: WindowLists, k: int) -> tuple[int, int]:
     """The reference's two counts: ``K x P`` distances and ``K x (P + 2Q)`` angles (``(j, k)``
     and ``(k, j)``), at least 1 each."""
-    n_pair = int(lists.pair_valid.sum().item())
+    real = lists.pair_valid.sum(0)  # [N] real others of each anchor
+    n_pair = int(real.sum().item())
     n_dist = max(k * n_pair, 1)
-    n_angle = max(k * (n_pair + 2 * int(lists.upper_valid.sum().item())), 1)
+    n_upper = int((real * (real - 1)).sum().item()) // 2  # pairs j < k of real others
+    n_angle = max(k * (n_pair + 2 * n_upper), 1)
     return n_dist, n_angle
 
 
 def _errors(s: _Side, t, lists: WindowLists):
-    """Masked differences ``(dist, diag, upper)`` of one side's relations and the other's."""
-    pv, uv = lists.pair_valid, lists.upper_valid
-    return (s.dist - t.dist) * pv, (s.diag - t.diag) * pv, (s.upper - t.upper) * uv
+    """Masked differences ``(dist, diag, upper)`` of one side's relations and the other's (whose
+    ``upper`` is 0 where a pair's other is absent, as :func:`side_relations` makes it)."""
+    pv = lists.pair_valid
+    return (s.dist - t.dist) * pv, (s.diag - t.diag) * pv, s.upper - t.upper
 
 
 def _word_loss(s: _Side, t: _Side, lists: WindowLists, k: int) -> torch.Tensor:
@@ -237,8 +305,8 @@ class _StudentWordLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, blocks, teacher, lists: WindowLists, window: int):
         """The loss from the student's blocks ``[M bt 2bt]`` and the teacher's relations."""
-        n_dist, n_angle = _counts(lists, lists.index.shape[0])
-        g = gather_entries(blocks, lists.index)
+        n_dist, n_angle = _counts(lists, lists.layers)
+        g = gather_entries(blocks, lists)
         s = side_relations(g, lists, window)
         e1, e2, e3 = _errors(s, teacher, lists)
         ctx.save_for_backward(blocks)
@@ -251,11 +319,8 @@ class _StudentWordLoss(torch.autograd.Function):
         (blocks,) = ctx.saved_tensors
         g, s, e1, e2, e3, lists, window, n_dist, n_angle = ctx.extra
         ctx.extra = None  # free the saved relations with the graph
-        inc = lists.pick_jk.T  # [U, 2W]: the pair has that other as j or k
-        dg = _entry_grad(g, s, e1, e2, e3, inc, window, grad_out / n_dist, grad_out / n_angle)
-        grad = torch.zeros_like(blocks)
-        grad.index_add_(0, lists.index.reshape(-1), dg.reshape(-1))
-        return grad, None, None, None
+        dg = _entry_grad(g, s, e1, e2, e3, lists, window, grad_out / n_dist, grad_out / n_angle)
+        return scatter_entries(dg, lists, blocks.numel()), None, None, None
 
 
 def _sq(x: torch.Tensor) -> torch.Tensor:
@@ -264,18 +329,29 @@ def _sq(x: torch.Tensor) -> torch.Tensor:
     return torch.dot(flat, flat)
 
 
-def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) -> torch.Tensor:
-    """``dL/dg`` ``[K, N, C]`` of the Gram entries (``per_dist = dL/dloss / n_dist``,
+def _per_other(x: torch.Tensor, lists: WindowLists) -> torch.Tensor:
+    """``[K, U, N]`` -> ``[K, 2W, N]``: for each other, the sum over the pairs it is in."""
+    k, _, n = x.shape
+    out = x.new_zeros(k, lists.pair_valid.shape[0], n)
+    return out.index_add_(1, lists.pair_j, x).index_add_(1, lists.pair_k, x)
+
+
+def _entry_grad(
+    g, s: _Side, e1, e2, e3, lists: WindowLists, window: int, per_dist, per_angle
+) -> torch.Tensor:
+    """``dL/dg`` ``[K, C, N]`` of the Gram entries (``per_dist = dL/dloss / n_dist``,
     ``per_angle`` likewise)."""
     w2 = 2 * window
-    g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[-1] - 1 - 2 * w2], dim=-1)
+    g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
+    out = torch.empty_like(g)  # [K, C, N]: dL/dG_aa, dL/dG_aj, dL/dG_jj, dL/dG_jk
+    o_aa, o_aj, o_jj, o_jk = out.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
     g1 = e1 * (2.0 * per_dist)  # dL/d dist
     g2 = e2 * (2.0 * per_angle)  # dL/d diag
     g3 = e3 * (4.0 * per_angle)  # dL/d upper (counted twice)
-    # upper = num / su, su = sqrt(dd_j dd_k): d/dnum = 1/su, d/ddd_j = -upper / (2 dd_j)
-    gnum = g3 / s.su  # [K, n, U]
-    gnum_o = gnum @ inc  # [K, n, 2W]: sum over the pairs of each other
-    gup_o = (g3 * s.upper) @ inc
+    # upper = num rr, rr = 1 / sqrt(dd_j dd_k): d/dnum = rr, d/ddd_j = -upper / (2 dd_j)
+    gnum = torch.mul(g3, s.rr, out=o_jk)  # [K, U, N]: written where it goes
+    gnum_o = _per_other(gnum, lists)  # [K, 2W, N]
+    gup_o = _per_other(g3 * s.upper, lists)
     # diag = nd / sd, sd = sqrt(dd^2): d/dnd = 1/sd, d/ddd = -diag dd / sd^2
     gnd = g2 / s.sd
     gdd = -0.5 * gup_o / s.dd - g2 * s.diag * s.dd / (s.sd * s.sd)
@@ -287,8 +363,30 @@ def _entry_grad(g, s: _Side, e1, e2, e3, inc, window: int, per_dist, per_angle) 
     # raw = (G_aa - G_aj) + (G_jj - G_aj)
     d_aj = -g1 / torch.sqrt(p) - gnum_o - 2.0 * gnd - 2.0 * graw
     d_jj = gp * (g_aa + EPS) + gnd + graw
-    d_aa = (gp * (g_jj + EPS) + gnd + graw).sum(-1, keepdim=True) + gnum.sum(-1, keepdim=True)
-    return torch.cat([d_aa, d_aj, d_jj, gnum], dim=-1)
+    d_aa = (gp * (g_jj + EPS) + gnd + graw).sum(1, keepdim=True) + gnum.sum(1, keepdim=True)
+    o_aa.copy_(d_aa)
+    o_aj.copy_(d_aj)
+    o_jj.copy_(d_jj)
+    return out
+
+
+def layer_gram(h: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, K, T, H]`` -> ``[K, K, B, T]``: every token's Gram matrix across the ``K`` layers
+    (tokens last, so that the relations' elementwise ops run along them).
+
+    ``norms`` ``[B, K, T]``: the squared norms when the caller has them (the word relation's
+    ``G_aa``); then only the ``K (K - 1) / 2`` cross-layer products are computed. Slices and one
+    stack, no gather: the backward of a gather of the real tokens' states (a scatter into
+    zeros of the states' size) cost more than the products.
+    """
+    b, k, t, _ = h.shape
+    if norms is None:
+        norms = (h * h).sum(-1)
+    cross = {(i, j): (h[:, i] * h[:, j]).sum(-1) for i in range(k) for j in range(i + 1, k)}
+    cols = [
+        norms[:, i] if i == j else cross[min(i, j), max(i, j)] for i in range(k) for j in range(k)
+    ]
+    return torch.stack(cols).view(k, k, b, t)
 
 
 def layer_side(
@@ -296,22 +394,8 @@ def layer_side(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One side's layer-transforming relations on the ``N`` real tokens of ``mask``: ``(dist
     [N, K, K], angle [N, K, K, K])``, the reference's formulas on the per-token ``K x K`` Gram
-    matrices (by broadcasting instead of a batched matmul of ``N`` tiny matrices).
-
-    ``norms`` ``[N, K]``: the tokens' squared norms per layer when the caller has them (the word
-    relation's ``G_aa``); then only the ``K (K - 1) / 2`` cross-layer products are computed.
-    """
-    x = h.transpose(1, 2)[mask.to(torch.bool)]  # [N, K, H]: the real tokens only
-    if norms is None:
-        g = (x.unsqueeze(1) * x.unsqueeze(2)).sum(-1)  # [N, K, K]
-    else:
-        n, k = norms.shape
-        iu, ju = torch.triu_indices(k, k, 1, device=h.device)  # [P] layer pairs l < m
-        cross = (x[:, iu] * x[:, ju]).sum(-1)  # [N, P]
-        flat = norms.new_zeros(n, k * k)
-        flat = flat.index_copy(1, torch.arange(k, device=h.device) * (k + 1), norms)
-        flat = flat.index_copy(1, iu * k + ju, cross).index_copy(1, ju * k + iu, cross)
-        g = flat.view(n, k, k)
+    matrices of :func:`layer_gram` (``norms`` ``[B, K, T]``: see there)."""
+    g = layer_gram(h, norms)[:, :, mask.to(torch.bool)].movedim(-1, 0)  # [N, K, K]: real tokens
     diag = torch.diagonal(g, dim1=-2, dim2=-1)  # [N, K]
     return relations(diag, g, diag.unsqueeze(-2), g.unsqueeze(-3))
 
@@ -330,11 +414,79 @@ def layer_relation_packed(
 ) -> torch.Tensor:
     """The reference's layer-transforming relation (per token, across the K layers) on the real
     tokens only; ``ht`` is the teacher's states or its :func:`layer_side`, ``norms`` the
-    student's squared norms ``[N, K]`` if known (:func:`layer_side`)."""
-    off, ang = layer_masks(hs.shape[1], hs.device)
-    ds, as_ = layer_side(hs, mask, norms)
-    dt, at = layer_side(ht, mask) if isinstance(ht, torch.Tensor) else ht
-    return masked_mse(ds, dt, off) + masked_mse(as_, at, ang)
+    student's squared norms ``[B, K, T]`` if known (:func:`layer_gram`)."""
+    if isinstance(ht, torch.Tensor) and ht.requires_grad:  # both sides by autograd
+        off, ang = layer_masks(hs.shape[1], hs.device)
+        ds, as_ = layer_side(hs, mask, norms)
+        dt, at = layer_side(ht, mask)
+        return masked_mse(ds, dt, off) + masked_mse(as_, at, ang)
+    if isinstance(ht, torch.Tensor):
+        with torch.no_grad():
+            ht = layer_side(ht, mask)
+    g = layer_gram(hs, norms)[:, :, mask.to(torch.bool)]  # [K, K, N]
+    return _StudentLayerLoss.apply(g, *ht)
+
+
+class _StudentLayerLoss(torch.autograd.Function):
+    """The layer relation's loss from the student's per-token layer Gram ``[K, K, N]`` and the
+    teacher's ``(dist [N, K, K], angle [N, K, K, K])``, with the gradient written by hand.
+
+    The tensors are small (``K`` is the number of matched layers): autograd's chain of some
+    forty ops cost several times the arithmetic, and with the tokens innermost every op runs
+    along ``N`` instead of along a dimension of size ``K``. The arithmetic is :func:`relations`'
+    and :func:`masked_mse`'s on the same entries."""
+
+    @staticmethod
+    def forward(ctx, g, t_dist, t_angle):
+        """The loss (the mean squared errors over the other layers' pairs and angles)."""
+        k, _, n = g.shape
+        off, ang = layer_masks(k, g.device)
+        d = torch.diagonal(g, dim1=0, dim2=1).T  # [K, N]: the squared norms
+        d_l, d_m = d.unsqueeze(1), d.unsqueeze(0)  # [K(l), 1, N], [1, K(m), N]
+        sq = torch.sqrt((d_l + EPS) * (d_m + EPS))  # [K, K, N]
+        dist = 1.0 - g / sq
+        raw = (d_l - g) + (d_m - g)  # |h_m - h_l|^2
+        a = raw.clamp_min(0.0) + EPS
+        # num[l, m, o] = (G_mo - G_lm) - (G_lo - G_ll), the reference's grouping
+        num = (g.unsqueeze(0) - g.unsqueeze(2)) - (g.unsqueeze(1) - d_l.unsqueeze(1))
+        su = torch.sqrt(a.unsqueeze(2) * a.unsqueeze(1))  # [K, K, K, N]: sqrt(a_lm a_lo)
+        angle = num / su
+        zero = g.new_zeros(())
+        t_d = t_dist.to(g.dtype).movedim(0, -1)
+        t_a = t_angle.to(g.dtype).movedim(0, -1)
+        e1 = torch.where(off.unsqueeze(-1), dist - t_d, zero)
+        e2 = torch.where(ang.unsqueeze(-1), angle - t_a, zero)
+        n1 = max(n * int(off.sum()), 1)
+        n2 = max(n * int(ang.sum()), 1)
+        ctx.save_for_backward(g, d, sq, raw, a, su, angle, e1, e2)
+        ctx.counts = (n1, n2)
+        return _sq(e1) / n1 + _sq(e2) / n2
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        """``dL/dg`` by the chain rule through the formulas of :meth:`forward`."""
+        g, d, sq, raw, a, su, angle, e1, e2 = ctx.saved_tensors
+        n1, n2 = ctx.counts
+        g1 = e1 * (2.0 * grad_out / n1)  # dL/d dist  [K, K, N]
+        g2 = e2 * (2.0 * grad_out / n2)  # dL/d angle [K, K, K, N]
+        # angle = num / su, su = sqrt(a_lm a_lo): d/dnum = 1/su, d/da_lm = -angle / (2 a_lm)
+        dnum = g2 / su
+        q = g2 * angle
+        da = -(q.sum(2) + q.sum(1)) / (2.0 * a)  # [K(l), K, N]
+        draw = da * (raw >= 0).to(g.dtype)  # clamp_min(0)'s gradient
+        # dist = 1 - g / sq, sq^2 = (d_l + EPS)(d_m + EPS)
+        dp = 0.5 * g1 * g / (sq * sq * sq)
+        # num = G_mo - G_lm - G_lo + G_ll; raw = d_l + d_m - 2 G_lm
+        dg = -g1 / sq - 2.0 * draw + dnum.sum(0) - dnum.sum(2) - dnum.sum(1)
+        dd = (
+            (dp * (d.unsqueeze(0) + EPS)).sum(1)
+            + (dp * (d.unsqueeze(1) + EPS)).sum(0)
+            + draw.sum(1)
+            + draw.sum(0)
+            + dnum.sum((1, 2))
+        )  # [K, N]
+        torch.diagonal(dg, dim1=0, dim2=1).add_(dd.T)
+        return dg, None, None
 
 
 class TeacherRelations(NamedTuple):
@@ -347,9 +499,9 @@ class TeacherRelations(NamedTuple):
     keeps them between epochs).
     """
 
-    dist: torch.Tensor  # [K, N, 2W]
-    diag: torch.Tensor  # [K, N, 2W] angle(a; j, j)
-    upper: torch.Tensor  # [K, N, U]  angle(a; j, k), j < k
+    dist: torch.Tensor  # [K, 2W, N]
+    diag: torch.Tensor  # [K, 2W, N] angle(a; j, j)
+    upper: torch.Tensor  # [K, U, N]  angle(a; j, k), j < k
     layer_dist: torch.Tensor  # [N, K, K]
     layer_angle: torch.Tensor  # [N, K, K, K]
 
@@ -360,14 +512,14 @@ class TeacherRelations(NamedTuple):
 
     def rows(self, counts: list[int]) -> list[TeacherRelations]:
         """Split into consecutive examples of ``counts`` anchors each (views)."""
-        word = [x.split(counts, dim=1) for x in (self.dist, self.diag, self.upper)]
+        word = [x.split(counts, dim=2) for x in (self.dist, self.diag, self.upper)]
         layer = [x.split(counts, dim=0) for x in (self.layer_dist, self.layer_angle)]
         return [TeacherRelations(*parts) for parts in zip(*word, *layer, strict=True)]
 
     @staticmethod
     def cat(parts: list[TeacherRelations], dtype: torch.dtype = torch.float32) -> TeacherRelations:
         """Join examples in order (anchors row after row), as ``dtype``."""
-        dims = (1, 1, 1, 0, 0)
+        dims = (2, 2, 2, 0, 0)
         return TeacherRelations(
             *(torch.cat([p[i] for p in parts], dim=d).to(dtype) for i, d in enumerate(dims))
         )
@@ -385,17 +537,17 @@ def teacher_relations(
     lists: WindowLists | None = None,
 ) -> TeacherRelations:
     """The teacher's relations of :func:`ckd_loss_packed` (no gradient); ``lists``: the mask's
-    :func:`window_lists` when the caller has them (pickers in the teacher's dtype)."""
+    :func:`window_lists` when the caller has them (pair mask in the teacher's dtype)."""
     with torch.no_grad():
         ht = to_accumulation(teacher)
         k = ht.shape[1]
-        if lists is None or lists.pick_j.dtype != ht.dtype:
+        if lists is None or lists.pair_valid.dtype != ht.dtype:
             lists = window_lists(mask, window, k, ht.dtype)
         side = side_relations(gram_entries(ht, lists, window), lists, window)
-        pv, uv = lists.pair_valid, lists.upper_valid
+        pv = lists.pair_valid
         # entries of absent others are finite but unbounded: zeros instead, so the relations
-        # keep in fp16 (every kept value is a cosine or 1 - cosine, |x| <= 2)
-        dist, diag, upper = side.dist * pv, side.diag * pv, side.upper * uv
+        # keep in fp16 (every kept value is a cosine or 1 - cosine, |x| <= 2; upper is 0 there)
+        dist, diag, upper = side.dist * pv, side.diag * pv, side.upper
         off, ang = layer_masks(k, ht.device)
         layer_dist, layer_angle = layer_side(ht, mask)
         zero = ht.new_zeros(())
@@ -436,9 +588,9 @@ def ckd_loss_packed(
             wr = _word_loss(side_s, side_h, lists, k)
             return CKDTerms(wr, layer_relation_packed(hs, ht, mask))
         side_t = teacher_relations(ht, mask, window=window, lists=lists)
-    blocks = gram_blocks(hs, window).reshape(-1)
-    wr = _StudentWordLoss.apply(blocks, side_t, lists, window)
-    norms = gather_entries(blocks, lists.index[..., 0]).transpose(0, 1)  # [N, K]: the G_aa
+    blocks = gram_blocks(hs, window)
+    wr = _StudentWordLoss.apply(blocks.reshape(-1), side_t, lists, window)
+    norms = block_norms(blocks, hs.shape)  # [B, K, T]: the G_aa
     layer_t = (side_t.layer_dist, side_t.layer_angle)
     return CKDTerms(wr, layer_relation_packed(hs, layer_t, mask, norms))
 
@@ -449,7 +601,7 @@ def check_relations(
     """Raise a :class:`KdkitError` when ``teacher`` is not the relations of ``mask``'s anchors."""
     b, k, t, _ = student.shape
     n = int(mask.to(torch.bool).sum())
-    want = {"dist": (k, n, 2 * window), "upper": (k, n, window * (2 * window - 1))}
+    want = {"dist": (k, 2 * window, n), "upper": (k, window * (2 * window - 1), n)}
     got = {"dist": tuple(teacher.dist.shape), "upper": tuple(teacher.upper.shape)}
     if student.dim() != 4 or mask.shape != (b, t) or got != want or teacher.anchors != n:
         raise KdkitError(

@@ -18,6 +18,7 @@ from kdkit.kernels import ckd_loss, dispatch
 from kdkit.kernels.ckd import relations_path
 from kdkit.kernels.ckd.packed import (
     TeacherRelations,
+    block_norms,
     ckd_loss_packed,
     gram_blocks,
     gram_entries,
@@ -58,19 +59,25 @@ def _loss_and_grads(fn, s, te, mask, window, teacher_grad=False):
 )
 def test_gram_blocks_hold_every_band_entry(b, k, t, w, seed):
     """``out[m, q, p] = h_X . h_{X - q + p}``, ``X = m bt + q``, over the rows padded to whole
-    blocks and laid end to end (one zero block after the last), as the docstring says: across
-    the seams between rows too."""
+    blocks and laid end to end layer by layer, with a zero block before the first layer and
+    after each (and one more at the end), as the docstring says: across the seams between rows
+    and layers too; and :func:`block_norms` reads every state's squared norm out of them."""
     h = torch.randn(b, k, t, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = gram_blocks(h, w)
     bt = 2 * w
     nb = -(-t // bt)
-    assert out.shape == (b * k * nb, bt, 2 * bt)
-    rows = torch.nn.functional.pad(h, (0, 0, 0, nb * bt - t)).reshape(-1, 3)  # [X, H]
-    rows = torch.cat([rows, torch.zeros(bt, 3, dtype=rows.dtype)])
-    x = torch.arange(b * k * nb * bt)
+    assert out.shape == (1 + k * (b * nb + 1), bt, 2 * bt)
+    zero = torch.zeros(bt, 3, dtype=h.dtype)
+    rows = [zero]
+    for layer in range(k):
+        padded = torch.nn.functional.pad(h[:, layer], (0, 0, 0, nb * bt - t))  # [B, nb bt, H]
+        rows += [padded.reshape(-1, 3), zero]
+    rows = torch.cat([*rows, zero])  # [X, H]
+    x = torch.arange(out.shape[0] * bt)
     for p in range(2 * bt):
         want = (rows[x] * rows[x - x % bt + p]).sum(-1)
         assert torch.allclose(out[x // bt, x % bt, p], want, atol=1e-12), p
+    assert torch.allclose(block_norms(out, h.shape), (h * h).sum(-1), atol=1e-12)
 
 
 @settings(max_examples=30, deadline=None)
@@ -92,17 +99,17 @@ def test_window_entries_are_the_gram_entries_of_each_window(b, k, t, w, holes, s
     if holes:
         mask &= torch.rand(b, t, generator=gen) > 0.3
     lists = window_lists(mask, w, k, torch.float64)
-    g = gram_entries(h, lists, w)  # [K, N, C]
+    g = gram_entries(h, lists, w)  # [K, C, N]
     assert torch.isfinite(g).all()
     offs = [*range(-w, 0), *range(1, w + 1)]
     pairs = [(i, j) for i in range(2 * w) for j in range(i + 1, 2 * w)]
     ab, aa = mask.nonzero(as_tuple=True)
     for n, (row, a) in enumerate(zip(ab.tolist(), aa.tolist(), strict=True)):
         real = [0 <= a + o < t and bool(mask[row, a + o]) for o in offs]
-        assert lists.pair_valid[n].tolist() == [float(r) for r in real]
+        assert lists.pair_valid[:, n].tolist() == [float(r) for r in real]
         for layer in range(k):
             hv = h[row, layer]
-            entries = g[layer, n]
+            entries = g[layer, :, n]
             assert torch.isclose(entries[0], hv[a] @ hv[a])
             for i, o in enumerate(offs):
                 if real[i]:
@@ -226,7 +233,10 @@ def test_teacher_relations_give_the_states_loss_and_gradient(seed, b, k, t, w, h
     assert all(bool((x.abs() <= 2 + 1e-9).all()) for x in rel)
     lists = window_lists(mask, w, k, torch.float64)
     assert not (rel.dist * (1 - lists.pair_valid)).any()
-    assert not (rel.upper * (1 - lists.upper_valid)).any()
+    pv = lists.pair_valid
+    both = pv[:, None, :] * pv[None, :, :]  # [2W, 2W, N]: both others real
+    iu, ju = torch.triu_indices(2 * w, 2 * w, 1)
+    assert not (rel.upper * (1 - both[iu, ju])).any()
     assert not torch.diagonal(rel.layer_dist, dim1=-2, dim2=-1).any()
 
 
