@@ -69,7 +69,7 @@ class WindowLists(NamedTuple):
     cheaper on the CPU than the one-hot matmuls they replace.
     """
 
-    index: torch.Tensor  # [1 + 2W + 2W + U, N] int32: G_aa, G_aj (2W), G_jj (2W), G_jk (U)
+    index: torch.Tensor  # [1 + 2W + 2W + U, N] int32 (int64 if needed): G_aa, G_aj, G_jj, G_jk
     pair_valid: torch.Tensor  # [2W, N] 0/1 (float): the other token is real
     layers: int  # K
     layer_stride: int  # entries between one layer's blocks and the next's (see gram_blocks)
@@ -183,9 +183,12 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
     # layer 0's blocks start after the first zero block; an other before a layer's first row
     # or after its last reads a zero block (r and r + c stay within one block of the anchor's)
     block = 1 + ab * nb + torch.div(aa, bt, rounding_mode="floor")  # [N]
-    # rows of the table, then one transposing copy (a column gather is ~6x slower on the CPU)
-    index = table.to(torch.int32).index_select(0, aa % bt).T.contiguous()  # [C, N]
-    index += (block * per_block).to(torch.int32)
+    # rows of the table, then one transposing copy (a column gather is ~6x slower on the CPU);
+    # int32 (half the bytes to read and write) unless a layer's entries could overflow it
+    stride = _layer_stride(b, t, window)
+    itype = torch.int32 if 2 * stride < 2**31 else torch.int64
+    index = table.to(itype).index_select(0, aa % bt).T.contiguous()  # [C, N]
+    index += (block * per_block).to(itype)
     mp = F.pad(m, (w, w), value=False)
     pair_valid = mp[ab.unsqueeze(0), (aa + w).unsqueeze(0) + offs.unsqueeze(-1)]  # [2W, N]
     # float 0/1 masks: masking by a product is ~10x cheaper than torch.where on CPU, and every
@@ -194,7 +197,7 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
         index=index,
         pair_valid=pair_valid.to(dtype),
         layers=k,
-        layer_stride=_layer_stride(b, t, window),
+        layer_stride=stride,
         pair_j=uj,
         pair_k=uk,
     )

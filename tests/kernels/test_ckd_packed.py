@@ -256,3 +256,20 @@ def test_teacher_relations_of_another_mask_are_refused():
     # which path takes relations: auto and reference on CPU tensors, never an explicit triton
     assert relations_path(s) and relations_path(s, "reference")
     assert not relations_path(s, "triton")
+
+
+def test_window_index_is_int64_where_int32_could_overflow():
+    """The index is int32 at ordinary sizes (half the bytes) and int64 once a layer's entries
+    could pass 2**31: the same values either way."""
+    small = window_lists(torch.ones(2, 8, dtype=torch.bool), 2, 2)
+    assert small.index.dtype == torch.int32
+    b, t, w = 5000, 1736, 31  # (b ceil(t / 2w) + 1) (2w) (4w) > 2**30 entries per layer
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    mask[-1, -3:] = True  # three anchors in the last row
+    big = window_lists(mask, w, 1)
+    assert big.index.dtype == torch.int64
+    bt = 2 * w
+    nb = -(-t // bt)
+    # the last anchor's G_aa: block 1 + (b - 1) nb + (t - 1) // bt, row (t - 1) % bt, column 0
+    want = (1 + (b - 1) * nb + (t - 1) // bt) * bt * 2 * bt + ((t - 1) % bt) * (2 * bt + 1)
+    assert int(big.index[0, -1]) == want
