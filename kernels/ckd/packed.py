@@ -61,12 +61,8 @@ class WindowLists(NamedTuple):
     Anchors are the ``N`` valid tokens; each has ``2W`` others (offsets ``-W..W`` without 0) and
     ``U = W (2W - 1)`` pairs of others ``j < k``. ``index`` points every anchor's Gram entries
     into the flattened blocks of :func:`gram_blocks` of layer 0; layer ``l``'s are
-    ``l * layer_stride`` further on (:func:`gather_entries`).
-
-    Anchors are the last dimension of everything here and in the relations (``[K, X, N]``): a
-    pick of the others of each pair is then a copy of whole rows (``index_select`` on dim 1),
-    and a sum over the pairs of each other an ``index_add_`` of rows, both several times
-    cheaper on the CPU than the one-hot matmuls they replace.
+    ``l * layer_stride`` further on (:func:`gather_entries`). Anchors are the last dimension
+    (see the module docstring: "anchors last").
     """
 
     index: torch.Tensor  # [1 + 2W + 2W + U, N] int32 (int64 if needed): G_aa, G_aj, G_jj, G_jk
@@ -131,9 +127,9 @@ def _windows(rows: torch.Tensor, m: int, bt: int) -> torch.Tensor:
 
 class _BlockProducts(torch.autograd.Function):
     """``rows [M bt + bt, H]`` -> ``[M, bt, 2bt]``: each block of ``bt`` rows against itself and
-    its next block, as one batched matmul against the ``2bt``-row windows (one product of twice
-    the width runs faster on the CPU than two, and its backward takes two products instead of
-    autograd's four)."""
+    its next block, as one batched matmul against the ``2bt``-row windows (a view: one product
+    of twice the width runs faster on the CPU than two), with a backward of three products
+    accumulated in place instead of autograd's four and their sums."""
 
     @staticmethod
     def forward(ctx, rows, m: int, bt: int):
@@ -203,6 +199,13 @@ def window_lists(mask: torch.Tensor, window: int, k: int, dtype=torch.float32) -
     )
 
 
+def _split_entries(x: torch.Tensor, window: int) -> tuple[torch.Tensor, ...]:
+    """``[K, C, N]`` entries (or their gradients) -> views ``(aa [K, 1, N], aj [K, 2W, N],
+    jj [K, 2W, N], jk [K, U, N])``."""
+    w2 = 2 * window
+    return x.split([1, w2, w2, x.shape[1] - 1 - 2 * w2], dim=1)
+
+
 def _layer_views(blocks: torch.Tensor, lists: WindowLists) -> list[torch.Tensor]:
     """Each layer's part of the flattened :func:`gram_blocks` that :attr:`WindowLists.index`
     points into (consecutive layers share a zero block)."""
@@ -210,10 +213,10 @@ def _layer_views(blocks: torch.Tensor, lists: WindowLists) -> list[torch.Tensor]
     return [blocks[layer * stride : (layer + 1) * stride + stride] for layer in range(lists.layers)]
 
 
-def gather_entries(blocks: torch.Tensor, lists: WindowLists, index: torch.Tensor | None = None):
-    """``[K, C, N]`` Gram entries of ``index`` (:attr:`WindowLists.index` or a part of it) from
-    the flattened :func:`gram_blocks` (differentiable in ``blocks``)."""
-    index = lists.index if index is None else index
+def gather_entries(blocks: torch.Tensor, lists: WindowLists) -> torch.Tensor:
+    """``[K, C, N]`` Gram entries of :attr:`WindowLists.index` from the flattened
+    :func:`gram_blocks` (differentiable in ``blocks``)."""
+    index = lists.index
     flat = index.reshape(-1)
     views = _layer_views(blocks, lists)
     if blocks.requires_grad and torch.is_grad_enabled():
@@ -257,8 +260,7 @@ def side_relations(g: torch.Tensor, lists: WindowLists, window: int) -> _Side:
     """The reference's relation formulas (:func:`kdkit.kernels.ckd.reference.relations`) on one
     side's Gram entries ``[K, 1 + 4W + U, N]`` (entries of masked others are finite garbage:
     ``dist`` and ``diag`` keep them, the loss masks them; ``upper`` is 0 there)."""
-    w2 = 2 * window
-    g_aa, g_aj, g_jj, g_jk = g.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
+    g_aa, g_aj, g_jj, g_jk = _split_entries(g, window)
     p = (g_aa + EPS) * (g_jj + EPS)
     dist = 1.0 - g_aj / torch.sqrt(p)
     raw = (g_aa - g_aj) + (g_jj - g_aj)  # |h_j - h_a|^2
@@ -344,10 +346,9 @@ def _entry_grad(
 ) -> torch.Tensor:
     """``dL/dg`` ``[K, C, N]`` of the Gram entries (``per_dist = dL/dloss / n_dist``,
     ``per_angle`` likewise)."""
-    w2 = 2 * window
-    g_aa, g_aj, g_jj, _ = g.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
+    g_aa, g_aj, g_jj, _ = _split_entries(g, window)
     out = torch.empty_like(g)  # [K, C, N]: dL/dG_aa, dL/dG_aj, dL/dG_jj, dL/dG_jk
-    o_aa, o_aj, o_jj, o_jk = out.split([1, w2, w2, g.shape[1] - 1 - 2 * w2], dim=1)
+    o_aa, o_aj, o_jj, o_jk = _split_entries(out, window)
     g1 = e1 * (2.0 * per_dist)  # dL/d dist
     g2 = e2 * (2.0 * per_angle)  # dL/d diag
     g3 = e3 * (4.0 * per_angle)  # dL/d upper (counted twice)

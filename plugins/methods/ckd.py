@@ -151,8 +151,8 @@ class TeacherMemo:
 
     They are constants of training (frozen teacher, fixed tokenisations), and computing them
     from the teacher's states — its banded Gram at the teacher's width, the relations, the
-    layer Gram — is about two thirds of what CKD adds to an FT step on the CPU (the engine
-    benchmark's default setting: 1.77x FT in the first epoch, 1.32x in later ones). Examples
+    layer Gram — was about two thirds of what CKD added to an FT step on the CPU (the engine
+    benchmark's default setting, ``benchmarks/engine/README.md``). Examples
     are keyed by ``(split, row)`` and kept in ``dtype``; the method rounds freshly computed
     relations to ``dtype`` too, so a batch of kept examples gives exactly the loss that
     recomputing gives (the same values joined in the same order). Up to ``budget`` bytes;
